@@ -1,0 +1,44 @@
+# SmartQ — one Makefile for set-up, tests, the demo and the benchmarks.
+#   make test    set everything up (apt packages when root on Debian, the virtualenv) and run the suite
+#   make demo    set everything up and run a whole branch plus HQ on this machine
+#   make bench   run the benchmarks; figures land in bench/results/*.json
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+# Debian packages the suite and the demo use (real ptys, speech, namespaces, Xvfb, mDNS peers).
+APT_PACKAGES := python3-venv python3-dev xvfb xauth socat espeak-ng sox iproute2 \
+                avahi-daemon avahi-utils dbus libnss-mdns zbar-tools \
+                libgl1 libgl1-mesa-dri libegl1 libmtdev1 libsdl2-2.0-0 xclip
+
+.PHONY: test test-fast demo bench system-deps venv clean
+
+$(VENV)/.stamp: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,lan,hardware,ui,hq]'
+	touch $@
+
+venv: $(VENV)/.stamp
+
+# Installs only what is missing, and never lets a package start a service on the host
+# (avahi-daemon runs only inside test namespaces, with its own dbus).
+system-deps:
+	@bash scripts/system-deps.sh $(APT_PACKAGES)
+
+test: system-deps venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: system-deps venv
+	$(PY) -m appliance.demo
+
+bench: system-deps venv
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis bench/results
