@@ -1,0 +1,404 @@
+"""Kiosk state and actions, without widgets: what the citizen sees and can do at each step.
+
+Screens: ``language`` -> ``service`` -> ``details`` (priority, phone) -> ``confirm``; or
+``language``/``service`` -> ``booking`` -> ``confirm``. ``offline`` overlays any screen while
+the node cannot be reached. Every string comes from the gettext catalogs in ``locale/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+import phonenumbers
+from kivy.event import EventDispatcher
+from kivy.properties import (
+    BooleanProperty,
+    DictProperty,
+    ListProperty,
+    NumericProperty,
+    ObjectProperty,
+    OptionProperty,
+    StringProperty,
+)
+
+from appliance.client import NodeClient, NodeRejected, NodeUnavailable, NotFound
+
+from .i18n import LANGUAGES, SOURCE_LANGUAGE, Translator, translator
+
+logger = logging.getLogger(__name__)
+
+SCREENS = ("language", "service", "details", "booking", "confirm")
+PRIORITY_CLASS = 1  # "elderly, disabled, pregnant": the node's first priority class
+
+
+class Speaker(Protocol):
+    """Speaks a text aloud in a language (the hardware team's espeak-ng announcer)."""
+
+    def say(self, text: str, language: str) -> None: ...
+
+
+class SilentSpeaker:
+    """A speaker that only remembers what it was asked to say (tests, machines without audio)."""
+
+    def __init__(self) -> None:
+        self.said: list[tuple[str, str]] = []
+
+    def say(self, text: str, language: str) -> None:
+        self.said.append((text, language))
+
+
+def minutes(seconds: float | None) -> int:
+    """Whole minutes, rounded up, of an estimate in seconds (None -> 0)."""
+    return max(0, math.ceil((seconds or 0) / 60))
+
+
+def normalize_phone(text: str, region: str | None) -> str | None:
+    """E.164 form of a phone number typed at the kiosk, or None when it is not valid."""
+    text = text.strip()
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def printer_failed(reply: dict[str, Any], hardware: dict[str, Any] | None) -> bool:
+    """Did the node say the ticket was not printed? Reads the 201 reply first, then the
+    ``hardware`` block of the last /state (``{"printer": "error"}`` or ``{"printer":
+    {"ok": false}}`` / ``{"status": ...}``)."""
+    for key in ("printed", "print_ok"):
+        if reply.get(key) is False:
+            return True
+    if reply.get("printed") is True:
+        return False
+    printer = (hardware or {}).get("printer")
+    if isinstance(printer, dict):
+        if printer.get("ok") is False:
+            return True
+        printer = printer.get("status")
+    return isinstance(printer, str) and printer.lower() not in ("ok", "ready", "idle", "online")
+
+
+class KioskViewModel(EventDispatcher):
+    """All kiosk state; the .kv layout binds to these properties and calls these methods."""
+
+    screen = OptionProperty("language", options=list(SCREENS))
+    language = StringProperty(SOURCE_LANGUAGE)
+    #: Rows for the service screen: {id, letter, name, waiting_text, wait_text}.
+    services = ListProperty([])
+    selected_service = StringProperty("")
+    selected_service_name = StringProperty("")
+    priority = BooleanProperty(False)
+    phone = StringProperty("")
+    phone_error = StringProperty("")
+    booking_code = StringProperty("")
+    booking_error = StringProperty("")
+    #: The ticket the node issued (TICKET shape); empty until confirmed.
+    ticket = DictProperty({})
+    ticket_label = StringProperty("")
+    ticket_lines = ListProperty([])
+    printer_failed = BooleanProperty(False)
+    qr_payload = StringProperty("")
+    offline = BooleanProperty(False)
+    busy = BooleanProperty(False)
+    error = StringProperty("")
+    audio = BooleanProperty(False)
+    #: Bumped on every language change so .kv expressions using ``vm.t`` re-evaluate.
+    strings_version = NumericProperty(0)
+    tr = ObjectProperty(None)
+
+    def __init__(
+        self,
+        client: NodeClient,
+        *,
+        speaker: Speaker | None = None,
+        clock: Callable[[], float],
+        idle_timeout_s: float = 45.0,
+        confirm_timeout_s: float = 20.0,
+        phone_region: str | None = "RW",
+        language: str = SOURCE_LANGUAGE,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.client = client
+        self.speaker = speaker or SilentSpeaker()
+        self.clock = clock
+        self.idle_timeout_s = idle_timeout_s
+        self.confirm_timeout_s = confirm_timeout_s
+        self.phone_region = phone_region
+        self.default_language = language
+        self._state: dict[str, Any] = {}
+        self._last_activity = clock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tr = translator(language)
+        self.language = language
+
+    # --- strings --------------------------------------------------------------------------
+
+    def t(self, msgid: str, **values: object) -> str:
+        """The current language's text for ``msgid`` (the .kv calls this)."""
+        tr: Translator = self.tr
+        return tr.format(msgid, **values) if values else tr(msgid)
+
+    def on_language(self, _: Any, language: str) -> None:
+        self.tr = translator(language)
+        self.strings_version += 1
+        self._rebuild_services()
+        self._rebuild_ticket_lines()
+
+    @property
+    def languages(self) -> dict[str, str]:
+        return LANGUAGES
+
+    # --- node data ------------------------------------------------------------------------
+
+    def apply_state(self, state: dict[str, Any]) -> None:
+        """Take a fresh /state (on connect, on stream events, after issuing)."""
+        self._state = state
+        self.offline = False
+        self._rebuild_services()
+
+    def set_connected(self, connected: bool, reason: str = "") -> None:
+        self.offline = not connected
+        if not connected:
+            logger.info("kiosk offline: %s", reason)
+
+    def _service_name(self, service: dict[str, Any]) -> str:
+        names = service.get("names") or {}
+        return str(
+            names.get(self.language)
+            or names.get(SOURCE_LANGUAGE)
+            or service.get("name")
+            or service.get("id", "")
+        )
+
+    def _rebuild_services(self) -> None:
+        rows = []
+        for s in self._state.get("services", []):
+            wait = minutes(s.get("estimated_wait_s"))
+            rows.append(
+                {
+                    "id": s["id"],
+                    "letter": s.get("letter", ""),
+                    "name": self._service_name(s),
+                    "waiting": int(s.get("waiting", 0)),
+                    "waiting_text": self.t("Waiting: {n}", n=int(s.get("waiting", 0))),
+                    "wait_text": self.t("About {m} min", m=wait) if wait else self.t("No wait"),
+                }
+            )
+        self.services = rows
+        if self.selected_service:
+            for row in rows:
+                if row["id"] == self.selected_service:
+                    self.selected_service_name = row["name"]
+
+    def _rebuild_ticket_lines(self) -> None:
+        t = self.ticket
+        if not t:
+            self.ticket_lines = []
+            return
+        lines = [self.t("Please wait to be called")]
+        if t.get("people_ahead") is not None:
+            lines.append(self.t("People ahead of you: {n}", n=t["people_ahead"]))
+        if t.get("estimated_wait_s") is not None:
+            lines.append(self.t("Estimated wait: {m} min", m=minutes(t["estimated_wait_s"])))
+        self.ticket_lines = lines
+
+    # --- navigation -----------------------------------------------------------------------
+
+    def touch(self) -> None:
+        """Any touch on the screen: resets the idle timer."""
+        self._last_activity = self.clock()
+
+    def go(self, screen: str) -> None:
+        self.touch()
+        self.error = ""
+        self.screen = screen
+        self.speak_screen()
+
+    def choose_language(self, language: str) -> None:
+        if language not in LANGUAGES:
+            raise ValueError(f"unsupported language {language!r}")
+        self.language = language
+        self.go("service")
+
+    def choose_service(self, service_id: str) -> None:
+        for row in self.services:
+            if row["id"] == service_id:
+                self.selected_service = service_id
+                self.selected_service_name = row["name"]
+                self.go("details")
+                return
+        self.error = self.t("Something went wrong. Please ask staff.")
+
+    def set_priority(self, value: bool) -> None:
+        self.touch()
+        self.priority = bool(value)
+
+    def set_phone(self, text: str) -> None:
+        self.touch()
+        self.phone = text
+        self.phone_error = ""
+
+    def validate_phone(self) -> str | None | bool:
+        """The E.164 number, None when left empty, False (and ``phone_error``) when bad."""
+        if not self.phone.strip():
+            return None
+        normalized = normalize_phone(self.phone, self.phone_region)
+        if normalized is None:
+            self.phone_error = self.t("This phone number is not valid")
+            return False
+        return normalized
+
+    def set_booking_code(self, text: str) -> None:
+        self.touch()
+        self.booking_code = text.strip().upper()
+        self.booking_error = ""
+
+    def toggle_audio(self) -> None:
+        self.touch()
+        self.audio = not self.audio
+        self.speak_screen()
+
+    def reset(self) -> None:
+        """Back to the start for the next citizen; forgets everything the last one typed."""
+        self.selected_service = ""
+        self.selected_service_name = ""
+        self.priority = False
+        self.phone = ""
+        self.phone_error = ""
+        self.booking_code = ""
+        self.booking_error = ""
+        self.ticket = {}
+        self.ticket_label = ""
+        self.printer_failed = False
+        self.qr_payload = ""
+        self.error = ""
+        self.language = self.default_language
+        self.go("language")
+
+    def check_idle(self) -> bool:
+        """Called by a Clock interval: return to the start after a spell without touches."""
+        if self.screen == "language":
+            return False
+        limit = self.confirm_timeout_s if self.screen == "confirm" else self.idle_timeout_s
+        if self.clock() - self._last_activity >= limit:
+            self.reset()
+            return True
+        return False
+
+    # --- audio guidance -------------------------------------------------------------------
+
+    def speech_for_screen(self) -> list[str]:
+        """What audio guidance says on the current screen, in order."""
+        if self.screen == "language":
+            return [f"{name}" for name in LANGUAGES.values()]
+        if self.screen == "service":
+            out = [self.t("Choose a service")]
+            for row in self.services:
+                out.append(f"{row['name']}. {row['waiting_text']}. {row['wait_text']}")
+            out.append(self.t("I have a booking"))
+            return out
+        if self.screen == "details":
+            return [
+                self.t("Service: {name}", name=self.selected_service_name),
+                self.t("Priority: elderly, disabled or pregnant"),
+                self.t("Phone for an SMS alert (optional)"),
+                self.t("Take a ticket"),
+            ]
+        if self.screen == "booking":
+            return [self.t("Type your booking code"), self.t("Check in")]
+        out = [self.t("Your number"), self.ticket_label, *self.ticket_lines]
+        if self.printer_failed:
+            out.append(self.t("The printer is not working. Note your number or scan this code."))
+        return out
+
+    def speak_screen(self) -> None:
+        if not self.audio:
+            return
+        for text in self.speech_for_screen():
+            if text:
+                self.speaker.say(text, self.language)
+
+    # --- actions talking to the node ------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run an action on the app's asyncio loop, keeping a reference until it ends."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def take_ticket(self) -> None:
+        self.spawn(self.issue())
+
+    def check_in(self) -> None:
+        self.spawn(self.issue_booking())
+
+    async def refresh(self) -> None:
+        try:
+            self.apply_state(await self.client.state())
+        except NodeUnavailable as err:
+            self.set_connected(False, str(err))
+
+    async def issue(self) -> bool:
+        """Issue a walk-in ticket for the selected service; True when one was issued."""
+        self.touch()
+        phone = self.validate_phone()
+        if phone is False:
+            return False
+        return await self._issue(
+            service=self.selected_service,
+            priority=PRIORITY_CLASS if self.priority else 0,
+            language=self.language,
+            phone=phone or None,
+        )
+
+    async def issue_booking(self) -> bool:
+        """Check in a booking by its code; True when the node issued its ticket."""
+        self.touch()
+        if not self.booking_code:
+            self.booking_error = self.t("Unknown booking code")
+            return False
+        return await self._issue(booking_code=self.booking_code, language=self.language)
+
+    async def _issue(self, **fields: Any) -> bool:
+        if self.busy:
+            return False
+        self.busy = True
+        self.error = ""
+        try:
+            reply = await self.client.issue_ticket(**fields)
+        except NodeUnavailable as err:
+            self.set_connected(False, str(err))
+            self.error = self.t("Cannot reach the queue system. Please wait or ask staff.")
+            return False
+        except NotFound:
+            if fields.get("booking_code"):
+                self.booking_error = self.t("Unknown booking code")
+            else:
+                self.error = self.t("Something went wrong. Please ask staff.")
+            return False
+        except NodeRejected as err:
+            logger.warning("kiosk: node refused the ticket: %s", err)
+            if fields.get("booking_code"):
+                self.booking_error = self.t("Unknown booking code")
+            else:
+                self.error = self.t("Something went wrong. Please ask staff.")
+            return False
+        finally:
+            self.busy = False
+        self.offline = False
+        self.ticket = reply
+        self.ticket_label = str(reply.get("label", ""))
+        self.printer_failed = printer_failed(reply, self._state.get("hardware"))
+        self.qr_payload = str(reply.get("id", "")) if self.printer_failed else ""
+        self._rebuild_ticket_lines()
+        self.go("confirm")
+        return True
