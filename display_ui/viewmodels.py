@@ -1,0 +1,241 @@
+"""Waiting-room display state: the newest call, recent calls, queues, crowd, clock, notices.
+
+Fed only by the node's event stream (``apply_state`` once per (re)connect, ``apply_event``
+for each event); it never polls. Each call is also handed to an injectable announcer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+from kivy.event import EventDispatcher
+from kivy.properties import (
+    BooleanProperty,
+    ListProperty,
+    NumericProperty,
+    OptionProperty,
+    StringProperty,
+)
+
+from appliance.client import StreamEvent
+
+logger = logging.getLogger(__name__)
+
+CALL_EVENTS = ("ticket.called", "ticket.recalled")
+RECENT_MAX = 6
+
+
+class Announcer(Protocol):
+    """Plays a call (chime + speech) on the display's speaker."""
+
+    def announce(self, label: str, counter_name: str, language: str) -> None: ...
+
+
+class SilentAnnouncer:
+    """Remembers the calls it was asked to play (tests, machines without audio)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+
+    def announce(self, label: str, counter_name: str, language: str) -> None:
+        self.calls.append((label, counter_name, language))
+
+
+def crowd_level(waiting: int, open_counters: int) -> str:
+    """low / medium / high from people waiting per open counter (none open and people
+    waiting is high)."""
+    if waiting <= 0:
+        return "low"
+    if open_counters <= 0:
+        return "high"
+    per = waiting / open_counters
+    if per < 4:
+        return "low"
+    if per < 10:
+        return "medium"
+    return "high"
+
+
+class DisplayViewModel(EventDispatcher):
+    newest_label = StringProperty("")
+    newest_counter = StringProperty("")
+    #: True for ``flash_s`` seconds after a call; the layout blinks the newest call meanwhile.
+    flashing = BooleanProperty(False)
+    #: [{label, counter_name}] newest first, excluding the newest call.
+    recent = ListProperty([])
+    #: [{id, letter, name, waiting, wait_text}]
+    services = ListProperty([])
+    crowd = OptionProperty("low", options=["low", "medium", "high"])
+    clock_text = StringProperty("")
+    date_text = StringProperty("")
+    notices = ListProperty([])
+    ticker_text = StringProperty("")
+    offline = BooleanProperty(True)
+    degraded = BooleanProperty(False)
+    status_text = StringProperty("Connecting…")
+    branch_name = StringProperty("")
+    #: Increments on every call shown; a bench or test can wait on it.
+    calls_shown = NumericProperty(0)
+
+    def __init__(
+        self,
+        *,
+        announcer: Announcer | None = None,
+        clock: Callable[[], float],
+        flash_s: float = 8.0,
+        language: str = "en",
+        notices: list[str] | None = None,
+        on_call_shown: Callable[[str], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.announcer = announcer or SilentAnnouncer()
+        self.clock = clock
+        self.flash_s = flash_s
+        self.language = language
+        self.on_call_shown = on_call_shown
+        self._flash_until = 0.0
+        self._services: dict[str, dict[str, Any]] = {}
+        self._counters: dict[str, dict[str, Any]] = {}
+        self._waiting: dict[str, dict[str, Any]] = {}
+        self._calls: list[dict[str, str]] = []
+        self._local_notices = list(notices or [])
+        self.notices = list(self._local_notices)
+        self._rebuild_ticker()
+
+    # --- connection -----------------------------------------------------------------------
+
+    def set_connected(self, connected: bool, reason: str = "") -> None:
+        self.offline = not connected
+        self.status_text = "" if connected else "Offline: reconnecting…"
+        if not connected:
+            logger.info("display offline: %s", reason)
+        else:
+            self._update_status()
+
+    def _update_status(self) -> None:
+        if self.offline:
+            return
+        self.status_text = "Degraded: some devices unreachable" if self.degraded else ""
+
+    # --- data -----------------------------------------------------------------------------
+
+    def apply_state(self, state: dict[str, Any]) -> None:
+        """A full picture, fetched once after each (re)connect. Plays no announcement."""
+        self.branch_name = str((state.get("branch") or {}).get("name", ""))
+        self._services = {s["id"]: dict(s) for s in state.get("services", [])}
+        self._counters = {c["id"]: dict(c) for c in state.get("counters", [])}
+        self._waiting = {t["id"]: t for t in state.get("waiting", []) if t.get("id")}
+        self._calls = [
+            {"label": str(c.get("label", "")), "counter_name": self._counter_name(c)}
+            for c in state.get("recent_calls", [])
+        ][: RECENT_MAX + 1]
+        branch_notices = (state.get("branch") or {}).get("notices") or []
+        self.notices = [*self._local_notices, *map(str, branch_notices)]
+        peers = state.get("peers") or []
+        self.degraded = any(
+            isinstance(p, dict) and p.get("status") not in (None, "ok", "connected", "online")
+            for p in peers
+        )
+        self.offline = False
+        self._update_status()
+        self._rebuild_calls()
+        self._rebuild_services()
+        self._rebuild_ticker()
+
+    def apply_event(self, event: StreamEvent) -> None:
+        """One committed event from the stream."""
+        ticket = event.data.get("ticket")
+        counter = event.data.get("counter")
+        if isinstance(counter, dict) and counter.get("id"):
+            self._counters[counter["id"]] = {**self._counters.get(counter["id"], {}), **counter}
+        if isinstance(ticket, dict) and ticket.get("id"):
+            if ticket.get("status") == "waiting":
+                self._waiting[ticket["id"]] = ticket
+            else:
+                self._waiting.pop(ticket["id"], None)
+        if event.type in CALL_EVENTS and isinstance(ticket, dict):
+            payload = (event.data.get("event") or {}).get("payload") or {}
+            counter_id = payload.get("counter") or ticket.get("counter") or ""
+            self.show_call(
+                str(ticket.get("label", "")),
+                self._counter_name({"counter": counter_id}),
+                str(ticket.get("language") or self.language),
+            )
+        self._rebuild_services()
+
+    def _counter_name(self, call: dict[str, Any]) -> str:
+        if call.get("counter_name"):
+            return str(call["counter_name"])
+        cid = call.get("counter") or ""
+        return str(self._counters.get(cid, {}).get("name") or cid)
+
+    def show_call(self, label: str, counter_name: str, language: str) -> None:
+        """Put a call on top, flash it, announce it."""
+        self._calls = [c for c in self._calls if c["label"] != label]
+        self._calls.insert(0, {"label": label, "counter_name": counter_name})
+        del self._calls[RECENT_MAX + 1 :]
+        self._flash_until = self.clock() + self.flash_s
+        self.flashing = True
+        self._rebuild_calls()
+        self.calls_shown += 1
+        try:
+            self.announcer.announce(label, counter_name, language)
+        except Exception:  # an audio failure must never stop the display
+            logger.exception("announcer failed for %s", label)
+        if self.on_call_shown is not None:
+            self.on_call_shown(label)
+
+    def _rebuild_calls(self) -> None:
+        if self._calls:
+            self.newest_label = self._calls[0]["label"]
+            self.newest_counter = self._calls[0]["counter_name"]
+        else:
+            self.newest_label = ""
+            self.newest_counter = ""
+        self.recent = [dict(c) for c in self._calls[1:]]
+
+    def _rebuild_services(self) -> None:
+        rows = []
+        total_waiting = 0
+        open_counters = sum(1 for c in self._counters.values() if c.get("status") == "open")
+        for sid, s in self._services.items():
+            waiting = sum(1 for t in self._waiting.values() if t.get("service") == sid)
+            total_waiting += waiting
+            estimates = [
+                t.get("estimated_wait_s") or 0
+                for t in self._waiting.values()
+                if t.get("service") == sid
+            ]
+            est = max(estimates) if estimates else 0
+            if waiting == int(s.get("waiting", -1)) and s.get("estimated_wait_s") is not None:
+                est = s["estimated_wait_s"]
+            mins = max(0, math.ceil(est / 60))
+            names = s.get("names") or {}
+            rows.append(
+                {
+                    "id": sid,
+                    "letter": str(s.get("letter", "")),
+                    "name": str(names.get(self.language) or names.get("en") or sid),
+                    "waiting": waiting,
+                    "wait_text": f"~{mins} min" if waiting else "no wait",
+                }
+            )
+        self.services = rows
+        self.crowd = crowd_level(total_waiting, open_counters)
+
+    def _rebuild_ticker(self) -> None:
+        self.ticker_text = "   •   ".join(self.notices)
+
+    # --- time -----------------------------------------------------------------------------
+
+    def tick(self, now: datetime) -> None:
+        """Called every second with the branch-local time: clock text and flash expiry."""
+        self.clock_text = now.strftime("%H:%M")
+        self.date_text = now.strftime("%a %d %b %Y")
+        if self.flashing and self.clock() >= self._flash_until:
+            self.flashing = False
