@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("network", "usb", "serial", "file", "dummy")
 STATES = ("ok", "paper_low", "paper_out", "cover_open", "offline", "error", "unknown")
 
+_JOB_IDS = itertools.count(1)  # process-wide, so job ids from several spoolers never collide
+
 ResultCallback = Callable[[str, bool, "str | None"], None]
 
 
@@ -178,7 +180,6 @@ class PrintSpooler:
         self._monotonic, self._now = monotonic, now
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=config.queue_size)
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -224,7 +225,7 @@ class PrintSpooler:
         """Queue ``ticket``; returns its job id at once. Raises PrinterQueueFull when full."""
         if ticket.logo_path is None and self.config.logo_path:
             ticket = replace(ticket, logo_path=self.config.logo_path)
-        job = _Job(id=f"job-{next(self._ids):06d}", ticket=ticket)
+        job = _Job(id=f"job-{next(_JOB_IDS):06d}", ticket=ticket)
         with self._lock:
             self._jobs[job.id] = job
             while len(self._jobs) > 500:
