@@ -29,6 +29,8 @@ from typing import Any
 import ifaddr
 from zeroconf import (
     BadTypeInNameException,
+    DNSAddress,
+    DNSOutgoing,
     InterfaceChoice,
     IPVersion,
     NonUniqueNameException,
@@ -53,6 +55,11 @@ SERVICE_TYPE = "_smartq._tcp.local."
 PROTOCOL_VERSION = 1
 
 _LABEL_UNSAFE = re.compile(r"[^a-z0-9-]+")
+
+# DNS wire constants (RFC 1035 / RFC 6762) for the address goodbye we send ourselves.
+_FLAGS_RESPONSE_AUTHORITATIVE = 0x8000 | 0x0400
+_TYPE_A = 1
+_CLASS_IN_UNIQUE = 1 | 0x8000
 
 
 class DiscoveryError(RuntimeError):
@@ -372,6 +379,9 @@ class Discovery:
             await aiozc.async_update_interfaces(
                 interfaces=None if self.interfaces is None else list(snapshot.addresses)
             )
+            gone = sorted(set(info.parsed_addresses(IPVersion.V4Only)) - set(snapshot.addresses))
+            if gone:
+                self._say_goodbye_to_addresses(aiozc.zeroconf, gone)
             info.addresses = list(snapshot.addresses)
             self._track(asyncio.ensure_future(await aiozc.async_update_service(info)))
             # A fresh browser asks at once instead of waiting out the old one's back-off.
@@ -390,3 +400,16 @@ class Discovery:
                 ):
                     self._table.touch_mdns(name, addresses=addresses, port=known.port)
 
+    def _say_goodbye_to_addresses(self, zc: Zeroconf, addresses: Sequence[str]) -> None:
+        """Withdraw our old A records (TTL 0) so peers drop them in a second, not in 120 s.
+
+        zeroconf's update only announces the new set, and a peer keeps an old address that it
+        received less than a second before the new one (RFC 6762 §10.2 cache-flush rule).
+        """
+        out = DNSOutgoing(_FLAGS_RESPONSE_AUTHORITATIVE)
+        for address in addresses:
+            record = DNSAddress(
+                self._server, _TYPE_A, _CLASS_IN_UNIQUE, 0, ipaddress.IPv4Address(address).packed
+            )
+            out.add_answer_at_time(record, 0)
+        zc.async_send(out)

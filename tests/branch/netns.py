@@ -305,8 +305,10 @@ class Network:
     def readdress(self, host: Host, index: int) -> str:
         """Give a host a new address on the LAN (a new DHCP lease); returns it."""
         new_ip = self.address(index)
-        _ip("-n", host.ns, "addr", "add", f"{new_ip}/24", "dev", host.ifname)
+        # Delete first: removing a primary address also removes secondaries of its subnet.
         _ip("-n", host.ns, "addr", "del", f"{host.ip}/24", "dev", host.ifname)
+        _ip("-n", host.ns, "addr", "add", f"{new_ip}/24", "dev", host.ifname)
+        _ip("-n", host.ns, "route", "replace", "224.0.0.0/4", "dev", host.ifname)
         host.ip = new_ip
         return new_ip
 
