@@ -144,6 +144,14 @@ async def _maybe_await(value: Any) -> None:
         await value
 
 
+async def _call_handler(handler: Callable[..., Any], *args: Any) -> None:
+    """A UI handler's bug is logged; it must not end the stream (the UI would freeze)."""
+    try:
+        await _maybe_await(handler(*args))
+    except Exception:
+        logger.exception("stream handler %r failed", handler)
+
+
 class NodeClient:
     """Client of one node's local API at ``base_url`` (e.g. ``http://127.0.0.1:8401``).
 
@@ -363,20 +371,20 @@ class NodeClient:
                 async for event in self._raw_stream():
                     if event is None:
                         # The stream is open: events from now on are buffered for us.
-                        await _maybe_await(on_state(await self.state()))
+                        await _call_handler(on_state, await self.state())
                         connected = True
                         backoff.reset()
                         if on_connection is not None:
-                            await _maybe_await(on_connection(True, ""))
+                            await _call_handler(on_connection, True, "")
                         continue
-                    await _maybe_await(on_event(event))
+                    await _call_handler(on_event, event)
                 reason = "stream closed"
             except NodeError as err:
                 reason = str(err)
             if connected:
                 logger.info("stream to %s lost: %s", self.base_url, reason)
             if on_connection is not None:
-                await _maybe_await(on_connection(False, reason))
+                await _call_handler(on_connection, False, reason)
             await sleep(backoff.next_delay())
 
 

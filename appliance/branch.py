@@ -1,0 +1,435 @@
+"""Commands and queries of one branch's queue, over the log and its projection.
+
+Commands run on the writer thread (they get its connection, inside its transaction), so
+they read a consistent state, append their events and fold them atomically. Queries take
+any read connection.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from sync.log import EventLog
+
+from appliance import events as ev
+from appliance import fold
+from appliance import queue as q
+from appliance.config import Config
+from appliance.errors import BadRequest, Conflict, NotFound
+from appliance.model import Model, load_model
+from appliance.projection import Projection
+
+PHONE_RE = re.compile(r"^\+?[0-9][0-9 ()-]{5,22}$")
+ACTIONS = ("recall", "start", "complete", "no-show", "requeue", "transfer")
+TICKET_COLUMNS = (
+    "id, day, label, number, service, issue_service, issued_by, status, priority, effective_ms, issued_ms,"
+    " counter, reserved_counter, called_ms, started_ms, finished_ms, recalls, booking, superseded, state"
+)
+
+
+def iso(ms: int | None, tz: Any) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz).isoformat(timespec="milliseconds")
+
+
+class Branch:
+    def __init__(self, config: Config, log: EventLog, projection: Projection) -> None:
+        self.config = config
+        self.log = log
+        self.projection = projection
+        self.device_id = config.device_id
+        self.config_generation = 0
+        self._cache: tuple[int, Model] | None = None
+
+    # -- transaction listener: readers reload the model after a config change commits ------
+    def job_started(self) -> None: ...
+    def job_failed(self) -> None: ...
+    def rolled_back(self) -> None:
+        self.projection.config_dirty = False
+
+    def committed(self) -> None:
+        if self.projection.config_dirty:
+            self.projection.config_dirty = False
+            self.config_generation += 1
+
+    def model(self, conn: sqlite3.Connection, *, writer: bool = False) -> Model:
+        if writer and self.projection.config_dirty:
+            return load_model(conn, self.config)  # this transaction's own, uncommitted view
+        cached = self._cache
+        if cached is None or cached[0] != self.config_generation:
+            generation = self.config_generation
+            cached = (generation, load_model(conn, self.config))
+            self._cache = cached
+        return cached[1]
+
+    def now_ms(self) -> int:
+        return self.log.clock.wall_ms()
+
+    def today(self, model: Model) -> str:
+        return q.business_day(self.now_ms(), model.tz)
+
+    # -- configuration ------------------------------------------------------------------
+    def sync_config(self, conn: sqlite3.Connection, wanted: list[tuple[str, dict[str, Any]]]) -> int:
+        """Append config events for whatever the file says differently from the log."""
+        kinds = {ev.CONFIG_BRANCH: "branch", ev.CONFIG_SERVICE: "service", ev.CONFIG_COUNTER: "counter",
+                 ev.CONFIG_ROSTER: "roster"}
+        appended = 0
+        for type_, payload in wanted:
+            kind = kinds[type_]
+            entity = "branch" if kind in ("branch", "roster") else payload["id"]
+            row = conn.execute("SELECT body FROM config WHERE kind = ? AND id = ?", (kind, entity)).fetchone()
+            if row is None or json.loads(row[0]) != payload:
+                self.log.append(conn, type_, payload)
+                appended += 1
+        return appended
+
+    # -- commands (writer thread) --------------------------------------------------------
+    def issue(self, conn: sqlite3.Connection, body: dict[str, Any]) -> dict[str, Any]:
+        m = self.model(conn, writer=True)
+        now = self.now_ms()
+        day = q.business_day(now, m.tz)
+        payload: dict[str, Any] = {}
+        booking_code = body.get("booking_code")
+        if booking_code is not None:
+            row = conn.execute("SELECT body, status FROM bookings WHERE code = ?", (booking_code,)).fetchone()
+            if row is None:
+                raise NotFound(f"unknown booking code {booking_code!r}", code="unknown_booking")
+            booking = json.loads(row[0])
+            if row[1] != "booked":
+                raise Conflict(f"booking {booking_code} was cancelled", code="booking_cancelled")
+            slot_ms = int(booking["start_ms"])
+            if q.business_day(slot_ms, m.tz) != day:
+                raise Conflict(f"booking {booking_code} is for {q.business_day(slot_ms, m.tz)}", code="booking_other_day")
+            existing = conn.execute(f"SELECT {TICKET_COLUMNS} FROM tickets WHERE booking = ?", (booking_code,)).fetchone()
+            if existing is not None:
+                raise Conflict(f"booking {booking_code} is already checked in as {existing['label']}",
+                               code="already_checked_in")
+            service = booking["service"]
+            payload.update(booking=booking_code, effective_ms=slot_ms)
+        else:
+            service = body["service"]
+        svc = m.services.get(service)
+        if svc is None:
+            raise NotFound(f"unknown service {service!r}", code="unknown_service")
+        priority = body.get("priority", 0)
+        if not 0 <= priority <= m.rules.max_priority:
+            raise BadRequest(f"priority must be between 0 and {m.rules.max_priority}")
+        language = body.get("language") or m.languages[0]
+        if language not in m.languages:
+            raise BadRequest(f"language {language!r} is not offered here ({', '.join(m.languages)})")
+        phone = body.get("phone")
+        if phone is not None:
+            if not PHONE_RE.match(phone):
+                raise BadRequest("phone must be a telephone number such as +250 788 123 456")
+            payload["phone"] = re.sub(r"[^0-9+]", "", phone)
+        entry = m.roster.get(self.device_id)
+        if entry is None or entry.numbers is None:
+            raise Conflict("this device has no ticket number range on the roster", code="cannot_issue")
+        last = conn.execute(
+            "SELECT max(number) FROM tickets WHERE day = ? AND issue_service = ? AND issued_by = ?",
+            (day, service, self.device_id),
+        ).fetchone()[0]
+        try:
+            number = q.ticket_number(last, entry.numbers, m.overflow_slot(self.device_id))
+        except OverflowError as err:
+            raise Conflict(str(err), code="numbers_exhausted") from err
+        label = q.ticket_label(svc.letter, number)
+        ticket_id = q.ticket_id(day, label)
+        payload.update(ticket=ticket_id, service=service, number=number, label=label, day=day,
+                       priority=priority, language=language)
+        self.log.append(conn, ev.TICKET_ISSUED, payload)
+        return self.ticket(conn, ticket_id, model=m)
+
+    def call_next(self, conn: sqlite3.Connection, counter: str) -> dict[str, Any] | None:
+        m = self.model(conn, writer=True)
+        self._require_open(conn, m, counter)
+        self._finish_current(conn, m, counter)
+        now = self.now_ms()
+        waiting = self._waiting(conn, self.today(m))
+        rules = {s: m.rules_for(s) for s in m.services}
+        chosen = q.next_for_counter(waiting, counter, m.counters[counter].services, rules, now)
+        if chosen is None:
+            return None
+        self.log.append(conn, ev.TICKET_CALLED, {"ticket": chosen.id, "counter": counter})
+        return self.ticket(conn, chosen.id, model=m)
+
+    def call_ticket(self, conn: sqlite3.Connection, counter: str, ticket_id: str) -> dict[str, Any]:
+        m = self.model(conn, writer=True)
+        row = self._ticket_row(conn, ticket_id)
+        self._require_open(conn, m, counter)
+        if row["status"] != "waiting":
+            raise Conflict(f"ticket {row['label']} is {row['status']}, not waiting", code="not_waiting")
+        self._finish_current(conn, m, counter)
+        self.log.append(conn, ev.TICKET_CALLED, {"ticket": ticket_id, "counter": counter})
+        return self.ticket(conn, ticket_id, model=m)
+
+    def act(self, conn: sqlite3.Connection, counter: str, ticket_id: str, action: str,
+            body: dict[str, Any]) -> dict[str, Any]:
+        m = self.model(conn, writer=True)
+        if counter not in m.counters:
+            raise NotFound(f"unknown counter {counter!r}", code="unknown_counter")
+        if action not in ACTIONS:
+            raise NotFound(f"unknown action {action!r}; one of {', '.join(ACTIONS)}", code="unknown_action")
+        row = self._ticket_row(conn, ticket_id)
+        state = json.loads(row["state"])
+        status = row["status"]
+        won = fold.winner(state)
+
+        def require(*allowed: str) -> None:
+            if status not in allowed:
+                raise Conflict(f"ticket {row['label']} is {status.replace('_', '-')}; cannot {action} it",
+                               code="invalid_transition")
+            if won is not None and won[0] != counter and status in fold.ACTIVE + ("completed",):
+                if counter in state["claims"]:
+                    raise Conflict(f"ticket {row['label']} was taken by {self._counter_name(m, won[0])}",
+                                   code="superseded")
+                raise Conflict(f"ticket {row['label']} is at {self._counter_name(m, won[0])}",
+                               code="not_your_ticket")
+
+        payload: dict[str, Any] = {"ticket": ticket_id, "counter": counter}
+        if action == "recall":
+            require("called")
+            rules = m.rules_for(row["service"])
+            if won is not None and won[1]["recalls"] >= rules.max_recalls:
+                self.log.append(conn, ev.TICKET_NO_SHOW, {**payload, "reason": "max_recalls"})
+            else:
+                self.log.append(conn, ev.TICKET_RECALLED, payload)
+        elif action == "start":
+            require("called")
+            self.log.append(conn, ev.TICKET_STARTED, payload)
+        elif action == "complete":
+            require("serving")
+            self.log.append(conn, ev.TICKET_COMPLETED, payload)
+        elif action == "no-show":
+            require("called")
+            self.log.append(conn, ev.TICKET_NO_SHOW, payload)
+        elif action == "requeue":
+            if status != "no_show":
+                require("called", "serving")
+            self.log.append(conn, ev.TICKET_REQUEUED, payload)
+        else:  # transfer
+            to_service, to_counter = body.get("to_service"), body.get("to_counter")
+            if (to_service is None) == (to_counter is None):
+                raise BadRequest("transfer needs exactly one of to_service or to_counter")
+            if to_service is not None and to_service not in m.services:
+                raise NotFound(f"unknown service {to_service!r}", code="unknown_service")
+            if to_counter is not None and to_counter not in m.counters:
+                raise NotFound(f"unknown counter {to_counter!r}", code="unknown_counter")
+            if status != "waiting":
+                require("called", "serving")
+            if to_service is not None:
+                payload["to_service"] = to_service
+            else:
+                payload["to_counter"] = to_counter
+            self.log.append(conn, ev.TICKET_TRANSFERRED, payload)
+        return self.ticket(conn, ticket_id, model=m)
+
+    def cancel(self, conn: sqlite3.Connection, ticket_id: str, reason: str | None = None) -> dict[str, Any]:
+        row = self._ticket_row(conn, ticket_id)
+        if row["status"] != "waiting":
+            raise Conflict(f"ticket {row['label']} is {row['status']}; only a waiting ticket can be cancelled",
+                           code="invalid_transition")
+        payload: dict[str, Any] = {"ticket": ticket_id}
+        if reason:
+            payload["reason"] = reason[:200]
+        self.log.append(conn, ev.TICKET_CANCELLED, payload)
+        return self.ticket(conn, ticket_id)
+
+    def set_counter(self, conn: sqlite3.Connection, counter: str, status: str, staff: str | None) -> dict[str, Any]:
+        m = self.model(conn, writer=True)
+        if counter not in m.counters:
+            raise NotFound(f"unknown counter {counter!r}", code="unknown_counter")
+        type_ = {"open": ev.COUNTER_OPENED, "pause": ev.COUNTER_PAUSED, "close": ev.COUNTER_CLOSED}[status]
+        payload: dict[str, Any] = {"counter": counter}
+        if staff:
+            payload["staff"] = staff
+        self.log.append(conn, type_, payload)
+        return self.counter(conn, counter, model=m)
+
+    def expire_calls(self, conn: sqlite3.Connection) -> int:
+        """No-show for tickets called by this device and not started within the timeout."""
+        m = self.model(conn, writer=True)
+        now = self.now_ms()
+        expired = 0
+        for row in conn.execute(f"SELECT {TICKET_COLUMNS} FROM tickets WHERE status = 'called'").fetchall():
+            timeout = m.rules_for(row["service"]).call_timeout_s
+            if timeout <= 0 or row["called_ms"] is None or now - row["called_ms"] < timeout * 1000:
+                continue
+            won = fold.winner(json.loads(row["state"]))
+            if won is None or won[1]["call_key"][1] != self.device_id:
+                continue  # the device that made the call expires it
+            self.log.append(conn, ev.TICKET_NO_SHOW, {"ticket": row["id"], "counter": won[0], "reason": "timeout"})
+            expired += 1
+        return expired
+
+    def _require_open(self, conn: sqlite3.Connection, m: Model, counter: str) -> None:
+        if counter not in m.counters:
+            raise NotFound(f"unknown counter {counter!r}", code="unknown_counter")
+        status = self._counter_status(conn, counter)
+        if status != "open":
+            raise Conflict(f"{m.counters[counter].name} is {status}; open it first", code="counter_not_open")
+
+    def _finish_current(self, conn: sqlite3.Connection, m: Model, counter: str) -> None:
+        """Calling the next ticket ends the current one: served -> completed, called -> no-show."""
+        for row in conn.execute(
+            "SELECT id, status FROM tickets WHERE counter = ? AND status IN ('called', 'serving')", (counter,)
+        ).fetchall():
+            type_ = ev.TICKET_COMPLETED if row["status"] == "serving" else ev.TICKET_NO_SHOW
+            self.log.append(conn, type_, {"ticket": row["id"], "counter": counter})
+
+    # -- queries (any connection) --------------------------------------------------------
+    def _ticket_row(self, conn: sqlite3.Connection, ticket_id: str) -> sqlite3.Row:
+        row = conn.execute(f"SELECT {TICKET_COLUMNS} FROM tickets WHERE id = ?", (ticket_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no ticket {ticket_id!r}", code="unknown_ticket")
+        return row
+
+    def _counter_status(self, conn: sqlite3.Connection, counter: str) -> str:
+        row = conn.execute("SELECT status FROM counter_status WHERE id = ?", (counter,)).fetchone()
+        return row[0] if row else "closed"
+
+    @staticmethod
+    def _counter_name(m: Model, counter: str) -> str:
+        c = m.counters.get(counter)
+        return c.name if c else counter
+
+    def _waiting(self, conn: sqlite3.Connection, day: str, service: str | None = None) -> list[q.Waiting]:
+        sql = "SELECT id, service, priority, effective_ms, reserved_counter FROM tickets WHERE status = 'waiting' AND day = ?"
+        args: tuple[Any, ...] = (day,)
+        if service is not None:
+            sql += " AND service = ?"
+            args += (service,)
+        return [q.Waiting(*row) for row in conn.execute(sql, args)]
+
+    def _open_counters(self, conn: sqlite3.Connection, m: Model) -> dict[str, int]:
+        open_ids = {r[0] for r in conn.execute("SELECT id FROM counter_status WHERE status = 'open'")}
+        per_service = {s: 0 for s in m.services}
+        for c in m.counters.values():
+            if c.id in open_ids:
+                for s in c.services:
+                    if s in per_service:
+                        per_service[s] += 1
+        return per_service
+
+    def _mean_service_s(self, conn: sqlite3.Connection, m: Model, day: str, service: str) -> float:
+        rules = m.rules_for(service)
+        durations = [r[0] for r in conn.execute(
+            "SELECT finished_ms - started_ms FROM tickets WHERE day = ? AND service = ? AND status = 'completed'"
+            " AND started_ms IS NOT NULL ORDER BY finished_ms DESC LIMIT ?",
+            (day, service, rules.estimate_window),
+        )]
+        return q.mean_service_s(durations, rules.default_service_s)
+
+    def _line_positions(self, conn: sqlite3.Connection, m: Model, day: str, service: str,
+                        open_counters: dict[str, int] | None = None) -> dict[str, tuple[int, int]]:
+        """{ticket id: (position, estimated wait s)} for one service's line."""
+        now = self.now_ms()
+        line = q.service_line(self._waiting(conn, day, service), service, m.rules_for(service), now)
+        opened = (open_counters or self._open_counters(conn, m)).get(service, 0)
+        mean = self._mean_service_s(conn, m, day, service)
+        return {t.id: (i + 1, q.estimate_wait_s(i, opened, mean)) for i, t in enumerate(line)}
+
+    def ticket(self, conn: sqlite3.Connection, ticket_id: str, *, model: Model | None = None) -> dict[str, Any]:
+        m = model or self.model(conn)
+        row = self._ticket_row(conn, ticket_id)
+        positions = self._line_positions(conn, m, row["day"], row["service"]) if row["status"] == "waiting" else {}
+        return self._ticket_view(m, row, positions)
+
+    def _ticket_view(self, m: Model, row: sqlite3.Row, positions: dict[str, tuple[int, int]]) -> dict[str, Any]:
+        tz = m.tz
+        position, wait = positions.get(row["id"], (None, None))
+        return {
+            "id": row["id"],
+            "label": row["label"],
+            "service": row["service"],
+            "status": row["status"],
+            "priority": row["priority"],
+            "language": json.loads(row["state"]).get("language"),
+            "position": position,
+            "people_ahead": position - 1 if position else None,
+            "estimated_wait_s": wait,
+            "issued_at": iso(row["issued_ms"], tz),
+            "called_at": iso(row["called_ms"], tz),
+            "started_at": iso(row["started_ms"], tz),
+            "finished_at": iso(row["finished_ms"], tz),
+            "counter": row["counter"] or row["reserved_counter"],
+            "recalls": row["recalls"],
+            "booking_code": row["booking"],
+            "superseded": row["superseded"].split(",") if row["superseded"] else [],
+        }
+
+    def counter(self, conn: sqlite3.Connection, counter: str, *, model: Model | None = None) -> dict[str, Any]:
+        m = model or self.model(conn)
+        c = m.counters.get(counter)
+        if c is None:
+            raise NotFound(f"unknown counter {counter!r}", code="unknown_counter")
+        return self._counters(conn, m, only=counter)[0]
+
+    def _counters(self, conn: sqlite3.Connection, m: Model, only: str | None = None) -> list[dict[str, Any]]:
+        day = self.today(m)
+        statuses = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, status, staff FROM counter_status")}
+        current = {
+            r["counter"]: r for r in conn.execute(
+                f"SELECT {TICKET_COLUMNS} FROM tickets WHERE status IN ('called', 'serving') AND counter IS NOT NULL")
+        }
+        lost: dict[str, list[dict[str, Any]]] = {}
+        for r in conn.execute("SELECT id, label, counter, superseded FROM tickets WHERE superseded IS NOT NULL AND day = ?", (day,)):
+            for loser in r["superseded"].split(","):
+                lost.setdefault(loser, []).append({"ticket": r["id"], "label": r["label"], "by_counter": r["counter"]})
+        out = []
+        for c in m.counters.values():
+            if only is not None and c.id != only:
+                continue
+            status, staff = statuses.get(c.id, ("closed", None))
+            cur = current.get(c.id)
+            out.append({
+                "id": c.id, "name": c.name, "services": list(c.services), "status": status, "staff": staff,
+                "current": self._ticket_view(m, cur, {}) if cur is not None else None,
+                "superseded": lost.get(c.id, []),
+            })
+        return out
+
+    def state(self, conn: sqlite3.Connection) -> dict[str, Any]:
+        m = self.model(conn)
+        now = self.now_ms()
+        day = q.business_day(now, m.tz)
+        open_counters = self._open_counters(conn, m)
+        waiting_all = self._waiting(conn, day)
+        rows = {r["id"]: r for r in conn.execute(
+            f"SELECT {TICKET_COLUMNS} FROM tickets WHERE status = 'waiting' AND day = ?", (day,))}
+        services, waiting_views = [], []
+        for s in m.services.values():
+            rules = m.rules_for(s.id)
+            line = q.service_line(waiting_all, s.id, rules, now)
+            mean = self._mean_service_s(conn, m, day, s.id)
+            opened = open_counters.get(s.id, 0)
+            positions = {t.id: (i + 1, q.estimate_wait_s(i, opened, mean)) for i, t in enumerate(line)}
+            services.append({
+                "id": s.id, "letter": s.letter, "names": s.names, "waiting": len(line),
+                "estimated_wait_s": q.estimate_wait_s(len(line), opened, mean), "open_counters": opened,
+            })
+            waiting_views += [(q.order_key(t, rules, now), self._ticket_view(m, rows[t.id], positions)) for t in line]
+        waiting_views.sort(key=lambda kv: kv[0])
+        recent = []
+        for r in conn.execute(
+            "SELECT id, label, service, counter, called_ms, recalls FROM tickets"
+            " WHERE called_ms IS NOT NULL AND day = ? ORDER BY called_ms DESC LIMIT 10", (day,)
+        ):
+            recent.append({"ticket": r["id"], "label": r["label"], "service": r["service"], "counter": r["counter"],
+                           "counter_name": self._counter_name(m, r["counter"]), "called_at": iso(r["called_ms"], m.tz),
+                           "recalls": r["recalls"]})
+        return {
+            "branch": {"id": m.branch_id, "name": m.name, "timezone": m.timezone, "languages": list(m.languages)},
+            "device": {"id": self.device_id, "role": self.config.role},
+            "now": iso(now, m.tz),
+            "day": day,
+            "services": services,
+            "counters": self._counters(conn, m),
+            "recent_calls": recent,
+            "waiting": [v for _, v in waiting_views],
+        }

@@ -1,0 +1,98 @@
+"""The branch configuration as the log holds it (it replicates), loaded from the projection."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from appliance.config import Config, CounterConfig, QueueRules, RosterEntry, ServiceConfig, parse_range
+from appliance.queue import rules_for
+
+
+@dataclass(frozen=True)
+class Model:
+    branch_id: str
+    name: str
+    timezone: str
+    languages: tuple[str, ...]
+    rules: QueueRules
+    services: dict[str, ServiceConfig] = field(default_factory=dict)
+    counters: dict[str, CounterConfig] = field(default_factory=dict)
+    roster: dict[str, RosterEntry] = field(default_factory=dict)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def rules_for(self, service: str) -> QueueRules:
+        svc = self.services.get(service)
+        return rules_for(self.rules, svc.rules if svc else None)
+
+    def overflow_slot(self, device_id: str) -> int:
+        """Stable index of a device among the roster's issuing devices (by range start)."""
+        issuing = sorted((r.numbers[0], r.id) for r in self.roster.values() if r.numbers)
+        for slot, (_, rid) in enumerate(issuing):
+            if rid == device_id:
+                return slot
+        return len(issuing)
+
+
+def config_events(config: Config) -> list[tuple[str, dict[str, Any]]]:
+    """The configuration file as (event type, payload) pairs, as the log carries it."""
+    out: list[tuple[str, dict[str, Any]]] = [(
+        "config.branch",
+        {"id": config.branch_id, "name": config.branch_name, "timezone": config.timezone,
+         "languages": list(config.languages), "queue": dict(config.queue.__dict__)},
+    )]
+    for i, s in enumerate(config.services):
+        out.append(("config.service", {"id": s.id, "letter": s.letter, "names": dict(s.names),
+                                       "rules": dict(s.rules), "order": i}))
+    for i, c in enumerate(config.counters):
+        out.append(("config.counter", {"id": c.id, "name": c.name, "services": list(c.services), "order": i}))
+    out.append(("config.roster", {"devices": [
+        {"id": r.id, "role": r.role, "public_key": r.public_key,
+         "numbers": f"{r.numbers[0]}-{r.numbers[1]}" if r.numbers else None}
+        for r in config.roster
+    ]}))
+    return out
+
+
+def load_model(conn: sqlite3.Connection, fallback: Config) -> Model:
+    """The model from the projection's config rows, defaults from the file for what is missing."""
+    bodies: dict[tuple[str, str], dict[str, Any]] = {
+        (kind, id_): json.loads(body) for kind, id_, body in conn.execute("SELECT kind, id, body FROM config")
+    }
+    branch = bodies.get(("branch", "branch"), {})
+    queue = branch.get("queue") or {}
+    rules = QueueRules(**{k: int(v) for k, v in queue.items() if k in QueueRules.__dataclass_fields__}) if queue else fallback.queue
+    in_order = sorted(bodies.items(), key=lambda kv: (kv[0][0], kv[1].get("order", 0), kv[0][1]))
+    services = {
+        id_: ServiceConfig(b["id"], b["letter"], dict(b["names"]), dict(b.get("rules") or {}))
+        for (kind, id_), b in in_order if kind == "service"
+    }
+    counters = {
+        id_: CounterConfig(b["id"], b["name"], tuple(b["services"]))
+        for (kind, id_), b in in_order if kind == "counter"
+    }
+    roster_body = bodies.get(("roster", "branch"))
+    if roster_body is not None:
+        roster = {
+            d["id"]: RosterEntry(d["id"], d["role"], d["public_key"],
+                                 parse_range(d["numbers"], "roster") if d.get("numbers") else None)
+            for d in roster_body["devices"]
+        }
+    else:
+        roster = {r.id: r for r in fallback.roster}
+    return Model(
+        branch_id=branch.get("id", fallback.branch_id),
+        name=branch.get("name", fallback.branch_name),
+        timezone=branch.get("timezone", fallback.timezone),
+        languages=tuple(branch.get("languages", fallback.languages)),
+        rules=rules,
+        services=services or {s.id: s for s in fallback.services},
+        counters=counters or {c.id: c for c in fallback.counters},
+        roster=roster,
+    )

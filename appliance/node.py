@@ -1,0 +1,262 @@
+"""The device runtime: store, writer thread, log, projection, stream hub and background jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import sqlite3
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from sync.db import connect, migrate
+from sync.envelope import Event
+from sync.hlc import HybridLogicalClock, wall_ms
+from sync.keys import fingerprint, load_or_create_key, parse_public_key, public_key_text
+from sync.log import MIGRATIONS as LOG_MIGRATIONS
+from sync.log import EventLog, verify_chains
+from sync.writer import Writer
+
+from appliance import events as ev
+from appliance.branch import Branch
+from appliance.config import Config, ConfigError
+from appliance.errors import NotFound
+from appliance.metrics import Metrics
+from appliance.model import config_events
+from appliance.projection import MIGRATIONS as PROJECTION_MIGRATIONS
+from appliance.projection import Projection, state_hash
+from appliance.staff import StaffSessions
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+DB_FILE = "smartq.db"
+
+
+class Readers:
+    """A small pool of threads, each with its own read-only connection."""
+
+    def __init__(self, path: Path, workers: int = 2) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sqlite-reader")
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self._path, readonly=True)
+            self._local.conn = conn
+        return conn
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(self._conn()))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class Hub:
+    """Fans committed events out to stream subscribers, in commit order."""
+
+    def __init__(self, render: Callable[[list[Event]], Awaitable[list[tuple[Event, str]]]],
+                 queue_size: int = 1000) -> None:
+        self._render = render
+        self._queue_size = queue_size
+        self._subscribers: set[asyncio.Queue[tuple[Event, str] | None]] = set()
+        self._batches: asyncio.Queue[list[Event]] = asyncio.Queue()
+
+    def subscribe(self) -> tuple[asyncio.Queue[tuple[Event, str] | None], Callable[[], None]]:
+        q: asyncio.Queue[tuple[Event, str] | None] = asyncio.Queue(self._queue_size)
+        self._subscribers.add(q)
+        return q, lambda: self._subscribers.discard(q)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def close_all(self) -> None:
+        """Tell every subscriber to finish (server shutdown)."""
+        for q in list(self._subscribers):
+            while not q.empty():
+                q.get_nowait()
+            q.put_nowait(None)
+        self._subscribers.clear()
+
+    def publish(self, events: list[Event]) -> None:
+        """Called on the event loop (from the writer through call_soon_threadsafe)."""
+        self._batches.put_nowait(events)
+
+    async def run(self) -> None:
+        while True:
+            events = await self._batches.get()
+            try:
+                messages = await self._render(events)
+            except Exception:
+                logger.exception("could not render %d events for the stream", len(events))
+                continue
+            for q in list(self._subscribers):
+                for message in messages:
+                    try:
+                        q.put_nowait(message)
+                    except asyncio.QueueFull:
+                        # A subscriber that cannot keep up is dropped, told by a None.
+                        logger.warning("stream subscriber too slow; disconnecting it")
+                        self._subscribers.discard(q)
+                        while not q.empty():
+                            q.get_nowait()
+                        q.put_nowait(None)
+                        break
+
+
+class Node:
+    def __init__(self, config: Config, *, clock: Callable[[], int] = wall_ms) -> None:
+        self.config = config
+        self.data_dir = config.data_dir
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.key = load_or_create_key(self.data_dir)
+        own = public_key_text(self.key.public_key())
+        entry = config.roster_entry(config.device_id)
+        if entry is not None and entry.public_key != own:
+            raise ConfigError(
+                f"roster entry for {config.device_id} has another public key than {self.data_dir}/device.key "
+                f"({own}); fix the roster or the data dir"
+            )
+        self.fingerprint = fingerprint(self.key.public_key())
+        self.db_path = self.data_dir / DB_FILE
+        conn = connect(self.db_path)
+        try:
+            migrate(conn, "sync", LOG_MIGRATIONS)
+            migrate(conn, "appliance", PROJECTION_MIGRATIONS)
+        finally:
+            conn.close()
+        self.clock = HybridLogicalClock(clock=clock)
+        self.projection = Projection()
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        for r in config.roster:
+            try:
+                self._keys[r.id] = parse_public_key(r.public_key)
+            except ValueError as err:
+                raise ConfigError(f"roster entry {r.id}: {err}") from err
+        self._keys.setdefault(config.device_id, self.key.public_key())
+        self.log = EventLog(
+            device_id=config.device_id, branch=config.branch_id, private_key=self.key, clock=self.clock,
+            keyring=self._keys.get, apply=self.projection.apply,
+        )
+        self.branch = Branch(config, self.log, self.projection)
+        self.writer = Writer(self.db_path)
+        self.writer.add_listener(self.log)
+        self.writer.add_listener(self.branch)
+        self.readers = Readers(self.db_path)
+        self.staff = StaffSessions(config.staff, config.security, self.clock.wall_ms)
+        self.metrics = Metrics()
+        self.hub: Hub | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def keyring(self, origin: str) -> Ed25519PublicKey | None:
+        return self._keys.get(origin)
+
+    # -- life cycle --------------------------------------------------------------------
+    def open(self) -> None:
+        """Start the writer, seed the clock and bring the configuration into the log."""
+        self.writer.start()
+        self.writer.call(self.log.seed_clock)
+        appended = self.writer.call(lambda conn: self.branch.sync_config(conn, config_events(self.config)))
+        if appended:
+            logger.info("configuration changed: %d config events appended", appended)
+
+    async def start(self) -> None:
+        """Attach to the running loop: stream hub and periodic jobs."""
+        self._loop = asyncio.get_running_loop()
+        self.hub = Hub(self._render)
+        self.log.on_commit(self._on_commit)
+        self._spawn(self.hub.run(), "stream hub")
+        self._spawn(self._periodic(5.0, self._housekeeping), "housekeeping")
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        self.writer.stop()
+        self.readers.close()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- reads and writes ----------------------------------------------------------------
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self.writer.run(fn)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self.readers.run(fn)
+
+    def _on_commit(self, events: list[Event]) -> None:
+        """Writer thread, right after COMMIT."""
+        self.metrics.events_committed(events, self.config.device_id)
+        if self._loop is not None and self.hub is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.hub.publish, events)
+
+    async def _render(self, events: list[Event]) -> list[tuple[Event, str]]:
+        from appliance.stream import render_events
+
+        return await self.read(lambda conn: render_events(self.branch, conn, events))
+
+    # -- background jobs -----------------------------------------------------------------
+    async def _periodic(self, every_s: float, job: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await job()
+            except Exception:
+                logger.exception("periodic job %s failed", getattr(job, "__name__", job))
+
+    async def _housekeeping(self) -> None:
+        await self.write(self.branch.expire_calls)
+        await self.write(self.log.release_quarantine)
+
+    # -- what the other layers add (peers, HQ link, hardware) -----------------------------
+    def peers_view(self) -> list[dict[str, Any]]:
+        return []
+
+    def hq_view(self) -> dict[str, Any]:
+        return {"status": "not_configured"}
+
+    def hardware_view(self) -> dict[str, Any]:
+        return {}
+
+    async def after_issue(self, ticket: dict[str, Any]) -> dict[str, Any]:
+        """Hand a new ticket to the printer, never blocking the reply; says how that went."""
+        return {**ticket, "print": {"status": "no_printer"}}
+
+    async def reprint(self, ticket: dict[str, Any]) -> dict[str, Any]:
+        return {"ticket": ticket["id"], "print": {"status": "no_printer"}}
+
+    # -- tools -----------------------------------------------------------------------------
+    async def state_hash(self) -> str:
+        return await self.read(state_hash)
+
+    def verify(self) -> list[str]:
+        conn = connect(self.db_path, readonly=True)
+        try:
+            return verify_chains(conn, self.keyring)
+        finally:
+            conn.close()
+
+
+def ticket_of(event: Event) -> str | None:
+    if event.type in ev.TICKET_TYPES:
+        ticket = event.payload.get("ticket")
+        return ticket if isinstance(ticket, str) else None
+    return None
+
+
+__all__ = ["Node", "NotFound", "ticket_of"]

@@ -1,0 +1,262 @@
+"""Projection tables folded from the log, in the same transaction as each append.
+
+- tickets: one row per ticket, its fold state as canonical JSON plus indexed columns;
+  a late event (sorting before the ticket's last applied event) re-folds that ticket from
+  its own events, which `ticket_events` indexes;
+- counters, config and bookings: last writer wins by the total order (hlc, origin, seq),
+  which is order-independent by construction.
+The state hash covers every projected row, so two devices with the same events agree on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+from collections import defaultdict
+from typing import Any
+
+from sync.db import run_script
+from sync.envelope import Event, canonical_json
+from sync.log import EVENT_COLUMNS, row_to_event
+
+from appliance import events as ev
+from appliance import fold
+
+logger = logging.getLogger(__name__)
+
+
+def _create_projection(conn: sqlite3.Connection) -> None:
+    run_script(conn, 
+        """
+        CREATE TABLE tickets (
+            id TEXT PRIMARY KEY, day TEXT NOT NULL, label TEXT NOT NULL, number INTEGER NOT NULL,
+            service TEXT NOT NULL, issue_service TEXT NOT NULL, issued_by TEXT NOT NULL,
+            status TEXT NOT NULL, priority INTEGER NOT NULL, effective_ms INTEGER NOT NULL,
+            issued_ms INTEGER NOT NULL, counter TEXT, reserved_counter TEXT, called_ms INTEGER,
+            started_ms INTEGER, finished_ms INTEGER, recalls INTEGER NOT NULL DEFAULT 0,
+            booking TEXT, superseded TEXT, state TEXT NOT NULL
+        );
+        CREATE INDEX tickets_by_status ON tickets (status, service, effective_ms);
+        CREATE INDEX tickets_by_number ON tickets (day, issue_service, issued_by, number);
+        CREATE INDEX tickets_by_called ON tickets (called_ms);
+        CREATE INDEX tickets_by_booking ON tickets (booking);
+        CREATE INDEX tickets_by_superseded ON tickets (day) WHERE superseded IS NOT NULL;
+        CREATE TABLE ticket_events (
+            ticket TEXT NOT NULL, hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL,
+            PRIMARY KEY (ticket, hlc, origin, seq)
+        ) WITHOUT ROWID;
+        CREATE TABLE counter_status (
+            id TEXT PRIMARY KEY, status TEXT NOT NULL, staff TEXT,
+            hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL
+        );
+        CREATE TABLE config (
+            kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,
+            hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL,
+            PRIMARY KEY (kind, id)
+        );
+        CREATE TABLE bookings (
+            code TEXT PRIMARY KEY, body TEXT NOT NULL, status TEXT NOT NULL,
+            hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL
+        );
+        """
+    )
+
+
+MIGRATIONS = [_create_projection]
+PROJECTION_TABLES = ("tickets", "ticket_events", "counter_status", "config", "bookings")
+
+CONFIG_KINDS = {ev.CONFIG_BRANCH: "branch", ev.CONFIG_SERVICE: "service",
+                ev.CONFIG_COUNTER: "counter", ev.CONFIG_ROSTER: "roster"}
+
+
+class Projection:
+    """Folds events into the projection tables; called by the log inside its transaction."""
+
+    def __init__(self) -> None:
+        self.folded = 0
+        self.refolds = 0
+        self.skipped = 0
+        self.config_dirty = False  # a config event was folded in the running transaction
+
+    def apply(self, conn: sqlite3.Connection, event: Event) -> None:
+        if not ev.foldable(event.type, event.schema):
+            self.skipped += 1  # stored and forwarded; a newer version folds it
+            return
+        try:
+            if event.type in ev.TICKET_TYPES:
+                self._apply_ticket(conn, event)
+            elif event.type in ev.COUNTER_TYPES:
+                self._apply_counter(conn, event)
+            elif event.type in CONFIG_KINDS:
+                self._apply_config(conn, event)
+            elif event.type in ev.BOOKING_TYPES:
+                self._apply_booking(conn, event)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            # A signed but ill-formed payload: keep the event, fold nothing from it.
+            self.skipped += 1
+            logger.warning("not folding %s/%d (%s): bad payload: %r", event.origin, event.seq, event.type, err)
+            return
+        self.folded += 1
+
+    # -- tickets -------------------------------------------------------------------------
+    def _apply_ticket(self, conn: sqlite3.Connection, event: Event) -> None:
+        ticket_id = event.payload["ticket"]
+        if not isinstance(ticket_id, str):
+            raise TypeError("ticket id must be a string")
+        if event.type == ev.TICKET_ISSUED:
+            _check_issued(event.payload)
+        conn.execute(
+            "INSERT OR IGNORE INTO ticket_events (ticket, hlc, origin, seq) VALUES (?, ?, ?, ?)",
+            (ticket_id, event.hlc, event.origin, event.seq),
+        )
+        row = conn.execute("SELECT state FROM tickets WHERE id = ?", (ticket_id,)).fetchone()
+        state = json.loads(row[0]) if row else None
+        if state is None and event.type != ev.TICKET_ISSUED:
+            return  # folded when its ticket.issued arrives
+        if state is not None and event.key > tuple(state["last_key"]):
+            state = fold.apply(state, event)
+        elif state is None and conn.execute(
+            "SELECT count(*) FROM ticket_events WHERE ticket = ?", (ticket_id,)
+        ).fetchone()[0] == 1:
+            state = fold.new_ticket(event)
+        else:
+            self.refolds += 1
+            state = fold.refold(self._ticket_events(conn, ticket_id))
+        if state is not None:
+            write_ticket(conn, state)
+
+    @staticmethod
+    def _ticket_events(conn: sqlite3.Connection, ticket_id: str) -> list[Event]:
+        rows = conn.execute(
+            f"SELECT {', '.join('e.' + c.strip() for c in EVENT_COLUMNS.split(','))} FROM ticket_events t"
+            " JOIN events e ON e.origin = t.origin AND e.seq = t.seq WHERE t.ticket = ?"
+            " ORDER BY t.hlc, t.origin, t.seq",
+            (ticket_id,),
+        ).fetchall()
+        return [row_to_event(r) for r in rows]
+
+    # -- last writer wins ----------------------------------------------------------------
+    def _apply_counter(self, conn: sqlite3.Connection, event: Event) -> None:
+        counter = event.payload["counter"]
+        if not isinstance(counter, str):
+            raise TypeError("counter must be a string")
+        conn.execute(
+            "INSERT INTO counter_status (id, status, staff, hlc, origin, seq) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET status = excluded.status, staff = excluded.staff,"
+            " hlc = excluded.hlc, origin = excluded.origin, seq = excluded.seq"
+            " WHERE (excluded.hlc, excluded.origin, excluded.seq) > (counter_status.hlc, counter_status.origin, counter_status.seq)",
+            (counter, ev.COUNTER_TYPES[event.type], event.payload.get("staff"), event.hlc, event.origin, event.seq),
+        )
+
+    def _apply_config(self, conn: sqlite3.Connection, event: Event) -> None:
+        kind = CONFIG_KINDS[event.type]
+        self.config_dirty = True
+        entity = "branch" if kind in ("branch", "roster") else event.payload["id"]
+        if not isinstance(entity, str):
+            raise TypeError("config id must be a string")
+        conn.execute(
+            "INSERT INTO config (kind, id, body, hlc, origin, seq) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body,"
+            " hlc = excluded.hlc, origin = excluded.origin, seq = excluded.seq"
+            " WHERE (excluded.hlc, excluded.origin, excluded.seq) > (config.hlc, config.origin, config.seq)",
+            (kind, entity, canonical_json(event.payload).decode(), event.hlc, event.origin, event.seq),
+        )
+
+    def _apply_booking(self, conn: sqlite3.Connection, event: Event) -> None:
+        code = event.payload["code"]
+        if not isinstance(code, str):
+            raise TypeError("booking code must be a string")
+        status = "booked" if event.type == ev.BOOKING_CREATED else "cancelled"
+        conn.execute(
+            "INSERT INTO bookings (code, body, status, hlc, origin, seq) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (code) DO UPDATE SET body = excluded.body, status = excluded.status,"
+            " hlc = excluded.hlc, origin = excluded.origin, seq = excluded.seq"
+            " WHERE (excluded.hlc, excluded.origin, excluded.seq) > (bookings.hlc, bookings.origin, bookings.seq)",
+            (code, canonical_json(event.payload).decode(), status, event.hlc, event.origin, event.seq),
+        )
+
+    # -- whole re-fold ---------------------------------------------------------------------
+    def rebuild(self, conn: sqlite3.Connection) -> int:
+        """Throw the projection away and fold every stored event again; returns the count."""
+        for table in PROJECTION_TABLES:
+            conn.execute(f"DELETE FROM {table}")
+        rows = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY hlc, origin, seq").fetchall()
+        by_ticket: dict[str, list[Event]] = defaultdict(list)
+        index: list[tuple[str, int, str, int]] = []
+        others: list[Event] = []
+        for row in rows:
+            event = row_to_event(row)
+            if not ev.foldable(event.type, event.schema):
+                continue
+            if event.type in ev.TICKET_TYPES:
+                ticket_id = event.payload.get("ticket")
+                if isinstance(ticket_id, str):
+                    by_ticket[ticket_id].append(event)
+                    index.append((ticket_id, event.hlc, event.origin, event.seq))
+            else:
+                others.append(event)
+        conn.executemany("INSERT OR IGNORE INTO ticket_events (ticket, hlc, origin, seq) VALUES (?, ?, ?, ?)", index)
+        tickets = []
+        for events in by_ticket.values():
+            try:
+                if events[0].type == ev.TICKET_ISSUED:
+                    _check_issued(events[0].payload)
+                state = fold.refold(events)
+            except (KeyError, TypeError, ValueError, AttributeError) as err:
+                logger.warning("not folding ticket %s: bad payload: %r", events[0].payload.get("ticket"), err)
+                continue
+            if state is not None:
+                tickets.append(ticket_row(state))
+        conn.executemany(TICKET_UPSERT, tickets)
+        for event in others:  # already in total order: last writer wins needs no comparison
+            self.apply(conn, event)
+        self.folded = len(rows)
+        return len(rows)
+
+
+def _check_issued(p: dict[str, Any]) -> None:
+    for name, kind in (("ticket", str), ("label", str), ("day", str), ("service", str), ("number", int)):
+        if not isinstance(p.get(name), kind):
+            raise TypeError(f"ticket.issued needs {name} as {kind.__name__}")
+    if not isinstance(p.get("priority", 0), int) or not isinstance(p.get("effective_ms", 0), int):
+        raise TypeError("priority and effective_ms must be integers")
+
+
+TICKET_UPSERT = (
+    "INSERT OR REPLACE INTO tickets (id, day, label, number, service, issue_service, issued_by, status,"
+    " priority, effective_ms, issued_ms, counter, reserved_counter, called_ms, started_ms, finished_ms,"
+    " recalls, booking, superseded, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def ticket_row(state: fold.TicketState) -> tuple[Any, ...]:
+    won = fold.winner(state)
+    claim: dict[str, Any] = won[1] if won else {}
+    return (
+        state["id"], state["day"], state["label"], state["number"], state["service"], state["issue_service"],
+        state["issued_by"], fold.status(state), state["priority"], state["effective_ms"], state["issued_ms"],
+        won[0] if won else None, state["reserved_counter"], claim.get("called_ms"), claim.get("started_ms"),
+        claim.get("finished_ms"), claim.get("recalls", 0), state["booking"],
+        ",".join(fold.superseded(state)) or None, canonical_json(state).decode("utf-8"),
+    )
+
+
+def write_ticket(conn: sqlite3.Connection, state: fold.TicketState) -> None:
+    conn.execute(TICKET_UPSERT, ticket_row(state))
+
+
+def state_hash(conn: sqlite3.Connection) -> str:
+    """SHA-256 over every projected row, in key order: equal on devices with equal event sets."""
+    digest = hashlib.sha256()
+    for sql in (
+        "SELECT state FROM tickets ORDER BY id",
+        "SELECT id, status, staff, hlc, origin, seq FROM counter_status ORDER BY id",
+        "SELECT kind, id, body FROM config ORDER BY kind, id",
+        "SELECT code, body, status FROM bookings ORDER BY code",
+    ):
+        digest.update(sql.encode())
+        for row in conn.execute(sql):
+            digest.update(canonical_json(list(row)))
+    return digest.hexdigest()

@@ -1,0 +1,101 @@
+"""`smartq init DIR`: a working sample branch (services, counters, staff, one config per device)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sync.keys import load_or_create_key, public_key_text
+
+from appliance.staff import hash_pin
+
+# (device id, role, port, ticket number range or None, counters it serves)
+DEVICES = [
+    ("kiosk", "kiosk", 8401, "1-599", []),
+    ("display", "display", 8402, None, []),
+    ("counter-1", "counter", 8403, "600-799", ["c1"]),
+    ("counter-2", "counter", 8404, "800-999", ["c2", "c3"]),
+]
+STAFF = [("amina", "Amina Uwase", "1234"), ("jean", "Jean Habimana", "2345"), ("lucia", "Lucía Gómez", "3456")]
+
+SERVICES = """
+[[services]]
+id = "general"
+letter = "A"
+names = { en = "General enquiries", fr = "Renseignements généraux", rw = "Amakuru rusange", sw = "Maswali ya jumla", es = "Información general" }
+
+[[services]]
+id = "payments"
+letter = "B"
+names = { en = "Payments", fr = "Paiements", rw = "Kwishyura", sw = "Malipo", es = "Pagos" }
+
+[[services]]
+id = "documents"
+letter = "C"
+names = { en = "Documents and certificates", fr = "Documents et certificats", rw = "Inyandiko n'ibyemezo", sw = "Nyaraka na vyeti", es = "Documentos y certificados" }
+
+[[counters]]
+id = "c1"
+name = "Counter 1"
+services = ["general", "payments"]
+
+[[counters]]
+id = "c2"
+name = "Counter 2"
+services = ["general", "documents"]
+
+[[counters]]
+id = "c3"
+name = "Counter 3"
+services = ["documents", "payments"]
+"""
+
+
+def write_sample(directory: Path, *, branch_id: str = "kigali-main", branch_name: str = "Kigali Main Office",
+                 timezone: str = "Africa/Kigali", port_base: int = 8400, force: bool = False) -> list[Path]:
+    """Write one TOML per device plus each device's key; returns the config paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    keys = {}
+    for device_id, *_ in DEVICES:
+        keys[device_id] = public_key_text(load_or_create_key(directory / "data" / device_id).public_key())
+    roster = "".join(
+        f'\n[[roster]]\nid = "{d}"\nrole = "{role}"\npublic_key = "{keys[d]}"\n' + (f'numbers = "{rng}"\n' if rng else "")
+        for d, role, _, rng, _ in DEVICES
+    )
+    staff = "".join(
+        f'\n[[staff]]\nid = "{sid}"\nname = "{name}"\n# PIN {pin} (sample only: change it)\npin_hash = "{hash_pin(pin)}"\n'
+        for sid, name, pin in STAFF
+    )
+    for device_id, role, port, _, counters in DEVICES:
+        path = directory / f"{device_id}.toml"
+        if path.exists() and not force:
+            raise FileExistsError(f"{path} exists (use --force to overwrite)")
+        port = port - 8400 + port_base
+        text = f"""# SmartQ device configuration (docs/configuration.md lists every setting).
+[branch]
+id = "{branch_id}"
+name = "{branch_name}"
+timezone = "{timezone}"
+languages = ["en", "fr", "rw", "sw", "es"]
+
+[device]
+id = "{device_id}"
+role = "{role}"
+data_dir = "data/{device_id}"
+listen = "127.0.0.1:{port}"
+counters = {json.dumps(counters)}
+
+[queue]
+max_priority = 1
+promote_after_s = 1800
+max_recalls = 3
+call_timeout_s = 600
+default_service_s = 300
+
+[security]
+require_staff_login = true
+{SERVICES}{roster}{staff}"""
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written

@@ -1,0 +1,104 @@
+"""Staff PIN sessions for counter actions: scrypt PIN hashes, bearer tokens, lock-out."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from appliance.config import SecurityConfig, StaffConfig
+from appliance.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+
+
+def hash_pin(pin: str, *, salt: bytes | None = None) -> str:
+    """`scrypt$n$r$p$salt$hash`, the format of staff[].pin_hash."""
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(pin.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+    enc = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${enc(salt)}${enc(digest)}"
+
+
+def check_pin(pin: str, pin_hash: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = pin_hash.split("$")
+        dec = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))  # noqa: E731
+        if scheme != "scrypt":
+            return False
+        got = hashlib.scrypt(pin.encode(), salt=dec(salt), n=int(n), r=int(r), p=int(p), dklen=len(dec(digest)))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, dec(digest))
+
+
+@dataclass(frozen=True)
+class Session:
+    token: str
+    staff_id: str
+    staff_name: str
+    counter: str
+    expires_ms: int
+
+
+class StaffSessions:
+    """In-memory sessions (a restart asks staff to log in again). Thread-safe."""
+
+    def __init__(self, staff: tuple[StaffConfig, ...], security: SecurityConfig, now_ms: Callable[[], int]) -> None:
+        self._staff = staff
+        self._security = security
+        self._now_ms = now_ms
+        self._sessions: dict[str, Session] = {}
+        self._failures: dict[str, list[int]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def required(self) -> bool:
+        return self._security.require_staff_login
+
+    def login(self, counter: str, pin: str) -> Session:
+        """Blocking (scrypt): call it off the event loop."""
+        if not pin or len(pin) > 32 or not pin.isdigit():
+            raise BadRequest("pin must be 1 to 32 digits")
+        now = self._now_ms()
+        with self._lock:
+            window = [t for t in self._failures.get(counter, []) if now - t < self._security.lockout_s * 1000]
+            self._failures[counter] = window
+            if len(window) >= self._security.max_pin_failures:
+                raise TooManyRequests("too many wrong PINs at this counter; wait a minute", code="locked_out")
+        staff = next((s for s in self._staff if check_pin(pin, s.pin_hash)), None)
+        if staff is None:
+            with self._lock:
+                self._failures.setdefault(counter, []).append(now)
+            raise Unauthorized("wrong PIN", code="wrong_pin")
+        session = Session(secrets.token_urlsafe(24), staff.id, staff.name, counter,
+                          now + self._security.session_ttl_s * 1000)
+        with self._lock:
+            self._failures.pop(counter, None)
+            self._sessions[session.token] = session
+        return session
+
+    def logout(self, token: str) -> None:
+        with self._lock:
+            self._sessions.pop(token, None)
+
+    def check(self, token: str | None, counter: str) -> Session | None:
+        """The session allowed to act at `counter`; None when logins are not required."""
+        if token is None:
+            if self.required:
+                raise Unauthorized("log in with a staff PIN first (Authorization: Bearer <token>)")
+            return None
+        with self._lock:
+            session = self._sessions.get(token)
+            if session is not None and session.expires_ms <= self._now_ms():
+                self._sessions.pop(token, None)
+                session = None
+        if session is None:
+            raise Unauthorized("staff session expired or unknown; log in again", code="session_expired")
+        if session.counter != counter:
+            raise Forbidden(f"this session is for counter {session.counter}")
+        return session
