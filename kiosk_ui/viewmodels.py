@@ -141,8 +141,9 @@ class KioskViewModel(EventDispatcher):
 
     # --- strings --------------------------------------------------------------------------
 
-    def t(self, msgid: str, **values: object) -> str:
-        """The current language's text for ``msgid`` (the .kv calls this)."""
+    def t(self, msgid: str, _v: int = 0, **values: object) -> str:
+        """The current language's text for ``msgid``. The .kv passes
+        ``_v=vm.strings_version`` so its bindings re-evaluate when the language changes."""
         tr: Translator = self.tr
         return tr.format(msgid, **values) if values else tr(msgid)
 

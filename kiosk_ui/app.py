@@ -1,0 +1,98 @@
+"""Kiosk app wiring: the view-model, the .kv layout, the node stream, one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from kivy.app import App
+from kivy.clock import Clock
+from kivy.core.window import Window
+from kivy.properties import ObjectProperty
+from kivy.uix.floatlayout import FloatLayout
+
+from appliance.client import NodeClient, StreamEvent
+
+from . import widgets  # noqa: F401  (registers ChoiceList, QRImage with the Factory)
+from .viewmodels import KioskViewModel, Speaker
+
+logger = logging.getLogger(__name__)
+
+KV = Path(__file__).with_name("kiosk.kv")
+
+
+class KioskRoot(FloatLayout):
+    """The layout root; everything it shows is declared in kiosk.kv."""
+
+    def on_kv_post(self, base_widget: Any) -> None:
+        # Bound here rather than in kv: the screens must exist before ``current`` is set.
+        vm = App.get_running_app().vm
+        sm = self.ids.sm
+        sm.current = vm.screen
+        vm.bind(screen=lambda _, name: setattr(sm, "current", name))
+
+
+class KioskApp(App):
+    vm = ObjectProperty(None)
+    #: Loaded by App.load_kv before build(); named explicitly so it is loaded once.
+    kv_file = str(KV)
+    title = "SmartQ kiosk"
+
+    def __init__(self, vm: KioskViewModel, *, screenshot_dir: Path | None = None,
+                 screenshot_every: float = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.vm = vm
+        self.screenshot_dir = screenshot_dir
+        self.screenshot_every = screenshot_every
+        # A burst of stream events becomes one /state refresh.
+        self._refresh = Clock.create_trigger(lambda dt: vm.spawn(vm.refresh()), 0.3)
+
+    def build(self) -> KioskRoot:
+        root = KioskRoot()
+        Window.bind(on_touch_down=lambda *a: self.vm.touch())
+        Clock.schedule_interval(lambda dt: self.vm.check_idle(), 1.0)
+        if self.screenshot_dir and self.screenshot_every > 0:
+            Clock.schedule_interval(lambda dt: self.screenshot(), self.screenshot_every)
+        return root
+
+    def screenshot(self, name: str | None = None) -> Path | None:
+        if self.screenshot_dir is None or self.root is None:
+            return None
+        self.screenshot_dir.mkdir(parents=True, exist_ok=True)
+        path = self.screenshot_dir / (name or f"kiosk-{time.strftime('%H%M%S')}.png")
+        self.root.export_to_png(str(path))
+        return path
+
+    def on_event(self, event: StreamEvent) -> None:
+        self._refresh()
+
+
+def build(node: str, *, language: str = "en", speaker: Speaker | None = None,
+          phone_region: str | None = "RW", idle_timeout_s: float = 45.0,
+          screenshot_dir: Path | None = None, screenshot_every: float = 0,
+          ) -> tuple[KioskApp, NodeClient]:
+    client = NodeClient(node)
+    vm = KioskViewModel(client, clock=time.monotonic, speaker=speaker, language=language,
+                        phone_region=phone_region, idle_timeout_s=idle_timeout_s)
+    return KioskApp(vm, screenshot_dir=screenshot_dir, screenshot_every=screenshot_every), client
+
+
+async def run(app: KioskApp, client: NodeClient, *extra: Coroutine[Any, Any, Any]) -> None:
+    """Run the window and the node stream on one asyncio loop until the window closes."""
+    vm = app.vm
+    tasks = [
+        asyncio.ensure_future(client.follow(on_state=vm.apply_state, on_event=app.on_event,
+                                            on_connection=vm.set_connected)),
+        *(asyncio.ensure_future(c) for c in extra),
+    ]
+    try:
+        await app.async_run(async_lib="asyncio")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.close()
