@@ -1,0 +1,278 @@
+"""Online booking: slots from opening hours and capacity, book/reschedule/cancel, codes and tokens.
+
+Capacity safety: :func:`book` and :func:`reschedule` count and insert/update inside the single
+writer's transaction (hq.db), so no two requests can both take the last place of a slot.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from hq import notifications, outbox, tenants
+from hq.errors import ApiError, bad_request, check_obj, check_str, conflict, not_found
+from sync.tokens import sign_token
+
+CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+CODE_RE = re.compile(r"^[0-9A-Z]{4}-?[0-9A-Z]{4}$")
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+
+
+@dataclass(frozen=True, slots=True)
+class BookingContext:
+    """What booking writes need besides the connection."""
+
+    key: Ed25519PrivateKey
+    now: int  # unix seconds
+    horizon_days: int
+    token_grace_s: int
+    phone_region: str
+    rng: Any
+
+
+# -- input ---------------------------------------------------------------------------------
+def normalize_code(value: Any) -> str:
+    if not isinstance(value, str):
+        raise not_found("booking")
+    text = value.strip().upper().replace(" ", "")
+    text = text.translate(str.maketrans({"O": "0", "I": "1", "L": "1"}))
+    if not CODE_RE.match(text):
+        raise not_found("booking")
+    text = text.replace("-", "")
+    return f"{text[:4]}-{text[4:]}"
+
+
+def new_code(rng: Any) -> str:
+    raw = "".join(rng.choice(CODE_ALPHABET) for _ in range(8))
+    return f"{raw[:4]}-{raw[4:]}"
+
+
+def normalize_phone(value: Any, region: str) -> str:
+    if not isinstance(value, str) or len(value) > 40:
+        raise bad_request("phone must be a string", "bad_phone")
+    try:
+        number = phonenumbers.parse(value, region or None)
+    except phonenumbers.NumberParseException as err:
+        raise bad_request(f"phone number not understood: {err}", "bad_phone") from err
+    if not phonenumbers.is_valid_number(number):
+        raise bad_request("phone number is not valid", "bad_phone")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_email(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 254 or not EMAIL_RE.match(value.strip()):
+        raise bad_request("email is not a valid address", "bad_email")
+    return value.strip().lower()
+
+
+def parse_instant(value: Any, field: str = "start") -> int:
+    """ISO 8601 with offset (or Z) -> unix seconds."""
+    if not isinstance(value, str) or len(value) > 40:
+        raise bad_request(f"{field} must be an ISO 8601 time with offset")
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as err:
+        raise bad_request(f"{field} must be an ISO 8601 time with offset") from err
+    if dt.tzinfo is None:
+        raise bad_request(f"{field} needs a UTC offset (e.g. 2025-05-01T09:00:00+02:00 or ...Z)")
+    return int(dt.timestamp())
+
+
+def iso_utc(ts: int) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_local(ts: int, tz: str) -> str:
+    return datetime.fromtimestamp(ts, ZoneInfo(tz)).isoformat()
+
+
+# -- slots ---------------------------------------------------------------------------------
+def day_slots(conn: sqlite3.Connection, branch: sqlite3.Row, service: sqlite3.Row, day: date) -> list[tuple[int, int]]:
+    """(start, end) unix seconds of every slot on the branch-local ``day``."""
+    if conn.execute("SELECT 1 FROM closed_days WHERE branch_id = ? AND day = ?", (branch["id"], day.isoformat())).fetchone():
+        return []
+    hours = conn.execute("SELECT opens, closes FROM hours WHERE branch_id = ? AND weekday = ?",
+                         (branch["id"], day.weekday())).fetchone()
+    if hours is None:
+        return []
+    tz = ZoneInfo(branch["timezone"])
+    opens = datetime.combine(day, time.fromisoformat(hours["opens"]), tzinfo=tz)
+    closes = datetime.combine(day, time.fromisoformat(hours["closes"]), tzinfo=tz)
+    step = timedelta(minutes=service["slot_minutes"])
+    out, cur = [], opens
+    while cur + step <= closes:
+        start = int(cur.timestamp())
+        out.append((start, start + int(step.total_seconds())))
+        cur += step
+    return out
+
+
+def _bookable_service(conn: sqlite3.Connection, branch_id: str, service_id: Any) -> tuple[sqlite3.Row, sqlite3.Row]:
+    branch = tenants.get_branch(conn, branch_id)
+    if not isinstance(service_id, str):
+        raise bad_request("service must be a service id")
+    service = tenants.get_service(conn, branch_id, service_id)
+    if not service["bookable"]:
+        raise conflict("this service cannot be booked online", "not_bookable")
+    return branch, service
+
+
+def _booked_counts(conn: sqlite3.Connection, branch_id: str, service_id: str, lo: int, hi: int) -> dict[int, int]:
+    rows = conn.execute("SELECT slot_start, COUNT(*) FROM bookings WHERE branch_id = ? AND service_id = ?"
+                        " AND status = 'booked' AND slot_start BETWEEN ? AND ? GROUP BY slot_start",
+                        (branch_id, service_id, lo, hi))
+    return {r[0]: r[1] for r in rows}
+
+
+def availability(conn: sqlite3.Connection, branch_id: str, service_id: Any, day_text: Any, now: int,
+                 horizon_days: int) -> dict[str, Any]:
+    branch, service = _bookable_service(conn, branch_id, service_id)
+    day = date.fromisoformat(tenants.check_day(day_text, "date"))
+    tz = branch["timezone"]
+    today = datetime.fromtimestamp(now, ZoneInfo(tz)).date()
+    slots_out: list[dict[str, Any]] = []
+    if today <= day <= today + timedelta(days=horizon_days):
+        slots = [s for s in day_slots(conn, branch, service, day) if s[0] > now]
+        counts = _booked_counts(conn, branch_id, service["id"], slots[0][0], slots[-1][0]) if slots else {}
+        for start, end in slots:
+            left = max(0, service["capacity"] - counts.get(start, 0))
+            slots_out.append({"start": iso_local(start, tz), "end": iso_local(end, tz), "capacity": service["capacity"],
+                              "available": left})
+    return {"branch": branch_id, "service": service["id"], "date": day.isoformat(), "timezone": tz, "slots": slots_out}
+
+
+def _check_slot(conn: sqlite3.Connection, branch: sqlite3.Row, service: sqlite3.Row, start: int,
+                ctx: BookingContext) -> int:
+    """Return the slot's end if ``start`` is an offered slot start; raise otherwise."""
+    if start <= ctx.now:
+        raise conflict("this slot has already started", "slot_past")
+    tz = ZoneInfo(branch["timezone"])
+    day = datetime.fromtimestamp(start, tz).date()
+    if day > datetime.fromtimestamp(ctx.now, tz).date() + timedelta(days=ctx.horizon_days):
+        raise conflict("this day is beyond the booking horizon", "slot_unavailable")
+    for s, e in day_slots(conn, branch, service, day):
+        if s == start:
+            return e
+    raise conflict("no slot starts at this time (closed, or not on the slot grid)", "slot_unavailable")
+
+
+def _taken(conn: sqlite3.Connection, branch_id: str, service_id: str, start: int) -> int:
+    return conn.execute("SELECT COUNT(*) FROM bookings WHERE branch_id = ? AND service_id = ? AND slot_start = ?"
+                        " AND status = 'booked'", (branch_id, service_id, start)).fetchone()[0]
+
+
+# -- bookings ------------------------------------------------------------------------------
+def booking_token(key: Ed25519PrivateKey, row: sqlite3.Row | dict[str, Any], grace_s: int) -> str:
+    return sign_token(key, {"typ": "booking", "code": row["code"], "branch": row["branch_id"],
+                            "service": row["service_id"], "start": row["slot_start"], "end": row["slot_end"],
+                            "exp": row["slot_end"] + grace_s})
+
+
+def booking_json(row: sqlite3.Row, tz: str, key: Ed25519PrivateKey, grace_s: int) -> dict[str, Any]:
+    out = {"code": row["code"], "branch": row["branch_id"], "service": row["service_id"],
+           "start": iso_local(row["slot_start"], tz), "end": iso_local(row["slot_end"], tz),
+           "status": row["status"], "language": row["language"]}
+    if row["status"] == "booked":
+        token = booking_token(key, row, grace_s)
+        out["token"] = token
+        out["qr"] = token
+    return out
+
+
+def _event_payload(row: sqlite3.Row) -> dict[str, Any]:
+    # No personal data travels to the branch: the code and the slot are enough to check in.
+    return {"code": row["code"], "service": row["service_id"], "start": row["slot_start"],
+            "end": row["slot_end"], "status": row["status"], "language": row["language"]}
+
+
+def get_by_code(conn: sqlite3.Connection, code: Any, contact: Any, region: str) -> sqlite3.Row:
+    """The booking with ``code`` whose phone or e-mail matches ``contact``; 404 otherwise."""
+    row = conn.execute("SELECT * FROM bookings WHERE code = ?", (normalize_code(code),)).fetchone()
+    if row is None or not isinstance(contact, str) or not contact.strip() or row["purged_at"]:
+        raise not_found("booking")
+    try:
+        if "@" in contact:
+            ok = row["email"] is not None and normalize_email(contact) == row["email"]
+        else:
+            ok = row["phone"] is not None and normalize_phone(contact, region) == row["phone"]
+    except ApiError:
+        ok = False
+    if not ok:
+        raise not_found("booking")
+    return row
+
+
+def book(conn: sqlite3.Connection, ctx: BookingContext, body: Any) -> dict[str, Any]:
+    body = check_obj(body)
+    branch_id = body.get("branch")
+    if not isinstance(branch_id, str):
+        raise bad_request("branch must be a branch id")
+    branch, service = _bookable_service(conn, branch_id, body.get("service"))
+    start = parse_instant(body.get("start"))
+    phone = normalize_phone(body["phone"], ctx.phone_region) if body.get("phone") is not None else None
+    email = normalize_email(body["email"]) if body.get("email") is not None else None
+    if phone is None and email is None:
+        raise bad_request("give a phone number or an e-mail address (needed to change or cancel)", "contact_required")
+    name = check_str(body.get("name"), "name", max_len=120, required=False) if body.get("name") is not None else ""
+    languages = json.loads(branch["languages"])
+    language = body.get("language", languages[0])
+    if language not in languages:
+        raise bad_request(f"language must be one of {', '.join(languages)}")
+    end = _check_slot(conn, branch, service, start, ctx)
+    if _taken(conn, branch_id, service["id"], start) >= service["capacity"]:
+        raise conflict("this slot is fully booked", "slot_full")
+    for _ in range(20):
+        code = new_code(ctx.rng)
+        if conn.execute("SELECT 1 FROM bookings WHERE code = ?", (code,)).fetchone() is None:
+            break
+    else:  # pragma: no cover - 32^8 codes
+        raise conflict("could not allocate a booking code, try again", "busy")
+    cur = conn.execute(
+        "INSERT INTO bookings (code, branch_id, service_id, slot_start, slot_end, status, name, phone, email, language,"
+        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'booked', ?, ?, ?, ?, ?, ?)",
+        (code, branch_id, service["id"], start, end, name, phone, email, language, ctx.now, ctx.now))
+    row = conn.execute("SELECT * FROM bookings WHERE id = ?", (cur.lastrowid,)).fetchone()
+    outbox.emit(conn, ctx.key, branch_id, "booking.created", _event_payload(row), ctx.now * 1000)
+    notifications.enqueue_for_booking(conn, row, branch, "confirmation", f"confirm:{code}", ctx.now)
+    return booking_json(row, branch["timezone"], ctx.key, ctx.token_grace_s)
+
+
+def reschedule(conn: sqlite3.Connection, ctx: BookingContext, code: Any, body: Any) -> dict[str, Any]:
+    body = check_obj(body)
+    row = get_by_code(conn, code, body.get("contact"), ctx.phone_region)
+    if row["status"] != "booked":
+        raise conflict("this booking is cancelled", "cancelled")
+    branch, service = _bookable_service(conn, row["branch_id"], row["service_id"])
+    start = parse_instant(body.get("start"))
+    if start == row["slot_start"]:
+        return booking_json(row, branch["timezone"], ctx.key, ctx.token_grace_s)
+    end = _check_slot(conn, branch, service, start, ctx)
+    if _taken(conn, row["branch_id"], row["service_id"], start) >= service["capacity"]:
+        raise conflict("this slot is fully booked", "slot_full")
+    conn.execute("UPDATE bookings SET slot_start = ?, slot_end = ?, updated_at = ? WHERE id = ?",
+                 (start, end, ctx.now, row["id"]))
+    row = conn.execute("SELECT * FROM bookings WHERE id = ?", (row["id"],)).fetchone()
+    outbox.emit(conn, ctx.key, row["branch_id"], "booking.rescheduled", _event_payload(row), ctx.now * 1000)
+    notifications.enqueue_for_booking(conn, row, branch, "reschedule", f"reschedule:{row['code']}:{start}:{ctx.now}", ctx.now)
+    return booking_json(row, branch["timezone"], ctx.key, ctx.token_grace_s)
+
+
+def cancel(conn: sqlite3.Connection, ctx: BookingContext, code: Any, body: Any) -> dict[str, Any]:
+    body = check_obj(body)
+    row = get_by_code(conn, code, body.get("contact"), ctx.phone_region)
+    branch = tenants.get_branch(conn, row["branch_id"])
+    if row["status"] == "cancelled":
+        return booking_json(row, branch["timezone"], ctx.key, ctx.token_grace_s)
+    conn.execute("UPDATE bookings SET status = 'cancelled', updated_at = ? WHERE id = ?", (ctx.now, row["id"]))
+    row = conn.execute("SELECT * FROM bookings WHERE id = ?", (row["id"],)).fetchone()
+    outbox.emit(conn, ctx.key, row["branch_id"], "booking.cancelled", _event_payload(row), ctx.now * 1000)
+    notifications.enqueue_for_booking(conn, row, branch, "cancellation", f"cancel:{row['code']}", ctx.now)
+    return booking_json(row, branch["timezone"], ctx.key, ctx.token_grace_s)

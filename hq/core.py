@@ -1,0 +1,45 @@
+"""The HQ service object shared by handlers and jobs: settings, database, key, clock, rng."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from hq.db import Database
+from hq.settings import Settings
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Unix seconds."""
+
+
+class WallClock:
+    def now(self) -> float:
+        return time.time()
+
+
+@dataclass
+class HQ:
+    settings: Settings
+    db: Database
+    key: Ed25519PrivateKey
+    clock: Clock = field(default_factory=WallClock)
+    rng: random.Random = field(default_factory=secrets.SystemRandom)
+    notify_wakeup: asyncio.Event | None = None
+
+    def now(self) -> int:
+        return int(self.clock.now())
+
+    def now_ms(self) -> int:
+        return int(self.clock.now() * 1000)
+
+    def wake_notifier(self) -> None:
+        if self.notify_wakeup is not None:
+            self.notify_wakeup.set()

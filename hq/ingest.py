@@ -1,0 +1,156 @@
+"""Ingest signed branch events, exactly once, and keep the HQ ticket projection.
+
+``ingest_branch_events(hq, envelopes)`` is the hook the branch link (replication protocol)
+calls with whatever it received. Each envelope is checked against the public key of the device
+registered at HQ under ``origin`` (and that device must belong to ``branch``); events are stored
+in ``events`` keyed (origin, seq) with INSERT OR IGNORE, so a replayed batch changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from hq import live, notifications
+from hq.core import HQ
+from hq.signing import ENVELOPE_FIELDS, KeyError_, event_hash, parse_public_key, verify_envelope
+
+logger = logging.getLogger(__name__)
+
+TIME_FIELDS = {"ticket.called": "called_ms", "ticket.started": "started_ms", "ticket.completed": "completed_ms",
+               "ticket.no_show": "no_show_ms", "ticket.cancelled": "cancelled_ms"}
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+
+
+def _shape_ok(e: Any) -> bool:
+    if not isinstance(e, dict) or not all(f in e for f in (*ENVELOPE_FIELDS, "sig")):
+        return False
+    return (isinstance(e["origin"], str) and isinstance(e["seq"], int) and e["seq"] >= 1 and isinstance(e["hlc"], int)
+            and e["hlc"] >= 0 and isinstance(e["type"], str) and isinstance(e["payload"], dict)
+            and isinstance(e["branch"], str) and isinstance(e["sig"], str) and isinstance(e["prev"], str)
+            and isinstance(e["schema"], int))
+
+
+def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, turn_near_places: int) -> IngestResult:
+    """The whole ingest inside one write transaction (called on the writer thread)."""
+    result = IngestResult()
+    keys: dict[str, tuple[str, Ed25519PublicKey] | None] = {}
+    touched: set[str] = set()
+    for e in envelopes:
+        ref = {"origin": e.get("origin") if isinstance(e, dict) else None, "seq": e.get("seq") if isinstance(e, dict) else None}
+        if not _shape_ok(e):
+            result.rejected.append(ref | {"reason": "malformed"})
+            continue
+        origin = e["origin"]
+        if origin not in keys:
+            row = conn.execute("SELECT branch_id, public_key FROM devices WHERE id = ?", (origin,)).fetchone()
+            try:
+                keys[origin] = (row[0], parse_public_key(row[1])) if row else None
+            except KeyError_:
+                keys[origin] = None
+        known = keys[origin]
+        if known is None:
+            result.rejected.append(ref | {"reason": "unknown_device"})
+            continue
+        if known[0] != e["branch"]:
+            result.rejected.append(ref | {"reason": "wrong_branch"})
+            continue
+        if not verify_envelope(known[1], e):
+            result.rejected.append(ref | {"reason": "bad_signature"})
+            continue
+        digest = event_hash(e)
+        existing = conn.execute("SELECT envelope FROM events WHERE origin = ? AND seq = ?", (origin, e["seq"])).fetchone()
+        if existing is not None:
+            if event_hash(json.loads(existing[0])) == digest:
+                result.duplicates += 1
+            else:
+                result.rejected.append(ref | {"reason": "conflicting_duplicate"})
+            continue
+        envelope = {f: e[f] for f in ENVELOPE_FIELDS} | {"sig": e["sig"]}
+        conn.execute("INSERT INTO events (origin, seq, hlc, type, branch, envelope, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (origin, e["seq"], e["hlc"], e["type"], e["branch"], json.dumps(envelope, ensure_ascii=False), now))
+        _project(conn, envelope)
+        result.accepted += 1
+        touched.add(e["branch"])
+    for branch_id in touched:
+        _turn_near(conn, branch_id, now, turn_near_places)
+    return result
+
+
+def _project(conn: sqlite3.Connection, e: dict[str, Any]) -> None:
+    p, kind = e["payload"], e["type"]
+    ticket = p.get("ticket")
+    if not kind.startswith("ticket.") or not isinstance(ticket, str):
+        return
+    ms = e["hlc"] >> 16
+    branch = e["branch"]
+    conn.execute("INSERT OR IGNORE INTO tickets (branch_id, id) VALUES (?, ?)", (branch, ticket))
+    if kind == "ticket.issued":
+        day = ticket.split("-")[0] if "-" in ticket else None
+        conn.execute(
+            "UPDATE tickets SET service = ?, day = ?, label = ?, priority = ?, issued_ms = ?, booking_code = ?,"
+            " phone = ?, language = ? WHERE branch_id = ? AND id = ?",
+            (_s(p.get("service")), _s(p.get("day")) or day, _s(p.get("label")),
+             p.get("priority") if isinstance(p.get("priority"), int) else 0, ms, _s(p.get("booking")),
+             _s(p.get("phone")), _s(p.get("language")), branch, ticket))
+    elif kind in TIME_FIELDS:
+        col = TIME_FIELDS[kind]
+        # the first occurrence counts (a recall or a duplicate call does not move the time)
+        conn.execute(f"UPDATE tickets SET {col} = MIN(COALESCE({col}, ?), ?) WHERE branch_id = ? AND id = ?",
+                     (ms, ms, branch, ticket))
+        if isinstance(p.get("counter"), str):
+            conn.execute("UPDATE tickets SET counter = ? WHERE branch_id = ? AND id = ?", (p["counter"], branch, ticket))
+    elif kind == "ticket.transferred" and isinstance(p.get("to_service"), str):
+        conn.execute("UPDATE tickets SET service = ? WHERE branch_id = ? AND id = ?", (p["to_service"], branch, ticket))
+    elif kind == "ticket.requeued":
+        conn.execute("UPDATE tickets SET called_ms = NULL, started_ms = NULL, no_show_ms = NULL, counter = NULL"
+                     " WHERE branch_id = ? AND id = ? AND completed_ms IS NULL", (branch, ticket))
+
+
+def _s(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _turn_near(conn: sqlite3.Connection, branch_id: str, now: int, places: int) -> None:
+    branch = conn.execute("SELECT * FROM branches WHERE id = ?", (branch_id,)).fetchone()
+    if branch is None or places <= 0:
+        return
+    today = datetime.fromtimestamp(now, ZoneInfo(branch["timezone"])).strftime("%Y%m%d")
+    for t in live.waiting_in_order(conn, branch_id, today):
+        if t["position"] > places:
+            continue
+        phone = t["phone"]
+        if not phone and t["booking_code"]:
+            b = conn.execute("SELECT phone FROM bookings WHERE code = ?", (t["booking_code"],)).fetchone()
+            phone = b[0] if b else None
+        if phone:
+            notifications.enqueue_turn_near(conn, branch, t["id"], t["label"] or t["id"], phone, t["position"] - 1, now)
+
+
+async def ingest_branch_events(hq: HQ, envelopes: list[dict[str, Any]]) -> IngestResult:
+    """Verify and store branch events exactly once; idempotent. The branch link calls this."""
+    if not isinstance(envelopes, list):
+        raise TypeError("envelopes must be a list of envelope dicts")
+    now, places = hq.now(), hq.settings.turn_near_places
+    result = await hq.db.write(lambda c: ingest_sync(c, envelopes, now=now, turn_near_places=places))
+    if result.accepted:
+        hq.wake_notifier()
+    if result.rejected:
+        logger.warning("rejected %d branch events: %s", len(result.rejected), result.rejected[:5])
+    return result

@@ -1,0 +1,163 @@
+"""Numbered schema migrations; each runs in one transaction together with its record."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[tuple[int, str, Migration]] = []
+
+
+def migration(number: int, name: str) -> Callable[[Migration], Migration]:
+    def register(fn: Migration) -> Migration:
+        MIGRATIONS.append((number, name, fn))
+        return fn
+    return register
+
+
+@migration(1, "tenants")
+def _m1(conn: sqlite3.Connection) -> None:
+    conn.executescript("""
+    CREATE TABLE orgs (id TEXT PRIMARY KEY, name TEXT NOT NULL);
+    CREATE TABLE branches (
+        id TEXT PRIMARY KEY, org_id TEXT NOT NULL REFERENCES orgs(id), name TEXT NOT NULL,
+        timezone TEXT NOT NULL, languages TEXT NOT NULL DEFAULT '["en"]');
+    CREATE INDEX branches_org ON branches(org_id);
+    CREATE TABLE services (
+        branch_id TEXT NOT NULL REFERENCES branches(id), id TEXT NOT NULL, letter TEXT NOT NULL,
+        names TEXT NOT NULL, bookable INTEGER NOT NULL DEFAULT 1,
+        slot_minutes INTEGER NOT NULL DEFAULT 15, capacity INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (branch_id, id));
+    CREATE TABLE counters (
+        branch_id TEXT NOT NULL REFERENCES branches(id), id TEXT NOT NULL, name TEXT NOT NULL,
+        services TEXT NOT NULL DEFAULT '[]', PRIMARY KEY (branch_id, id));
+    CREATE TABLE hours (
+        branch_id TEXT NOT NULL REFERENCES branches(id), weekday INTEGER NOT NULL,
+        opens TEXT NOT NULL, closes TEXT NOT NULL, PRIMARY KEY (branch_id, weekday));
+    CREATE TABLE closed_days (
+        branch_id TEXT NOT NULL REFERENCES branches(id), day TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '', PRIMARY KEY (branch_id, day));
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY, branch_id TEXT NOT NULL REFERENCES branches(id), role TEXT NOT NULL,
+        public_key TEXT NOT NULL, name TEXT NOT NULL DEFAULT '');
+    CREATE TABLE staff (
+        branch_id TEXT NOT NULL REFERENCES branches(id), id TEXT NOT NULL, name TEXT NOT NULL,
+        pin_hash TEXT NOT NULL DEFAULT '', PRIMARY KEY (branch_id, id));
+    """)
+
+
+@migration(2, "accounts")
+def _m2(conn: sqlite3.Connection) -> None:
+    conn.executescript("""
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, name TEXT NOT NULL DEFAULT '',
+        password_hash TEXT NOT NULL, role TEXT NOT NULL, org_id TEXT REFERENCES orgs(id),
+        branch_id TEXT REFERENCES branches(id), created_at INTEGER NOT NULL);
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id),
+        kind TEXT NOT NULL, csrf TEXT NOT NULL DEFAULT '', expires_at INTEGER NOT NULL);
+    """)
+
+
+@migration(3, "hq_outbox_and_events")
+def _m3(conn: sqlite3.Connection) -> None:
+    conn.executescript("""
+    CREATE TABLE outbox (
+        branch_id TEXT NOT NULL, seq INTEGER NOT NULL, hlc INTEGER NOT NULL, type TEXT NOT NULL,
+        envelope TEXT NOT NULL, hash TEXT NOT NULL, shipped_at INTEGER,
+        PRIMARY KEY (branch_id, seq));
+    CREATE TABLE hq_clock (id INTEGER PRIMARY KEY CHECK (id = 1), hlc INTEGER NOT NULL);
+    CREATE TABLE events (
+        origin TEXT NOT NULL, seq INTEGER NOT NULL, hlc INTEGER NOT NULL, type TEXT NOT NULL,
+        branch TEXT NOT NULL, envelope TEXT NOT NULL, received_at INTEGER NOT NULL,
+        PRIMARY KEY (origin, seq));
+    CREATE INDEX events_branch_hlc ON events(branch, hlc);
+    CREATE TABLE tickets (
+        branch_id TEXT NOT NULL, id TEXT NOT NULL, service TEXT, day TEXT, label TEXT,
+        priority INTEGER NOT NULL DEFAULT 0, issued_ms INTEGER, called_ms INTEGER,
+        started_ms INTEGER, completed_ms INTEGER, no_show_ms INTEGER, cancelled_ms INTEGER,
+        counter TEXT, booking_code TEXT, phone TEXT, language TEXT,
+        PRIMARY KEY (branch_id, id));
+    CREATE INDEX tickets_day ON tickets(branch_id, day);
+    CREATE INDEX tickets_booking ON tickets(booking_code);
+    """)
+
+
+@migration(4, "bookings_and_notifications")
+def _m4(conn: sqlite3.Connection) -> None:
+    conn.executescript("""
+    CREATE TABLE bookings (
+        id INTEGER PRIMARY KEY, code TEXT NOT NULL UNIQUE, branch_id TEXT NOT NULL,
+        service_id TEXT NOT NULL, slot_start INTEGER NOT NULL, slot_end INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'booked', name TEXT, phone TEXT, email TEXT,
+        language TEXT NOT NULL DEFAULT 'en', created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL, purged_at INTEGER);
+    CREATE INDEX bookings_slot ON bookings(branch_id, service_id, slot_start, status);
+    CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY, idem_key TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
+        channel TEXT NOT NULL, recipient TEXT, subject TEXT NOT NULL DEFAULT '',
+        body TEXT NOT NULL, booking_id INTEGER, status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL,
+        last_error TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL, sent_at INTEGER);
+    CREATE INDEX notifications_due ON notifications(status, next_attempt_at);
+    """)
+
+
+def apply_migrations(conn: sqlite3.Connection) -> list[int]:
+    """Apply the missing migrations in order; return the numbers applied."""
+    conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"
+                 " name TEXT NOT NULL, applied_at INTEGER NOT NULL)")
+    done = {row[0] for row in conn.execute("SELECT number FROM migrations")}
+    applied = []
+    for number, name, fn in sorted(MIGRATIONS):
+        if number in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # executescript would COMMIT our transaction; run statements one by one instead.
+            _run_in_tx(conn, fn)
+            conn.execute("INSERT INTO migrations (number, name, applied_at) VALUES (?, ?, ?)",
+                         (number, name, int(time.time())))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        logger.info("applied migration %03d %s", number, name)
+        applied.append(number)
+    return applied
+
+
+class _TxConn:
+    """Wraps a connection so a migration's executescript runs statement by statement."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def executescript(self, script: str) -> None:
+        for stmt in _split(script):
+            self._conn.execute(stmt)
+
+    def execute(self, *args: object) -> sqlite3.Cursor:
+        return self._conn.execute(*args)  # type: ignore[arg-type]
+
+
+def _split(script: str) -> list[str]:
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+
+
+def _run_in_tx(conn: sqlite3.Connection, fn: Migration) -> None:
+    fn(_TxConn(conn))  # type: ignore[arg-type]

@@ -1,0 +1,86 @@
+"""The notification outbox: rows written in the same transaction as the change they announce.
+
+Each row has a unique idempotency key (``confirm:<code>``, ``reminder:<code>:<start>``, ...),
+so enqueueing twice is a no-op, and the gateways pass the key on (Message-ID / Idempotency-Key)
+so a retried send after a lost acknowledgement does not reach the person twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+TEXTS = {
+    "confirmation": ("Your booking {code}", "Booking {code} confirmed: {service} at {branch}, {when}. "
+                     "Show code {code} or the QR at the kiosk."),
+    "reminder": ("Reminder: booking {code} tomorrow", "Reminder: {service} at {branch}, {when}. Booking code {code}."),
+    "reschedule": ("Booking {code} moved", "Booking {code} moved to {when} ({service} at {branch})."),
+    "cancellation": ("Booking {code} cancelled", "Booking {code} ({service} at {branch}, {when}) is cancelled."),
+    "turn_near": ("Your turn is near", "Ticket {label}: {ahead} people ahead of you at {branch}. Please come to the waiting area."),
+}
+
+
+def _insert(conn: sqlite3.Connection, idem_key: str, kind: str, channel: str, recipient: str, subject: str,
+            body: str, booking_id: int | None, now: int) -> bool:
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO notifications (idem_key, kind, channel, recipient, subject, body, booking_id,"
+        " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (idem_key, kind, channel, recipient, subject, body, booking_id, now, now))
+    return cur.rowcount == 1
+
+
+def enqueue_for_booking(conn: sqlite3.Connection, booking: sqlite3.Row, branch: sqlite3.Row, kind: str,
+                        idem_key: str, now: int) -> int:
+    """Queue ``kind`` for the booking's e-mail and phone; return how many rows were new."""
+    service = conn.execute("SELECT names FROM services WHERE branch_id = ? AND id = ?",
+                           (booking["branch_id"], booking["service_id"])).fetchone()
+    names = json.loads(service["names"]) if service else {}
+    service_name = names.get(booking["language"]) or next(iter(names.values()), booking["service_id"])
+    when = datetime.fromtimestamp(booking["slot_start"], ZoneInfo(branch["timezone"])).strftime("%Y-%m-%d %H:%M")
+    subject_t, body_t = TEXTS[kind]
+    fields = {"code": booking["code"], "service": service_name, "branch": branch["name"], "when": when}
+    subject, body = subject_t.format(**fields), body_t.format(**fields)
+    new = 0
+    if booking["email"]:
+        new += _insert(conn, f"{idem_key}:email", kind, "email", booking["email"], subject, body, booking["id"], now)
+    if booking["phone"]:
+        new += _insert(conn, f"{idem_key}:sms", kind, "sms", booking["phone"], subject, body, booking["id"], now)
+    return new
+
+
+def enqueue_turn_near(conn: sqlite3.Connection, branch: sqlite3.Row, ticket_id: str, label: str, phone: str,
+                      ahead: int, now: int) -> bool:
+    subject_t, body_t = TEXTS["turn_near"]
+    fields = {"label": label, "ahead": ahead, "branch": branch["name"]}
+    return _insert(conn, f"near:{branch['id']}:{ticket_id}:sms", "turn_near", "sms", phone,
+                   subject_t.format(**fields), body_t.format(**fields), None, now)
+
+
+def enqueue_reminders(conn: sqlite3.Connection, now: int, lead_s: int) -> int:
+    """Queue reminders for booked slots starting within ``lead_s``; keyed by slot so a moved booking is reminded again."""
+    rows = conn.execute("SELECT * FROM bookings WHERE status = 'booked' AND slot_start > ? AND slot_start <= ?"
+                        " AND purged_at IS NULL", (now, now + lead_s)).fetchall()
+    new = 0
+    for row in rows:
+        branch = conn.execute("SELECT * FROM branches WHERE id = ?", (row["branch_id"],)).fetchone()
+        new += enqueue_for_booking(conn, row, branch, "reminder", f"reminder:{row['code']}:{row['slot_start']}", now)
+    return new
+
+
+def purge_personal_data(conn: sqlite3.Connection, now: int, after_days: int) -> dict[str, int]:
+    """Erase names, phones and e-mails of bookings whose slot ended ``after_days`` ago, and their notifications."""
+    cutoff = now - after_days * 86400
+    b = conn.execute("UPDATE bookings SET name = NULL, phone = NULL, email = NULL, purged_at = ?"
+                     " WHERE slot_end < ? AND purged_at IS NULL", (now, cutoff)).rowcount
+    n = conn.execute("UPDATE notifications SET recipient = NULL, body = '', subject = ''"
+                     " WHERE created_at < ? AND recipient IS NOT NULL AND status IN ('sent', 'failed')", (cutoff,)).rowcount
+    t = conn.execute("UPDATE tickets SET phone = NULL WHERE issued_ms < ? AND phone IS NOT NULL", (cutoff * 1000,)).rowcount
+    return {"bookings": b, "notifications": n, "tickets": t}
+
+
+def notification_json(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["id"], "kind": row["kind"], "channel": row["channel"], "status": row["status"],
+            "attempts": row["attempts"], "last_error": row["last_error"]}

@@ -1,0 +1,79 @@
+"""Notification dispatcher: claims due outbox rows, sends them, retries with exponential backoff.
+
+A row is claimed (status 'sending', attempts+1) in a write transaction before it is sent, so two
+dispatch passes never send the same row; after the send it becomes 'sent', or 'pending' again
+with a later ``next_attempt_at``, or 'failed' after ``notify_max_attempts``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from typing import Any
+
+from hq.core import HQ
+from hq.gateways import Gateway, GatewayError, Message
+
+logger = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(self, hq: HQ, gateways: dict[str, Gateway]) -> None:
+        self.hq, self.gateways = hq, gateways
+
+    def backoff(self, attempts: int) -> int:
+        s = self.hq.settings
+        return int(min(s.notify_backoff_max_s, s.notify_backoff_base_s * 2 ** max(0, attempts - 1)))
+
+    async def recover(self) -> int:
+        """Rows left 'sending' by a crash go back to 'pending' (gateways dedupe by idempotency key)."""
+        return await self.hq.db.write(
+            lambda c: c.execute("UPDATE notifications SET status = 'pending' WHERE status = 'sending'").rowcount)
+
+    async def run_once(self, limit: int = 50) -> int:
+        """Send what is due now; return how many were sent successfully."""
+        now = self.hq.now()
+
+        def claim(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute("SELECT * FROM notifications WHERE status = 'pending' AND next_attempt_at <= ?"
+                                " ORDER BY next_attempt_at, id LIMIT ?", (now, limit)).fetchall()
+            for r in rows:
+                conn.execute("UPDATE notifications SET status = 'sending', attempts = attempts + 1 WHERE id = ?", (r["id"],))
+            return [dict(r) | {"attempts": r["attempts"] + 1} for r in rows]
+
+        rows = await self.hq.db.write(claim)
+        sent = 0
+        for row in rows:
+            gateway = self.gateways.get(row["channel"])
+            error = ""
+            if gateway is None or not row["recipient"]:
+                error = f"no gateway for channel {row['channel']!r}" if gateway is None else "recipient purged"
+            else:
+                try:
+                    await gateway.send(Message(row["idem_key"], row["channel"], row["recipient"], row["subject"], row["body"]))
+                except GatewayError as err:
+                    error = str(err)[:500]
+                except Exception as err:  # a gateway bug must not stop the dispatcher
+                    logger.exception("gateway %s crashed", row["channel"])
+                    error = f"gateway crashed: {err!r}"[:500]
+            sent += await self._record(row, error)
+        return sent
+
+    async def _record(self, row: dict[str, Any], error: str) -> int:
+        now = self.hq.now()
+        max_attempts = self.hq.settings.notify_max_attempts
+
+        def record(conn: sqlite3.Connection) -> None:
+            if not error:
+                conn.execute("UPDATE notifications SET status = 'sent', sent_at = ?, last_error = '' WHERE id = ?",
+                             (now, row["id"]))
+            elif row["attempts"] >= max_attempts:
+                conn.execute("UPDATE notifications SET status = 'failed', last_error = ? WHERE id = ?", (error, row["id"]))
+            else:
+                conn.execute("UPDATE notifications SET status = 'pending', last_error = ?, next_attempt_at = ? WHERE id = ?",
+                             (error, now + self.backoff(row["attempts"]), row["id"]))
+
+        await self.hq.db.write(record)
+        if error:
+            logger.warning("notification %s attempt %d failed: %s", row["idem_key"], row["attempts"], error)
+        return 0 if error else 1

@@ -1,0 +1,150 @@
+"""HQ settings: one declarative table of (name, default, help), loaded from a TOML file.
+
+Every setting here must be documented in docs/hq.md (tests/hq/test_docs.py enforces it).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "127.0.0.1", "Address the HQ HTTP server listens on."),
+    Setting("port", 8400, "TCP port of the HQ HTTP server (0 picks a free one)."),
+    Setting("database", "hq.sqlite3", "SQLite database file; relative paths are under data_dir."),
+    Setting("data_dir", "data/hq", "Directory for the database and the HQ signing key."),
+    Setting("hq_key_file", "hq_ed25519.pem", "HQ Ed25519 private key (PKCS#8 PEM, mode 0600), relative to data_dir; created on first start."),
+    Setting("read_connections", 4, "Number of read-only SQLite connections (threads) for queries."),
+    Setting("cookie_secure", True, "Set the Secure flag on the session cookie (turn off only for plain-HTTP development)."),
+    Setting("cookie_samesite", "Strict", "SameSite attribute of the session cookie: Strict or Lax."),
+    Setting("session_ttl_s", 43200, "Lifetime of a web (cookie) session in seconds."),
+    Setting("api_token_ttl_s", 2592000, "Lifetime of an API bearer token in seconds."),
+    Setting("argon2_memory_kib", 65536, "Argon2id memory cost in KiB for password hashes."),
+    Setting("argon2_iterations", 3, "Argon2id iterations (time cost)."),
+    Setting("argon2_lanes", 4, "Argon2id lanes (parallelism)."),
+    Setting("bootstrap_admin_email", "", "If set and no account exists, create a super admin with this e-mail on start."),
+    Setting("bootstrap_admin_password", "", "Password of the bootstrap super admin (change it after first login)."),
+    Setting("booking_rate_per_minute", 30, "Booking endpoint requests allowed per client address per minute (0 disables the limit)."),
+    Setting("booking_rate_burst", 10, "Extra burst of booking requests allowed above the steady rate."),
+    Setting("login_rate_per_minute", 20, "Login attempts allowed per client address per minute (0 disables the limit)."),
+    Setting("trust_forwarded_for", False, "Take the client address for rate limits from X-Forwarded-For (only behind a trusted proxy)."),
+    Setting("booking_horizon_days", 60, "How many days ahead online booking is offered."),
+    Setting("booking_token_grace_s", 7200, "A booking token stays valid this long after the slot ends."),
+    Setting("default_phone_region", "", "ISO region (e.g. CH) for phone numbers given without +country code; empty requires +country."),
+    Setting("default_service_s", 300, "Assumed mean service time in seconds when a branch has no completed tickets yet."),
+    Setting("turn_near_places", 3, "Send 'your turn is near' when a ticket is this many places from the front."),
+    Setting("reminder_lead_s", 86400, "Send the booking reminder this many seconds before the slot (the day before)."),
+    Setting("purge_after_days", 30, "Personal data (name, phone, e-mail) of bookings and notifications is erased this many days after the slot."),
+    Setting("scheduler_enabled", True, "Run the APScheduler jobs (reminders, purge, notification dispatch)."),
+    Setting("scheduler_interval_s", 60, "How often the reminder and purge jobs run, in seconds."),
+    Setting("notify_poll_s", 5, "How often the notification dispatcher looks for due notifications, in seconds."),
+    Setting("notify_max_attempts", 8, "Give up on a notification after this many failed attempts."),
+    Setting("notify_backoff_base_s", 10, "First retry delay in seconds; doubles per attempt."),
+    Setting("notify_backoff_max_s", 3600, "Largest retry delay in seconds."),
+    Setting("email_gateway", "log", "How e-mails leave: 'log' (write to the log) or 'smtp'."),
+    Setting("sms_gateway", "log", "How SMS leave: 'log' (write to the log) or 'http'."),
+    Setting("smtp_host", "127.0.0.1", "SMTP server host."),
+    Setting("smtp_port", 25, "SMTP server port."),
+    Setting("smtp_starttls", False, "Use STARTTLS on the SMTP connection."),
+    Setting("smtp_username", "", "SMTP login (empty: no authentication)."),
+    Setting("smtp_password", "", "SMTP password."),
+    Setting("smtp_from", "smartq@localhost", "From address of notification e-mails."),
+    Setting("smtp_timeout_s", 10, "SMTP connection timeout in seconds."),
+    Setting("sms_url", "", "HTTP SMS gateway URL; receives POST JSON {to, text, idempotency_key}."),
+    Setting("sms_token", "", "Bearer token sent to the HTTP SMS gateway (empty: none)."),
+    Setting("sms_timeout_s", 10, "HTTP SMS gateway timeout in seconds."),
+    Setting("log_level", "INFO", "Logging level of `python -m hq`."),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+class SettingsError(ValueError):
+    """A configuration file or value that cannot be used."""
+
+
+class Settings:
+    """Resolved settings; attribute access by setting name, immutable after creation."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, **overrides: Any) -> None:
+        values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+        for name, value in overrides.items():
+            if name not in _BY_NAME:
+                raise SettingsError(f"unknown setting {name!r}")
+            default = _BY_NAME[name].default
+            values[name] = _coerce(name, value, default)
+        object.__setattr__(self, "_values", values)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError as err:
+            raise AttributeError(name) from err
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("settings are immutable; use replace()")
+
+    def replace(self, **changes: Any) -> Settings:
+        return Settings(**{**self._values, **changes})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    @property
+    def database_path(self) -> Path:
+        if self.database == ":memory:":
+            raise SettingsError("HQ needs a file database (several connections share it)")
+        path = Path(self.database)
+        return path if path.is_absolute() else Path(self.data_dir) / path
+
+    @property
+    def key_path(self) -> Path:
+        path = Path(self.hq_key_file)
+        return path if path.is_absolute() else Path(self.data_dir) / path
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise SettingsError(f"setting {name!r} must be true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(f"setting {name!r} must be an integer")
+        return value
+    if isinstance(default, str) and not isinstance(value, str):
+        raise SettingsError(f"setting {name!r} must be a string")
+    return value
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read a TOML file: settings at top level or under an ``[hq]`` table.
+
+    Relative ``data_dir`` is taken relative to the file's directory.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise SettingsError(f"cannot read {path}: {err}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise SettingsError(f"{path} is not valid TOML: {err}") from err
+    if isinstance(data.get("hq"), dict):
+        data = data["hq"]
+    values = dict(data)
+    data_dir = Path(values.get("data_dir", _BY_NAME["data_dir"].default))
+    if not data_dir.is_absolute():
+        values["data_dir"] = str(path.parent / data_dir)
+    return Settings(**values)

@@ -1,0 +1,288 @@
+"""Organizations, branches and their configuration; every change becomes a signed HQ event.
+
+Functions take a SQLite connection inside the writer's transaction, so the row change and the
+outbox event commit together.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from datetime import date
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from hq import outbox
+from hq.errors import bad_request, check_id, check_int, check_obj, check_str, conflict, not_found
+from hq.signing import KeyError_, parse_public_key
+
+LANG_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+DEVICE_ROLES = ("kiosk", "display", "counter")
+
+
+# -- validation -------------------------------------------------------------------------
+def check_timezone(value: Any) -> str:
+    tz = check_str(value, "timezone", max_len=64)
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise bad_request(f"unknown timezone {tz!r}") from err
+    return tz
+
+
+def check_languages(value: Any) -> list[str]:
+    if not isinstance(value, list) or not value or len(value) > 20 or not all(
+            isinstance(v, str) and LANG_RE.match(v) for v in value):
+        raise bad_request("languages must be a non-empty list of language codes like 'en' or 'fr-CH'")
+    return list(dict.fromkeys(value))
+
+
+def check_names(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not value or len(value) > 20:
+        raise bad_request("names must be an object {language: text}")
+    out = {}
+    for lang, text in value.items():
+        if not LANG_RE.match(lang):
+            raise bad_request(f"names has a bad language code {lang!r}")
+        out[lang] = check_str(text, f"names.{lang}", max_len=120)
+    return out
+
+
+def check_day(value: Any, field: str = "day") -> str:
+    if not isinstance(value, str) or len(value) != 10:
+        raise bad_request(f"{field} must be a date YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError as err:
+        raise bad_request(f"{field} must be a date YYYY-MM-DD") from err
+
+
+# -- rows ----------------------------------------------------------------------------------
+def org_json(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"]}
+
+
+def branch_json(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["id"], "org": row["org_id"], "name": row["name"], "timezone": row["timezone"],
+            "languages": json.loads(row["languages"])}
+
+
+def service_json(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["id"], "letter": row["letter"], "names": json.loads(row["names"]),
+            "bookable": bool(row["bookable"]), "slot_minutes": row["slot_minutes"], "capacity": row["capacity"]}
+
+
+def counter_json(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"], "services": json.loads(row["services"])}
+
+
+def device_json(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["id"], "branch": row["branch_id"], "role": row["role"], "name": row["name"],
+            "public_key": row["public_key"]}
+
+
+def staff_json(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"], "has_pin": bool(row["pin_hash"])}
+
+
+# -- reads ---------------------------------------------------------------------------------
+def get_org(conn: sqlite3.Connection, org_id: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM orgs WHERE id = ?", (org_id,)).fetchone()
+    if row is None:
+        raise not_found("organization")
+    return row
+
+
+def get_branch(conn: sqlite3.Connection, branch_id: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM branches WHERE id = ?", (branch_id,)).fetchone()
+    if row is None:
+        raise not_found("branch")
+    return row
+
+
+def get_service(conn: sqlite3.Connection, branch_id: str, service_id: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM services WHERE branch_id = ? AND id = ?", (branch_id, service_id)).fetchone()
+    if row is None:
+        raise not_found("service")
+    return row
+
+
+def list_services(conn: sqlite3.Connection, branch_id: str) -> list[dict[str, Any]]:
+    return [service_json(r) for r in conn.execute("SELECT * FROM services WHERE branch_id = ? ORDER BY letter, id", (branch_id,))]
+
+
+def list_counters(conn: sqlite3.Connection, branch_id: str) -> list[dict[str, Any]]:
+    return [counter_json(r) for r in conn.execute("SELECT * FROM counters WHERE branch_id = ? ORDER BY id", (branch_id,))]
+
+
+def hours_json(conn: sqlite3.Connection, branch_id: str) -> dict[str, Any]:
+    week = {str(r["weekday"]): {"opens": r["opens"], "closes": r["closes"]}
+            for r in conn.execute("SELECT * FROM hours WHERE branch_id = ? ORDER BY weekday", (branch_id,))}
+    closed = [{"day": r["day"], "reason": r["reason"]}
+              for r in conn.execute("SELECT * FROM closed_days WHERE branch_id = ? ORDER BY day", (branch_id,))]
+    return {"weekdays": week, "closed_days": closed}
+
+
+def roster_json(conn: sqlite3.Connection, branch_id: str) -> dict[str, Any]:
+    devices = [device_json(r) for r in conn.execute("SELECT * FROM devices WHERE branch_id = ? ORDER BY id", (branch_id,))]
+    staff = [{"id": r["id"], "name": r["name"], "pin_hash": r["pin_hash"]}
+             for r in conn.execute("SELECT * FROM staff WHERE branch_id = ? ORDER BY id", (branch_id,))]
+    return {"devices": devices, "staff": staff}
+
+
+# -- writes --------------------------------------------------------------------------------
+class Writer:
+    """Config writes for one request; holds what every event needs (key, time)."""
+
+    def __init__(self, conn: sqlite3.Connection, key: Ed25519PrivateKey, now_ms: int) -> None:
+        self.conn, self.key, self.now_ms = conn, key, now_ms
+
+    def _emit(self, branch_id: str, type_: str, payload: dict[str, Any]) -> None:
+        outbox.emit(self.conn, self.key, branch_id, type_, payload, self.now_ms)
+
+    def create_org(self, body: dict[str, Any]) -> dict[str, Any]:
+        body = check_obj(body)
+        org_id, name = check_id(body.get("id"), "id"), check_str(body.get("name"), "name")
+        try:
+            self.conn.execute("INSERT INTO orgs (id, name) VALUES (?, ?)", (org_id, name))
+        except sqlite3.IntegrityError as err:
+            raise conflict(f"organization {org_id} exists") from err
+        return {"id": org_id, "name": name}
+
+    def create_branch(self, org_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = check_obj(body)
+        get_org(self.conn, org_id)
+        branch_id = check_id(body.get("id"), "id")
+        name = check_str(body.get("name"), "name")
+        tz = check_timezone(body.get("timezone"))
+        langs = check_languages(body.get("languages", ["en"]))
+        try:
+            self.conn.execute("INSERT INTO branches (id, org_id, name, timezone, languages) VALUES (?, ?, ?, ?, ?)",
+                              (branch_id, org_id, name, tz, json.dumps(langs)))
+        except sqlite3.IntegrityError as err:
+            raise conflict(f"branch {branch_id} exists") from err
+        return self._branch_changed(branch_id)
+
+    def update_branch(self, branch_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = check_obj(body)
+        row = get_branch(self.conn, branch_id)
+        name = check_str(body["name"], "name") if "name" in body else row["name"]
+        tz = check_timezone(body["timezone"]) if "timezone" in body else row["timezone"]
+        langs = check_languages(body["languages"]) if "languages" in body else json.loads(row["languages"])
+        self.conn.execute("UPDATE branches SET name = ?, timezone = ?, languages = ? WHERE id = ?",
+                          (name, tz, json.dumps(langs), branch_id))
+        return self._branch_changed(branch_id)
+
+    def _branch_changed(self, branch_id: str) -> dict[str, Any]:
+        data = branch_json(get_branch(self.conn, branch_id))
+        self._emit(branch_id, "config.branch", data)
+        return data
+
+    def put_service(self, branch_id: str, service_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = check_obj(body)
+        check_id(service_id, "service id")
+        letter = body.get("letter")
+        if not isinstance(letter, str) or not re.fullmatch(r"[A-Z]", letter):
+            raise bad_request("letter must be one capital letter A-Z")
+        names = check_names(body.get("names"))
+        bookable = body.get("bookable", True)
+        if not isinstance(bookable, bool):
+            raise bad_request("bookable must be true or false")
+        slot_minutes = check_int(body.get("slot_minutes", 15), "slot_minutes", 5, 480)
+        capacity = check_int(body.get("capacity", 1), "capacity", 0, 10000)
+        clash = self.conn.execute("SELECT id FROM services WHERE branch_id = ? AND letter = ? AND id != ?",
+                                  (branch_id, letter, service_id)).fetchone()
+        if clash:
+            raise conflict(f"letter {letter} is used by service {clash[0]}")
+        self.conn.execute(
+            "INSERT INTO services (branch_id, id, letter, names, bookable, slot_minutes, capacity) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(branch_id, id) DO UPDATE SET letter = excluded.letter, names = excluded.names,"
+            " bookable = excluded.bookable, slot_minutes = excluded.slot_minutes, capacity = excluded.capacity",
+            (branch_id, service_id, letter, json.dumps(names, ensure_ascii=False), int(bookable), slot_minutes, capacity))
+        data = service_json(get_service(self.conn, branch_id, service_id))
+        self._emit(branch_id, "config.service", data)
+        return data
+
+    def put_counter(self, branch_id: str, counter_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = check_obj(body)
+        check_id(counter_id, "counter id")
+        name = check_str(body.get("name"), "name", max_len=80)
+        services = body.get("services", [])
+        if not isinstance(services, list) or len(services) > 50:
+            raise bad_request("services must be a list of service ids")
+        for sid in services:
+            get_service(self.conn, branch_id, check_id(sid, "services[]"))
+        self.conn.execute(
+            "INSERT INTO counters (branch_id, id, name, services) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(branch_id, id) DO UPDATE SET name = excluded.name, services = excluded.services",
+            (branch_id, counter_id, name, json.dumps(services)))
+        data = {"id": counter_id, "name": name, "services": services}
+        self._emit(branch_id, "config.counter", data)
+        return data
+
+    def put_hours(self, branch_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = check_obj(body)
+        week = check_obj(body.get("weekdays"), "weekdays")
+        rows = []
+        for wd, span in week.items():
+            if wd not in {str(i) for i in range(7)}:
+                raise bad_request("weekdays keys are '0' (Monday) to '6' (Sunday)")
+            span = check_obj(span, f"weekdays.{wd}")
+            opens, closes = span.get("opens"), span.get("closes")
+            if not (isinstance(opens, str) and TIME_RE.match(opens) and isinstance(closes, str) and TIME_RE.match(closes)):
+                raise bad_request("opens/closes must be HH:MM")
+            if opens >= closes:
+                raise bad_request(f"weekday {wd}: opens must be before closes")
+            rows.append((branch_id, int(wd), opens, closes))
+        self.conn.execute("DELETE FROM hours WHERE branch_id = ?", (branch_id,))
+        self.conn.executemany("INSERT INTO hours (branch_id, weekday, opens, closes) VALUES (?, ?, ?, ?)", rows)
+        return self._hours_changed(branch_id)
+
+    def add_closed_day(self, branch_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = check_obj(body)
+        day = check_day(body.get("day"))
+        reason = check_str(body.get("reason", ""), "reason", required=False, max_len=120)
+        self.conn.execute("INSERT INTO closed_days (branch_id, day, reason) VALUES (?, ?, ?)"
+                          " ON CONFLICT(branch_id, day) DO UPDATE SET reason = excluded.reason", (branch_id, day, reason))
+        return self._hours_changed(branch_id)
+
+    def remove_closed_day(self, branch_id: str, day: str) -> dict[str, Any]:
+        day = check_day(day)
+        if self.conn.execute("DELETE FROM closed_days WHERE branch_id = ? AND day = ?", (branch_id, day)).rowcount == 0:
+            raise not_found("closed day")
+        return self._hours_changed(branch_id)
+
+    def _hours_changed(self, branch_id: str) -> dict[str, Any]:
+        data = hours_json(self.conn, branch_id)
+        self._emit(branch_id, "config.hours", data)
+        return data
+
+    def add_device(self, branch_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = check_obj(body)
+        device_id = check_id(body.get("id"), "id")
+        role = body.get("role")
+        if role not in DEVICE_ROLES:
+            raise bad_request(f"role must be one of {', '.join(DEVICE_ROLES)}")
+        try:
+            parse_public_key(body.get("public_key") if isinstance(body.get("public_key"), str) else "")
+        except KeyError_ as err:
+            raise bad_request(str(err)) from err
+        name = check_str(body.get("name", ""), "name", required=False, max_len=80)
+        try:
+            self.conn.execute("INSERT INTO devices (id, branch_id, role, public_key, name) VALUES (?, ?, ?, ?, ?)",
+                              (device_id, branch_id, role, body["public_key"].strip(), name))
+        except sqlite3.IntegrityError as err:
+            raise conflict(f"device {device_id} exists") from err
+        self._emit(branch_id, "config.roster", roster_json(self.conn, branch_id))
+        return {"id": device_id, "branch": branch_id, "role": role, "name": name, "public_key": body["public_key"].strip()}
+
+    def put_staff(self, branch_id: str, staff_id: str, name: str, pin_hash: str) -> dict[str, Any]:
+        self.conn.execute("INSERT INTO staff (branch_id, id, name, pin_hash) VALUES (?, ?, ?, ?)"
+                          " ON CONFLICT(branch_id, id) DO UPDATE SET name = excluded.name, pin_hash = excluded.pin_hash",
+                          (branch_id, staff_id, name, pin_hash))
+        self._emit(branch_id, "config.roster", roster_json(self.conn, branch_id))
+        return {"id": staff_id, "name": name, "has_pin": bool(pin_hash)}

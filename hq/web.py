@@ -1,0 +1,132 @@
+"""HTTP plumbing shared by the handlers: typed app keys, JSON in/out, error and auth handling."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from hq.auth import COOKIE_NAME, Principal, csrf_ok, lookup_session
+from hq.core import HQ
+from hq.errors import ApiError, bad_request
+from hq.ratelimit import RateLimiter
+
+logger = logging.getLogger(__name__)
+
+HQ_KEY = web.AppKey("hq", HQ)
+BOOKING_LIMITER = web.AppKey("booking_limiter", RateLimiter)
+LOGIN_LIMITER = web.AppKey("login_limiter", RateLimiter)
+MAX_BODY = 64 * 1024
+UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def hq_of(request: web.Request) -> HQ:
+    return request.app[HQ_KEY]
+
+
+def jresp(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=json.dumps(data, ensure_ascii=False), status=status, headers=headers,
+                        content_type="application/json")
+
+
+def error_json(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return jresp({"error": {"code": code, "message": message}}, status, headers)
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, "too_large", "request body too large")
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, "too_large", "request body too large")
+    ctype = request.content_type
+    if ctype in ("application/x-www-form-urlencoded",):
+        from urllib.parse import parse_qsl
+        return dict(parse_qsl(raw.decode("utf-8", "replace")))
+    try:
+        return json.loads(raw.decode("utf-8")) if raw else {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise bad_request("body must be JSON") from err
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as err:
+        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+        return error_json(err.status, err.code, err.message, headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "http_error")
+        return error_json(exc.status, code, exc.reason, {k: v for k, v in exc.headers.items() if k == "Allow"} or None)
+    except Exception:  # the last line of defence: log it, never leak a traceback
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return error_json(500, "internal", "internal error")
+
+
+def client_address(request: web.Request) -> str:
+    if hq_of(request).settings.trust_forwarded_for:
+        fwd = request.headers.get("X-Forwarded-For", "")
+        if fwd:
+            return fwd.split(",")[0].strip()
+    return request.remote or "unknown"
+
+
+async def principal_of(request: web.Request) -> Principal | None:
+    hq = hq_of(request)
+    now = hq.now()
+    auth = request.headers.get("Authorization", "")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthorized", "Authorization must be 'Bearer <token>'")
+        p = await hq.db.read(lambda c: lookup_session(c, token.strip(), "bearer", now))
+        if p is None:
+            raise ApiError(401, "unauthorized", "token unknown or expired")
+        return p
+    cookie = request.cookies.get(COOKIE_NAME)
+    if cookie:
+        return await hq.db.read(lambda c: lookup_session(c, cookie, "cookie", now))
+    return None
+
+
+def authed(handler: Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]) -> Handler:
+    """Require a logged-in principal; cookie-authenticated writes also need the CSRF token."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        p = await principal_of(request)
+        if p is None:
+            raise ApiError(401, "unauthorized", "log in or send a bearer token")
+        if p.via == "cookie" and request.method in UNSAFE:
+            supplied = request.headers.get("X-CSRF-Token")
+            if supplied is None and request.content_type == "application/x-www-form-urlencoded":
+                supplied = (await request.post()).get("csrf_token")  # type: ignore[assignment]
+            if not csrf_ok(p, supplied if isinstance(supplied, str) else None):
+                raise ApiError(403, "csrf", "missing or wrong CSRF token")
+        return await handler(request, p)
+
+    wrapper.authed = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def rate_limited(key: web.AppKey[RateLimiter]) -> Callable[[Handler], Handler]:
+    def deco(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapper(request: web.Request) -> web.StreamResponse:
+            ok, retry = request.app[key].allow(client_address(request))
+            if not ok:
+                raise_retry = max(1, int(retry + 0.999))
+                return error_json(429, "rate_limited", "too many requests, slow down",
+                                  {"Retry-After": str(raise_retry)})
+            return await handler(request)
+        return wrapper
+    return deco

@@ -1,0 +1,124 @@
+"""Online booking on a real server: availability, book, capacity, reschedule, cancel, token, .ics."""
+
+from __future__ import annotations
+
+import icalendar
+import pytest
+
+from hq.signing import parse_public_key
+from sync.tokens import TokenExpired, verify_token
+from hqtest import T0, api
+
+B = "/api/v1/public"
+
+
+async def _slots(srv, session, day="2030-01-07"):
+    data = await api(session, "GET", f"{srv.url}{B}/branches/acme-main/availability?service=general&date={day}", 200)
+    return data["slots"]
+
+
+async def _book(srv, session, start, expect=201, **extra):
+    body = {"branch": "acme-main", "service": "general", "start": start, "phone": "+41 44 668 18 00"} | extra
+    return await api(session, "POST", f"{srv.url}{B}/bookings", expect, json=body)
+
+
+async def test_availability_offers_only_future_slots_within_hours(server, session):
+    slots = await _slots(server, session)
+    # now is 08:00 Zurich on Monday; opening 08:00-17:00 with 15 min slots -> 08:00 not offered (started)
+    assert slots[0]["start"] == "2030-01-07T08:15:00+01:00"
+    assert slots[-1]["end"] == "2030-01-07T17:00:00+01:00"
+    assert len(slots) == 35 and all(s["available"] == 3 for s in slots)
+    assert await _slots(server, session, "2030-01-12") == []  # Saturday: no hours
+
+
+async def test_closed_day_offers_no_slots_and_refuses_booking(server, session):
+    await api(session, "POST", f"{server.url}/api/v1/branches/acme-main/closed-days", 201,
+              json={"day": "2030-01-08", "reason": "holiday"}, headers=server.h("acme-manager"))
+    assert await _slots(server, session, "2030-01-08") == []
+    err = await _book(server, session, "2030-01-08T09:00:00+01:00", expect=409)
+    assert err["error"]["code"] == "slot_unavailable"
+
+
+async def test_book_until_full_then_409(server, session):
+    start = "2030-01-07T10:00:00+01:00"
+    codes = [(await _book(server, session, start))["code"] for _ in range(3)]
+    assert len(set(codes)) == 3
+    err = await _book(server, session, start, expect=409)
+    assert err["error"]["code"] == "slot_full"
+    slot = next(s for s in await _slots(server, session) if s["start"] == start)
+    assert slot["available"] == 0
+
+
+async def test_past_and_off_grid_slots_are_refused(server, session):
+    assert (await _book(server, session, "2030-01-07T07:45:00+01:00", 409))["error"]["code"] == "slot_past"
+    assert (await _book(server, session, "2030-01-07T10:07:00+01:00", 409))["error"]["code"] == "slot_unavailable"
+    assert (await _book(server, session, "2030-01-07T10:00:00", 400))["error"]["code"] == "bad_request"
+
+
+async def test_bad_phone_is_a_clear_400(server, session):
+    err = await _book(server, session, "2030-01-07T10:00:00+01:00", 400, phone="12")
+    assert err["error"]["code"] == "bad_phone"
+    err = await _book(server, session, "2030-01-07T10:00:00+01:00", 400, phone=None)
+    assert err["error"]["code"] == "contact_required"
+
+
+async def test_booking_token_verifies_offline_with_the_hq_key(server, session):
+    data = await _book(server, session, "2030-01-07T10:00:00+01:00")
+    key = parse_public_key((await api(session, "GET", f"{server.url}{B}/hq-key", 200))["public_key"])
+    claims = verify_token(key, data["qr"], now=T0)
+    assert claims["code"] == data["code"] and claims["branch"] == "acme-main" and claims["service"] == "general"
+    assert claims["end"] - claims["start"] == 15 * 60
+    with pytest.raises(TokenExpired):
+        verify_token(key, data["qr"], now=claims["exp"])
+
+
+async def test_code_plus_contact_reschedules_and_cancels(server, session):
+    data = await _book(server, session, "2030-01-07T10:00:00+01:00", email="Ana@Example.org")
+    code = data["code"]
+    # wrong contact: not found, nothing changes
+    await api(session, "POST", f"{server.url}{B}/bookings/{code}/cancel", 404, json={"contact": "+41446681801"})
+    moved = await api(session, "POST", f"{server.url}{B}/bookings/{code}/reschedule", 200,
+                      json={"contact": "ana@example.org", "start": "2030-01-07T11:00:00+01:00"})
+    assert moved["start"] == "2030-01-07T11:00:00+01:00"
+    # the code is typable loosely: lower case, no dash
+    shown = await api(session, "POST", f"{server.url}{B}/bookings/{code.lower().replace('-', '')}/lookup", 200,
+                      json={"contact": "+41 44 668 18 00"})
+    assert shown["code"] == code
+    cancelled = await api(session, "POST", f"{server.url}{B}/bookings/{code}/cancel", 200, json={"contact": "+41446681800"})
+    assert cancelled["status"] == "cancelled"
+    slot = next(s for s in await _slots(server, session) if s["start"] == "2030-01-07T11:00:00+01:00")
+    assert slot["available"] == 3
+
+
+async def test_ics_parses_back_with_utc_times_and_escaped_text(server, session):
+    data = await _book(server, session, "2030-01-07T10:00:00+01:00")
+    async with session.get(f"{server.url}{data['links']['ics']}") as resp:
+        assert resp.status == 200 and resp.content_type == "text/calendar"
+        raw = await resp.read()
+    assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
+    assert all(len(line) <= 75 for line in raw.split(b"\r\n"))
+    cal = icalendar.Calendar.from_ical(raw)
+    event = next(iter(cal.walk("VEVENT")))
+    assert event.decoded("dtstart").isoformat() == "2030-01-07T09:00:00+00:00"
+    assert event.decoded("dtend").isoformat() == "2030-01-07T09:15:00+00:00"
+    assert str(event["uid"]) == f"{data['code']}@smartq"
+    assert str(event["summary"]) == "General – acme main"
+    # a forged token gets nothing
+    async with session.get(f"{server.url}{B}/bookings/{data['code']}/ics?token=st1.x.y") as resp:
+        assert resp.status == 404
+
+
+async def test_config_changes_become_signed_events_in_the_branch_outbox(server, session):
+    data = await api(session, "GET", f"{server.url}/api/v1/branches/acme-main/outbox", 200, headers=server.h("acme-admin"))
+    events = data["events"]
+    types = [e["type"] for e in events]
+    assert types[:4] == ["config.branch", "config.service", "config.counter", "config.hours"]
+    from hq.signing import event_hash, verify_envelope
+    key = parse_public_key((await api(session, "GET", f"{server.url}{B}/hq-key", 200))["public_key"])
+    prev = ""
+    for i, e in enumerate(events, 1):
+        assert e["origin"] == "hq:acme-main" and e["seq"] == i and e["branch"] == "acme-main"
+        assert e["prev"] == prev and verify_envelope(key, e)
+        prev = event_hash(e)
+    assert events[1]["payload"] == {"id": "general", "letter": "A", "names": {"en": "General", "de": "Allgemein"},
+                                    "bookable": True, "slot_minutes": 15, "capacity": 3}
