@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import subprocess
 import time
@@ -50,8 +51,40 @@ class SocatPair:
             if os.path.islink(link):
                 os.unlink(link)
 
+    def open_device_raw(self) -> RawPort:
+        """The device end opened without pyserial's input flush (keeps bytes sent earlier)."""
+        return RawPort(os.open(self.device_path, os.O_RDWR | os.O_NOCTTY))
+
     def open_device(self, timeout: float = 0.2) -> serial.Serial:
         return serial.Serial(str(self.device_path), 9600, timeout=timeout)
+
+
+class RawPort:
+    """Minimal serial-like wrapper over a pty fd: read(n) with a timeout, in_waiting."""
+
+    def __init__(self, fd: int, timeout: float = 0.2) -> None:
+        self.fd, self.timeout = fd, timeout
+
+    def read(self, size: int = 1) -> bytes:
+        ready, _, _ = select.select([self.fd], [], [], self.timeout)
+        return os.read(self.fd, size) if ready else b""
+
+    @property
+    def in_waiting(self) -> int:
+        ready, _, _ = select.select([self.fd], [], [], 0)
+        return 4096 if ready else 0
+
+    def write(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> RawPort:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def read_available(port: serial.Serial) -> bytes:
