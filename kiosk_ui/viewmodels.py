@@ -68,21 +68,28 @@ def normalize_phone(text: str, region: str | None) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+PRINTED_OK = ("ok", "printed", "queued", "sent", "spooled")
+
+
 def printer_failed(reply: dict[str, Any], hardware: dict[str, Any] | None) -> bool:
-    """Did the node say the ticket was not printed? Reads the 201 reply first, then the
-    ``hardware`` block of the last /state (``{"printer": "error"}`` or ``{"printer":
-    {"ok": false}}`` / ``{"status": ...}``)."""
-    for key in ("printed", "print_ok"):
-        if reply.get(key) is False:
-            return True
-    if reply.get("printed") is True:
-        return False
+    """Did the node say this ticket will not come out of the printer?
+
+    The 201 reply carries ``"print": {"status": ...}`` (the node's ``after_issue``); any
+    status other than a success (including ``no_printer``) means the citizen gets no paper,
+    so the kiosk shows the ticket with its QR code. Without that field, the ``hardware``
+    block of the last /state decides (``{"printer": "error"}`` or ``{"printer": {...}}``).
+    """
+    printed = reply.get("print")
+    if isinstance(printed, dict) and printed.get("status"):
+        return str(printed["status"]).lower() not in PRINTED_OK
+    if reply.get("printed") is not None:
+        return reply.get("printed") is False
     printer = (hardware or {}).get("printer")
     if isinstance(printer, dict):
         if printer.get("ok") is False:
             return True
         printer = printer.get("status")
-    return isinstance(printer, str) and printer.lower() not in ("ok", "ready", "idle", "online")
+    return isinstance(printer, str) and printer.lower() not in (*PRINTED_OK, "ready", "idle", "online")
 
 
 class KioskViewModel(EventDispatcher):

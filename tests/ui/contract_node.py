@@ -178,7 +178,7 @@ class ContractNode:
                        body.get("phone"), booking)
         out = self.public(t)
         assert out is not None
-        out["printed"] = self.printer_ok
+        out["print"] = {"status": "printed" if self.printer_ok else "error"}
         return web.json_response(out, status=201)
 
     async def _get_ticket(self, request: web.Request) -> web.Response:

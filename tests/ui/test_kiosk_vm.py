@@ -142,3 +142,13 @@ def test_every_language_translates_every_message() -> None:
     for lang in LANGUAGES:
         missing = [i for i in ids if i not in load_messages(lang)]
         assert not missing, (lang, missing)
+
+
+def test_print_status_decides_whether_the_ticket_is_shown_on_screen() -> None:
+    from kiosk_ui.viewmodels import printer_failed
+
+    assert not printer_failed({"print": {"status": "printed"}}, None)
+    assert printer_failed({"print": {"status": "no_printer"}}, None)
+    assert printer_failed({"print": {"status": "paper_out"}}, {"printer": "ok"})
+    assert printer_failed({}, {"printer": {"ok": False}})
+    assert not printer_failed({}, {})

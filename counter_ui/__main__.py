@@ -1,0 +1,38 @@
+"""``python -m counter_ui --node http://127.0.0.1:8403 --counter c1 [--fullscreen]``"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+from kiosk_ui.__main__ import configure_kivy
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m counter_ui", description="SmartQ counter (staff) UI")
+    p.add_argument("--node", default="http://127.0.0.1:8403", help="the node's local API URL")
+    p.add_argument("--counter", required=True, help="counter id, e.g. c1")
+    p.add_argument("--fullscreen", action="store_true")
+    p.add_argument("--size", default="1280x800")
+    p.add_argument("--lang", default="en", help="(staff UI is English for now)")
+    p.add_argument("--no-login", action="store_true", help="branch without staff PINs")
+    p.add_argument("--screenshot-dir", type=Path)
+    p.add_argument("--screenshot-every", type=float, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_kivy(args.fullscreen, args.size, "SmartQ counter")
+    from .app import build, run
+
+    app, client = build(args.node, args.counter, login_required=not args.no_login,
+                        screenshot_dir=args.screenshot_dir, screenshot_every=args.screenshot_every)
+    asyncio.run(run(app, client))
+
+
+if __name__ == "__main__":
+    main()
