@@ -1,0 +1,115 @@
+"""Ingest of signed branch events: exactly once, signatures checked, live status and analytics from them."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timezone
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from hq.ingest import ingest_branch_events
+from hq.signing import event_hash, public_key_hex, sign_envelope
+from hq.web import HQ_KEY
+from hqtest import T0, api
+
+V = "/api/v1"
+
+
+class Device:
+    def __init__(self, device_id: str, branch: str = "acme-main") -> None:
+        self.id, self.branch, self.key = device_id, branch, Ed25519PrivateKey.generate()
+        self.seq, self.prev = 0, ""
+
+    def event(self, type_: str, payload: dict, at_s: float) -> dict:
+        self.seq += 1
+        e = sign_envelope(self.key, {"origin": self.id, "seq": self.seq, "hlc": int(at_s * 1000) << 16, "type": type_,
+                                     "schema": 1, "payload": payload, "branch": self.branch, "prev": self.prev})
+        self.prev = event_hash(e)
+        return e
+
+
+async def register(server, session, dev: Device) -> None:
+    await api(session, "POST", f"{server.url}{V}/branches/{dev.branch}/devices", 201, headers=server.h("acme-admin"),
+              json={"id": dev.id, "role": "kiosk", "public_key": public_key_hex(dev.key.public_key())})
+
+
+def issue(dev: Device, n: int, at: float, phone: str | None = None) -> dict:
+    p = {"ticket": f"20300107-A{n:03d}", "service": "general", "number": n, "label": f"A{n:03d}", "day": "20300107",
+         "priority": 0, "language": "en"}
+    if phone:
+        p["phone"] = phone
+    return dev.event("ticket.issued", p, at)
+
+
+async def test_ingest_is_exactly_once_and_checks_signatures(server, session):
+    hq = server.app[HQ_KEY]
+    kiosk = Device("kiosk-1")
+    await register(server, session, kiosk)
+    batch = [issue(kiosk, 1, T0), issue(kiosk, 2, T0 + 60)]
+    r1 = await ingest_branch_events(hq, batch)
+    r2 = await ingest_branch_events(hq, batch + batch)
+    assert (r1.accepted, r1.duplicates, r1.rejected) == (2, 0, [])
+    assert (r2.accepted, r2.duplicates) == (0, 4)
+    forged = dict(issue(kiosk, 3, T0 + 120), payload={"ticket": "20300107-A999"})
+    stranger = Device("kiosk-x")
+    other_branch = Device("kiosk-1", branch="beta-main")
+    other_branch.key = kiosk.key
+    conflicting = sign_envelope(kiosk.key, {**{k: batch[0][k] for k in batch[0] if k != "sig"}, "payload": {"x": 1}})
+    r3 = await ingest_branch_events(hq, [forged, stranger.event("ticket.issued", {"ticket": "x"}, T0),
+                                         other_branch.event("ticket.issued", {"ticket": "y"}, T0), conflicting,
+                                         {"origin": "kiosk-1"}, "junk"])
+    assert [r["reason"] for r in r3.rejected] == ["bad_signature", "unknown_device", "wrong_branch",
+                                                  "conflicting_duplicate", "malformed", "malformed"]
+    with sqlite3.connect(hq.settings.database_path) as c:
+        assert c.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 2
+
+
+async def test_live_status_and_turn_near(server, session):
+    hq = server.app[HQ_KEY]
+    kiosk, counter = Device("kiosk-1"), Device("counter-1")
+    await register(server, session, kiosk)
+    await register(server, session, counter)
+    # four waiting; A004 has a phone; "near" is 3 places (default)
+    await ingest_branch_events(hq, [issue(kiosk, i, T0 + i * 60, "+41446681800" if i == 4 else None) for i in range(1, 5)])
+    st = await api(session, "GET", f"{server.url}{V}/public/branches/acme-main/tickets/20300107-A004/status", 200)
+    assert (st["status"], st["position"], st["people_ahead"], st["estimated_wait_s"]) == ("waiting", 4, 3, 900)
+    with sqlite3.connect(hq.settings.database_path) as c:
+        assert c.execute("SELECT COUNT(*) FROM notifications WHERE kind = 'turn_near'").fetchone()[0] == 0
+    t = T0 + 600
+    await ingest_branch_events(hq, [counter.event("ticket.called", {"ticket": "20300107-A001", "counter": "c1"}, t),
+                                    counter.event("ticket.started", {"ticket": "20300107-A001", "counter": "c1"}, t + 30),
+                                    counter.event("ticket.completed", {"ticket": "20300107-A001", "counter": "c1"}, t + 150)])
+    st = await api(session, "GET", f"{server.url}{V}/public/branches/acme-main/tickets/20300107-A004/status", 200)
+    assert (st["position"], st["people_ahead"], st["estimated_wait_s"]) == (3, 2, 240)  # 2 x 120 s measured
+    await ingest_branch_events(hq, [counter.event("ticket.called", {"ticket": "20300107-A002", "counter": "c1"}, t + 200)])
+    with sqlite3.connect(hq.settings.database_path) as c:
+        near = c.execute("SELECT recipient, body FROM notifications WHERE kind = 'turn_near'").fetchall()
+    assert len(near) == 1 and near[0][0] == "+41446681800" and "A004" in near[0][1]
+    done = await api(session, "GET", f"{server.url}{V}/public/branches/acme-main/tickets/20300107-A001/status", 200)
+    assert done["status"] == "completed" and done["position"] is None
+    await api(session, "GET", f"{server.url}{V}/public/branches/acme-main/tickets/nope/status", 404)
+
+
+async def test_analytics_per_service_day_and_hour(server, session):
+    hq = server.app[HQ_KEY]
+    kiosk, counter = Device("kiosk-1"), Device("counter-1")
+    await register(server, session, kiosk)
+    await register(server, session, counter)
+    at = datetime(2030, 1, 7, 8, 10, tzinfo=timezone.utc).timestamp()  # 09:10 Zurich
+    ev = [issue(kiosk, i, at + i) for i in range(1, 6)]
+    waits = {1: 60, 2: 120, 3: 180, 4: 600}
+    for i, w in waits.items():
+        tid = f"20300107-A{i:03d}"
+        ev.append(counter.event("ticket.called", {"ticket": tid, "counter": "c1"}, at + i + w))
+        if i == 4:
+            ev.append(counter.event("ticket.no_show", {"ticket": tid, "counter": "c1"}, at + i + w + 60))
+        else:
+            ev.append(counter.event("ticket.started", {"ticket": tid, "counter": "c1"}, at + i + w + 5))
+            ev.append(counter.event("ticket.completed", {"ticket": tid, "counter": "c1"}, at + i + w + 5 + 100 * i))
+    ev.append(kiosk.event("ticket.cancelled", {"ticket": "20300107-A005"}, at + 30))
+    await ingest_branch_events(hq, list(reversed(ev)))  # arrival order must not matter
+    data = await api(session, "GET", f"{server.url}{V}/branches/acme-main/analytics?from=2030-01-07&to=2030-01-07", 200,
+                     headers=server.h("acme-manager"))
+    assert data["rows"] == [{"service": "general", "day": "2030-01-07", "hour": 9, "tickets": 5,
+                             "wait_mean_s": 240.0, "wait_p90_s": 600.0, "service_mean_s": 200.0,
+                             "no_show_rate": 0.25, "abandonment_rate": 0.2}]
