@@ -179,38 +179,45 @@ class Branch:
         state = json.loads(row["state"])
         status = row["status"]
         won = fold.winner(state)
+        own = state["claims"].get(counter)
 
-        def require(*allowed: str) -> None:
-            if status not in allowed:
-                raise Conflict(f"ticket {row['label']} is {status.replace('_', '-')}; cannot {action} it",
-                               code="invalid_transition")
-            if won is not None and won[0] != counter and status in fold.ACTIVE + ("completed",):
-                if counter in state["claims"]:
-                    raise Conflict(f"ticket {row['label']} was taken by {self._counter_name(m, won[0])}",
-                                   code="superseded")
-                raise Conflict(f"ticket {row['label']} is at {self._counter_name(m, won[0])}",
-                               code="not_your_ticket")
+        def require(*levels: int) -> None:
+            """This counter must hold a claim at one of `levels` (1 called, 2 serving)."""
+            label = row["label"]
+            if status in ("completed", "cancelled"):
+                raise Conflict(f"ticket {label} is {status}; cannot {action} it", code="invalid_transition")
+            if own is None:
+                if won is not None:
+                    raise Conflict(f"ticket {label} is at {self._counter_name(m, won[0])}", code="not_your_ticket")
+                raise Conflict(f"ticket {label} is {status.replace('_', '-')}; call it first", code="invalid_transition")
+            # Completing what this counter really served wins over another counter's
+            # concurrent no-show (completed > no-show), so only the other actions yield.
+            if won is not None and won[0] != counter and action != "complete":
+                raise Conflict(f"ticket {label} was taken by {self._counter_name(m, won[0])}", code="superseded")
+            if own["level"] not in levels:
+                held = fold.STATUS_BY_LEVEL[own["level"]].replace("_", "-")
+                raise Conflict(f"ticket {label} is {held} here; cannot {action} it", code="invalid_transition")
 
         payload: dict[str, Any] = {"ticket": ticket_id, "counter": counter}
         if action == "recall":
-            require("called")
+            require(1)
             rules = m.rules_for(row["service"])
-            if won is not None and won[1]["recalls"] >= rules.max_recalls:
+            if own["recalls"] >= rules.max_recalls:
                 self.log.append(conn, ev.TICKET_NO_SHOW, {**payload, "reason": "max_recalls"})
             else:
                 self.log.append(conn, ev.TICKET_RECALLED, payload)
         elif action == "start":
-            require("called")
+            require(1)
             self.log.append(conn, ev.TICKET_STARTED, payload)
         elif action == "complete":
-            require("serving")
+            require(2)
             self.log.append(conn, ev.TICKET_COMPLETED, payload)
         elif action == "no-show":
-            require("called")
+            require(1)
             self.log.append(conn, ev.TICKET_NO_SHOW, payload)
         elif action == "requeue":
             if status != "no_show":
-                require("called", "serving")
+                require(1, 2)
             self.log.append(conn, ev.TICKET_REQUEUED, payload)
         else:  # transfer
             to_service, to_counter = body.get("to_service"), body.get("to_counter")
@@ -221,7 +228,7 @@ class Branch:
             if to_counter is not None and to_counter not in m.counters:
                 raise NotFound(f"unknown counter {to_counter!r}", code="unknown_counter")
             if status != "waiting":
-                require("called", "serving")
+                require(1, 2)
             if to_service is not None:
                 payload["to_service"] = to_service
             else:

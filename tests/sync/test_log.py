@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import dataclasses
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from sync.envelope import Event, canonical_json
+from sync.hlc import pack
+from sync.log import events_since, verify_chains, version_vector
+
+
+def test_appended_events_form_a_signed_hash_chain(make_log, keys):
+    a = make_log("a")
+    e1, e2, e3 = (a.append("t", {"n": i}) for i in range(3))
+    assert [e.seq for e in (e1, e2, e3)] == [1, 2, 3]
+    assert e1.prev == "" and e2.prev == e1.hash and e3.prev == e2.hash
+    assert e1.hlc < e2.hlc < e3.hlc
+    assert all(e.signature_valid(keys["a"].public_key()) for e in (e1, e2, e3))
+    assert verify_chains(a.conn, lambda o: keys[o].public_key()) == []
+    assert version_vector(a.conn) == {"a": 3}
+
+
+def test_canonical_encoding_is_sorted_compact_utf8():
+    e = Event("dev", 1, 5, "t", 1, {"b": "é", "a": [1, None, True]}, "br", "")
+    assert e.canonical() == '{"branch":"br","hlc":5,"origin":"dev","payload":{"a":[1,null,true],"b":"é"},"prev":"","schema":1,"seq":1,"type":"t"}'.encode()
+    assert canonical_json({"x": 1}) == b'{"x":1}'
+
+
+def test_ingest_is_idempotent_and_folds_each_event_once(make_log):
+    a, b = make_log("a"), make_log("b")
+    events = [a.append("t", {"n": i}) for i in range(5)]
+    first = b.ingest(events)
+    again = b.ingest(events + events)
+    assert len(first.accepted) == 5 and first.rejected == []
+    assert again.accepted == [] and again.duplicates == 10
+    assert [e.seq for e in b.applied] == [1, 2, 3, 4, 5]
+
+
+def test_gaps_are_held_until_filled_then_folded_in_chain_order(make_log):
+    a, b = make_log("a"), make_log("b")
+    e = [a.append() for _ in range(4)]
+    r1 = b.ingest([e[2], e[3]])
+    assert r1.held == 2 and r1.accepted == [] and version_vector(b.conn) == {}
+    r2 = b.ingest([e[0]])
+    assert [x.seq for x in r2.accepted] == [1]
+    r3 = b.ingest([e[1]])
+    assert [x.seq for x in r3.accepted] == [2, 3, 4]
+    assert version_vector(b.conn) == {"a": 4}
+    assert b.conn.execute("SELECT count(*) FROM held").fetchone()[0] == 0
+
+
+def test_bad_signature_is_rejected_with_a_logged_reason(make_log, caplog):
+    a, b = make_log("a"), make_log("b")
+    e = a.append("t", {"amount": 1})
+    forged = dataclasses.replace(e, payload={"amount": 1000})
+    r = b.ingest([forged])
+    assert r.accepted == [] and r.rejected == [("a", 1, "bad signature")]
+    assert "bad signature" in caplog.text
+    assert b.conn.execute("SELECT reason FROM rejected").fetchone()[0] == "bad signature"
+    assert b.applied == []
+
+
+def test_unknown_origin_and_other_branch_are_rejected(make_log):
+    b = make_log("b")
+    stranger = Ed25519PrivateKey.generate()
+    e = Event("z", 1, pack(1_700_000_000_000), "t", 1, {}, "b1", "").signed(stranger)
+    other_branch = Event("c", 1, pack(1_700_000_000_000), "t", 1, {}, "elsewhere", "")
+    r = b.ingest([e, other_branch])
+    reasons = sorted(reason for _, _, reason in r.rejected)
+    assert reasons == ["belongs to branch 'elsewhere'", "origin is not on the roster"]
+
+
+def test_broken_chain_is_rejected(make_log, keys):
+    a, b = make_log("a"), make_log("b")
+    e1 = a.append()
+    # A validly signed second event that does not point at e1.
+    bogus = Event("a", 2, e1.hlc + 1, "t", 1, {}, "b1", "0" * 64).signed(keys["a"])
+    r = b.ingest([e1, bogus])
+    assert [x.seq for x in r.accepted] == [1]
+    assert r.rejected == [("a", 2, "broken hash chain (prev does not match)")]
+
+
+def test_equivocation_two_events_for_one_place_is_rejected(make_log, keys):
+    a, b = make_log("a"), make_log("b")
+    e1 = a.append("t", {"v": 1})
+    twin = Event("a", 1, e1.hlc, "t", 1, {"v": 2}, "b1", "").signed(keys["a"])
+    b.ingest([e1])
+    r = b.ingest([twin])
+    assert r.rejected and "conflicting" in r.rejected[0][2]
+
+
+def test_events_from_the_future_are_quarantined_then_released(make_log, keys, clock):
+    b = make_log("b")
+    future = Event("a", 1, pack(clock.ms + 10 * 60_000), "t", 1, {}, "b1", "").signed(keys["a"])
+    r = b.ingest([future])
+    assert r.quarantined == 1 and b.applied == [] and version_vector(b.conn) == {}
+    assert b.txn(b.log.release_quarantine).accepted == []  # still too early
+    clock.ms += 6 * 60_000
+    released = b.txn(b.log.release_quarantine)
+    assert [e.seq for e in released.accepted] == [1]
+    assert version_vector(b.conn) == {"a": 1}
+
+
+def test_an_operator_can_accept_a_quarantined_event(make_log, keys, clock):
+    b = make_log("b")
+    future = Event("a", 1, pack(clock.ms + 60 * 60_000), "t", 1, {}, "b1", "").signed(keys["a"])
+    b.ingest([future])
+    released = b.txn(lambda c: b.log.release_quarantine(c, accept=("a", 1)))
+    assert [e.seq for e in released.accepted] == [1]
+
+
+def test_malformed_envelopes_are_rejected_not_raised(make_log):
+    b = make_log("b")
+    r = b.ingest([{"origin": "a"}, {"origin": "a", "seq": "x"}, "nonsense"])
+    assert len(r.rejected) == 3 and all(reason.startswith("malformed") for _, _, reason in r.rejected)
+
+
+def test_events_since_a_vector_come_in_batches(make_log):
+    a, b = make_log("a"), make_log("b")
+    for _ in range(7):
+        a.append()
+    for _ in range(3):
+        b.append()
+    b.ingest(events_since(a.conn, {}, limit=1000))
+    batch = events_since(b.conn, {"a": 2}, limit=4)
+    assert [(e.origin, e.seq) for e in batch] == [("a", 3), ("a", 4), ("a", 5), ("a", 6)]
+    rest = events_since(b.conn, {"a": 6}, limit=100)
+    assert [(e.origin, e.seq) for e in rest] == [("a", 7), ("b", 1), ("b", 2), ("b", 3)]
+    assert events_since(b.conn, version_vector(b.conn)) == []
+
+
+def test_clock_follows_ingested_events(make_log, keys, clock):
+    b = make_log("b")
+    ahead = Event("a", 1, pack(clock.ms + 60_000), "t", 1, {}, "b1", "").signed(keys["a"])
+    b.ingest([ahead])
+    assert b.append().hlc > ahead.hlc
+
+
+def test_verify_chains_finds_tampering(make_log, keys):
+    a = make_log("a")
+    for i in range(3):
+        a.append("t", {"i": i})
+    a.conn.execute("UPDATE events SET payload = '{\"i\":99}' WHERE seq = 2")
+    problems = verify_chains(a.conn, lambda o: keys[o].public_key())
+    assert any("a/2" in p for p in problems)
