@@ -278,3 +278,27 @@ def test_bad_keypad_config_is_a_clear_error(cfg: dict, message: str) -> None:
     with pytest.raises(HardwareConfigError) as err:
         build_keypad_from_config(cfg, lambda cmd: "OK")
     assert message in str(err.value)
+
+
+async def test_asyncio_handler_runs_the_node_coroutine_on_its_loop(socat_pair) -> None:
+    import asyncio
+
+    from hardware.keypad import asyncio_handler
+
+    loop = asyncio.get_running_loop()
+    seen: list[tuple[str, bool]] = []
+
+    async def on_key(cmd: KeypadCommand) -> str:
+        seen.append((cmd.key, asyncio.get_running_loop() is loop))
+        await asyncio.sleep(0)
+        return "OK A042"
+
+    reader = KeypadReader(str(socat_pair.host_path), asyncio_handler(loop, on_key))
+    await asyncio.to_thread(start_and_wait, reader)
+    try:
+        with socat_pair.open_device() as line:
+            line.write(b"7:NEXT\r\n")
+            reply = await asyncio.to_thread(read_lines_until, line, "7:OK A042")
+        assert reply == ["7:OK A042"] and seen == [("NEXT", True)]
+    finally:
+        await asyncio.to_thread(reader.stop)
