@@ -139,7 +139,7 @@ class Discovery:
         protocol_version: int = PROTOCOL_VERSION,
         interfaces: Sequence[str] | None = None,
         clock: Callable[[], float] = time.time,
-        refresh_interval: float = 2.0,
+        refresh_interval: float = 1.0,
         resolve_timeout: float = 3.0,
     ) -> None:
         if not 0 < port < 65536:

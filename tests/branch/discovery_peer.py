@@ -52,6 +52,7 @@ async def _main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    _emit({"event": "starting", "t": time.time()})
     await discovery.start()
     _emit(
         {
