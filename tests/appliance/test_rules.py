@@ -1,0 +1,144 @@
+"""Queue rules (DESIGN §5) on a real node: who is called next, numbers, no-shows, estimates."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance import queue as q
+from appliance.config import QueueRules
+from appliance.errors import Conflict
+
+from .test_conflicts import act, call_next, issue, open_counter, ticket
+
+
+@pytest.fixture
+def kiosk(branch):
+    d = branch["kiosk"]
+    for counter in ("c1", "c2", "c3"):
+        open_counter(d, counter)
+    return d
+
+
+def test_priority_class_first_then_arrival(kiosk, branch):
+    first = issue(kiosk)
+    branch["clock"].ms += 1000
+    urgent = issue(kiosk, priority=1)
+    branch["clock"].ms += 1000
+    assert call_next(kiosk, "c1")["id"] == urgent["id"]
+    assert call_next(kiosk, "c1")["id"] == first["id"]
+
+
+def test_a_counter_serves_its_services_by_earliest_arrival_then_service_order(kiosk, branch):
+    pay = issue(kiosk, "payments")
+    branch["clock"].ms += 1000
+    gen = issue(kiosk, "general")
+    branch["clock"].ms += 1000
+    doc = issue(kiosk, "documents")
+    # Counter 1 serves general and payments: the earliest of those, then the other.
+    assert call_next(kiosk, "c1")["id"] == pay["id"]
+    assert call_next(kiosk, "c1")["id"] == gen["id"]
+    assert call_next(kiosk, "c1") is None  # documents is not counter 1's
+    assert call_next(kiosk, "c3")["id"] == doc["id"]
+
+
+def test_long_waiters_are_promoted_to_the_top_class():
+    rules = QueueRules(max_priority=1, promote_after_s=600)
+    old = q.Waiting("old", "general", 0, 0, None)
+    urgent = q.Waiting("urgent", "general", 1, 500_000, None)
+    assert q.next_for_counter([old, urgent], "c1", ["general"], {"general": rules}, now_ms=550_000).id == "urgent"
+    # Ten minutes after arriving the old ticket counts as priority too, and it came first.
+    assert q.next_for_counter([old, urgent], "c1", ["general"], {"general": rules}, now_ms=600_000).id == "old"
+
+
+def test_a_ticket_transferred_to_a_counter_waits_only_for_that_counter():
+    rules = {"general": QueueRules()}
+    t = q.Waiting("t", "general", 0, 0, "c2")
+    assert q.next_for_counter([t], "c1", ["general"], rules, 0) is None
+    assert q.next_for_counter([t], "c2", ["documents"], rules, 0).id == "t"
+
+
+def test_recalls_beyond_the_limit_make_a_no_show_which_can_be_requeued(kiosk):
+    t = issue(kiosk)
+    call_next(kiosk, "c1")
+    for _ in range(3):
+        assert act(kiosk, "c1", t["id"], "recall")["status"] == "called"
+    assert act(kiosk, "c1", t["id"], "recall")["status"] == "no_show"
+    requeued = act(kiosk, "c2", t["id"], "requeue")
+    assert requeued["status"] == "waiting" and requeued["position"] == 1
+
+
+def test_a_called_ticket_not_started_in_time_becomes_a_no_show(kiosk, branch):
+    t = issue(kiosk)
+    call_next(kiosk, "c1")
+    assert kiosk.do(kiosk.node.branch.expire_calls) == 0
+    branch["clock"].ms += 601_000
+    assert kiosk.do(kiosk.node.branch.expire_calls) == 1
+    assert ticket(kiosk, t["id"])["status"] == "no_show"
+
+
+def test_impossible_transitions_are_refused(kiosk):
+    t = issue(kiosk)
+    with pytest.raises(Conflict) as err:
+        act(kiosk, "c1", t["id"], "complete")
+    assert err.value.code == "invalid_transition"
+    call_next(kiosk, "c1")
+    with pytest.raises(Conflict):
+        act(kiosk, "c1", t["id"], "complete")  # called, not yet being served
+    with pytest.raises(Conflict) as err:
+        act(kiosk, "c2", t["id"], "start")
+    assert err.value.code == "not_your_ticket"
+
+
+def test_call_next_ends_the_current_ticket(kiosk):
+    a, b, c = issue(kiosk), issue(kiosk), issue(kiosk)
+    call_next(kiosk, "c1")
+    act(kiosk, "c1", a["id"], "start")
+    call_next(kiosk, "c1")  # a was being served: completed
+    call_next(kiosk, "c1")  # b was only called: no-show
+    assert [ticket(kiosk, t["id"])["status"] for t in (a, b, c)] == ["completed", "no_show", "called"]
+
+
+def test_a_closed_counter_cannot_call(branch):
+    d = branch["kiosk"]
+    issue(d)
+    with pytest.raises(Conflict) as err:
+        call_next(d, "c1")
+    assert err.value.code == "counter_not_open"
+
+
+def test_numbers_restart_each_day_and_overflow_stays_disjoint(kiosk, branch):
+    assert issue(kiosk)["label"] == "A001"
+    branch["clock"].ms += 24 * 3600 * 1000
+    assert issue(kiosk)["label"] == "A001"
+    assert q.ticket_number(599, (1, 599), overflow_slot=0) == 1000
+    assert q.ticket_number(None, (600, 799), overflow_slot=1) == 600
+    assert q.ticket_number(799, (600, 799), overflow_slot=1) == 2000
+
+
+def test_wait_estimate_uses_position_open_counters_and_recent_service_times(kiosk, branch):
+    clock = branch["clock"]
+    served = issue(kiosk)
+    call_next(kiosk, "c1")
+    act(kiosk, "c1", served["id"], "start")
+    clock.ms += 120_000
+    act(kiosk, "c1", served["id"], "complete")
+    tickets = [issue(kiosk) for _ in range(4)]
+    # general is served by c1 and c2 (both open): 3 people ahead * 120 s / 2 counters.
+    assert tickets[-1]["people_ahead"] == 3
+    assert tickets[-1]["estimated_wait_s"] == 180
+    assert q.estimate_wait_s(3, 0, 100) == 300  # nobody open yet: one counter assumed
+
+
+def test_booking_check_in_uses_the_slot_start_and_refuses_twice(kiosk, branch):
+    clock = branch["clock"]
+    slot = clock.ms + 15 * 60_000
+    kiosk.do(lambda c: kiosk.node.log.append(c, "booking.created", {
+        "code": "K7Q2M9", "service": "documents", "start_ms": slot, "end_ms": slot + 900_000}))
+    walk_in = issue(kiosk, "documents")
+    booked = kiosk.do(lambda c: kiosk.node.branch.issue(c, {"booking_code": "K7Q2M9"}))
+    assert booked["booking_code"] == "K7Q2M9" and booked["service"] == "documents"
+    assert booked["position"] == 2  # its slot starts after the walk-in arrived
+    with pytest.raises(Conflict) as err:
+        kiosk.do(lambda c: kiosk.node.branch.issue(c, {"booking_code": "K7Q2M9"}))
+    assert err.value.code == "already_checked_in"
+    assert walk_in["position"] == 1
