@@ -103,16 +103,35 @@ def day_slots(conn: sqlite3.Connection, branch: sqlite3.Row, service: sqlite3.Ro
                          (branch["id"], day.weekday())).fetchone()
     if hours is None:
         return []
+    opens, closes, step = _span(branch, service, day, hours)
+    return [(t, t + step) for t in range(opens, closes - step + 1, step)]
+
+
+def _span(branch: sqlite3.Row, service: sqlite3.Row, day: date, hours: sqlite3.Row) -> tuple[int, int, int]:
+    """Opening and closing instants (unix s) of ``day`` and the slot length (s).
+
+    Slots step in absolute time from opening, so a DST change inside opening hours never makes
+    a slot start at a wall time that does not exist or exists twice.
+    """
     tz = ZoneInfo(branch["timezone"])
-    opens = datetime.combine(day, time.fromisoformat(hours["opens"]), tzinfo=tz)
-    closes = datetime.combine(day, time.fromisoformat(hours["closes"]), tzinfo=tz)
-    step = timedelta(minutes=service["slot_minutes"])
-    out, cur = [], opens
-    while cur + step <= closes:
-        start = int(cur.timestamp())
-        out.append((start, start + int(step.total_seconds())))
-        cur += step
-    return out
+    opens = int(datetime.combine(day, time.fromisoformat(hours["opens"]), tzinfo=tz).timestamp())
+    closes = int(datetime.combine(day, time.fromisoformat(hours["closes"]), tzinfo=tz).timestamp())
+    return opens, closes, service["slot_minutes"] * 60
+
+
+def slot_end(conn: sqlite3.Connection, branch: sqlite3.Row, service: sqlite3.Row, day: date, start: int) -> int | None:
+    """The end of the slot starting at ``start`` on ``day``, or None if no such slot: the same
+    grid as :func:`day_slots` without listing the whole day."""
+    if conn.execute("SELECT 1 FROM closed_days WHERE branch_id = ? AND day = ?", (branch["id"], day.isoformat())).fetchone():
+        return None
+    hours = conn.execute("SELECT opens, closes FROM hours WHERE branch_id = ? AND weekday = ?",
+                         (branch["id"], day.weekday())).fetchone()
+    if hours is None:
+        return None
+    opens, closes, step = _span(branch, service, day, hours)
+    if start < opens or (start - opens) % step or start + step > closes:
+        return None
+    return start + step
 
 
 def _bookable_service(conn: sqlite3.Connection, branch_id: str, service_id: Any) -> tuple[sqlite3.Row, sqlite3.Row]:
@@ -158,9 +177,9 @@ def _check_slot(conn: sqlite3.Connection, branch: sqlite3.Row, service: sqlite3.
     day = datetime.fromtimestamp(start, tz).date()
     if day > datetime.fromtimestamp(ctx.now, tz).date() + timedelta(days=ctx.horizon_days):
         raise conflict("this day is beyond the booking horizon", "slot_unavailable")
-    for s, e in day_slots(conn, branch, service, day):
-        if s == start:
-            return e
+    end = slot_end(conn, branch, service, day, start)
+    if end is not None:
+        return end
     raise conflict("no slot starts at this time (closed, or not on the slot grid)", "slot_unavailable")
 
 

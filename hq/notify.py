@@ -42,7 +42,7 @@ class Dispatcher:
             return [dict(r) | {"attempts": r["attempts"] + 1} for r in rows]
 
         rows = await self.hq.db.write(claim)
-        sent = 0
+        outcomes: list[tuple[dict[str, Any], str]] = []
         for row in rows:
             gateway = self.gateways.get(row["channel"])
             error = ""
@@ -56,24 +56,28 @@ class Dispatcher:
                 except Exception as err:  # a gateway bug must not stop the dispatcher
                     logger.exception("gateway %s crashed", row["channel"])
                     error = f"gateway crashed: {err!r}"[:500]
-            sent += await self._record(row, error)
-        return sent
+            outcomes.append((row, error))
+        return await self._record(outcomes) if outcomes else 0
 
-    async def _record(self, row: dict[str, Any], error: str) -> int:
+    async def _record(self, outcomes: list[tuple[dict[str, Any], str]]) -> int:
+        """Record a pass's results in one transaction."""
         now = self.hq.now()
         max_attempts = self.hq.settings.notify_max_attempts
 
         def record(conn: sqlite3.Connection) -> None:
-            if not error:
-                conn.execute("UPDATE notifications SET status = 'sent', sent_at = ?, last_error = '' WHERE id = ?",
-                             (now, row["id"]))
-            elif row["attempts"] >= max_attempts:
-                conn.execute("UPDATE notifications SET status = 'failed', last_error = ? WHERE id = ?", (error, row["id"]))
-            else:
-                conn.execute("UPDATE notifications SET status = 'pending', last_error = ?, next_attempt_at = ? WHERE id = ?",
-                             (error, now + self.backoff(row["attempts"]), row["id"]))
+            for row, error in outcomes:
+                if not error:
+                    conn.execute("UPDATE notifications SET status = 'sent', sent_at = ?, last_error = '' WHERE id = ?",
+                                 (now, row["id"]))
+                elif row["attempts"] >= max_attempts:
+                    conn.execute("UPDATE notifications SET status = 'failed', last_error = ? WHERE id = ?",
+                                 (error, row["id"]))
+                else:
+                    conn.execute("UPDATE notifications SET status = 'pending', last_error = ?, next_attempt_at = ?"
+                                 " WHERE id = ?", (error, now + self.backoff(row["attempts"]), row["id"]))
 
         await self.hq.db.write(record)
-        if error:
-            logger.warning("notification %s attempt %d failed: %s", row["idem_key"], row["attempts"], error)
-        return 0 if error else 1
+        for row, error in outcomes:
+            if error:
+                logger.warning("notification %s attempt %d failed: %s", row["idem_key"], row["attempts"], error)
+        return sum(1 for _, error in outcomes if not error)

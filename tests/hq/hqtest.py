@@ -6,14 +6,12 @@ import asyncio
 import random
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
 
 from hq.app import create_app

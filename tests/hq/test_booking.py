@@ -122,3 +122,32 @@ async def test_config_changes_become_signed_events_in_the_branch_outbox(server, 
         prev = event_hash(e)
     assert events[1]["payload"] == {"id": "general", "letter": "A", "names": {"en": "General", "de": "Allgemein"},
                                     "bookable": True, "slot_minutes": 15, "capacity": 3}
+
+
+@pytest.mark.parametrize("day", ["2030-03-31", "2030-10-27", "2030-01-07"])  # DST start, DST end, plain
+def test_slot_check_agrees_with_the_listed_grid_across_dst(tmp_path, day):
+    from datetime import date
+
+    from hq import booking, tenants
+    from hq.app import open_hq
+    from hqtest import make_settings
+    hq = open_hq(make_settings(tmp_path))
+    try:
+        def setup(c):
+            w = tenants.Writer(c, hq.key, 0)
+            w.create_org({"id": "o", "name": "o"})
+            w.create_branch("o", {"id": "b", "name": "b", "timezone": "Europe/Zurich"})
+            w.put_service("b", "s", {"letter": "A", "names": {"en": "x"}, "slot_minutes": 25, "capacity": 1})
+            w.put_hours("b", {"weekdays": {str(i): {"opens": "00:10", "closes": "23:50"} for i in range(7)}})
+        hq.db.write_sync(setup)
+
+        def check(c):
+            b, s, d = tenants.get_branch(c, "b"), tenants.get_service(c, "b", "s"), date.fromisoformat(day)
+            grid = booking.day_slots(c, b, s, d)
+            assert grid and all(booking.slot_end(c, b, s, d, start) == end for start, end in grid)
+            starts = {start for start, _ in grid}
+            for t in range(grid[0][0] - 3600, grid[-1][0] + 3600, 300):
+                assert (booking.slot_end(c, b, s, d, t) is not None) == (t in starts)
+        hq.db.read_sync(check)
+    finally:
+        hq.db.close()

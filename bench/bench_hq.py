@@ -1,0 +1,204 @@
+"""HQ booking benchmark: 1,000 concurrent clients on 127.0.0.1 against a real HQ process.
+
+Phases (server = `python -m hq` in its own process, client = this process):
+1. paced: 1,000 client coroutines, each booking once every ~0.5 s (offered 2,000 bookings/s),
+   for --seconds; throughput and latency percentiles (the DESIGN §9 budget).
+2. saturation: the same 1,000 clients with no pause (closed loop): the server's ceiling.
+3. hot slot: --hot concurrent attempts on one slot of capacity 3.
+Then the database is checked: no slot holds more bookings than its capacity.
+
+    .venv/bin/python bench/bench_hq.py [--clients 1000] [--seconds 10] [--out bench/results/hq.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+TZ = "Europe/Zurich"
+CAPACITY = 50
+SLOT_MIN = 5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered))) - 1))]
+
+
+async def setup(url: str, s: aiohttp.ClientSession) -> str:
+    async with s.post(f"{url}/api/v1/auth/tokens", json={"email": "bench@hq.test", "password": "bench-password-1"}) as r:
+        token = (await r.json())["token"]
+    h = {"Authorization": f"Bearer {token}"}
+    calls = [
+        ("POST", "/api/v1/orgs", {"id": "bench", "name": "Bench"}),
+        ("POST", "/api/v1/orgs/bench/branches", {"id": "b1", "name": "Bench 1", "timezone": TZ}),
+        ("PUT", "/api/v1/branches/b1/services/general", {"letter": "A", "names": {"en": "General"},
+                                                          "slot_minutes": SLOT_MIN, "capacity": CAPACITY}),
+        ("PUT", "/api/v1/branches/b1/services/hot", {"letter": "H", "names": {"en": "Hot"}, "slot_minutes": 60, "capacity": 3}),
+        ("PUT", "/api/v1/branches/b1/hours", {"weekdays": {str(d): {"opens": "00:00", "closes": "23:55"} for d in range(7)}}),
+    ]
+    for method, path, body in calls:
+        async with s.request(method, f"{url}{path}", json=body, headers=h) as r:
+            assert r.status in (200, 201), (path, r.status, await r.text())
+    return token
+
+
+def slot_starts(days: int) -> list[str]:
+    tz = ZoneInfo(TZ)
+    today = datetime.now(tz).date()
+    out = []
+    for d in range(1, days + 1):
+        day = today + timedelta(days=d)
+        t = datetime.combine(day, datetime.min.time(), tzinfo=tz)
+        end = datetime.combine(day, datetime.strptime("23:55", "%H:%M").time(), tzinfo=tz)
+        while t + timedelta(minutes=SLOT_MIN) <= end:
+            out.append(t.isoformat())
+            t += timedelta(minutes=SLOT_MIN)
+    return out
+
+
+async def load(url: str, clients: int, seconds: float, interval: float | None, slots: list[str],
+               rng: random.Random) -> dict[str, object]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    stop_at = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as s:
+        async def client(i: int) -> None:
+            r = random.Random(rng.random())
+            next_at = time.perf_counter() + (r.random() * interval if interval else 0)
+            while True:
+                if interval:
+                    delay = next_at - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    next_at += interval
+                if time.perf_counter() >= stop_at:
+                    return
+                body = {"branch": "b1", "service": "general", "start": r.choice(slots), "email": f"c{i}@bench.test"}
+                t0 = time.perf_counter()
+                try:
+                    async with s.post(f"{url}/api/v1/public/bookings", json=body) as resp:
+                        await resp.read()
+                        status = resp.status
+                except aiohttp.ClientError:
+                    status = -1
+                latencies.append(time.perf_counter() - t0)
+                statuses[status] = statuses.get(status, 0) + 1
+
+        t_start = time.perf_counter()
+        await asyncio.gather(*(client(i) for i in range(clients)))
+        elapsed = time.perf_counter() - t_start
+    ok = statuses.get(201, 0)
+    return {"clients": clients, "seconds": round(elapsed, 2), "requests": len(latencies), "bookings": ok,
+            "bookings_per_s": round(ok / elapsed, 1), "requests_per_s": round(len(latencies) / elapsed, 1),
+            "statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "latency_ms": {"p50": round(pct(latencies, 50) * 1000, 1), "p90": round(pct(latencies, 90) * 1000, 1),
+                           "p99": round(pct(latencies, 99) * 1000, 1), "max": round(max(latencies) * 1000, 1)}}
+
+
+async def hot_slot(url: str, attempts: int) -> dict[str, object]:
+    tz = ZoneInfo(TZ)
+    start = datetime.combine(datetime.now(tz).date() + timedelta(days=2), datetime.strptime("10:00", "%H:%M").time(),
+                             tzinfo=tz).isoformat()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+        async def one(i: int) -> int:
+            async with s.post(f"{url}/api/v1/public/bookings", json={"branch": "b1", "service": "hot", "start": start,
+                                                                      "email": f"h{i}@bench.test"}) as r:
+                await r.read()
+                return r.status
+        statuses = await asyncio.gather(*(one(i) for i in range(attempts)))
+    return {"attempts": attempts, "created": statuses.count(201), "refused_full": statuses.count(409)}
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    work = Path(tempfile.mkdtemp(prefix="bench-hq-"))
+    port = free_port()
+    (work / "hq.toml").write_text(
+        f'port = {port}\ndata_dir = "{work}"\nbooking_rate_per_minute = 0\nlog_level = "WARNING"\n'
+        f'bootstrap_admin_email = "bench@hq.test"\nbootstrap_admin_password = "bench-password-1"\n'
+        f'argon2_memory_kib = 8192\nargon2_iterations = 1\nargon2_lanes = 1\nbooking_horizon_days = 60\n')
+    proc = subprocess.Popen([sys.executable, "-m", "hq", "--config", str(work / "hq.toml")], cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as s:
+            for _ in range(200):
+                try:
+                    async with s.get(f"{url}/healthz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise RuntimeError("HQ did not start")
+            await setup(url, s)
+        slots = slot_starts(args.days)
+        rng = random.Random(args.seed)
+        paced = await load(url, args.clients, args.seconds, args.clients / args.rate, slots, rng)
+        saturation = await load(url, args.clients, args.seconds, None, slots, rng)
+        hot = await hot_slot(url, args.hot)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    with sqlite3.connect(work / "hq.sqlite3") as c:
+        worst = c.execute("SELECT s.id, s.capacity, MAX(n) FROM (SELECT service_id, COUNT(*) AS n FROM bookings"
+                          " WHERE status = 'booked' GROUP BY service_id, slot_start) b JOIN services s"
+                          " ON s.id = b.service_id GROUP BY s.id").fetchall()
+        total = c.execute("SELECT COUNT(*) FROM bookings").fetchone()[0]
+    overbooked = [{"service": sid, "capacity": cap, "max_in_a_slot": n} for sid, cap, n in worst if n > cap]
+    return {
+        "bench": "hq_booking", "when": datetime.now().isoformat(timespec="seconds"), "cpus": os.cpu_count(),
+        "target": {"bookings_per_s": 2000, "p99_ms": 100, "overbooked_slots": 0},
+        "paced": paced | {"offered_per_s": args.rate}, "saturation": saturation, "hot_slot": hot,
+        "bookings_in_db": total, "overbooked_slots": overbooked,
+        "zero_overbooking": not overbooked and hot["created"] == 3,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=2000.0, help="offered bookings/s in the paced phase")
+    parser.add_argument("--hot", type=int, default=500)
+    parser.add_argument("--days", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "hq.json"))
+    args = parser.parse_args()
+    result = asyncio.run(main_async(args))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
