@@ -14,6 +14,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import time
 
 from sync.discovery import Discovery
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("zeroconf").setLevel(logging.INFO)
     asyncio.run(_main(args))
+    # Nothing of discovery may outlive stop(): no zeroconf or executor threads left behind.
+    leftovers = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    _emit({"event": "exit", "threads": leftovers})
     return 0
 
 

@@ -68,8 +68,10 @@ def test_three_devices_find_each_other_by_mdns_and_ignore_another_branch(lan, py
     assert latest_peers(foreign.json_lines()) == {}
 
     # A clean stop says goodbye: the others drop the device at once.
-    procs["c"].stop()
-    assert procs["c"].json_lines()[-1]["event"] == "stopped"
+    assert procs["c"].stop() == 0
+    assert [l["event"] for l in procs["c"].json_lines()[-2:]] == ["stopped", "exit"]
+    assert procs["c"].json_lines()[-1]["threads"] == []
+    assert "Traceback" not in procs["c"].stderr() and "destroyed" not in procs["c"].stderr()
     procs["a"].wait_for(sees({"dev-b": b.ip}), FOUND_TIMEOUT, "a to drop c after its goodbye")
 
 

@@ -12,7 +12,6 @@ import pytest
 
 from .netns import PREFIX, Host, Network, _ip, _pid_alive, sweep_stale
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 REACH = (
     "import socket, sys\n"
@@ -39,6 +38,8 @@ def namespaces() -> set[str]:
     return {line.split()[0] for line in _ip("netns", "list").stdout.splitlines() if line.strip()}
 
 
+@pytest.mark.netns
+@pytest.mark.slow
 def test_hosts_are_isolated_namespaces_with_their_own_addresses(lan, python) -> None:
     a, b = lan.add_host("a"), lan.add_host("b")
     assert a.ns.startswith(lan.token) and lan.token.startswith(PREFIX)
@@ -51,6 +52,8 @@ def test_hosts_are_isolated_namespaces_with_their_own_addresses(lan, python) -> 
     assert {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()} == {"lo", "eth0"}
 
 
+@pytest.mark.netns
+@pytest.mark.slow
 def test_cut_partition_and_heal_change_who_reaches_whom(lan, python) -> None:
     a, b, c, d = (lan.add_host(n) for n in "abcd")
     for host in (b, c, d):
@@ -71,6 +74,8 @@ def test_cut_partition_and_heal_change_who_reaches_whom(lan, python) -> None:
     assert reaches(lan, a, d, python) and reaches(lan, b, c, python)
 
 
+@pytest.mark.netns
+@pytest.mark.slow
 def test_close_ends_every_process_and_removes_every_namespace(netns_available, tmp_path: Path, python) -> None:
     net = Network.create(tmp_path / "lan")
     try:
@@ -94,6 +99,8 @@ def test_close_ends_every_process_and_removes_every_namespace(netns_available, t
     assert not ours & namespaces()
 
 
+@pytest.mark.netns
+@pytest.mark.slow
 def test_sweeper_removes_only_stale_namespaces_of_our_prefix(netns_available) -> None:
     # A pid that surely is not running: a child we started and reaped.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -111,3 +118,13 @@ def test_sweeper_removes_only_stale_namespaces_of_our_prefix(netns_available) ->
     finally:
         for name in (stale, live, foreign):
             _ip("netns", "del", name, check=False)
+
+
+def test_harness_reports_why_it_cannot_run_without_root_or_ip(monkeypatch) -> None:
+    from . import netns
+
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    assert "root" in (netns.unavailable_reason() or "")
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(netns.shutil, "which", lambda tool: None)
+    assert "not installed" in (netns.unavailable_reason() or "")
