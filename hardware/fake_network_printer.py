@@ -32,6 +32,8 @@ class FakeNetworkPrinter:
         self.answer_status = answer_status
         self.paper = "ok"          # ok | low | out
         self.cover_open = False
+        #: optional hook called on the connection's thread for every chunk received
+        self.on_chunk: Callable[[int, bytes], None] | None = None
         self.connections: list[bytearray] = []
         self._cond = threading.Condition()
         self._sock: socket.socket | None = None
@@ -128,7 +130,9 @@ class FakeNetworkPrinter:
         buf = bytearray()
         with self._cond:
             self.connections.append(buf)
+            index = len(self.connections) - 1
         client.settimeout(0.1)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         pending = b""
         with client:
             while not self._stop.is_set():
@@ -147,6 +151,8 @@ class FakeNetworkPrinter:
                 with self._cond:
                     buf.extend(chunk)
                     self._cond.notify_all()
+                if self.on_chunk is not None:
+                    self.on_chunk(index, chunk)
                 if not self.answer_status:
                     continue
                 data = pending + chunk
