@@ -49,6 +49,7 @@ KEYS: dict[str, tuple[str | None, re.Pattern[str] | None]] = {
     "LOGOUT": (None, None),
     "PING": (None, None),
 }
+_REPLY = re.compile(r"(?:[A-Za-z0-9_-]{1,16}:)?(?:OK|ERR)(?: .*)?")
 _LINE = re.compile(r"([A-Za-z0-9_-]{1,16}):([A-Za-z]{1,12})(?: (\S.*))?")
 
 
@@ -144,6 +145,10 @@ class KeypadProtocol:
             self.lines_rejected += 1
             logger.warning("keypad: skipped a line with control or non-ASCII characters: %r",
                            line[:MAX_LINE])
+            return None
+        if _REPLY.fullmatch(line.strip()):
+            # our own reply coming back (RS-485 echo, loop://, another node on the line):
+            # answering it would start an endless ERR ping-pong
             return None
         try:
             cmd = parse_line(line)

@@ -302,3 +302,21 @@ async def test_asyncio_handler_runs_the_node_coroutine_on_its_loop(socat_pair) -
         assert reply == ["7:OK A042"] and seen == [("NEXT", True)]
     finally:
         await asyncio.to_thread(reader.stop)
+
+
+def test_echoed_replies_are_ignored_so_a_loopback_line_does_not_ping_pong() -> None:
+    # pyserial's loop:// sends every reply straight back, like an RS-485 echo
+    calls: list[KeypadCommand] = []
+    reader = build_keypad_from_config({"url": "loop://"},
+                                      lambda cmd: calls.append(cmd) or "OK A042")
+    assert isinstance(reader, KeypadReader)
+    reader.start()
+    try:
+        assert wait_until(lambda: reader.status()["connected"])
+        reader.link.write(b"3:NEXT\r\n")
+        assert wait_until(lambda: reader.status()["lines_ok"] == 1)
+        time.sleep(0.3)  # let an echo loop show itself if there were one
+        assert calls == [KeypadCommand("3", "NEXT")]
+        assert reader.status()["lines_ok"] == 1 and reader.status()["lines_rejected"] == 0
+    finally:
+        reader.stop()
