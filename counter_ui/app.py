@@ -14,7 +14,7 @@ from kivy.app import App
 from kivy.clock import Clock
 from kivy.core.window import Window
 from kivy.properties import BooleanProperty, ObjectProperty
-from kivy.uix.floatlayout import FloatLayout
+from kivy.uix.boxlayout import BoxLayout
 
 from appliance.client import NodeClient, StreamEvent
 
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 KV = Path(__file__).with_name("counter.kv")
 
 
-class CounterRoot(FloatLayout):
+class CounterRoot(BoxLayout):
     show_transfer = BooleanProperty(False)
 
     def on_kv_post(self, base_widget: Any) -> None:

@@ -13,7 +13,7 @@ from kivy.app import App
 from kivy.clock import Clock
 from kivy.core.window import Window
 from kivy.properties import ObjectProperty
-from kivy.uix.floatlayout import FloatLayout
+from kivy.uix.boxlayout import BoxLayout
 
 from appliance.client import NodeClient, StreamEvent
 
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 KV = Path(__file__).with_name("kiosk.kv")
 
 
-class KioskRoot(FloatLayout):
+class KioskRoot(BoxLayout):
     """The layout root; everything it shows is declared in kiosk.kv."""
 
     def on_kv_post(self, base_widget: Any) -> None:

@@ -1,0 +1,249 @@
+"""Drives one real Kivy app window by simulated touches (run as a subprocess under Xvfb).
+
+``python -m tests.ui.drive kiosk|counter|display --node URL --out DIR --result FILE ...``
+
+Each app is built exactly as its ``python -m`` entry point builds it; a script coroutine runs
+on the same asyncio loop, touches widgets, saves screenshots into ``--out`` and writes what
+it saw (and any layout problems found) as JSON into ``--result``. Exit status 0 = script ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kiosk_ui.__main__ import configure_kivy
+
+logger = logging.getLogger("drive")
+
+
+async def wait_until(pred: Callable[[], Any], timeout: float = 30.0, what: str = "") -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        if loop.time() > end:
+            raise TimeoutError(f"timed out waiting for {what or pred}")
+        await asyncio.sleep(0.05)
+
+
+async def frames(n: int = 3) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0.05)
+
+
+async def tap(widget: Any) -> None:
+    """A finger down and up on the widget's centre, through Kivy's input dispatch."""
+    from kivy.tests.common import UnitTestTouch
+
+    x, y = widget.to_window(*widget.center)
+    touch = UnitTestTouch(x, y)
+    pressed: list[bool] = []
+    unbind = widget.fbind("on_press", lambda *_: pressed.append(True)) if hasattr(widget, "on_press") else None
+    touch.touch_down()
+    await frames(1)
+    touch.touch_up()
+    await frames(2)
+    logger.info("tap %r at %.0f,%.0f pressed=%s", getattr(widget, "text", widget), x, y, pressed)
+
+
+def walk(widget: Any) -> list[Any]:
+    out = [widget]
+    for child in widget.children:
+        out.extend(walk(child))
+    return out
+
+
+def layout_problems(root: Any, where: str) -> list[str]:
+    """Labels whose rendered text is larger than the label, and touch targets under 9 mm."""
+    from kivy.core.text import Label as CoreLabel
+    from kivy.metrics import mm
+    from kivy.uix.behaviors import ButtonBehavior
+    from kivy.uix.label import Label
+    from kivy.uix.textinput import TextInput
+
+    problems = []
+    for w in walk(root):
+        if w.opacity == 0 or w.height <= 1 or w.width <= 1:
+            continue
+        if isinstance(w, Label) and w.text and not w.shorten:
+            core = CoreLabel(text=w.text, font_size=w.font_size, font_name=w.font_name,
+                             bold=w.bold, italic=w.italic, text_size=w.text_size,
+                             halign=w.halign, valign=w.valign, padding=w.padding,
+                             line_height=w.line_height, markup=w.markup)
+            core.refresh()
+            tw, th = core.texture.size
+            if tw > w.width + 1 or th > w.height + 1:
+                problems.append(f"{where}: {w.text!r} needs {tw}x{th}, has {w.width:.0f}x{w.height:.0f}")
+        if isinstance(w, (ButtonBehavior, TextInput)) and not w.disabled:
+            if min(w.width, w.height) < mm(9) - 0.5:
+                problems.append(f"{where}: touch target {getattr(w, 'text', '')!r} "
+                                f"{w.width:.0f}x{w.height:.0f} px < 9 mm ({mm(9):.0f} px)")
+    return problems
+
+
+# --- scripts ------------------------------------------------------------------------------
+
+async def kiosk_script(app: Any, args: argparse.Namespace, result: dict[str, Any]) -> None:
+    from kiosk_ui.i18n import LANGUAGES
+    from kiosk_ui.viewmodels import SCREENS
+
+    vm = app.vm
+    out = Path(args.out)
+    await wait_until(lambda: app.root is not None and vm.services, 30, "kiosk services")
+    sm = app.root.ids.sm
+
+    # The checker itself must catch a clipped label and a small button.
+    from kivy.uix.button import Button
+    from kivy.uix.label import Label
+
+    probe = Label(text="A label far too long for its box", size=(40, 10), font_size=30)
+    small = Button(text="x", size=(10, 10))
+    result["checker_catches"] = [bool(layout_problems(probe, "probe")),
+                                 bool(layout_problems(small, "probe"))]
+
+    # Every screen in every language: measure each label, check each touch target.
+    problems: list[str] = []
+    for lang in LANGUAGES:
+        vm.language = lang
+        vm.phone_error = vm.t("This phone number is not valid")
+        vm.booking_error = vm.t("Unknown booking code")
+        vm.error = vm.t("Cannot reach the queue system. Please wait or ask staff.")
+        vm.offline = True
+        vm.selected_service = vm.services[-1]["id"]
+        vm.selected_service_name = max((s["name"] for s in vm.services), key=len)
+        vm.ticket = {"id": "20260101-A000", "label": "A000", "people_ahead": 12,
+                     "estimated_wait_s": 3600}
+        vm.ticket_label = "A000"
+        vm.printer_failed = True
+        vm.qr_payload = "20260101-A000"
+        vm._rebuild_ticket_lines()
+        for screen in SCREENS:
+            vm.screen = screen
+            await frames(4)
+            problems += layout_problems(sm.current_screen, f"{lang}/{screen}")
+            problems += layout_problems(app.root.ids.offline_banner, f"{lang}/{screen}/banner")
+            if lang in ("en", "rw"):
+                app.screenshot(f"kiosk-{lang}-{screen}{'-printer-failed' if screen == 'confirm' else ''}.png")
+    result["layout_problems"] = problems
+    vm.offline = False
+    vm.reset()
+    await frames(4)
+    app.screenshot("kiosk-start.png")
+
+    # A citizen: English, first service, priority, take a ticket: all by touches.
+    english = next(b for b in app.root.ids.languages.children if b.text == "English")
+    await tap(english)
+    await wait_until(lambda: vm.screen == "service", 10, "service screen")
+    service_id = args.service
+    button = next(b for b in app.root.ids.services.children if b.choice_key == service_id)
+    await tap(button)
+    await wait_until(lambda: vm.screen == "details", 10, "details screen")
+    await tap(app.root.ids.priority)
+    await tap(app.root.ids.take)
+    await wait_until(lambda: vm.screen == "confirm", 15, "confirmation")
+    await frames(4)
+    app.screenshot("kiosk-confirm-issued.png")
+    result["ticket"] = dict(vm.ticket)
+    result["printer_failed"] = vm.printer_failed
+
+
+async def counter_script(app: Any, args: argparse.Namespace, result: dict[str, Any]) -> None:
+    vm = app.vm
+    await wait_until(lambda: app.root is not None and not vm.offline, 30, "counter connected")
+    ids = app.root.ids
+    await frames(4)
+    app.screenshot("counter-login.png")
+    ids.pin.text = args.pin
+    await tap(ids.login)
+    await wait_until(lambda: vm.logged_in, 10, "login")
+    await wait_until(lambda: not vm.busy, 10, "login finished")
+    await tap(ids.open)
+    await wait_until(lambda: vm.status == "open" and not vm.busy, 10, "counter open")
+    await wait_until(lambda: any(w["label"] == args.expect for w in vm.waiting), 30,
+                     f"{args.expect} waiting at the counter")
+    await frames(4)
+    app.screenshot("counter-open.png")
+    await tap(ids.call_next)
+    await wait_until(lambda: vm.current_label == args.expect and not vm.busy, 10, f"{args.expect} called")
+    await frames(4)
+    app.screenshot("counter-called.png")
+    await tap(ids.start)
+    await wait_until(lambda: vm.current_status == "serving", 10, "serving")
+    await frames(4)
+    app.screenshot("counter-serving.png")
+    result["current"] = dict(vm.current)
+    result["layout_problems"] = layout_problems(app.root, "counter")
+
+
+async def display_script(app: Any, args: argparse.Namespace, result: dict[str, Any]) -> None:
+    vm = app.vm
+    await wait_until(lambda: app.root is not None and not vm.offline, 30, "display connected")
+    await frames(4)
+    app.screenshot(f"display-{args.size}-waiting.png")
+    await wait_until(lambda: vm.newest_label == args.expect, args.timeout, f"{args.expect} on display")
+    await frames(6)
+    app.screenshot(f"display-{args.size}-called.png")
+    result.update(newest_label=vm.newest_label, newest_counter=vm.newest_counter,
+                  flashing=vm.flashing, announced=list(vm.announcer.calls))
+
+
+SCRIPTS = {"kiosk": kiosk_script, "counter": counter_script, "display": display_script}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("app", choices=sorted(SCRIPTS))
+    p.add_argument("--node", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--result", required=True)
+    p.add_argument("--size", default="")
+    p.add_argument("--service", default="general")
+    p.add_argument("--counter", default="c1")
+    p.add_argument("--pin", default="1234")
+    p.add_argument("--expect", default="")
+    p.add_argument("--timeout", type=float, default=90)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    default_size = {"kiosk": "800x1280", "counter": "1280x800", "display": "1920x1080"}[args.app]
+    args.size = args.size or default_size
+    configure_kivy(False, args.size, args.app)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.app == "kiosk":
+        from kiosk_ui.app import build, run
+
+        app, client = build(args.node, screenshot_dir=out)
+    elif args.app == "counter":
+        from counter_ui.app import build, run  # type: ignore[assignment]
+
+        app, client = build(args.node, args.counter, screenshot_dir=out)  # type: ignore[assignment]
+    else:
+        from display_ui.app import build, run  # type: ignore[assignment]
+
+        app, client = build(args.node, screenshot_dir=out, notices=["Welcome - SmartQ UI test"])  # type: ignore[assignment]
+
+    result: dict[str, Any] = {"ok": False}
+
+    async def script() -> None:
+        try:
+            await SCRIPTS[args.app](app, args, result)
+            result["ok"] = True
+        except Exception:
+            result["error"] = traceback.format_exc() + f"\nview-model error: {getattr(app.vm, 'error', '')!r}"
+        finally:
+            Path(args.result).write_text(json.dumps(result, indent=1, default=str))
+            app.stop()
+
+    asyncio.run(run(app, client, script()))
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The three apps in real Kivy windows under Xvfb, against a real ``smartq node`` process.
+
+A ticket is issued by touches on the kiosk, called by touches on the counter and shown on
+the display (at 1080p and at 720p). Screenshots of every screen land in artifacts/ui/.
+The branch's nodes do not replicate to each other yet, so the three UIs share the kiosk's
+node here; once replication lands, point each UI at its own node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import free_port
+
+pytestmark = [pytest.mark.ui, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "artifacts" / "ui"
+PY = sys.executable
+SMARTQ = [PY, "-m", "appliance.cli"]
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def xvfb() -> Iterator[str]:
+    """A private X server on a free display number, ended after the test."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed")
+    for number in range(90, 140):
+        if not Path(f"/tmp/.X{number}-lock").exists() and not Path(f"/tmp/.X11-unix/X{number}").exists():
+            break
+    display = f":{number}"
+    proc = subprocess.Popen(["Xvfb", display, "-screen", "0", "1920x1280x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not Path(f"/tmp/.X11-unix/X{number}").exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"Xvfb {display} did not start")
+            time.sleep(0.05)
+        yield display
+    finally:
+        stop(proc)
+
+
+@pytest.fixture
+def node_url(tmp_path: Path) -> Iterator[str]:
+    """A real node (the sample branch's kiosk device) on a free port."""
+    subprocess.run([*SMARTQ, "init", str(tmp_path / "branch")], check=True, capture_output=True,
+                   cwd=REPO)
+    port = free_port()
+    log = (tmp_path / "node.log").open("wb")
+    proc = subprocess.Popen([*SMARTQ, "node", "--config", str(tmp_path / "branch" / "kiosk.toml"),
+                             "--listen", f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT,
+                            cwd=tmp_path / "branch")
+    try:
+        import urllib.request
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("node did not start: " + (tmp_path / "node.log").read_text()[-2000:])
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+        log.close()
+
+
+def driver(app: str, display: str, node: str, out: Path, result: Path, *extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "DISPLAY": display, "KIVY_NO_ARGS": "1", "KIVY_NO_CONFIG": "1",
+           "KIVY_NO_FILELOG": "1", "KIVY_LOG_MODE": "PYTHON"}
+    log = (out.parent / f"{result.stem}.log").open("wb")
+    return subprocess.Popen([PY, "-m", "tests.ui.drive", app, "--node", node, "--out", str(out),
+                             "--result", str(result), *extra], cwd=REPO, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def read(result: Path, proc: subprocess.Popen[bytes], timeout: float) -> dict:
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+    data = json.loads(result.read_text()) if result.exists() else {"ok": False, "error": "no result"}
+    assert data["ok"], data.get("error")
+    return data
+
+
+def test_ticket_from_kiosk_touches_is_called_at_counter_and_shown_on_display(
+    xvfb: str, node_url: str, tmp_path: Path
+) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    results = tmp_path / "results"
+    results.mkdir()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        # The kiosk issues the first ticket of the day for "general": A001.
+        kiosk = driver("kiosk", xvfb, node_url, ARTIFACTS, results / "kiosk.json")
+        procs.append(kiosk)
+        displays = {
+            size: driver("display", xvfb, node_url, ARTIFACTS, results / f"display-{size}.json",
+                         "--size", size, "--expect", "A001")
+            for size in ("1920x1080", "1280x720")
+        }
+        procs += displays.values()
+        k = read(results / "kiosk.json", kiosk, 240)
+        label = k["ticket"]["label"]
+        assert label == "A001" and k["ticket"]["priority"] == 1
+        assert k["checker_catches"] == [True, True]
+        assert k["layout_problems"] == []
+        # The node has no printer configured: the kiosk says so and shows the QR.
+        assert k["printer_failed"] is True
+
+        counter = driver("counter", xvfb, node_url, ARTIFACTS, results / "counter.json",
+                         "--counter", "c1", "--pin", "1234", "--expect", label)
+        procs.append(counter)
+        c = read(results / "counter.json", counter, 120)
+        assert c["current"]["label"] == label and c["current"]["status"] == "serving"
+        assert c["layout_problems"] == []
+
+        for size, proc in displays.items():
+            d = read(results / f"display-{size}.json", proc, 60)
+            assert d["newest_label"] == label and d["newest_counter"] == "Counter 1"
+            assert d["announced"][-1][:2] == [label, "Counter 1"]
+        for name in ("kiosk-en-language", "kiosk-confirm-issued", "counter-called",
+                     "display-1920x1080-called", "display-1280x720-called"):
+            assert (ARTIFACTS / f"{name}.png").stat().st_size > 0
+    finally:
+        for proc in procs:
+            stop(proc)
