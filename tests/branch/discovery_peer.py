@@ -35,6 +35,7 @@ async def _main(args: argparse.Namespace) -> None:
         static_peers=args.static,
         protocol_version=args.pv,
         refresh_interval=args.refresh,
+        interfaces=args.interface or None,
     )
 
     def on_change(change: PeerChange) -> None:
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pv", type=int, default=1)
     parser.add_argument("--static", action="append", default=[])
     parser.add_argument("--refresh", type=float, default=0.5)
+    parser.add_argument("--interface", action="append", default=[], help="name or IPv4 (default: all)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
