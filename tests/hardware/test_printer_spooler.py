@@ -53,8 +53,8 @@ def printer_9100():
 
 
 def network_spooler(port: int, results: Results, **extra: object) -> PrintSpooler:
-    cfg = {"backend": "network", "host": "127.0.0.1", "port": port, "connect_timeout": 1.0,
-           "write_timeout": 1.0, "status_timeout": 0.5, "poll_interval": 0}
+    cfg = {"backend": "network", "host": "127.0.0.1", "port": port, "connect_timeout": 3.0,
+           "write_timeout": 3.0, "status_timeout": 2.0, "poll_interval": 0}
     cfg.update(extra)
     return build_printer_from_config(cfg, on_result=results)
 
