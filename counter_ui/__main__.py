@@ -18,9 +18,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", default="1280x800")
     p.add_argument("--lang", default="en", help="(staff UI is English for now)")
     p.add_argument("--no-login", action="store_true", help="branch without staff PINs")
+    p.add_argument("--pin", help="log in at start with this PIN (demo and tests only: a PIN on a "
+                   "command line is visible to every local user)")
     p.add_argument("--screenshot-dir", type=Path)
     p.add_argument("--screenshot-every", type=float, default=0)
     return p.parse_args(argv)
+
+
+async def auto_login(vm: object, pin: str) -> None:
+    """Log in as soon as the node answers (demo): retry while it is unreachable."""
+    while not await vm.login(pin):  # type: ignore[attr-defined]
+        await asyncio.sleep(2)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
 
     app, client = build(args.node, args.counter, login_required=not args.no_login,
                         screenshot_dir=args.screenshot_dir, screenshot_every=args.screenshot_every)
-    asyncio.run(run(app, client))
+    extra = [auto_login(app.vm, args.pin)] if args.pin else []
+    asyncio.run(run(app, client, *extra))
 
 
 if __name__ == "__main__":

@@ -222,7 +222,7 @@ class DisplayViewModel(EventDispatcher):
                     "letter": str(s.get("letter", "")),
                     "name": str(names.get(self.language) or names.get("en") or sid),
                     "waiting": waiting,
-                    "wait_text": f"~{mins} min" if waiting else "no wait",
+                    "wait_text": (f"~{mins} min" if mins else "next") if waiting else "no wait",
                 }
             )
         self.services = rows

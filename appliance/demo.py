@@ -1,0 +1,260 @@
+"""``make demo`` / ``python -m appliance.demo``: a whole branch alive on this machine.
+
+Writes a sample branch (``smartq init``) into ./demo, starts one node per device (kiosk,
+display, two counters) on 127.0.0.1, opens each UI in its own window, and keeps it busy with
+simulated citizens (tickets at a random pace) and simulated staff (call, start, complete).
+Without $DISPLAY it starts its own Xvfb and saves screenshots of each window into a folder it
+names on stdout. Ctrl-C stops every process it started, by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.client import NodeClient, NodeError
+
+logger = logging.getLogger(__name__)
+
+# (device, role, port, counter ids this device's UI shows, staff PIN for its counter)
+DEVICES = [
+    ("kiosk", "kiosk", 8401, [], None),
+    ("display", "display", 8402, [], None),
+    ("counter-1", "counter", 8403, ["c1"], "1234"),
+    ("counter-2", "counter", 8404, ["c2"], "2345"),
+]
+LANGUAGES = ["en", "fr", "rw", "sw", "es"]
+
+#: Called with the running demo once the branch is up; HQ plugs in here when it exists.
+HQ_HOOK: Callable[["Demo"], Awaitable[None]] | None = None
+
+
+@dataclass
+class Demo:
+    folder: Path
+    rng: random.Random
+    pace_s: float = 6.0
+    single_node: str = "auto"
+    screenshot_every: float = 10.0
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)
+    screenshots: Path | None = None
+    display_env: dict[str, str] = field(default_factory=dict)
+
+    # --- processes ------------------------------------------------------------------------
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = (self.folder / "logs" / f"{name}.log").open("ab")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
+        log.close()
+        self.procs.append((name, proc))
+        logger.info("started %s (pid %d)", name, proc.pid)
+        return proc
+
+    def stop_all(self) -> None:
+        for name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 10
+        for name, proc in reversed(self.procs):
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("%s (pid %d) did not stop; killing it", name, proc.pid)
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def init_branch(self) -> None:
+        (self.folder / "logs").mkdir(parents=True, exist_ok=True)
+        if not (self.folder / "kiosk.toml").exists():
+            subprocess.run([sys.executable, "-m", "appliance.cli", "init", str(self.folder)],
+                           check=True, stdout=subprocess.DEVNULL)
+
+    async def start_nodes(self) -> None:
+        for device, _, port, _, _ in DEVICES:
+            self.spawn(f"node-{device}", [sys.executable, "-m", "appliance.cli", "node",
+                                          "--config", str(self.folder / f"{device}.toml")])
+            self.urls[device] = f"http://127.0.0.1:{port}"
+        for device, url in self.urls.items():
+            await wait_healthy(url, 30)
+
+    async def replicating(self) -> bool:
+        """Do the nodes see each other? (Replication is another team's work in progress.)"""
+        async with NodeClient(self.urls["kiosk"]) as client:
+            for _ in range(10):
+                try:
+                    if (await client.state()).get("peers"):
+                        return True
+                except NodeError:
+                    pass
+                await asyncio.sleep(0.5)
+        return False
+
+    def start_display_server(self) -> None:
+        if os.environ.get("DISPLAY"):
+            return
+        if shutil.which("Xvfb") is None:
+            raise SystemExit("no $DISPLAY and no Xvfb: install xvfb or run inside a desktop session")
+        number = next(n for n in range(70, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+                      and not Path(f"/tmp/.X{n}-lock").exists())
+        self.spawn("xvfb", ["Xvfb", f":{number}", "-screen", "0", "1920x1280x24", "-nolisten", "tcp"])
+        deadline = time.monotonic() + 10
+        while not Path(f"/tmp/.X11-unix/X{number}").exists():
+            if time.monotonic() > deadline:
+                raise SystemExit("Xvfb did not start")
+            time.sleep(0.05)
+        self.display_env = {"DISPLAY": f":{number}"}
+        self.screenshots = self.folder / "screenshots" / time.strftime("%Y%m%d-%H%M%S")
+        self.screenshots.mkdir(parents=True, exist_ok=True)
+        print(f"no $DISPLAY: windows run on Xvfb :{number}; screenshots every "
+              f"{self.screenshot_every:g} s in {self.screenshots}", flush=True)
+
+    def ui_url(self, device: str, shared: bool) -> str:
+        return self.urls["kiosk"] if shared else self.urls[device]
+
+    def start_uis(self, shared: bool) -> None:
+        shots = (["--screenshot-dir", str(self.screenshots), "--screenshot-every",
+                  str(self.screenshot_every)] if self.screenshots else [])
+        env = {**self.display_env, "KIVY_NO_ARGS": "1", "KIVY_NO_FILELOG": "1"}
+        py = [sys.executable, "-m"]
+        self.spawn("ui-kiosk", [*py, "kiosk_ui", "--node", self.ui_url("kiosk", shared),
+                                "--size", "600x960", *shots], env)
+        self.spawn("ui-display", [*py, "display_ui", "--node", self.ui_url("display", shared),
+                                  "--size", "1280x720", "--notice", "Welcome to the SmartQ demo branch",
+                                  "--notice", "Opening hours: 8:00 - 17:00", *shots], env)
+        for device, _, _, counters, pin in DEVICES:
+            for counter in counters:
+                self.spawn(f"ui-{counter}", [*py, "counter_ui", "--node", self.ui_url(device, shared),
+                                             "--counter", counter, "--pin", str(pin),
+                                             "--size", "1100x700", *shots], env)
+
+    # --- simulation -------------------------------------------------------------------------
+
+    async def citizens(self, url: str) -> None:
+        """Tickets at a random (Poisson) pace, random service, language and priority."""
+        async with NodeClient(url) as client:
+            services: list[str] = []
+            while True:
+                try:
+                    if not services:
+                        services = [s["id"] for s in (await client.state())["services"]]
+                    t = await client.issue_ticket(
+                        self.rng.choice(services),
+                        priority=1 if self.rng.random() < 0.1 else 0,
+                        language=self.rng.choice(LANGUAGES))
+                    logger.info("citizen took %s", t.get("label"))
+                except NodeError as err:
+                    logger.warning("citizen: %s", err)
+                await asyncio.sleep(self.rng.expovariate(1 / self.pace_s))
+
+    async def staff(self, url: str, counter: str, pin: str) -> None:
+        """One staff member: open the counter, then call, start and complete, forever."""
+        async with NodeClient(url) as client:
+            while True:
+                try:
+                    await client.login(counter, pin)
+                    await client.set_counter_status(counter, "open")
+                    while True:
+                        t = await client.call_next(counter)
+                        if t is None:
+                            await asyncio.sleep(3)
+                            continue
+                        await asyncio.sleep(self.rng.uniform(2, 5))
+                        await client.ticket_action(counter, t["id"], "start")
+                        await asyncio.sleep(self.rng.uniform(6, 14))
+                        await client.ticket_action(counter, t["id"], "complete")
+                        await asyncio.sleep(self.rng.uniform(1, 3))
+                except NodeError as err:
+                    logger.warning("staff at %s: %s", counter, err)
+                    await asyncio.sleep(3)
+
+    async def run(self, with_ui: bool, duration: float | None) -> None:
+        self.init_branch()
+        await self.start_nodes()
+        shared = self.single_node == "yes" or (
+            self.single_node == "auto" and not await self.replicating())
+        if shared:
+            logger.warning("the nodes do not replicate to each other yet: every UI and simulator "
+                           "uses the kiosk's node (%s)", self.urls["kiosk"])
+        if with_ui:
+            self.start_display_server()
+            self.start_uis(shared)
+        tasks = [asyncio.create_task(self.citizens(self.ui_url("kiosk", shared)))]
+        for device, _, _, counters, pin in DEVICES:
+            for counter in counters:
+                tasks.append(asyncio.create_task(self.staff(self.ui_url(device, shared), counter, str(pin))))
+        if HQ_HOOK is not None:
+            tasks.append(asyncio.create_task(HQ_HOOK(self)))
+        print("SmartQ demo running: " + ", ".join(f"{d} {u}" for d, u in self.urls.items())
+              + ". Ctrl-C stops it.", flush=True)
+        try:
+            if duration:
+                await asyncio.sleep(duration)
+            else:
+                await asyncio.Event().wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def wait_healthy(url: str, timeout: float) -> None:
+    async with NodeClient(url, timeout=1) as client:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await client.request("GET", "/state")
+                return
+            except NodeError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"node at {url} did not come up; see demo/logs/")
+                await asyncio.sleep(0.2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m appliance.demo", description=__doc__.split("\n")[0])
+    p.add_argument("--dir", type=Path, default=Path("demo"), help="demo folder (gitignored)")
+    p.add_argument("--no-ui", action="store_true", help="nodes and simulators only")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--pace", type=float, default=6.0, help="mean seconds between citizens")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--single-node", choices=("auto", "yes", "no"), default="auto",
+                   help="point every UI at the kiosk's node (auto: when nodes do not replicate)")
+    p.add_argument("--screenshot-every", type=float, default=10.0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    demo = Demo(args.dir.resolve(), random.Random(args.seed), pace_s=args.pace,
+                single_node=args.single_node, screenshot_every=args.screenshot_every)
+
+    loop = asyncio.new_event_loop()
+    main_task = loop.create_task(demo.run(not args.no_ui, args.duration))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, main_task.cancel)
+    try:
+        loop.run_until_complete(main_task)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        pass
+    finally:
+        demo.stop_all()
+        loop.close()
+        print("SmartQ demo stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
