@@ -19,7 +19,7 @@ from kivy.uix.floatlayout import FloatLayout
 from appliance.client import NodeClient, StreamEvent
 
 from . import widgets  # noqa: F401  (registers RowList, Ticker)
-from .viewmodels import Announcer, DisplayViewModel
+from .viewmodels import CALL_EVENTS, Announcer, DisplayViewModel
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,11 @@ class DisplayApp(App):
 
     def on_event(self, event: StreamEvent) -> None:
         self._pending.append(event)
-        self._flush()
+        if event.type in CALL_EVENTS:
+            # A call is what people watch for: show it in this frame, not the next one.
+            self._apply_pending(0)
+        else:
+            self._flush()
 
     def _apply_pending(self, _: float) -> None:
         events, self._pending = self._pending, []
