@@ -332,19 +332,30 @@ class Branch:
         )]
         return q.mean_service_s(durations, rules.default_service_s)
 
-    def _line_positions(self, conn: sqlite3.Connection, m: Model, day: str, service: str,
-                        open_counters: dict[str, int] | None = None) -> dict[str, tuple[int, int]]:
-        """{ticket id: (position, estimated wait s)} for one service's line."""
+    def _position(self, conn: sqlite3.Connection, m: Model, row: sqlite3.Row) -> dict[str, tuple[int, int]]:
+        """{ticket id: (position, estimated wait s)} for one waiting ticket, counted in SQL
+        with the same order as queue.service_line (so issuing stays fast with long queues)."""
+        rules = m.rules_for(row["service"])
         now = self.now_ms()
-        line = q.service_line(self._waiting(conn, day, service), service, m.rules_for(service), now)
-        opened = (open_counters or self._open_counters(conn, m)).get(service, 0)
-        mean = self._mean_service_s(conn, m, day, service)
-        return {t.id: (i + 1, q.estimate_wait_s(i, opened, mean)) for i, t in enumerate(line)}
+        cut = now - rules.promote_after_s * 1000 if rules.promote_after_s > 0 else -1
+        mine = q.effective_priority(q.Waiting(row["id"], row["service"], row["priority"], row["effective_ms"], None),
+                                    rules, now)
+        eff = "(CASE WHEN effective_ms <= :cut THEN max(priority, :maxp) ELSE priority END)"
+        ahead = conn.execute(
+            f"SELECT count(*) FROM tickets WHERE status = 'waiting' AND day = :day AND service = :service"
+            f" AND id != :id AND ({eff} > :mine OR ({eff} = :mine AND (effective_ms < :eff_ms"
+            f" OR (effective_ms = :eff_ms AND id < :id))))",
+            {"cut": cut, "maxp": rules.max_priority, "day": row["day"], "service": row["service"], "id": row["id"],
+             "mine": mine, "eff_ms": row["effective_ms"]},
+        ).fetchone()[0]
+        opened = self._open_counters(conn, m).get(row["service"], 0)
+        mean = self._mean_service_s(conn, m, row["day"], row["service"])
+        return {row["id"]: (ahead + 1, q.estimate_wait_s(ahead, opened, mean))}
 
     def ticket(self, conn: sqlite3.Connection, ticket_id: str, *, model: Model | None = None) -> dict[str, Any]:
         m = model or self.model(conn)
         row = self._ticket_row(conn, ticket_id)
-        positions = self._line_positions(conn, m, row["day"], row["service"]) if row["status"] == "waiting" else {}
+        positions = self._position(conn, m, row) if row["status"] == "waiting" else {}
         return self._ticket_view(m, row, positions)
 
     def _ticket_view(self, m: Model, row: sqlite3.Row, positions: dict[str, tuple[int, int]]) -> dict[str, Any]:

@@ -67,16 +67,19 @@ def winner(state: TicketState) -> tuple[str, dict[str, Any]] | None:
     return min(claims.items(), key=lambda kv: (-kv[1]["level"], kv[1]["call_key"]))
 
 
-def status(state: TicketState) -> str:
-    won = winner(state)
-    if won is not None:
+def status(state: TicketState, won: tuple[str, dict[str, Any]] | None | bool = False) -> str:
+    """The ticket's status; pass `won` when the caller already has winner(state)."""
+    if won is False:
+        won = winner(state)
+    if won:
         return STATUS_BY_LEVEL[won[1]["level"]]
     return "cancelled" if state["cancelled"] else "waiting"
 
 
-def superseded(state: TicketState) -> list[str]:
-    won = winner(state)
-    if won is None:
+def superseded(state: TicketState, won: tuple[str, dict[str, Any]] | None | bool = False) -> list[str]:
+    if won is False:
+        won = winner(state)
+    if not won:
         return []
     return sorted(c for c in state["claims"] if c != won[0])
 
@@ -161,9 +164,9 @@ def _new_generation(state: TicketState) -> None:
     state["reserved_counter"] = None
 
 
-def refold(events: list[Event]) -> TicketState | None:
+def refold(events: list[Event], *, presorted: bool = False) -> TicketState | None:
     """A ticket's state from all its events, in any order."""
     state: TicketState | None = None
-    for event in sorted(events, key=lambda e: e.key):
+    for event in events if presorted else sorted(events, key=lambda e: e.key):
         state = apply(state, event)
     return state

@@ -28,7 +28,7 @@ from appliance.errors import NotFound
 from appliance.metrics import Metrics
 from appliance.model import config_events
 from appliance.projection import MIGRATIONS as PROJECTION_MIGRATIONS
-from appliance.projection import Projection, state_hash
+from appliance.projection import Projection, state_hash, subject_of
 from appliance.staff import StaffSessions
 
 logger = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class Node:
         self._keys.setdefault(config.device_id, self.key.public_key())
         self.log = EventLog(
             device_id=config.device_id, branch=config.branch_id, private_key=self.key, clock=self.clock,
-            keyring=self._keys.get, apply=self.projection.apply,
+            keyring=self._keys.get, apply=self.projection.apply, subject=subject_of,
         )
         self.branch = Branch(config, self.log, self.projection)
         self.writer = Writer(self.db_path)

@@ -2,7 +2,7 @@
 
 - tickets: one row per ticket, its fold state as canonical JSON plus indexed columns;
   a late event (sorting before the ticket's last applied event) re-folds that ticket from
-  its own events, which `ticket_events` indexes;
+  its own events, which the log indexes by subject (the ticket id);
 - counters, config and bookings: last writer wins by the total order (hlc, origin, seq),
   which is order-independent by construction.
 The state hash covers every projected row, so two devices with the same events agree on it.
@@ -11,15 +11,14 @@ The state hash covers every projected row, so two devices with the same events a
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import sqlite3
 from collections import defaultdict
 from typing import Any
 
 from sync.db import run_script
-from sync.envelope import Event, canonical_json
-from sync.log import EVENT_COLUMNS, row_to_event
+from sync.envelope import Event, canonical_json, loads
+from sync.log import events_about
 
 from appliance import events as ev
 from appliance import fold
@@ -43,10 +42,6 @@ def _create_projection(conn: sqlite3.Connection) -> None:
         CREATE INDEX tickets_by_called ON tickets (called_ms);
         CREATE INDEX tickets_by_booking ON tickets (booking);
         CREATE INDEX tickets_by_superseded ON tickets (day) WHERE superseded IS NOT NULL;
-        CREATE TABLE ticket_events (
-            ticket TEXT NOT NULL, hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL,
-            PRIMARY KEY (ticket, hlc, origin, seq)
-        ) WITHOUT ROWID;
         CREATE TABLE counter_status (
             id TEXT PRIMARY KEY, status TEXT NOT NULL, staff TEXT,
             hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL
@@ -65,10 +60,18 @@ def _create_projection(conn: sqlite3.Connection) -> None:
 
 
 MIGRATIONS = [_create_projection]
-PROJECTION_TABLES = ("tickets", "ticket_events", "counter_status", "config", "bookings")
+PROJECTION_TABLES = ("tickets", "counter_status", "config", "bookings")
 
 CONFIG_KINDS = {ev.CONFIG_BRANCH: "branch", ev.CONFIG_SERVICE: "service",
                 ev.CONFIG_COUNTER: "counter", ev.CONFIG_ROSTER: "roster"}
+
+
+def subject_of(event: Event) -> str | None:
+    """What the log indexes an event by: its ticket, so one ticket can re-fold alone."""
+    if event.type in ev.TICKET_TYPES:
+        ticket = event.payload.get("ticket")
+        return ticket if isinstance(ticket, str) else None
+    return None
 
 
 class Projection:
@@ -107,35 +110,21 @@ class Projection:
             raise TypeError("ticket id must be a string")
         if event.type == ev.TICKET_ISSUED:
             _check_issued(event.payload)
-        conn.execute(
-            "INSERT OR IGNORE INTO ticket_events (ticket, hlc, origin, seq) VALUES (?, ?, ?, ?)",
-            (ticket_id, event.hlc, event.origin, event.seq),
-        )
         row = conn.execute("SELECT state FROM tickets WHERE id = ?", (ticket_id,)).fetchone()
-        state = json.loads(row[0]) if row else None
+        state = loads(row[0]) if row else None
         if state is None and event.type != ev.TICKET_ISSUED:
             return  # folded when its ticket.issued arrives
         if state is not None and event.key > tuple(state["last_key"]):
             state = fold.apply(state, event)
         elif state is None and conn.execute(
-            "SELECT count(*) FROM ticket_events WHERE ticket = ?", (ticket_id,)
+            "SELECT count(*) FROM events WHERE subject = ?", (ticket_id,)
         ).fetchone()[0] == 1:
             state = fold.new_ticket(event)
         else:
             self.refolds += 1
-            state = fold.refold(self._ticket_events(conn, ticket_id))
+            state = fold.refold(events_about(conn, ticket_id))
         if state is not None:
             write_ticket(conn, state)
-
-    @staticmethod
-    def _ticket_events(conn: sqlite3.Connection, ticket_id: str) -> list[Event]:
-        rows = conn.execute(
-            f"SELECT {', '.join('e.' + c.strip() for c in EVENT_COLUMNS.split(','))} FROM ticket_events t"
-            " JOIN events e ON e.origin = t.origin AND e.seq = t.seq WHERE t.ticket = ?"
-            " ORDER BY t.hlc, t.origin, t.seq",
-            (ticket_id,),
-        ).fetchall()
-        return [row_to_event(r) for r in rows]
 
     # -- last writer wins ----------------------------------------------------------------
     def _apply_counter(self, conn: sqlite3.Connection, event: Event) -> None:
@@ -182,28 +171,27 @@ class Projection:
         """Throw the projection away and fold every stored event again; returns the count."""
         for table in PROJECTION_TABLES:
             conn.execute(f"DELETE FROM {table}")
-        rows = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY hlc, origin, seq").fetchall()
+        # Only what the fold reads: the envelope's other fields are for replication.
+        rows = conn.execute(
+            "SELECT origin, seq, hlc, type, schema, payload, subject FROM events ORDER BY hlc, origin, seq"
+        ).fetchall()
         by_ticket: dict[str, list[Event]] = defaultdict(list)
-        index: list[tuple[str, int, str, int]] = []
         others: list[Event] = []
-        for row in rows:
-            event = row_to_event(row)
-            if not ev.foldable(event.type, event.schema):
+        foldable = ev.foldable
+        for origin, seq, hlc, type_, schema, payload, subject in rows:
+            if not foldable(type_, schema):
                 continue
-            if event.type in ev.TICKET_TYPES:
-                ticket_id = event.payload.get("ticket")
-                if isinstance(ticket_id, str):
-                    by_ticket[ticket_id].append(event)
-                    index.append((ticket_id, event.hlc, event.origin, event.seq))
-            else:
+            event = Event(origin, seq, hlc, type_, schema, loads(payload), "", "")
+            if subject is not None:
+                by_ticket[subject].append(event)
+            elif type_ not in ev.TICKET_TYPES:
                 others.append(event)
-        conn.executemany("INSERT OR IGNORE INTO ticket_events (ticket, hlc, origin, seq) VALUES (?, ?, ?, ?)", index)
         tickets = []
         for events in by_ticket.values():
             try:
                 if events[0].type == ev.TICKET_ISSUED:
                     _check_issued(events[0].payload)
-                state = fold.refold(events)
+                state = fold.refold(events, presorted=True)
             except (KeyError, TypeError, ValueError, AttributeError) as err:
                 logger.warning("not folding ticket %s: bad payload: %r", events[0].payload.get("ticket"), err)
                 continue
@@ -236,10 +224,10 @@ def ticket_row(state: fold.TicketState) -> tuple[Any, ...]:
     claim: dict[str, Any] = won[1] if won else {}
     return (
         state["id"], state["day"], state["label"], state["number"], state["service"], state["issue_service"],
-        state["issued_by"], fold.status(state), state["priority"], state["effective_ms"], state["issued_ms"],
+        state["issued_by"], fold.status(state, won), state["priority"], state["effective_ms"], state["issued_ms"],
         won[0] if won else None, state["reserved_counter"], claim.get("called_ms"), claim.get("started_ms"),
         claim.get("finished_ms"), claim.get("recalls", 0), state["booking"],
-        ",".join(fold.superseded(state)) or None, canonical_json(state).decode("utf-8"),
+        ",".join(fold.superseded(state, won)) or None, canonical_json(state).decode("utf-8"),
     )
 
 

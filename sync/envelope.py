@@ -9,9 +9,9 @@ hash(e)      = SHA-256 of the canonical JSON of every field *including* `sig`, h
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import asdict, dataclass
 from typing import Any
+
+import orjson
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -20,6 +20,7 @@ from sync.keys import verify
 GENESIS_PREV = ""
 FIELDS = ("origin", "seq", "hlc", "type", "schema", "payload", "branch", "prev", "sig")
 MAX_HLC = (1 << 64) - 1
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class MalformedEvent(ValueError):
@@ -27,14 +28,31 @@ class MalformedEvent(ValueError):
 
 
 def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Sorted keys, no spaces, UTF-8; byte-identical to json.dumps(sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False) (a test holds them equal), but fast."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as err:
+        raise MalformedEvent(f"cannot encode canonically: {err}") from err
+
+
+def loads(data: bytes | str) -> Any:
+    return orjson.loads(data)
 
 
 def check_payload_value(value: Any, path: str = "payload") -> None:
     """Payloads hold only JSON values with one canonical spelling: no floats."""
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise MalformedEvent(f"{path} is not valid Unicode text") from err
         return
     if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise MalformedEvent(f"{path} is outside the 64-bit integer range")
         return
     if isinstance(value, list):
         for i, item in enumerate(value):
@@ -49,17 +67,36 @@ def check_payload_value(value: Any, path: str = "payload") -> None:
     raise MalformedEvent(f"{path} holds a {type(value).__name__}; only str, int, bool, null, list, object")
 
 
-@dataclass(frozen=True, slots=True)
 class Event:
-    origin: str
-    seq: int
-    hlc: int
-    type: str
-    schema: int
-    payload: dict[str, Any]
-    branch: str
-    prev: str
-    sig: str = ""
+    """One envelope. Treat it as immutable: its canonical bytes and hash are cached."""
+
+    __slots__ = ("origin", "seq", "hlc", "type", "schema", "payload", "branch", "prev", "sig", "_canonical", "_hash")
+
+    def __init__(self, origin: str, seq: int, hlc: int, type: str, schema: int, payload: dict[str, Any],
+                 branch: str, prev: str, sig: str = "") -> None:
+        self.origin = origin
+        self.seq = seq
+        self.hlc = hlc
+        self.type = type
+        self.schema = schema
+        self.payload = payload
+        self.branch = branch
+        self.prev = prev
+        self.sig = sig
+        self._canonical: bytes | None = None
+        self._hash: str | None = None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Event) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash((self.origin, self.seq, self.sig))
+
+    def __repr__(self) -> str:
+        return f"Event({self.origin}/{self.seq} {self.type} hlc={self.hlc})"
+
+    def replace(self, **changes: Any) -> Event:
+        return Event(**{**self.to_dict(), **changes})
 
     def unsigned(self) -> dict[str, Any]:
         return {
@@ -74,14 +111,19 @@ class Event:
         }
 
     def canonical(self) -> bytes:
-        return canonical_json(self.unsigned())
+        if self._canonical is None:
+            self._canonical = canonical_json(self.unsigned())
+        return self._canonical
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The envelope as sent on the wire (the payload is shared, not copied)."""
+        return {**self.unsigned(), "sig": self.sig}
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256(canonical_json(self.to_dict())).hexdigest()
+        if self._hash is None:
+            self._hash = hashlib.sha256(canonical_json(self.to_dict())).hexdigest()
+        return self._hash
 
     @property
     def key(self) -> tuple[int, str, int]:
@@ -121,4 +163,6 @@ class Event:
         if not isinstance(data["payload"], dict):
             raise MalformedEvent("payload must be an object")
         check_payload_value(data["payload"])
-        return cls(**{name: data[name] for name in FIELDS})
+        event = cls(**{name: data[name] for name in FIELDS})
+        event.canonical()  # anything that cannot be encoded canonically fails here
+        return event

@@ -16,7 +16,6 @@ Ingest of foreign events:
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
@@ -26,7 +25,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from sync.db import run_script
-from sync.envelope import GENESIS_PREV, Event, MalformedEvent, canonical_json, check_payload_value
+from sync.envelope import GENESIS_PREV, Event, MalformedEvent, canonical_json, check_payload_value, loads
 from sync.hlc import HybridLogicalClock, physical_ms
 
 logger = logging.getLogger(__name__)
@@ -36,6 +35,7 @@ REJECTED_KEEP = 1000
 
 Keyring = Callable[[str], Ed25519PublicKey | None]
 Apply = Callable[[sqlite3.Connection, Event], None]
+Subject = Callable[[Event], "str | None"]
 VersionVector = dict[str, int]
 
 
@@ -46,10 +46,11 @@ def _create_log_tables(conn: sqlite3.Connection) -> None:
             origin TEXT NOT NULL, seq INTEGER NOT NULL, hlc INTEGER NOT NULL,
             type TEXT NOT NULL, schema INTEGER NOT NULL, payload TEXT NOT NULL,
             branch TEXT NOT NULL, prev TEXT NOT NULL, sig TEXT NOT NULL, hash TEXT NOT NULL,
-            received_ms INTEGER NOT NULL,
+            received_ms INTEGER NOT NULL, subject TEXT,
             PRIMARY KEY (origin, seq)
         ) WITHOUT ROWID;
         CREATE INDEX events_by_hlc ON events (hlc, origin, seq);
+        CREATE INDEX events_by_subject ON events (subject, hlc, origin, seq) WHERE subject IS NOT NULL;
         CREATE TABLE heads (
             origin TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL, hlc INTEGER NOT NULL
         ) WITHOUT ROWID;
@@ -91,7 +92,7 @@ class IngestResult:
 
 def row_to_event(row: sqlite3.Row | tuple[Any, ...]) -> Event:
     origin, seq, hlc, type_, schema, payload, branch, prev, sig = tuple(row)[:9]
-    return Event(origin, seq, hlc, type_, schema, json.loads(payload), branch, prev, sig)
+    return Event(origin, seq, hlc, type_, schema, loads(payload), branch, prev, sig)
 
 
 EVENT_COLUMNS = "origin, seq, hlc, type, schema, payload, branch, prev, sig"
@@ -109,14 +110,18 @@ class EventLog:
         clock: HybridLogicalClock,
         keyring: Keyring,
         apply: Apply,
+        subject: Subject = lambda event: None,
         max_future_ms: int = MAX_FUTURE_MS,
     ) -> None:
+        """`subject` names what an event is about (indexed, for `events_about`); the log
+        itself gives it no meaning."""
         self.device_id = device_id
         self.branch = branch
         self._key = private_key
         self.clock = clock
         self._keyring = keyring
         self._apply = apply
+        self._subject = subject
         self._max_future_ms = max_future_ms
         self._committed_listeners: list[Callable[[list[Event]], None]] = []
         # Events appended in the running transaction, announced after COMMIT.
@@ -172,11 +177,11 @@ class EventLog:
 
     def _store(self, conn: sqlite3.Connection, event: Event) -> None:
         conn.execute(
-            f"INSERT INTO events ({EVENT_COLUMNS}, hash, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO events ({EVENT_COLUMNS}, hash, received_ms, subject) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 event.origin, event.seq, event.hlc, event.type, event.schema,
                 canonical_json(event.payload).decode("utf-8"), event.branch, event.prev, event.sig,
-                event.hash, self.clock.wall_ms(),
+                event.hash, self.clock.wall_ms(), self._subject(event),
             ),
         )
         conn.execute(
@@ -268,7 +273,7 @@ class EventLog:
             if nxt is None:
                 break
             conn.execute("DELETE FROM held WHERE origin = ? AND seq = ?", (event.origin, event.seq + 1))
-            successor = Event.from_dict(json.loads(nxt[0]))
+            successor = Event.from_dict(loads(nxt[0]))
             if successor.prev != event.hash:
                 self._reject(conn, result, successor.origin, successor.seq, "broken hash chain (prev does not match)", successor.to_dict())
                 break
@@ -305,7 +310,7 @@ class EventLog:
         horizon = self.clock.wall_ms() + self._max_future_ms
         rows = conn.execute("SELECT origin, seq, body FROM quarantine ORDER BY origin, seq").fetchall()
         for origin, seq, body in rows:
-            event = Event.from_dict(json.loads(body))
+            event = Event.from_dict(loads(body))
             forced = accept == (origin, seq)
             if physical_ms(event.hlc) <= horizon or forced:
                 conn.execute("DELETE FROM quarantine WHERE origin = ? AND seq = ?", (origin, seq))
@@ -335,6 +340,14 @@ def events_since(conn: sqlite3.Connection, vv: Mapping[str, int], limit: int = 1
         if len(out) >= limit:
             break
     return out
+
+
+def events_about(conn: sqlite3.Connection, subject: str) -> list[Event]:
+    """Every stored event with this subject, in total order."""
+    rows = conn.execute(
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE subject = ? ORDER BY hlc, origin, seq", (subject,)
+    ).fetchall()
+    return [row_to_event(r) for r in rows]
 
 
 def all_events(conn: sqlite3.Connection) -> list[Event]:
@@ -372,6 +385,6 @@ def verify_chains(conn: sqlite3.Connection, keyring: Keyring | None = None) -> l
 
 
 __all__ = [
-    "MIGRATIONS", "EventLog", "IngestResult", "Keyring", "VersionVector", "all_events", "events_since",
+    "MIGRATIONS", "EventLog", "IngestResult", "Keyring", "VersionVector", "all_events", "events_about", "events_since",
     "row_to_event", "verify_chains", "version_vector",
 ]

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
-
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sync.envelope import Event, canonical_json
@@ -52,7 +50,7 @@ def test_gaps_are_held_until_filled_then_folded_in_chain_order(make_log):
 def test_bad_signature_is_rejected_with_a_logged_reason(make_log, caplog):
     a, b = make_log("a"), make_log("b")
     e = a.append("t", {"amount": 1})
-    forged = dataclasses.replace(e, payload={"amount": 1000})
+    forged = e.replace(payload={"amount": 1000})
     r = b.ingest([forged])
     assert r.accepted == [] and r.rejected == [("a", 1, "bad signature")]
     assert "bad signature" in caplog.text

@@ -1,0 +1,211 @@
+"""Core budgets of DESIGN §9: fold and re-fold rates, POST /tickets latency, node memory.
+
+    .venv/bin/python -m bench.bench_core [--events 100000] [--requests 2000]
+
+Writes bench/results/core.json with:
+- fold: whole re-fold of a 100,000-event log (events/s; target >= 100,000/s);
+- refold_day: re-fold of one 20,000-event day (ms and events/s);
+- ingest: a second device ingesting those 20,000 signed events (events/s, signatures checked);
+- post_tickets_sequential: p50/p99 over 2,000 sequential requests to a real node (target p99 <= 15 ms);
+- post_tickets_concurrent: 8 clients, tickets/s and p99 (target >= 1,000/s, p99 <= 20 ms);
+- rss_after_day_mb: node resident memory after serving a 20,000-event day (target <= 80 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from appliance.config import load_config
+from appliance.errors import DomainError
+from appliance.node import Node
+from appliance.sample import write_sample
+from bench.common import latency_summary, rss_mb, write
+from sync.log import all_events
+
+DAY_MS = 24 * 3600 * 1000
+START_MS = 1_795_000_000_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = START_MS
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+def simulate(node: Node, clock: Clock, events: int, rnd: random.Random, per_day: int = 20_000) -> None:
+    """A realistic mix (issue, call, start, complete, some no-shows and transfers) until `events`."""
+    branch = node.branch
+    services = ["general", "payments", "documents"]
+    counters = ["c1", "c2", "c3"]
+
+    def batch(conn) -> int:
+        made = 0
+        for c in counters:
+            branch.set_counter(conn, c, "open", None)
+        while made < 2000:
+            clock.ms += rnd.randint(500, 4000)
+            try:
+                branch.issue(conn, {"service": rnd.choice(services), "priority": int(rnd.random() < 0.1)})
+                c = rnd.choice(counters)
+                t = branch.call_next(conn, c)
+                if t is not None:
+                    if rnd.random() < 0.05:
+                        branch.act(conn, c, t["id"], "no-show", {})
+                    else:
+                        branch.act(conn, c, t["id"], "start", {})
+                        if rnd.random() < 0.03:
+                            branch.act(conn, c, t["id"], "transfer", {"to_service": rnd.choice(services)})
+                        else:
+                            branch.act(conn, c, t["id"], "complete", {})
+            except DomainError:
+                pass
+            made = conn.execute("SELECT count(*) FROM events").fetchone()[0] - start
+        return made
+
+    total = 0
+    day_events = 0
+    while total < events:
+        start = node.writer.call(lambda conn: conn.execute("SELECT count(*) FROM events").fetchone()[0])
+        total += node.writer.call(batch)
+        day_events += 2000
+        if day_events >= per_day:
+            clock.ms += DAY_MS - (clock.ms - START_MS) % DAY_MS + 6 * 3600 * 1000
+            day_events = 0
+
+
+def fold_figures(base: Path, n_events: int) -> dict:
+    paths = {p.stem: p for p in base.glob("*.toml")}
+    clock = Clock()
+    node = Node(load_config(paths["kiosk"]), clock=clock)
+    node.open()
+    simulate(node, clock, n_events, random.Random(1))
+    count = node.writer.call(lambda c: c.execute("SELECT count(*) FROM events").fetchone()[0])
+    t0 = time.perf_counter()
+    node.writer.call(node.projection.rebuild)
+    fold_s = time.perf_counter() - t0
+    node.close()
+
+    # One day of 20,000 events on a fresh device, then its re-fold and a peer's ingest.
+    day_base = base.parent / "day"
+    shutil.copytree(base, day_base)
+    shutil.rmtree(day_base / "data" / "kiosk" / "smartq.db", ignore_errors=True)
+    for suffix in ("", "-wal", "-shm"):
+        (day_base / "data" / "kiosk" / f"smartq.db{suffix}").unlink(missing_ok=True)
+    day_paths = {p.stem: p for p in day_base.glob("*.toml")}
+    clock = Clock()
+    day = Node(load_config(day_paths["kiosk"]), clock=clock)
+    day.open()
+    simulate(day, clock, 20_000, random.Random(2), per_day=10**9)
+    day_count = day.writer.call(lambda c: c.execute("SELECT count(*) FROM events").fetchone()[0])
+    t0 = time.perf_counter()
+    day.writer.call(day.projection.rebuild)
+    refold_s = time.perf_counter() - t0
+    events = day.writer.call(all_events)
+    day.close()
+
+    peer = Node(load_config(day_paths["display"]), clock=clock)
+    peer.open()
+    dicts = [e.to_dict() for e in events]
+    t0 = time.perf_counter()
+    for i in range(0, len(dicts), 1000):
+        peer.writer.call(lambda c, chunk=dicts[i:i + 1000]: peer.log.ingest(c, chunk))
+    ingest_s = time.perf_counter() - t0
+    peer.close()
+    return {
+        "fold": {"events": count, "seconds": round(fold_s, 3), "events_per_s": round(count / fold_s)},
+        "refold_day": {"events": day_count, "ms": round(refold_s * 1000, 1), "events_per_s": round(day_count / refold_s)},
+        "ingest": {"events": len(dicts), "seconds": round(ingest_s, 3), "events_per_s": round(len(dicts) / ingest_s),
+                   "note": "1,000-event batches, Ed25519 signature and chain checked per event, fold included"},
+        "day_db": str(day_base),
+    }
+
+
+async def post_latency(url: str, n: int, clients: int) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    services = ["general", "payments", "documents"]
+    async with aiohttp.ClientSession() as session:
+        async def worker(k: int) -> None:
+            for i in range(k, n, clients):
+                t0 = time.perf_counter()
+                async with session.post(f"{url}/api/v1/tickets", json={"service": services[i % 3]}) as r:
+                    await r.read()
+                    if r.status != 201:
+                        raise RuntimeError(f"POST /tickets -> {r.status}")
+                latencies.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(clients)))
+        return latencies, time.perf_counter() - t0
+
+
+def start_node(config: Path) -> tuple[object, str]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.appliance.procs import NodeProcess
+
+    proc = NodeProcess(config, log_path=config.parent / "node.log")
+    return proc, proc.url
+
+
+def api_figures(base: Path, requests: int) -> dict:
+    fresh = base.parent / "api"
+    shutil.copytree(base, fresh, ignore=shutil.ignore_patterns("smartq.db*"))
+    proc, url = start_node(fresh / "kiosk.toml")
+    try:
+        seq, _ = asyncio.run(post_latency(url, requests, 1))
+        conc, elapsed = asyncio.run(post_latency(url, requests, 8))
+    finally:
+        proc.stop()
+    return {
+        "post_tickets_sequential": latency_summary(seq),
+        "post_tickets_concurrent": {**latency_summary(conc), "clients": 8,
+                                    "tickets_per_s": round(len(conc) / elapsed)},
+    }
+
+
+def rss_figure(day_base: Path) -> dict:
+    proc, url = start_node(day_base / "kiosk.toml")
+    try:
+        async def touch() -> None:
+            async with aiohttp.ClientSession() as s:
+                for _ in range(20):
+                    async with s.get(f"{url}/api/v1/state") as r:
+                        await r.read()
+                    async with s.post(f"{url}/api/v1/tickets", json={"service": "general"}) as r:
+                        await r.read()
+        asyncio.run(touch())
+        return {"rss_after_day_mb": rss_mb(proc.proc.pid)}
+    finally:
+        proc.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=2000)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="smartq-bench-"))
+    try:
+        base = tmp / "branch"
+        write_sample(base)
+        figures = fold_figures(base, args.events)
+        day_base = Path(figures.pop("day_db"))
+        figures.update(api_figures(base, args.requests))
+        figures.update(rss_figure(day_base))
+        write("core", figures)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
