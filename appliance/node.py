@@ -9,7 +9,7 @@ import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -34,6 +34,22 @@ from appliance.staff import StaffSessions
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 DB_FILE = "smartq.db"
+EventsListener = Callable[[list[Event]], Any]
+
+
+class NodeService(Protocol):
+    """Something a node runs beside its store: LAN replication, hardware, the HQ uplink.
+
+    `name` is its key in GET /api/v1/state ("peers", "hardware", "hq"), `view()` its value
+    there. Optional hooks, looked up by name: `on_ticket_issued(ticket) -> dict` (what
+    happened to the printout) and `reprint(ticket) -> dict`.
+    """
+
+    name: str
+
+    async def start(self, node: Node) -> None: ...
+    async def stop(self) -> None: ...
+    def view(self) -> Any: ...
 
 
 class Readers:
@@ -154,6 +170,8 @@ class Node:
         self.staff = StaffSessions(config.staff, config.security, self.clock.wall_ms)
         self.metrics = Metrics()
         self.hub: Hub | None = None
+        self.services: list[NodeService] = []
+        self._event_listeners: list[EventsListener] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -169,19 +187,39 @@ class Node:
         if appended:
             logger.info("configuration changed: %d config events appended", appended)
 
-    async def start(self) -> None:
-        """Attach to the running loop: stream hub and periodic jobs."""
+    async def start(self, services: list[NodeService] | None = None) -> None:
+        """Attach to the running loop: stream hub, periodic jobs, then each service."""
         self._loop = asyncio.get_running_loop()
         self.hub = Hub(self._render)
         self.log.on_commit(self._on_commit)
         self._spawn(self.hub.run(), "stream hub")
         self._spawn(self._periodic(5.0, self._housekeeping), "housekeeping")
+        for service in services or []:
+            await service.start(self)
+            self.services.append(service)
+            logger.info("started %s service", service.name)
 
     async def stop(self) -> None:
+        for service in reversed(self.services):
+            try:
+                await service.stop()
+            except Exception:
+                logger.exception("stopping the %s service failed", service.name)
+        self.services.clear()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(self.close)
+
+    def on_events(self, listener: EventsListener) -> Callable[[], None]:
+        """Call `listener(events)` on the event loop after each commit (local or ingested
+        events, in commit order); it may return a coroutine, which runs as a task.
+        Returns the unsubscribe function."""
+        self._event_listeners.append(listener)
+        return lambda: self._event_listeners.remove(listener)
+
+    def service(self, name: str) -> NodeService | None:
+        return next((s for s in self.services if s.name == name), None)
 
     def close(self) -> None:
         self.writer.stop()
@@ -203,7 +241,19 @@ class Node:
         """Writer thread, right after COMMIT."""
         self.metrics.events_committed(events, self.config.device_id)
         if self._loop is not None and self.hub is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self.hub.publish, events)
+            self._loop.call_soon_threadsafe(self._dispatch, events)
+
+    def _dispatch(self, events: list[Event]) -> None:
+        """Event loop: fan a commit out to the stream and the services."""
+        assert self.hub is not None
+        self.hub.publish(events)
+        for listener in list(self._event_listeners):
+            try:
+                result = listener(events)
+                if asyncio.iscoroutine(result):
+                    self._spawn(result, f"events listener {listener!r}")
+            except Exception:
+                logger.exception("events listener failed")
 
     async def _render(self, events: list[Event]) -> list[tuple[Event, str]]:
         from appliance.stream import render_events
@@ -224,20 +274,35 @@ class Node:
         await self.write(self.log.release_quarantine)
 
     # -- what the other layers add (peers, HQ link, hardware) -----------------------------
+    def _view(self, name: str, default: Any) -> Any:
+        service = self.service(name)
+        return service.view() if service is not None else default
+
     def peers_view(self) -> list[dict[str, Any]]:
-        return []
+        return self._view("peers", [])
 
     def hq_view(self) -> dict[str, Any]:
-        return {"status": "not_configured"}
+        return self._view("hq", {"status": "not_configured"})
 
     def hardware_view(self) -> dict[str, Any]:
-        return {}
+        return self._view("hardware", {})
 
     async def after_issue(self, ticket: dict[str, Any]) -> dict[str, Any]:
-        """Hand a new ticket to the printer, never blocking the reply; says how that went."""
+        """Hand a new ticket to the printer, never blocking the reply; says how that went.
+
+        `print.status` is "queued" when a printer took the job, "no_printer" when this
+        device has none, "failed" (with `message`) when it could not be queued."""
+        for service in self.services:
+            hook = getattr(service, "on_ticket_issued", None)
+            if hook is not None:
+                return {**ticket, "print": await hook(ticket)}
         return {**ticket, "print": {"status": "no_printer"}}
 
     async def reprint(self, ticket: dict[str, Any]) -> dict[str, Any]:
+        for service in self.services:
+            hook = getattr(service, "reprint", None)
+            if hook is not None:
+                return {"ticket": ticket["id"], "print": await hook(ticket)}
         return {"ticket": ticket["id"], "print": {"status": "no_printer"}}
 
     # -- tools -----------------------------------------------------------------------------

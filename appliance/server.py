@@ -12,6 +12,7 @@ from aiohttp import web
 from appliance.api import create_app
 from appliance.config import Config
 from appliance.node import Node
+from appliance.services import build_services
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ async def serve(config: Config, *, on_ready: Callable[[str], None] | None = None
                 stop: asyncio.Event | None = None) -> None:
     node = Node(config)
     await asyncio.to_thread(node.open)
-    await node.start()
+    await node.start(build_services(config))
     app = create_app(node)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
