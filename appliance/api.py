@@ -52,6 +52,9 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     return response
 
 
+LONG_FIELDS = {"booking_code": 4096}  # a booking QR token is a few hundred characters
+
+
 async def read_body(request: web.Request, spec: dict[str, tuple[type | tuple[type, ...], bool]]) -> dict[str, Any]:
     """A JSON object with only the fields of `spec` ({name: (types, required)}); 400 otherwise."""
     if not request.can_read_body:
@@ -78,8 +81,9 @@ async def read_body(request: web.Request, spec: dict[str, tuple[type | tuple[typ
             raise BadRequest(f"{name} has the wrong type (bool)")
         if not isinstance(value, types):
             raise BadRequest(f"{name} has the wrong type ({type(value).__name__})")
-        if isinstance(value, str) and (not value.strip() or len(value) > 200):
-            raise BadRequest(f"{name} must be 1 to 200 characters")
+        limit = LONG_FIELDS.get(name, 200)
+        if isinstance(value, str) and (not value.strip() or len(value) > limit):
+            raise BadRequest(f"{name} must be 1 to {limit} characters")
     return body
 
 

@@ -13,7 +13,11 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from sync.envelope import loads
 from sync.log import EventLog
+from sync.tokens import TokenError, verify_token
 
 from appliance import events as ev
 from appliance import fold
@@ -45,6 +49,7 @@ class Branch:
         self.device_id = config.device_id
         self.config_generation = 0
         self._cache: tuple[int, Model] | None = None
+        self.hq_key: Ed25519PublicKey | None = None  # verifies HQ booking tokens offline
 
     # -- transaction listener: readers reload the model after a config change commits ------
     def job_started(self) -> None: ...
@@ -96,13 +101,15 @@ class Branch:
         payload: dict[str, Any] = {}
         booking_code = body.get("booking_code")
         if booking_code is not None:
+            booking_code = self._booking_from_token(conn, m, booking_code, now)
             row = conn.execute("SELECT body, status FROM bookings WHERE code = ?", (booking_code,)).fetchone()
             if row is None:
-                raise NotFound(f"unknown booking code {booking_code!r}", code="unknown_booking")
-            booking = json.loads(row[0])
+                raise NotFound(f"unknown booking code {booking_code!r}; scan the QR code of the confirmation",
+                               code="unknown_booking")
+            booking = loads(row[0])
             if row[1] != "booked":
                 raise Conflict(f"booking {booking_code} was cancelled", code="booking_cancelled")
-            slot_ms = int(booking["start_ms"])
+            slot_ms = int(booking["start"]) * 1000
             if q.business_day(slot_ms, m.tz) != day:
                 raise Conflict(f"booking {booking_code} is for {q.business_day(slot_ms, m.tz)}", code="booking_other_day")
             existing = conn.execute(f"SELECT {TICKET_COLUMNS} FROM tickets WHERE booking = ?", (booking_code,)).fetchone()
@@ -144,6 +151,26 @@ class Branch:
                        priority=priority, language=language)
         self.log.append(conn, ev.TICKET_ISSUED, payload)
         return self.ticket(conn, ticket_id, model=m)
+
+    def _booking_from_token(self, conn: sqlite3.Connection, m: Model, code: str, now_ms: int) -> str:
+        """A typed code is returned as it is; an HQ-signed QR token is verified offline and,
+        when the booking never reached this branch, recorded from its claims."""
+        if not code.startswith("st1."):
+            return code.strip().upper()
+        if self.hq_key is None:
+            raise Conflict("this branch has no HQ key configured to check booking QR codes", code="no_hq_key")
+        try:
+            claims = verify_token(self.hq_key, code, now=now_ms / 1000)
+        except TokenError as err:
+            raise BadRequest(f"booking QR code not valid: {err}", code="bad_booking_token") from err
+        if claims.get("typ") != "booking" or claims.get("branch") != m.branch_id:
+            raise Conflict("this booking is for another branch", code="booking_other_branch")
+        booking_code = str(claims["code"])
+        if conn.execute("SELECT 1 FROM bookings WHERE code = ?", (booking_code,)).fetchone() is None:
+            self.log.append(conn, ev.BOOKING_CREATED, {
+                "code": booking_code, "service": claims["service"], "start": int(claims["start"]),
+                "end": int(claims["end"]), "status": "booked", "source": "token"})
+        return booking_code
 
     def call_next(self, conn: sqlite3.Connection, counter: str) -> dict[str, Any] | None:
         m = self.model(conn, writer=True)

@@ -22,6 +22,7 @@ CONFIG_COUNTER = "config.counter"
 CONFIG_ROSTER = "config.roster"
 
 BOOKING_CREATED = "booking.created"
+BOOKING_RESCHEDULED = "booking.rescheduled"
 BOOKING_CANCELLED = "booking.cancelled"
 
 TICKET_TYPES = frozenset({
@@ -30,7 +31,7 @@ TICKET_TYPES = frozenset({
 })
 COUNTER_TYPES = {COUNTER_OPENED: "open", COUNTER_PAUSED: "paused", COUNTER_CLOSED: "closed"}
 CONFIG_TYPES = frozenset({CONFIG_BRANCH, CONFIG_SERVICE, CONFIG_COUNTER, CONFIG_ROSTER})
-BOOKING_TYPES = frozenset({BOOKING_CREATED, BOOKING_CANCELLED})
+BOOKING_TYPES = frozenset({BOOKING_CREATED, BOOKING_RESCHEDULED, BOOKING_CANCELLED})
 
 # The schema version this code folds; newer events are stored and forwarded, not folded.
 SCHEMA = 1

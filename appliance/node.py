@@ -158,11 +158,21 @@ class Node:
             except ValueError as err:
                 raise ConfigError(f"roster entry {r.id}: {err}") from err
         self._keys.setdefault(config.device_id, self.key.public_key())
+        hq_key = config.raw.get("hq", {}).get("public_key") if isinstance(config.raw.get("hq"), dict) else None
+        self.hq_key: Ed25519PublicKey | None = None
+        if hq_key:
+            try:
+                self.hq_key = parse_public_key(hq_key)
+            except ValueError as err:
+                raise ConfigError(f"hq.public_key: {err}") from err
+            # HQ signs the events it sends this branch as origin "hq:<branch>".
+            self._keys[f"hq:{config.branch_id}"] = self.hq_key
         self.log = EventLog(
             device_id=config.device_id, branch=config.branch_id, private_key=self.key, clock=self.clock,
             keyring=self._keys.get, apply=self.projection.apply, subject=subject_of,
         )
         self.branch = Branch(config, self.log, self.projection)
+        self.branch.hq_key = self.hq_key
         self.writer = Writer(self.db_path)
         self.writer.add_listener(self.log)
         self.writer.add_listener(self.branch)

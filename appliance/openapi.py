@@ -91,7 +91,8 @@ SCHEMAS: dict[str, Any] = {
         "priority": {"type": "integer", "minimum": 0},
         "language": {"type": "string", "minLength": 1, "maxLength": 200},
         "phone": {"type": "string", "minLength": 1, "maxLength": 200},
-        "booking_code": {"type": "string", "minLength": 1, "maxLength": 200}},
+        "booking_code": {"type": "string", "minLength": 1, "maxLength": 4096,
+                         "description": "the typed booking code, or the HQ-signed token of its QR code"}},
         "description": "service, or booking_code to check in a booking"},
     "TransferRequest": {"type": "object", "additionalProperties": False, "properties": {
         "to_service": {"type": "string"}, "to_counter": {"type": "string"}},

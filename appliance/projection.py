@@ -157,7 +157,7 @@ class Projection:
         code = event.payload["code"]
         if not isinstance(code, str):
             raise TypeError("booking code must be a string")
-        status = "booked" if event.type == ev.BOOKING_CREATED else "cancelled"
+        status = "cancelled" if event.type == ev.BOOKING_CANCELLED else "booked"
         conn.execute(
             "INSERT INTO bookings (code, body, status, hlc, origin, seq) VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (code) DO UPDATE SET body = excluded.body, status = excluded.status,"

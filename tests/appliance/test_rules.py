@@ -133,7 +133,8 @@ def test_booking_check_in_uses_the_slot_start_and_refuses_twice(kiosk, branch):
     clock = branch["clock"]
     slot = clock.ms + 15 * 60_000
     kiosk.do(lambda c: kiosk.node.log.append(c, "booking.created", {
-        "code": "K7Q2M9", "service": "documents", "start_ms": slot, "end_ms": slot + 900_000}))
+        "code": "K7Q2M9", "service": "documents", "start": slot // 1000, "end": slot // 1000 + 900,
+        "status": "booked", "language": "en"}))
     walk_in = issue(kiosk, "documents")
     booked = kiosk.do(lambda c: kiosk.node.branch.issue(c, {"booking_code": "K7Q2M9"}))
     assert booked["booking_code"] == "K7Q2M9" and booked["service"] == "documents"
@@ -142,3 +143,38 @@ def test_booking_check_in_uses_the_slot_start_and_refuses_twice(kiosk, branch):
         kiosk.do(lambda c: kiosk.node.branch.issue(c, {"booking_code": "K7Q2M9"}))
     assert err.value.code == "already_checked_in"
     assert walk_in["position"] == 1
+
+
+def test_a_booking_that_never_reached_the_branch_checks_in_from_its_signed_qr(sample_template, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from appliance.config import load_config
+    from sync.keys import public_key_text
+    from sync.tokens import sign_token
+
+    from .conftest import Device, ManualClock, copy_branch
+
+    hq = Ed25519PrivateKey.generate()
+    paths = copy_branch(sample_template, tmp_path / "b")
+    with paths["kiosk"].open("a") as fh:
+        fh.write(f'\n[hq]\npublic_key = "{public_key_text(hq.public_key())}"\n')
+    clock = ManualClock()
+    kiosk = Device(load_config(paths["kiosk"]), clock)
+    try:
+        start = clock.ms // 1000 + 600
+        claims = {"typ": "booking", "code": "ABCD-2345", "branch": "kigali-main", "service": "payments",
+                  "start": start, "end": start + 900, "exp": start + 3600}
+        token = sign_token(hq, claims)
+        with pytest.raises(Exception) as err:  # a typed code the branch never heard of
+            kiosk.do(lambda c: kiosk.node.branch.issue(c, {"booking_code": "ABCD-2345"}))
+        assert "scan the QR" in str(err.value)
+        ticket = kiosk.do(lambda c: kiosk.node.branch.issue(c, {"booking_code": token}))
+        assert (ticket["booking_code"], ticket["service"], ticket["label"]) == ("ABCD-2345", "payments", "B001")
+        forged = sign_token(Ed25519PrivateKey.generate(), {**claims, "code": "EVIL-0000"})
+        with pytest.raises(Exception, match="not valid"):
+            kiosk.do(lambda c: kiosk.node.branch.issue(c, {"booking_code": forged}))
+        other = sign_token(hq, {**claims, "code": "WXYZ-0000", "branch": "elsewhere"})
+        with pytest.raises(Conflict, match="another branch"):
+            kiosk.do(lambda c: kiosk.node.branch.issue(c, {"booking_code": other}))
+    finally:
+        kiosk.close()
