@@ -16,6 +16,32 @@ DEVICES = [
     ("counter-1", "counter", 8403, "600-799", ["c1"]),
     ("counter-2", "counter", 8404, "800-999", ["c2", "c3"]),
 ]
+# [hardware] per role: fakes by default, so the demo and the tests run without devices
+# (docs/hardware.md, "Wiring in the node", shows the real backends).
+HARDWARE = {
+    "kiosk": """
+[hardware.printer]
+backend = "dummy"            # a real printer: backend = "network", host = "192.168.1.50"
+# backend = "network"
+# host = "127.0.0.1"
+# port = 9100
+status_url = "https://q.example.org/t/{id}"
+footer = "Thank you for waiting"
+""",
+    "display": """
+[hardware.announcer]
+engine = "none"              # "espeak-ng" to speak; languages default to the branch's
+sink = "silent"              # "player" for the speakers
+chime = false
+""",
+    "counter": """
+[hardware.keypad]
+backend = "fake"             # a serial keypad: backend = "serial", url = "/dev/ttyUSB0"
+
+[hardware.led]
+backend = "fake"             # a serial LED sign: backend = "serial", url = "/dev/ttyUSB1"
+""",
+}
 STAFF = [("amina", "Amina Uwase", "1234"), ("jean", "Jean Habimana", "2345"), ("lucia", "Lucía Gómez", "3456")]
 
 SERVICES = """
@@ -95,7 +121,7 @@ default_service_s = 300
 
 [security]
 require_staff_login = true
-{SERVICES}{roster}{staff}"""
+{HARDWARE[role]}{SERVICES}{roster}{staff}"""
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
