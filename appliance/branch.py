@@ -439,6 +439,20 @@ class Branch:
             })
         return out
 
+    def service_summary(self, conn: sqlite3.Connection, service: str) -> dict[str, Any] | None:
+        """One service's line as GET /state shows it (the stream sends it with ticket events)."""
+        m = self.model(conn)
+        s = m.services.get(service)
+        if s is None:
+            return None
+        day = self.today(m)
+        waiting = conn.execute("SELECT count(*) FROM tickets WHERE status = 'waiting' AND day = ? AND service = ?",
+                               (day, service)).fetchone()[0]
+        opened = self._open_counters(conn, m).get(service, 0)
+        mean = self._mean_service_s(conn, m, day, service)
+        return {"id": s.id, "letter": s.letter, "names": s.names, "waiting": waiting,
+                "estimated_wait_s": q.estimate_wait_s(waiting, opened, mean), "open_counters": opened}
+
     def state(self, conn: sqlite3.Connection) -> dict[str, Any]:
         m = self.model(conn)
         now = self.now_ms()
@@ -469,7 +483,8 @@ class Branch:
                            "counter_name": self._counter_name(m, r["counter"]), "called_at": iso(r["called_ms"], m.tz),
                            "recalls": r["recalls"]})
         return {
-            "branch": {"id": m.branch_id, "name": m.name, "timezone": m.timezone, "languages": list(m.languages)},
+            "branch": {"id": m.branch_id, "name": m.name, "timezone": m.timezone, "languages": list(m.languages),
+                       "notices": list(m.notices)},
             "device": {"id": self.device_id, "role": self.config.role},
             "now": iso(now, m.tz),
             "day": day,

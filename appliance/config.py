@@ -23,6 +23,7 @@ SETTINGS: list[tuple[str, Any, str]] = [
     ("branch.name", None, "Branch name shown on tickets and screens."),
     ("branch.timezone", "UTC", "IANA time zone; the ticket day and opening hours follow it."),
     ("branch.languages", ["en"], "Languages offered to citizens, first is the default."),
+    ("branch.notices", [], "Lines the waiting-room display scrolls in its ticker."),
     ("device.id", None, "This device's id; must be on the roster."),
     ("device.role", None, "kiosk, display or counter: chooses hardware and UI."),
     ("device.data_dir", "data", "Where the SQLite store and the device key live (relative to the config file)."),
@@ -122,6 +123,7 @@ class Config:
     branch_name: str
     timezone: str
     languages: tuple[str, ...]
+    notices: tuple[str, ...]
     device_id: str
     role: str
     data_dir: Path
@@ -197,6 +199,9 @@ def load_config(path: Path | str, *, role: str | None = None, listen: str | None
 def parse_config(raw: dict[str, Any], *, path: Path, role: str | None = None, listen: str | None = None) -> Config:
     branch = _require(raw, "branch", dict, "config")
     device = _require(raw, "device", dict, "config")
+    notices = tuple(_optional(branch, "notices", list, [], "branch"))
+    if not all(isinstance(x, str) for x in notices):
+        raise ConfigError("branch.notices: expected a list of strings")
     branch_id = _ident(_require(branch, "id", str, "branch"), "branch.id")
     timezone = _optional(branch, "timezone", str, "UTC", "branch")
     try:
@@ -301,7 +306,7 @@ def parse_config(raw: dict[str, Any], *, path: Path, role: str | None = None, li
 
     return Config(
         path=path, branch_id=branch_id, branch_name=_optional(branch, "name", str, branch_id, "branch"),
-        timezone=timezone, languages=languages, device_id=device_id, role=config_role, data_dir=data_dir,
+        timezone=timezone, languages=languages, notices=notices, device_id=device_id, role=config_role, data_dir=data_dir,
         listen_host=host, listen_port=port, device_counters=device_counters, queue=queue, security=security,
         max_body_bytes=max_body, services=tuple(services), counters=tuple(counters), roster=tuple(roster),
         staff=tuple(staff), raw=raw,

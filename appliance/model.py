@@ -19,6 +19,7 @@ class Model:
     timezone: str
     languages: tuple[str, ...]
     rules: QueueRules
+    notices: tuple[str, ...] = ()
     services: dict[str, ServiceConfig] = field(default_factory=dict)
     counters: dict[str, CounterConfig] = field(default_factory=dict)
     roster: dict[str, RosterEntry] = field(default_factory=dict)
@@ -45,7 +46,8 @@ def config_events(config: Config) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = [(
         "config.branch",
         {"id": config.branch_id, "name": config.branch_name, "timezone": config.timezone,
-         "languages": list(config.languages), "queue": dict(config.queue.__dict__)},
+         "languages": list(config.languages), "queue": dict(config.queue.__dict__),
+         "notices": list(config.notices)},
     )]
     for i, s in enumerate(config.services):
         out.append(("config.service", {"id": s.id, "letter": s.letter, "names": dict(s.names),
@@ -92,6 +94,7 @@ def load_model(conn: sqlite3.Connection, fallback: Config) -> Model:
         timezone=branch.get("timezone", fallback.timezone),
         languages=tuple(branch.get("languages", fallback.languages)),
         rules=rules,
+        notices=tuple(branch.get("notices", fallback.notices)),
         services=services or {s.id: s for s in fallback.services},
         counters=counters or {c.id: c for c in fallback.counters},
         roster=roster,

@@ -104,6 +104,7 @@ id = "{branch_id}"
 name = "{branch_name}"
 timezone = "{timezone}"
 languages = ["en", "fr", "rw", "sw", "es"]
+notices = ["Please keep your ticket until you are served.", "Payments close at 15:00 today."]
 
 [device]
 id = "{device_id}"
