@@ -196,7 +196,9 @@ class HardwareService:
             # Known faulty: refuse now so the kiosk shows the number on screen, instead of a
             # ticket coming out later for nobody. The recheck task notices the printer's return.
             self.spooler.check_now()
-            return {"status": "failed", "message": f"printer {status['state'].replace('_', ' ')}: {status['message']}"}
+            message = f"printer {status['state'].replace('_', ' ')}: {status['message']}"
+            self._remember_failure(None, ticket, False, message)
+            return {"status": "failed", "message": message}
         return await self._submit(ticket, copy=False)
 
     async def reprint(self, ticket: dict[str, Any]) -> dict[str, Any]:
