@@ -141,3 +141,70 @@ def test_verify_chains_finds_tampering(make_log, keys):
     a.conn.execute("UPDATE events SET payload = '{\"i\":99}' WHERE seq = 2")
     problems = verify_chains(a.conn, lambda o: keys[o].public_key())
     assert any("a/2" in p for p in problems)
+
+
+# -- one signature check per chain run (ingest speed) ---------------------------------------
+
+def _count_verifies(monkeypatch):
+    import sync.envelope as envelope
+
+    calls = []
+    real = envelope.verify
+
+    def counting(key, sig, message):
+        calls.append(message)
+        return real(key, sig, message)
+
+    monkeypatch.setattr(envelope, "verify", counting)
+    return calls
+
+
+def test_a_contiguous_run_is_authenticated_by_its_last_signature(make_log, monkeypatch):
+    a, b = make_log("a"), make_log("b")
+    events = [a.append("t", {"n": i}) for i in range(50)]
+    calls = _count_verifies(monkeypatch)
+    r = b.ingest(events)
+    assert len(r.accepted) == 50 and r.rejected == []
+    assert len(calls) == 1  # the last event's signature covers the other 49 through the chain
+    assert verify_chains(b.conn) == []
+
+
+def test_a_forged_middle_event_is_rejected_and_its_genuine_predecessors_kept(make_log, keys):
+    a, b = make_log("a"), make_log("b")
+    events = [a.append("t", {"n": i}) for i in range(6)]
+    forged = events[3].replace(payload={"n": 999})  # content changed, old signature kept
+    r = b.ingest(events[:3] + [forged] + events[4:])
+    assert [e.seq for e in r.accepted] == [1, 2, 3]
+    assert ("a", 4, "bad signature") in r.rejected
+    assert r.held == 2  # 5 and 6 wait for the genuine 4
+    assert all(e.payload["n"] != 999 for e in b.applied)
+    r2 = b.ingest([events[3]])
+    assert [e.seq for e in r2.accepted] == [4, 5, 6]
+
+
+def test_a_forged_middle_event_with_a_relinked_chain_is_rejected(make_log, keys):
+    """A forger who also rewrites every later `prev` to keep the chain cannot re-sign the end."""
+    a, b = make_log("a"), make_log("b")
+    events = [a.append("t", {"n": i}) for i in range(5)]
+    forged = [*events[:2], events[2].replace(payload={"n": 999})]
+    for e in events[3:]:
+        forged.append(e.replace(prev=forged[-1].hash))
+    r = b.ingest(forged)
+    assert [e.seq for e in r.accepted] == [1, 2]
+    assert {(o, s, why) for o, s, why in r.rejected} == {("a", 3, "bad signature"), ("a", 4, "bad signature"),
+                                                         ("a", 5, "bad signature")}
+    assert version_vector(b.conn) == {"a": 2}
+
+
+def test_a_run_signed_by_another_key_is_rejected(make_log, keys):
+    a, b = make_log("a"), make_log("b")
+    rogue = Ed25519PrivateKey.generate()
+    events = [a.append("t", {"n": i}) for i in range(3)]
+    chain, prev = [], ""
+    for e in events:
+        x = e.replace(prev=prev, sig="").signed(rogue)
+        chain.append(x)
+        prev = x.hash
+    r = b.ingest(chain)
+    assert r.accepted == [] and len(r.rejected) == 3
+    assert b.applied == []
