@@ -16,7 +16,7 @@ from hq import booking, live, tenants
 from hq.booking import BookingContext
 from hq.errors import ApiError, bad_request, not_found
 from hq.ics import booking_ics
-from hq.signing import public_key_hex
+from hq.signing import public_key_b64, public_key_hex
 from hq.web import BOOKING_LIMITER, hq_of, jresp, rate_limited, read_json
 from sync.tokens import TokenError, verify_token
 
@@ -161,7 +161,8 @@ async def ticket_status(request: web.Request) -> web.Response:
 
 
 async def hq_key(request: web.Request) -> web.Response:
-    return jresp({"alg": "Ed25519", "public_key": public_key_hex(hq_of(request).key.public_key()),
+    key = hq_of(request).key.public_key()
+    return jresp({"alg": "Ed25519", "public_key": public_key_hex(key), "public_key_b64": public_key_b64(key),
                   "token_format": "st1.<base64url(claims)>.<base64url(sig)>"})
 
 

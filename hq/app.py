@@ -14,6 +14,7 @@ from aiohttp import web
 from hq.auth import hash_password
 from hq.core import HQ, Clock, WallClock
 from hq.db import Database
+from hq.link import add_link_routes
 from hq.gateways import Gateway, HttpSmsGateway, LogGateway, SmtpGateway
 from hq.migrations import apply_migrations
 from hq.notify import Dispatcher
@@ -60,6 +61,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, rng: random.Ra
     app[LOGIN_LIMITER] = RateLimiter(settings.login_rate_per_minute, 5, wall)
     app[DISPATCHER_KEY] = Dispatcher(hq, dict(gateways or {}))
     add_routes(app)
+    add_link_routes(app, hq)
     app.cleanup_ctx.append(_background(gateways is None))
     return app
 

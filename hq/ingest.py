@@ -8,7 +8,6 @@ in ``events`` keyed (origin, seq) with INSERT OR IGNORE, so a replayed batch cha
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from dataclasses import dataclass, field
@@ -20,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hq import live, notifications
 from hq.core import HQ
-from hq.signing import ENVELOPE_FIELDS, KeyError_, event_hash, parse_public_key, verify_envelope
+from hq.signing import KeyError_, parse_public_key, to_event
+from sync.envelope import MalformedEvent, canonical_json
 
 logger = logging.getLogger(__name__)
 
@@ -38,26 +38,26 @@ class IngestResult:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
 
 
-def _shape_ok(e: Any) -> bool:
-    if not isinstance(e, dict) or not all(f in e for f in (*ENVELOPE_FIELDS, "sig")):
-        return False
-    return (isinstance(e["origin"], str) and isinstance(e["seq"], int) and e["seq"] >= 1 and isinstance(e["hlc"], int)
-            and e["hlc"] >= 0 and isinstance(e["type"], str) and isinstance(e["payload"], dict)
-            and isinstance(e["branch"], str) and isinstance(e["sig"], str) and isinstance(e["prev"], str)
-            and isinstance(e["schema"], int))
+def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, turn_near_places: int,
+                branch: str | None = None) -> IngestResult:
+    """The whole ingest inside one write transaction (called on the writer thread).
 
-
-def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, turn_near_places: int) -> IngestResult:
-    """The whole ingest inside one write transaction (called on the writer thread)."""
+    With ``branch`` (the branch link), events of any other branch are refused.
+    """
     result = IngestResult()
     keys: dict[str, tuple[str, Ed25519PublicKey] | None] = {}
-    touched: set[str] = set()
+    touched: dict[str, set[str]] = {}
     for e in envelopes:
         ref = {"origin": e.get("origin") if isinstance(e, dict) else None, "seq": e.get("seq") if isinstance(e, dict) else None}
-        if not _shape_ok(e):
+        try:
+            event = to_event(e)
+        except MalformedEvent:
             result.rejected.append(ref | {"reason": "malformed"})
             continue
-        origin = e["origin"]
+        origin = event.origin
+        if branch is not None and event.branch != branch:
+            result.rejected.append(ref | {"reason": "wrong_branch"})
+            continue
         if origin not in keys:
             row = conn.execute("SELECT branch_id, public_key FROM devices WHERE id = ?", (origin,)).fetchone()
             try:
@@ -68,29 +68,49 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
         if known is None:
             result.rejected.append(ref | {"reason": "unknown_device"})
             continue
-        if known[0] != e["branch"]:
+        if known[0] != event.branch:
             result.rejected.append(ref | {"reason": "wrong_branch"})
             continue
-        if not verify_envelope(known[1], e):
+        if not event.signature_valid(known[1]):
             result.rejected.append(ref | {"reason": "bad_signature"})
             continue
-        digest = event_hash(e)
-        existing = conn.execute("SELECT envelope FROM events WHERE origin = ? AND seq = ?", (origin, e["seq"])).fetchone()
+        digest = event.hash
+        existing = conn.execute("SELECT hash FROM events WHERE origin = ? AND seq = ?", (origin, event.seq)).fetchone()
         if existing is not None:
-            if event_hash(json.loads(existing[0])) == digest:
+            if existing[0] == digest:
                 result.duplicates += 1
             else:
                 result.rejected.append(ref | {"reason": "conflicting_duplicate"})
             continue
-        envelope = {f: e[f] for f in ENVELOPE_FIELDS} | {"sig": e["sig"]}
-        conn.execute("INSERT INTO events (origin, seq, hlc, type, branch, envelope, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     (origin, e["seq"], e["hlc"], e["type"], e["branch"], json.dumps(envelope, ensure_ascii=False), now))
+        envelope = event.to_dict()
+        conn.execute("INSERT INTO events (origin, seq, hlc, type, branch, envelope, received_at, hash)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     (origin, event.seq, event.hlc, event.type, event.branch,
+                      canonical_json(envelope).decode("utf-8"), now, digest))
         _project(conn, envelope)
         result.accepted += 1
-        touched.add(e["branch"])
-    for branch_id in touched:
+        touched.setdefault(event.branch, set()).add(origin)
+    for branch_id, origins in touched.items():
+        for origin in origins:
+            advance_head(conn, branch_id, origin)
         _turn_near(conn, branch_id, now, turn_near_places)
     return result
+
+
+def advance_head(conn: sqlite3.Connection, branch_id: str, origin: str) -> int:
+    """Move the origin's contiguous head over every stored successor; returns the head."""
+    row = conn.execute("SELECT seq FROM sync_heads WHERE origin = ?", (origin,)).fetchone()
+    head = row[0] if row else 0
+    # The first missing seq above the head, found with one indexed query.
+    nxt = conn.execute(
+        "SELECT min(e.seq) FROM events e WHERE e.origin = ? AND e.seq >= ?"
+        " AND NOT EXISTS (SELECT 1 FROM events n WHERE n.origin = e.origin AND n.seq = e.seq + 1)",
+        (origin, head + 1)).fetchone()[0]
+    if nxt is None or not conn.execute("SELECT 1 FROM events WHERE origin = ? AND seq = ?", (origin, head + 1)).fetchone():
+        return head
+    conn.execute("INSERT INTO sync_heads (origin, branch, seq) VALUES (?, ?, ?)"
+                 " ON CONFLICT(origin) DO UPDATE SET seq = excluded.seq", (origin, branch_id, nxt))
+    return nxt
 
 
 def _project(conn: sqlite3.Connection, e: dict[str, Any]) -> None:
@@ -143,12 +163,13 @@ def _turn_near(conn: sqlite3.Connection, branch_id: str, now: int, places: int) 
             notifications.enqueue_turn_near(conn, branch, t["id"], t["label"] or t["id"], phone, t["position"] - 1, now)
 
 
-async def ingest_branch_events(hq: HQ, envelopes: list[dict[str, Any]]) -> IngestResult:
-    """Verify and store branch events exactly once; idempotent. The branch link calls this."""
+async def ingest_branch_events(hq: HQ, envelopes: list[dict[str, Any]], *, branch: str | None = None) -> IngestResult:
+    """Verify and store branch events exactly once; idempotent. The branch link calls this
+    with the branch its caller signed for."""
     if not isinstance(envelopes, list):
         raise TypeError("envelopes must be a list of envelope dicts")
     now, places = hq.now(), hq.settings.turn_near_places
-    result = await hq.db.write(lambda c: ingest_sync(c, envelopes, now=now, turn_near_places=places))
+    result = await hq.db.write(lambda c: ingest_sync(c, envelopes, now=now, turn_near_places=places, branch=branch))
     if result.accepted:
         hq.wake_notifier()
     if result.rejected:

@@ -108,6 +108,37 @@ def _m4(conn: sqlite3.Connection) -> None:
     """)
 
 
+@migration(5, "branch_link")
+def _m5(conn: sqlite3.Connection) -> None:
+    """What the branch link needs: event hashes (day digests), contiguous heads per origin
+    (the version vector HQ answers in hello), and the config the branch folds (queue rules,
+    service rules and order, counter order, device ticket-number ranges)."""
+    conn.executescript("""
+    ALTER TABLE events ADD COLUMN hash TEXT NOT NULL DEFAULT '';
+    CREATE TABLE sync_heads (
+        origin TEXT PRIMARY KEY, branch TEXT NOT NULL, seq INTEGER NOT NULL);
+    CREATE INDEX sync_heads_branch ON sync_heads(branch);
+    ALTER TABLE branches ADD COLUMN queue TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE services ADD COLUMN rules TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE services ADD COLUMN position INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE counters ADD COLUMN position INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE devices ADD COLUMN numbers TEXT;
+    """)
+    import json
+
+    from hq.signing import event_hash
+    rows = conn.execute("SELECT origin, seq, envelope FROM events").fetchall()
+    for origin, seq, envelope in rows:
+        conn.execute("UPDATE events SET hash = ? WHERE origin = ? AND seq = ?", (event_hash(json.loads(envelope)), origin, seq))
+    heads: dict[str, tuple[str, int]] = {}
+    for origin, branch, seq in conn.execute("SELECT origin, branch, seq FROM events ORDER BY origin, seq").fetchall():
+        have = heads.get(origin, (branch, 0))[1]
+        if seq == have + 1:
+            heads[origin] = (branch, seq)
+    for origin, (branch, seq) in heads.items():
+        conn.execute("INSERT INTO sync_heads (origin, branch, seq) VALUES (?, ?, ?)", (origin, branch, seq))
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"

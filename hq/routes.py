@@ -18,6 +18,13 @@ ERROR = {"type": "object", "properties": {"error": {"type": "object", "propertie
 OBJ = {"type": "object"}
 CREDENTIALS = {"type": "object", "required": ["email", "password"], "properties": {
     "email": {"type": "string", "maxLength": 254}, "password": {"type": "string", "maxLength": 1024}}}
+INT_RULE = {"type": "integer", "minimum": 0, "maximum": 10000000}
+QUEUE = {"type": "object", "description": "branch queue rules (docs/hq.md)", "additionalProperties": False, "properties": {
+    k: INT_RULE for k in ("max_priority", "promote_after_s", "max_recalls", "call_timeout_s", "default_service_s",
+                          "estimate_window")}}
+RULES = {"type": "object", "description": "per-service overrides of the queue rules", "additionalProperties": False,
+         "properties": {k: INT_RULE for k in ("promote_after_s", "max_recalls", "default_service_s", "call_timeout_s")}}
+ORDER = {"type": "integer", "minimum": 0, "maximum": 10000}
 SPAN = {"type": "object", "required": ["opens", "closes"], "properties": {
     "opens": {"type": "string", "example": "08:30"}, "closes": {"type": "string", "example": "17:00"}}}
 CONTACT = {"type": "object", "required": ["contact"], "properties": {
@@ -67,23 +74,24 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{V}/orgs/{{org}}/branches", A.create_branch, "Create a branch", "tenants", auth=True, ok=201, body={
         "type": "object", "required": ["id", "name", "timezone"], "properties": {
             "id": ID, "name": {"type": "string"}, "timezone": {"type": "string", "example": "Europe/Zurich"},
-            "languages": {"type": "array", "items": {"type": "string"}}}}),
+            "languages": {"type": "array", "items": {"type": "string"}}, "queue": QUEUE}}),
     Route("GET", f"{V}/branches/{{branch}}", A.get_branch, "A branch with services, counters and hours", "tenants", auth=True),
     Route("PATCH", f"{V}/branches/{{branch}}", A.update_branch, "Change a branch (emits config.branch)", "tenants",
           auth=True, body={"type": "object", "properties": {"name": {"type": "string"}, "timezone": {"type": "string"},
-                                                            "languages": {"type": "array", "items": {"type": "string"}}}}),
+                                                            "languages": {"type": "array", "items": {"type": "string"}},
+                                                            "queue": QUEUE}}),
     Route("GET", f"{V}/branches/{{branch}}/services", A.list_services, "Services of a branch", "config", auth=True),
     Route("PUT", f"{V}/branches/{{branch}}/services/{{service}}", A.put_service,
           "Create or change a service and its slot rule (emits config.service)", "config", auth=True, body={
               "type": "object", "required": ["letter", "names"], "properties": {
                   "letter": {"type": "string", "pattern": "^[A-Z]$"}, "names": NAMES, "bookable": {"type": "boolean"},
                   "slot_minutes": {"type": "integer", "minimum": 5, "maximum": 480},
-                  "capacity": {"type": "integer", "minimum": 0, "maximum": 10000}}}),
+                  "capacity": {"type": "integer", "minimum": 0, "maximum": 10000}, "rules": RULES, "order": ORDER}}),
     Route("GET", f"{V}/branches/{{branch}}/counters", A.list_counters, "Counters of a branch", "config", auth=True),
     Route("PUT", f"{V}/branches/{{branch}}/counters/{{counter}}", A.put_counter,
           "Create or change a counter (emits config.counter)", "config", auth=True, body={
               "type": "object", "required": ["name"], "properties": {
-                  "name": {"type": "string"}, "services": {"type": "array", "items": ID}}}),
+                  "name": {"type": "string"}, "services": {"type": "array", "items": ID}, "order": ORDER}}),
     Route("GET", f"{V}/branches/{{branch}}/hours", A.get_hours, "Opening hours and closed days", "config", auth=True),
     Route("PUT", f"{V}/branches/{{branch}}/hours", A.put_hours, "Replace weekly opening hours (emits config.hours)",
           "config", auth=True, body={"type": "object", "required": ["weekdays"], "properties": {
@@ -98,7 +106,8 @@ ROUTES: tuple[Route, ...] = (
           auth=True, ok=201, body={"type": "object", "required": ["id", "role", "public_key"], "properties": {
               "id": ID, "role": {"type": "string", "enum": ["kiosk", "display", "counter"]},
               "public_key": {"type": "string", "description": "Ed25519 raw key, 64 hex chars, or PEM"},
-              "name": {"type": "string"}}}),
+              "name": {"type": "string"},
+              "numbers": {"type": "string", "example": "1-599", "description": "ticket number range it issues from"}}}),
     Route("GET", f"{V}/branches/{{branch}}/staff", A.list_staff, "Staff of a branch", "config", auth=True),
     Route("PUT", f"{V}/branches/{{branch}}/staff/{{staff}}", A.put_staff, "Create or change staff (emits config.roster)",
           "config", auth=True, body={"type": "object", "required": ["name"], "properties": {

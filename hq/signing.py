@@ -1,21 +1,23 @@
-"""The HQ signing key and the contract envelope (canonical JSON, Ed25519 hex sig, sha256 hash).
+"""The HQ signing key, public-key parsing, and HQ's use of the contract envelope.
 
-Kept here, small and dependency-free, so HQ follows the DESIGN §4 contract today; it is the same
-encoding as sync's envelope module.
+The envelope encoding (canonical JSON, Ed25519 hex `sig`, SHA-256 hash) lives in
+`sync.envelope` only; the helpers here take and give plain dicts (what HQ stores as JSON)
+and delegate to `sync.envelope.Event`, so HQ and the branches cannot drift apart.
 """
 
 from __future__ import annotations
 
+import base64
 import binascii
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from sync.envelope import Event, MalformedEvent
+from sync.keys import public_key_text
 
 ENVELOPE_FIELDS = ("origin", "seq", "hlc", "type", "schema", "payload", "branch", "prev")
 
@@ -49,8 +51,14 @@ def public_key_hex(key: Ed25519PublicKey) -> str:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
 
 
+def public_key_b64(key: Ed25519PublicKey) -> str:
+    """The raw key as unpadded URL-safe base64: how branch rosters and `[hq] public_key` carry it."""
+    return public_key_text(key)
+
+
 def parse_public_key(text: str) -> Ed25519PublicKey:
-    """Accept a raw 32-byte key as hex, or a PEM SubjectPublicKeyInfo."""
+    """Accept a raw 32-byte key as 64 hex characters, as unpadded base64url (the branch
+    roster's spelling, 43 characters), or a PEM SubjectPublicKeyInfo."""
     text = (text or "").strip()
     try:
         if text.startswith("-----BEGIN"):
@@ -58,32 +66,41 @@ def parse_public_key(text: str) -> Ed25519PublicKey:
             if not isinstance(key, Ed25519PublicKey):
                 raise KeyError_("not an Ed25519 public key")
             return key
-        raw = bytes.fromhex(text)
+        if len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text):
+            raw = bytes.fromhex(text)
+        elif len(text) == 43:
+            raw = base64.urlsafe_b64decode(text + "=")
+        else:
+            raise ValueError("wrong length")
         return Ed25519PublicKey.from_public_bytes(raw)
     except (ValueError, TypeError, binascii.Error) as err:
-        raise KeyError_("public key must be 64 hex characters or an Ed25519 PEM") from err
+        raise KeyError_("public key must be 64 hex characters, 43 base64url characters or an Ed25519 PEM") from err
 
 
-def canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+def canonical_public_key(text: str) -> str:
+    """Any accepted spelling -> base64url (stored at HQ, sent in config.roster)."""
+    return public_key_b64(parse_public_key(text))
 
 
 def sign_envelope(key: Ed25519PrivateKey, envelope: dict[str, Any]) -> dict[str, Any]:
-    unsigned = {f: envelope[f] for f in ENVELOPE_FIELDS}
-    return {**unsigned, "sig": key.sign(canonical(unsigned)).hex()}
+    """The envelope fields (no sig) -> the signed envelope dict (sync.envelope encoding)."""
+    return Event(**{f: envelope[f] for f in ENVELOPE_FIELDS}).signed(key).to_dict()
+
+
+def to_event(envelope: Any) -> Event:
+    """A received envelope dict as an Event; raises MalformedEvent."""
+    return Event.from_dict(envelope)
 
 
 def verify_envelope(key: Ed25519PublicKey, envelope: dict[str, Any]) -> bool:
     try:
-        sig = bytes.fromhex(envelope["sig"])
-        key.verify(sig, canonical({f: envelope[f] for f in ENVELOPE_FIELDS}))
-    except (InvalidSignature, ValueError, TypeError, KeyError):
+        return to_event(envelope).signature_valid(key)
+    except MalformedEvent:
         return False
-    return True
 
 
 def event_hash(envelope: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical({**{f: envelope[f] for f in ENVELOPE_FIELDS}, "sig": envelope["sig"]})).hexdigest()
+    return to_event(envelope).hash
 
 
 def next_hlc(previous: int, now_ms: int) -> int:

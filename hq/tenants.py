@@ -17,11 +17,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hq import outbox
 from hq.errors import bad_request, check_id, check_int, check_obj, check_str, conflict, not_found
-from hq.signing import KeyError_, parse_public_key
+from hq.signing import KeyError_, canonical_public_key
 
 LANG_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 DEVICE_ROLES = ("kiosk", "display", "counter")
+# The branch's queue rules (appliance.config.QueueRules) and the per-service overrides it folds.
+QUEUE_KEYS = ("max_priority", "promote_after_s", "max_recalls", "call_timeout_s", "default_service_s",
+              "estimate_window")
+SERVICE_RULE_KEYS = ("promote_after_s", "max_recalls", "default_service_s", "call_timeout_s")
+NUMBERS_RE = re.compile(r"^\s*(\d{1,3})\s*-\s*(\d{1,3})\s*$")
 
 
 # -- validation -------------------------------------------------------------------------
@@ -52,6 +57,28 @@ def check_names(value: Any) -> dict[str, str]:
     return out
 
 
+def check_rules(value: Any, keys: tuple[str, ...], field: str) -> dict[str, int]:
+    """An object of non-negative integer queue rules with only the known keys."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_request(f"{field} must be an object")
+    unknown = set(value) - set(keys)
+    if unknown:
+        raise bad_request(f"{field}: unknown rules {sorted(unknown)}; known: {', '.join(keys)}")
+    return {k: check_int(v, f"{field}.{k}", 0, 10_000_000) for k, v in value.items()}
+
+
+def check_numbers(value: Any) -> str | None:
+    """A device's ticket number range "low-high" within 1-999, or None (it issues no tickets)."""
+    if value is None:
+        return None
+    m = NUMBERS_RE.match(value) if isinstance(value, str) else None
+    if m is None or not 1 <= int(m[1]) <= int(m[2]) <= 999:
+        raise bad_request('numbers must be a range like "1-599" within 1-999')
+    return f"{int(m[1])}-{int(m[2])}"
+
+
 def check_day(value: Any, field: str = "day") -> str:
     if not isinstance(value, str) or len(value) != 10:
         raise bad_request(f"{field} must be a date YYYY-MM-DD")
@@ -68,21 +95,60 @@ def org_json(row: sqlite3.Row) -> dict[str, Any]:
 
 def branch_json(row: sqlite3.Row) -> dict[str, Any]:
     return {"id": row["id"], "org": row["org_id"], "name": row["name"], "timezone": row["timezone"],
-            "languages": json.loads(row["languages"])}
+            "languages": json.loads(row["languages"]), "queue": json.loads(row["queue"])}
 
 
 def service_json(row: sqlite3.Row) -> dict[str, Any]:
     return {"id": row["id"], "letter": row["letter"], "names": json.loads(row["names"]),
-            "bookable": bool(row["bookable"]), "slot_minutes": row["slot_minutes"], "capacity": row["capacity"]}
+            "bookable": bool(row["bookable"]), "slot_minutes": row["slot_minutes"], "capacity": row["capacity"],
+            "rules": json.loads(row["rules"]), "order": row["position"]}
 
 
 def counter_json(row: sqlite3.Row) -> dict[str, Any]:
-    return {"id": row["id"], "name": row["name"], "services": json.loads(row["services"])}
+    return {"id": row["id"], "name": row["name"], "services": json.loads(row["services"]), "order": row["position"]}
 
 
 def device_json(row: sqlite3.Row) -> dict[str, Any]:
     return {"id": row["id"], "branch": row["branch_id"], "role": row["role"], "name": row["name"],
-            "public_key": row["public_key"]}
+            "public_key": row["public_key"], "numbers": row["numbers"]}
+
+
+# -- what the branch folds (appliance.model.config_events has the same shapes) ---------------
+def branch_event(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"], "timezone": row["timezone"],
+            "languages": json.loads(row["languages"]), "queue": json.loads(row["queue"])}
+
+
+def service_event(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["id"], "letter": row["letter"], "names": json.loads(row["names"]),
+            "rules": json.loads(row["rules"]), "order": row["position"]}
+
+
+def counter_event(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"], "services": json.loads(row["services"]), "order": row["position"]}
+
+
+def roster_event(conn: sqlite3.Connection, branch_id: str) -> dict[str, Any]:
+    return {"devices": [{"id": r["id"], "role": r["role"], "public_key": r["public_key"], "numbers": r["numbers"]}
+                        for r in conn.execute("SELECT * FROM devices WHERE branch_id = ? ORDER BY id", (branch_id,))]}
+
+
+def staff_event(conn: sqlite3.Connection, branch_id: str) -> dict[str, Any]:
+    return {"staff": [{"id": r["id"], "name": r["name"], "pin_hash": r["pin_hash"]}
+                      for r in conn.execute("SELECT * FROM staff WHERE branch_id = ? ORDER BY id", (branch_id,))]}
+
+
+def config_snapshot(conn: sqlite3.Connection, branch_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every config event a branch needs to be fully configured (used to re-send it all)."""
+    out: list[tuple[str, dict[str, Any]]] = [("config.branch", branch_event(get_branch(conn, branch_id)))]
+    out += [("config.service", service_event(r)) for r in
+            conn.execute("SELECT * FROM services WHERE branch_id = ? ORDER BY position, id", (branch_id,))]
+    out += [("config.counter", counter_event(r)) for r in
+            conn.execute("SELECT * FROM counters WHERE branch_id = ? ORDER BY position, id", (branch_id,))]
+    out.append(("config.hours", hours_json(conn, branch_id)))
+    out.append(("config.roster", roster_event(conn, branch_id)))
+    out.append(("config.staff", staff_event(conn, branch_id)))
+    return out
 
 
 def staff_json(row: sqlite3.Row) -> dict[str, Any]:
@@ -112,11 +178,11 @@ def get_service(conn: sqlite3.Connection, branch_id: str, service_id: str) -> sq
 
 
 def list_services(conn: sqlite3.Connection, branch_id: str) -> list[dict[str, Any]]:
-    return [service_json(r) for r in conn.execute("SELECT * FROM services WHERE branch_id = ? ORDER BY letter, id", (branch_id,))]
+    return [service_json(r) for r in conn.execute("SELECT * FROM services WHERE branch_id = ? ORDER BY position, letter, id", (branch_id,))]
 
 
 def list_counters(conn: sqlite3.Connection, branch_id: str) -> list[dict[str, Any]]:
-    return [counter_json(r) for r in conn.execute("SELECT * FROM counters WHERE branch_id = ? ORDER BY id", (branch_id,))]
+    return [counter_json(r) for r in conn.execute("SELECT * FROM counters WHERE branch_id = ? ORDER BY position, id", (branch_id,))]
 
 
 def hours_json(conn: sqlite3.Connection, branch_id: str) -> dict[str, Any]:
@@ -125,13 +191,6 @@ def hours_json(conn: sqlite3.Connection, branch_id: str) -> dict[str, Any]:
     closed = [{"day": r["day"], "reason": r["reason"]}
               for r in conn.execute("SELECT * FROM closed_days WHERE branch_id = ? ORDER BY day", (branch_id,))]
     return {"weekdays": week, "closed_days": closed}
-
-
-def roster_json(conn: sqlite3.Connection, branch_id: str) -> dict[str, Any]:
-    devices = [device_json(r) for r in conn.execute("SELECT * FROM devices WHERE branch_id = ? ORDER BY id", (branch_id,))]
-    staff = [{"id": r["id"], "name": r["name"], "pin_hash": r["pin_hash"]}
-             for r in conn.execute("SELECT * FROM staff WHERE branch_id = ? ORDER BY id", (branch_id,))]
-    return {"devices": devices, "staff": staff}
 
 
 # -- writes --------------------------------------------------------------------------------
@@ -160,9 +219,10 @@ class Writer:
         name = check_str(body.get("name"), "name")
         tz = check_timezone(body.get("timezone"))
         langs = check_languages(body.get("languages", ["en"]))
+        queue = check_rules(body.get("queue"), QUEUE_KEYS, "queue")
         try:
-            self.conn.execute("INSERT INTO branches (id, org_id, name, timezone, languages) VALUES (?, ?, ?, ?, ?)",
-                              (branch_id, org_id, name, tz, json.dumps(langs)))
+            self.conn.execute("INSERT INTO branches (id, org_id, name, timezone, languages, queue) VALUES (?, ?, ?, ?, ?, ?)",
+                              (branch_id, org_id, name, tz, json.dumps(langs), json.dumps(queue)))
         except sqlite3.IntegrityError as err:
             raise conflict(f"branch {branch_id} exists") from err
         return self._branch_changed(branch_id)
@@ -173,14 +233,15 @@ class Writer:
         name = check_str(body["name"], "name") if "name" in body else row["name"]
         tz = check_timezone(body["timezone"]) if "timezone" in body else row["timezone"]
         langs = check_languages(body["languages"]) if "languages" in body else json.loads(row["languages"])
-        self.conn.execute("UPDATE branches SET name = ?, timezone = ?, languages = ? WHERE id = ?",
-                          (name, tz, json.dumps(langs), branch_id))
+        queue = check_rules(body["queue"], QUEUE_KEYS, "queue") if "queue" in body else json.loads(row["queue"])
+        self.conn.execute("UPDATE branches SET name = ?, timezone = ?, languages = ?, queue = ? WHERE id = ?",
+                          (name, tz, json.dumps(langs), json.dumps(queue), branch_id))
         return self._branch_changed(branch_id)
 
     def _branch_changed(self, branch_id: str) -> dict[str, Any]:
-        data = branch_json(get_branch(self.conn, branch_id))
-        self._emit(branch_id, "config.branch", data)
-        return data
+        row = get_branch(self.conn, branch_id)
+        self._emit(branch_id, "config.branch", branch_event(row))
+        return branch_json(row)
 
     def put_service(self, branch_id: str, service_id: str, body: dict[str, Any]) -> dict[str, Any]:
         body = check_obj(body)
@@ -194,18 +255,32 @@ class Writer:
             raise bad_request("bookable must be true or false")
         slot_minutes = check_int(body.get("slot_minutes", 15), "slot_minutes", 5, 480)
         capacity = check_int(body.get("capacity", 1), "capacity", 0, 10000)
+        rules = check_rules(body.get("rules"), SERVICE_RULE_KEYS, "rules")
+        order = self._order("services", branch_id, service_id, body.get("order"))
         clash = self.conn.execute("SELECT id FROM services WHERE branch_id = ? AND letter = ? AND id != ?",
                                   (branch_id, letter, service_id)).fetchone()
         if clash:
             raise conflict(f"letter {letter} is used by service {clash[0]}")
         self.conn.execute(
-            "INSERT INTO services (branch_id, id, letter, names, bookable, slot_minutes, capacity) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO services (branch_id, id, letter, names, bookable, slot_minutes, capacity, rules, position)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(branch_id, id) DO UPDATE SET letter = excluded.letter, names = excluded.names,"
-            " bookable = excluded.bookable, slot_minutes = excluded.slot_minutes, capacity = excluded.capacity",
-            (branch_id, service_id, letter, json.dumps(names, ensure_ascii=False), int(bookable), slot_minutes, capacity))
-        data = service_json(get_service(self.conn, branch_id, service_id))
-        self._emit(branch_id, "config.service", data)
-        return data
+            " bookable = excluded.bookable, slot_minutes = excluded.slot_minutes, capacity = excluded.capacity,"
+            " rules = excluded.rules, position = excluded.position",
+            (branch_id, service_id, letter, json.dumps(names, ensure_ascii=False), int(bookable), slot_minutes, capacity,
+             json.dumps(rules), order))
+        row = get_service(self.conn, branch_id, service_id)
+        self._emit(branch_id, "config.service", service_event(row))
+        return service_json(row)
+
+    def _order(self, table: str, branch_id: str, item_id: str, given: Any) -> int:
+        """The explicit order, else the item's current one, else after the last."""
+        if given is not None:
+            return check_int(given, "order", 0, 10000)
+        row = self.conn.execute(f"SELECT position FROM {table} WHERE branch_id = ? AND id = ?", (branch_id, item_id)).fetchone()
+        if row is not None:
+            return int(row[0])
+        return int(self.conn.execute(f"SELECT COUNT(*) FROM {table} WHERE branch_id = ?", (branch_id,)).fetchone()[0])
 
     def put_counter(self, branch_id: str, counter_id: str, body: dict[str, Any]) -> dict[str, Any]:
         body = check_obj(body)
@@ -216,13 +291,15 @@ class Writer:
             raise bad_request("services must be a list of service ids")
         for sid in services:
             get_service(self.conn, branch_id, check_id(sid, "services[]"))
+        order = self._order("counters", branch_id, counter_id, body.get("order"))
         self.conn.execute(
-            "INSERT INTO counters (branch_id, id, name, services) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT(branch_id, id) DO UPDATE SET name = excluded.name, services = excluded.services",
-            (branch_id, counter_id, name, json.dumps(services)))
-        data = {"id": counter_id, "name": name, "services": services}
-        self._emit(branch_id, "config.counter", data)
-        return data
+            "INSERT INTO counters (branch_id, id, name, services, position) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT(branch_id, id) DO UPDATE SET name = excluded.name, services = excluded.services,"
+            " position = excluded.position",
+            (branch_id, counter_id, name, json.dumps(services), order))
+        row = self.conn.execute("SELECT * FROM counters WHERE branch_id = ? AND id = ?", (branch_id, counter_id)).fetchone()
+        self._emit(branch_id, "config.counter", counter_event(row))
+        return counter_json(row)
 
     def put_hours(self, branch_id: str, body: dict[str, Any]) -> dict[str, Any]:
         body = check_obj(body)
@@ -268,21 +345,30 @@ class Writer:
         if role not in DEVICE_ROLES:
             raise bad_request(f"role must be one of {', '.join(DEVICE_ROLES)}")
         try:
-            parse_public_key(body.get("public_key") if isinstance(body.get("public_key"), str) else "")
+            public_key = canonical_public_key(body.get("public_key") if isinstance(body.get("public_key"), str) else "")
         except KeyError_ as err:
             raise bad_request(str(err)) from err
         name = check_str(body.get("name", ""), "name", required=False, max_len=80)
+        numbers = check_numbers(body.get("numbers"))
+        if numbers is not None:
+            low, high = (int(x) for x in numbers.split("-"))
+            for other, rng in self.conn.execute("SELECT id, numbers FROM devices WHERE branch_id = ? AND numbers IS NOT NULL",
+                                                (branch_id,)).fetchall():
+                o_low, o_high = (int(x) for x in rng.split("-"))
+                if low <= o_high and o_low <= high:
+                    raise conflict(f"numbers {numbers} overlap device {other}'s {rng}", "numbers_overlap")
         try:
-            self.conn.execute("INSERT INTO devices (id, branch_id, role, public_key, name) VALUES (?, ?, ?, ?, ?)",
-                              (device_id, branch_id, role, body["public_key"].strip(), name))
+            self.conn.execute("INSERT INTO devices (id, branch_id, role, public_key, name, numbers) VALUES (?, ?, ?, ?, ?, ?)",
+                              (device_id, branch_id, role, public_key, name, numbers))
         except sqlite3.IntegrityError as err:
             raise conflict(f"device {device_id} exists") from err
-        self._emit(branch_id, "config.roster", roster_json(self.conn, branch_id))
-        return {"id": device_id, "branch": branch_id, "role": role, "name": name, "public_key": body["public_key"].strip()}
+        self._emit(branch_id, "config.roster", roster_event(self.conn, branch_id))
+        return {"id": device_id, "branch": branch_id, "role": role, "name": name, "public_key": public_key,
+                "numbers": numbers}
 
     def put_staff(self, branch_id: str, staff_id: str, name: str, pin_hash: str) -> dict[str, Any]:
         self.conn.execute("INSERT INTO staff (branch_id, id, name, pin_hash) VALUES (?, ?, ?, ?)"
                           " ON CONFLICT(branch_id, id) DO UPDATE SET name = excluded.name, pin_hash = excluded.pin_hash",
                           (branch_id, staff_id, name, pin_hash))
-        self._emit(branch_id, "config.roster", roster_json(self.conn, branch_id))
+        self._emit(branch_id, "config.staff", staff_event(self.conn, branch_id))
         return {"id": staff_id, "name": name, "has_pin": bool(pin_hash)}

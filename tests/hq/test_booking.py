@@ -120,8 +120,12 @@ async def test_config_changes_become_signed_events_in_the_branch_outbox(server, 
         assert e["origin"] == "hq:acme-main" and e["seq"] == i and e["branch"] == "acme-main"
         assert e["prev"] == prev and verify_envelope(key, e)
         prev = event_hash(e)
+    # exactly the shapes a branch folds (appliance.model.config_events)
+    assert events[0]["payload"] == {"id": "acme-main", "name": "acme main", "timezone": "Europe/Zurich",
+                                    "languages": ["en", "de"], "queue": {}}
     assert events[1]["payload"] == {"id": "general", "letter": "A", "names": {"en": "General", "de": "Allgemein"},
-                                    "bookable": True, "slot_minutes": 15, "capacity": 3}
+                                    "rules": {}, "order": 0}
+    assert events[2]["payload"] == {"id": "c1", "name": "Counter 1", "services": ["general"], "order": 0}
 
 
 @pytest.mark.parametrize("day", ["2030-03-31", "2030-10-27", "2030-01-07"])  # DST start, DST end, plain

@@ -1,0 +1,220 @@
+"""The branch link at HQ: /sync/v1/hello|push|pull plus the nightly reconcile's digests.
+
+Same wire format as branch peers (sync.protocol): every request is signed by a device
+registered at HQ; the branch comes from the signed X-SmartQ-Branch header and must be the
+device's branch. Answers are signed by the HQ key as device "hq:<branch>", which is how the
+branch's keyring knows HQ (its `[hq] public_key`).
+
+- hello -> {protocol, device, role: "hq", branch, fingerprint, vv}; vv holds, per origin of the
+  branch, the highest contiguous seq HQ stored, and HQ's own chain "hq:<branch>".
+- push {events} -> ingest exactly once per (origin, seq) (hq.ingest);
+- pull {vv, limit} -> every event of the branch HQ holds and `vv` does not cover: HQ's own
+  (config, roster, bookings) and the branch devices' (so a new or wiped device can catch up
+  from HQ, and devices cut off from each other on the LAN still meet through HQ);
+- digests {from, to} / inventory {day}: per-UTC-day digests and the (origin, seq, hash) list
+  of a day, for the nightly reconcile (appliance.nightly computes the same).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Any
+
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from appliance.nightly import day_bounds_hlc, days_between, digests
+from hq import outbox
+from hq.core import HQ
+from hq.ingest import ingest_branch_events
+from hq.signing import KeyError_, parse_public_key
+from sync.keys import fingerprint
+from sync.protocol import H_DEVICE, PREFIX, PROTOCOL_VERSION, AuthError, Signed, Verifier, decode, encode, sign_response
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY = 8 * 1024 * 1024
+MAX_PUSH = 5000
+MAX_PULL = 2000
+MAX_DIGEST_DAYS = 400
+
+
+class BranchLink:
+    """Authenticates link requests and answers them; one per HQ app (it holds the nonce cache)."""
+
+    def __init__(self, hq: HQ) -> None:
+        self.hq = hq
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        self._device_branch: dict[str, str] = {}
+        self.verifier = Verifier(self._keys.get, lambda branch: True, clock_ms=hq.now_ms)
+
+    async def authenticate(self, request: web.Request, body: bytes) -> Signed:
+        device = request.headers.get(H_DEVICE, "")
+        row = await self.hq.db.read(lambda c: c.execute(
+            "SELECT branch_id, public_key FROM devices WHERE id = ?", (device,)).fetchone()) if device else None
+        # Refreshed on every request, so a device removed at HQ is refused at once.
+        self._keys.pop(device, None)
+        if row is not None:
+            try:
+                self._keys[device] = parse_public_key(row["public_key"])
+                self._device_branch[device] = row["branch_id"]
+            except KeyError_:
+                logger.warning("device %s has an unusable public key at HQ", device)
+        signed = self.verifier.verify(request.method, request.path, request.headers, body)
+        if self._device_branch.get(signed.device) != signed.branch:
+            raise AuthError(403, f"device {signed.device!r} is not registered for branch {signed.branch!r}")
+        return signed
+
+    def answer(self, request: web.Request, signed: Signed, message: Any) -> web.Response:
+        body = encode(message)
+        headers = sign_response(self.hq.key, device=outbox.hq_origin(signed.branch), branch=signed.branch,
+                                method=request.method, path=request.path, body=body)
+        return web.Response(body=body, headers=headers, content_type="application/json")
+
+
+LINK_KEY = web.AppKey("branch_link", BranchLink)
+
+
+# -- reads (any connection) ---------------------------------------------------------------------
+def branch_vv(conn: sqlite3.Connection, branch: str) -> dict[str, int]:
+    vv = {r[0]: r[1] for r in conn.execute("SELECT origin, seq FROM sync_heads WHERE branch = ?", (branch,))}
+    top = conn.execute("SELECT max(seq) FROM outbox WHERE branch_id = ?", (branch,)).fetchone()[0]
+    if top:
+        vv[outbox.hq_origin(branch)] = top
+    return vv
+
+
+def events_for(conn: sqlite3.Connection, branch: str, vv: dict[str, int], limit: int) -> list[dict[str, Any]]:
+    """Events of `branch` not covered by `vv`, in seq order per origin, at most `limit`;
+    device events only up to HQ's contiguous head (never a hole)."""
+    out: list[dict[str, Any]] = []
+    hq_origin = outbox.hq_origin(branch)
+    out += outbox.pending(conn, branch, int(vv.get(hq_origin, 0)), limit)
+    for origin, head in conn.execute("SELECT origin, seq FROM sync_heads WHERE branch = ? ORDER BY origin", (branch,)).fetchall():
+        if len(out) >= limit:
+            break
+        have = int(vv.get(origin, 0))
+        if head <= have:
+            continue
+        rows = conn.execute("SELECT envelope FROM events WHERE origin = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                            (origin, have, head, limit - len(out))).fetchall()
+        out += [decode(r[0].encode("utf-8")) for r in rows]
+    return out
+
+
+def day_rows(conn: sqlite3.Connection, branch: str, first: str, last: str) -> list[tuple[str, int, str, int]]:
+    lo, _ = day_bounds_hlc(first)
+    _, hi = day_bounds_hlc(last)
+    return [tuple(r) for r in conn.execute(  # type: ignore[misc]
+        "SELECT origin, seq, hash, hlc FROM events WHERE branch = ? AND hlc >= ? AND hlc < ?", (branch, lo, hi))]
+
+
+# -- handlers -----------------------------------------------------------------------------------
+Handler = Callable[[web.Request, BranchLink, Signed, Any], Awaitable[Any]]
+
+
+def _endpoint(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        link = request.app[LINK_KEY]
+        raw = await request.content.read(MAX_BODY + 1)
+        if len(raw) > MAX_BODY:
+            return _error(413, "too_large", "request body too large")
+        try:
+            signed = await link.authenticate(request, raw)
+            message = decode(raw)
+            return link.answer(request, signed, await handler(request, link, signed, message))
+        except AuthError as err:
+            code = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 409: "protocol"}.get(err.status, "error")
+            return _error(err.status, code, err.message)
+    return wrapped
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def _obj(message: Any) -> dict[str, Any]:
+    if not isinstance(message, dict):
+        raise AuthError(400, "body must be a JSON object")
+    return message
+
+
+def _vv(value: Any) -> dict[str, int]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+                                              for k, v in value.items()):
+        raise AuthError(400, "vv must be an object {origin: seq}")
+    return value
+
+
+def _day(value: Any, name: str) -> str:
+    try:
+        return date.fromisoformat(value).isoformat() if isinstance(value, str) and len(value) == 10 else _raise(name)
+    except ValueError:
+        return _raise(name)
+
+
+def _raise(name: str) -> str:
+    raise AuthError(400, f"{name} must be a date YYYY-MM-DD")
+
+
+async def hello(request: web.Request, link: BranchLink, signed: Signed, message: Any) -> Any:
+    vv = await link.hq.db.read(lambda c: branch_vv(c, signed.branch))
+    return {"protocol": PROTOCOL_VERSION, "device": outbox.hq_origin(signed.branch), "role": "hq",
+            "branch": signed.branch, "fingerprint": fingerprint(link.hq.key.public_key()), "vv": vv}
+
+
+async def push(request: web.Request, link: BranchLink, signed: Signed, message: Any) -> Any:
+    events = _obj(message).get("events")
+    if not isinstance(events, list) or len(events) > MAX_PUSH:
+        raise AuthError(400, f"events must be a list of at most {MAX_PUSH} envelopes")
+    result = await ingest_branch_events(link.hq, events, branch=signed.branch)
+    vv = await link.hq.db.read(lambda c: branch_vv(c, signed.branch))
+    return {"accepted": result.accepted, "duplicates": result.duplicates, "held": 0, "quarantined": 0,
+            "rejected": len(result.rejected), "reasons": result.rejected[:50], "vv": vv}
+
+
+async def pull(request: web.Request, link: BranchLink, signed: Signed, message: Any) -> Any:
+    body = _obj(message)
+    vv = _vv(body.get("vv"))
+    limit = body.get("limit", 1000)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PULL:
+        raise AuthError(400, f"limit must be an integer from 1 to {MAX_PULL}")
+    branch = signed.branch
+
+    def read(c: sqlite3.Connection) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        return events_for(c, branch, vv, limit), branch_vv(c, branch)
+    events, have = await link.hq.db.read(read)
+    acked = vv.get(outbox.hq_origin(branch), 0)
+    if acked:  # the branch says it holds HQ's chain up to here
+        now = link.hq.now()
+        await link.hq.db.write(lambda c: outbox.mark_shipped(c, branch, acked, now))
+    return {"events": events, "more": len(events) >= limit, "vv": have}
+
+
+async def day_digests(request: web.Request, link: BranchLink, signed: Signed, message: Any) -> Any:
+    body = _obj(message)
+    first, last = _day(body.get("from"), "from"), _day(body.get("to"), "to")
+    if last < first or len(days_between(first, last)) > MAX_DIGEST_DAYS:
+        raise AuthError(400, f"from..to must be a range of at most {MAX_DIGEST_DAYS} days")
+    rows = await link.hq.db.read(lambda c: day_rows(c, signed.branch, first, last))
+    return {"from": first, "to": last, "days": digests(rows)}
+
+
+async def inventory(request: web.Request, link: BranchLink, signed: Signed, message: Any) -> Any:
+    day = _day(_obj(message).get("day"), "day")
+    rows = await link.hq.db.read(lambda c: day_rows(c, signed.branch, day, day))
+    return {"day": day, "events": sorted([o, s, h] for o, s, h, _ in rows if not o.startswith("hq:"))}
+
+
+def add_link_routes(app: web.Application, hq: HQ) -> None:
+    app[LINK_KEY] = BranchLink(hq)
+    app.router.add_get(f"{PREFIX}/hello", _endpoint(hello))
+    app.router.add_post(f"{PREFIX}/push", _endpoint(push))
+    app.router.add_post(f"{PREFIX}/pull", _endpoint(pull))
+    app.router.add_post(f"{PREFIX}/digests", _endpoint(day_digests))
+    app.router.add_post(f"{PREFIX}/inventory", _endpoint(inventory))
