@@ -3,11 +3,14 @@
 Every request is signed by the sending device's Ed25519 key; every response by the
 answering one. What is signed (the *string to sign*):
 
-    smartq-sync-v1 \\n METHOD \\n PATH \\n BRANCH \\n DEVICE \\n TIME_MS \\n NONCE \\n SHA256(BODY)
+    smartq-sync-v1 \\n METHOD \\n PATH \\n BRANCH \\n DEVICE \\n TIME_MS \\n NONCE \\n SHA256(BODY) [\\n TO]
 
-where BODY is the uncompressed JSON body (empty for GET). Headers carry the parts:
-X-SmartQ-Protocol, X-SmartQ-Branch, X-SmartQ-Device, X-SmartQ-Time, X-SmartQ-Nonce,
-X-SmartQ-Signature (hex). A receiver accepts a request only from a device its keyring
+where BODY is the uncompressed JSON body (empty for GET) and TO, when present, the device
+the message is addressed to (a request: the peer asked; an answer: the device that asked).
+Headers carry the parts: X-SmartQ-Protocol, X-SmartQ-Branch, X-SmartQ-Device, X-SmartQ-Time,
+X-SmartQ-Nonce, X-SmartQ-Signature (hex), X-SmartQ-To. A receiver with an `audience` refuses
+messages addressed to another device, so a request captured on its way to one peer cannot be
+replayed to another (each peer keeps its own nonce memory). A receiver accepts a request only from a device its keyring
 knows, for a branch it serves, within `max_skew_ms` of its clock, with a nonce not seen
 in that window. Events inside bodies are signed by their origins anyway; request
 signatures decide who may *ask* (pull, push, hello), so an outsider reads nothing.
@@ -38,6 +41,7 @@ PREFIX = "/sync/v1"
 MAX_SKEW_MS = 60 * 60 * 1000
 H_PROTOCOL, H_BRANCH, H_DEVICE = "X-SmartQ-Protocol", "X-SmartQ-Branch", "X-SmartQ-Device"
 H_TIME, H_NONCE, H_SIGNATURE = "X-SmartQ-Time", "X-SmartQ-Nonce", "X-SmartQ-Signature"
+H_TO = "X-SmartQ-To"
 
 
 class AuthError(Exception):
@@ -60,19 +64,24 @@ def decode(body: bytes) -> Any:
         raise AuthError(400, f"body is not JSON: {err}") from err
 
 
-def string_to_sign(method: str, path: str, branch: str, device: str, time_ms: int, nonce: str, body: bytes) -> bytes:
-    return "\n".join(
-        ("smartq-sync-v1", method.upper(), path, branch, device, str(time_ms), nonce, hashlib.sha256(body).hexdigest())
-    ).encode("utf-8")
+def string_to_sign(method: str, path: str, branch: str, device: str, time_ms: int, nonce: str, body: bytes,
+                   to: str = "") -> bytes:
+    parts = ["smartq-sync-v1", method.upper(), path, branch, device, str(time_ms), nonce, hashlib.sha256(body).hexdigest()]
+    if to:
+        parts.append(to)
+    return "\n".join(parts).encode("utf-8")
 
 
 def sign_headers(key: Ed25519PrivateKey, *, device: str, branch: str, method: str, path: str, body: bytes,
-                 now_ms: int | None = None, nonce: str | None = None) -> dict[str, str]:
+                 now_ms: int | None = None, nonce: str | None = None, to: str | None = None) -> dict[str, str]:
     time_ms = int(time.time() * 1000) if now_ms is None else now_ms
     nonce = nonce or secrets.token_hex(16)
-    sig = key.sign(string_to_sign(method, path, branch, device, time_ms, nonce, body)).hex()
-    return {H_PROTOCOL: str(PROTOCOL_VERSION), H_BRANCH: branch, H_DEVICE: device, H_TIME: str(time_ms),
-            H_NONCE: nonce, H_SIGNATURE: sig}
+    sig = key.sign(string_to_sign(method, path, branch, device, time_ms, nonce, body, to or "")).hex()
+    headers = {H_PROTOCOL: str(PROTOCOL_VERSION), H_BRANCH: branch, H_DEVICE: device, H_TIME: str(time_ms),
+               H_NONCE: nonce, H_SIGNATURE: sig}
+    if to:
+        headers[H_TO] = to
+    return headers
 
 
 @dataclass(frozen=True)
@@ -88,8 +97,10 @@ class Verifier:
 
     def __init__(self, keyring: Callable[[str], Ed25519PublicKey | None], branches: Callable[[str], bool],
                  *, max_skew_ms: int = MAX_SKEW_MS, clock_ms: Callable[[], int] | None = None,
-                 max_nonces: int = 200_000) -> None:
+                 max_nonces: int = 200_000, audience: str | None = None) -> None:
+        """With `audience` (our device id), messages must be addressed to us (X-SmartQ-To)."""
         self._keyring = keyring
+        self.audience = audience
         self._branches = branches
         self._max_skew_ms = max_skew_ms
         self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
@@ -98,12 +109,17 @@ class Verifier:
         self._lock = threading.Lock()
 
     def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes, *,
-               expect_device: str | None = None, check_replay: bool = True) -> Signed:
+               expect_device: str | None = None, check_replay: bool = True,
+               unaddressed_ok: bool = False) -> Signed:
+        """Who signed this message; raises AuthError. `unaddressed_ok` accepts a message
+        without X-SmartQ-To even with an audience (a hello to a static peer whose id is
+        not known yet)."""
         try:
             protocol = int(headers.get(H_PROTOCOL, "0"))
             time_ms = int(headers[H_TIME])
             device, branch, nonce, sig_hex = headers[H_DEVICE], headers[H_BRANCH], headers[H_NONCE], headers[H_SIGNATURE]
             signature = bytes.fromhex(sig_hex)
+            to = headers.get(H_TO, "")
         except (KeyError, ValueError) as err:
             raise AuthError(401, "missing or malformed X-SmartQ-* signature headers") from err
         if protocol != PROTOCOL_VERSION:
@@ -115,8 +131,10 @@ class Verifier:
         key = self._keyring(device)
         if key is None:
             raise AuthError(403, f"device {device!r} is not on the roster")
-        if not verify(key, signature, string_to_sign(method, path, branch, device, time_ms, nonce, body)):
+        if not verify(key, signature, string_to_sign(method, path, branch, device, time_ms, nonce, body, to)):
             raise AuthError(401, "bad request signature")
+        if self.audience is not None and to != self.audience and not (unaddressed_ok and not to):
+            raise AuthError(401, f"addressed to {to or 'nobody'!r}, not to {self.audience!r}")
         now = self._clock_ms()
         if abs(now - time_ms) > self._max_skew_ms:
             raise AuthError(401, f"request time is {abs(now - time_ms) // 1000} s off this device's clock")
@@ -147,40 +165,51 @@ class PeerError(Exception):
 class PeerClient:
     """Signed requests to one peer's /sync/v1 (a branch device or HQ), over aiohttp.
 
-    With `verifier` and `peer_device`, answers must be signed by that device.
+    With `verifier`, answers must be signed by a device its keyring knows, and by
+    `peer_device` when that is set; requests are addressed to `peer_device` (X-SmartQ-To).
+    `last_signer` is the device that signed the last verified answer (how a static peer
+    configured without an id is identified).
     """
 
     def __init__(self, session: Any, base_url: str, *, device: str, branch: str, key: Ed25519PrivateKey,
-                 verifier: Verifier | None = None, peer_device: str | None = None, timeout_s: float = 10.0) -> None:
+                 verifier: Verifier | None = None, peer_device: str | None = None, timeout_s: float = 10.0,
+                 connect_timeout_s: float | None = None) -> None:
         self._session = session
         self.base_url = base_url.rstrip("/")
         self._device, self._branch, self._key = device, branch, key
-        self._verifier, self._peer_device = verifier, peer_device
+        self._verifier, self.peer_device = verifier, peer_device
         self._timeout_s = timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self.last_signer: str | None = None
 
     async def request(self, method: str, path: str, message: Any = None) -> Any:
         import aiohttp
 
         body = encode(message) if message is not None else b""
-        headers = sign_headers(self._key, device=self._device, branch=self._branch, method=method, path=path, body=body)
+        headers = sign_headers(self._key, device=self._device, branch=self._branch, method=method, path=path,
+                               body=body, to=self.peer_device)
         if body:
             headers["Content-Type"] = "application/json"
+        timeout = aiohttp.ClientTimeout(total=self._timeout_s, sock_connect=self._connect_timeout_s)
         try:
             async with self._session.request(method, self.base_url + path, data=body or None, headers=headers,
-                                             timeout=aiohttp.ClientTimeout(total=self._timeout_s)) as resp:
+                                             timeout=timeout) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
                     detail = raw[:300].decode("utf-8", "replace")
                     raise PeerError(f"{method} {path} -> {resp.status}: {detail}", resp.status)
                 if self._verifier is not None:
                     try:
-                        self._verifier.verify(method, path, resp.headers, raw, expect_device=self._peer_device,
-                                              check_replay=False)
+                        signed = self._verifier.verify(method, path, resp.headers, raw, expect_device=self.peer_device,
+                                                       check_replay=False)
                     except AuthError as err:
                         raise PeerError(f"untrusted answer from {self.base_url}: {err.message}") from err
+                    self.last_signer = signed.device
                 return decode(raw)
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             raise PeerError(f"{self.base_url} unreachable: {err!r}") from err
+        except AuthError as err:  # an answer that is not JSON
+            raise PeerError(f"bad answer from {self.base_url}: {err.message}") from err
 
     async def hello(self) -> dict[str, Any]:
         return await self.request("GET", f"{PREFIX}/hello")
@@ -193,6 +222,7 @@ class PeerClient:
 
 
 def sign_response(key: Ed25519PrivateKey, *, device: str, branch: str, method: str, path: str,
-                  body: bytes) -> dict[str, str]:
-    """Headers that sign an answer (the same string to sign, by the answering device)."""
-    return sign_headers(key, device=device, branch=branch, method=method, path=path, body=body)
+                  body: bytes, to: str | None = None) -> dict[str, str]:
+    """Headers that sign an answer (the same string to sign, by the answering device,
+    addressed `to` the device that asked)."""
+    return sign_headers(key, device=device, branch=branch, method=method, path=path, body=body, to=to)

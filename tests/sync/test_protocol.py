@@ -63,3 +63,20 @@ def test_a_signature_is_bound_to_its_path(setup):
     keys, verifier = setup
     with pytest.raises(AuthError, match="bad request signature"):
         verifier.verify("POST", "/sync/v1/push", signed(keys["kiosk"], path="/sync/v1/pull"), b"")
+
+
+def test_a_request_addressed_to_another_device_is_refused(setup):
+    keys, _ = setup
+    verifier = Verifier(lambda d: keys[d].public_key() if d in keys else None, lambda b: b == "b1",
+                        clock_ms=lambda: NOW, audience="display")
+    body = encode({"vv": {}})
+    to_display = sign_headers(keys["kiosk"], device="kiosk", branch="b1", method="POST", path="/sync/v1/pull",
+                              body=body, now_ms=NOW, to="display")
+    assert verifier.verify("POST", "/sync/v1/pull", to_display, body).device == "kiosk"
+    to_counter = sign_headers(keys["kiosk"], device="kiosk", branch="b1", method="POST", path="/sync/v1/pull",
+                              body=body, now_ms=NOW, to="counter-1")
+    with pytest.raises(AuthError, match="not to 'display'"):
+        verifier.verify("POST", "/sync/v1/pull", to_counter, body)
+    # Re-addressing a captured request breaks its signature.
+    with pytest.raises(AuthError, match="bad request signature"):
+        verifier.verify("POST", "/sync/v1/pull", {**to_counter, "X-SmartQ-To": "display"}, body)
