@@ -61,11 +61,23 @@ def xvfb() -> Iterator[str]:
         stop(proc)
 
 
+def without_printer(config: Path) -> None:
+    """Drop the sample's [hardware...] tables: this kiosk has no printer, so it must show the QR."""
+    kept, skipping = [], False
+    for line in config.read_text(encoding="utf-8").splitlines():
+        if line.startswith("["):
+            skipping = line.startswith("[hardware")
+        if not skipping:
+            kept.append(line)
+    config.write_text("\n".join(kept) + "\n", encoding="utf-8")
+
+
 @pytest.fixture
 def node_url(tmp_path: Path) -> Iterator[str]:
     """A real node (the sample branch's kiosk device) on a free port."""
     subprocess.run([*SMARTQ, "init", str(tmp_path / "branch")], check=True, capture_output=True,
                    cwd=REPO)
+    without_printer(tmp_path / "branch" / "kiosk.toml")
     port = free_port()
     log = (tmp_path / "node.log").open("wb")
     proc = subprocess.Popen([*SMARTQ, "node", "--config", str(tmp_path / "branch" / "kiosk.toml"),
