@@ -54,6 +54,7 @@ KEYPAD_REASONS = {
 ACTIONS = {"RECALL": "recall", "START": "start", "DONE": "complete", "NOSHOW": "no-show", "REQUEUE": "requeue"}
 STATUSES = {"OPEN": "open", "PAUSE": "pause", "CLOSE": "close"}
 CALL_TYPES = (ev.TICKET_CALLED, ev.TICKET_RECALLED)
+SIGN_QUIET = (ev.TICKET_ISSUED, ev.TICKET_CANCELLED)  # never change what a counter holds
 
 
 def _table(raw: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -77,6 +78,10 @@ class HardwareService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe: Callable[[], None] | None = None
         self._events: asyncio.Queue[list[Event]] | None = None
+        self.status_url: str | None = None
+        self.footer: dict[str, str] = {}
+        self.stale_after_ms = 120_000
+        self.announce_languages = False
         try:
             self.spooler = self._build_printer(printer) if printer is not None else None
             self.keypad = self._build_keypad(keypad) if keypad is not None else None
@@ -114,7 +119,7 @@ class HardwareService:
             footer = {"": footer}
         if not isinstance(footer, Mapping) or not all(isinstance(v, str) for v in footer.values()):
             raise ConfigError("hardware.printer.footer: expected a string or a table of language = text")
-        self.footer: dict[str, str] = dict(footer)
+        self.footer = dict(footer)
         return build_printer_from_config(table, on_result=self._on_print_result)
 
     def _build_keypad(self, table: dict[str, Any]) -> KeypadReader | FakeKeypad:
@@ -385,7 +390,7 @@ class HardwareService:
             counter = event.payload.get("counter")
             if event.type in CALL_TYPES:
                 calls.append(event)
-            if self.sign is not None:
+            if self.sign is not None and event.type not in SIGN_QUIET:
                 # any ticket event may change what a counter holds (a call elsewhere supersedes ours)
                 touched |= mine if event.type in ev.TICKET_TYPES else ({counter} & mine)
                 if event.type in CALL_TYPES and counter in mine:
