@@ -42,6 +42,32 @@ backend = "fake"             # a serial keypad: backend = "serial", url = "/dev/
 backend = "fake"             # a serial LED sign: backend = "serial", url = "/dev/ttyUSB1"
 """,
 }
+# [lan] per device (docs/replication.md). By default replication is inert on one shared
+# machine: the listener takes any free loopback port and mDNS is off, so sample nodes started
+# by tests never touch real interfaces or fixed ports. `lan_loopback=True` (the demo) gives
+# each device a fixed loopback port and the others as static peers, so a one-machine branch
+# replicates. On a real device: listen = "0.0.0.0:8441", mdns = true (the commented lines).
+LAN_PORT_OFFSET = 40  # LAN port = the device's API port + 40 (8441 for the kiosk)
+
+
+def lan_section(device_id: str, port: int, *, loopback: bool, peers: dict[str, int]) -> str:
+    """The [lan] table of one sample device; `peers` maps the other devices to their LAN ports."""
+    if loopback:
+        static = ", ".join(f'"{d}@127.0.0.1:{p}"' for d, p in peers.items())
+        return f"""
+[lan]
+listen = "127.0.0.1:{port}"
+mdns = false
+static_peers = [{static}]
+"""
+    return """
+[lan]
+listen = "127.0.0.1:0"       # a device: listen = "0.0.0.0:8441"
+mdns = false                 # a device: mdns = true (finds the branch's other devices)
+static_peers = []            # where mDNS cannot reach: ["display@10.0.5.21:8441"]
+"""
+
+
 STAFF = [("amina", "Amina Uwase", "1234"), ("jean", "Jean Habimana", "2345"), ("lucia", "Lucía Gómez", "3456")]
 
 SERVICES = """
@@ -78,7 +104,8 @@ services = ["documents", "payments"]
 
 
 def write_sample(directory: Path, *, branch_id: str = "kigali-main", branch_name: str = "Kigali Main Office",
-                 timezone: str = "Africa/Kigali", port_base: int = 8400, force: bool = False) -> list[Path]:
+                 timezone: str = "Africa/Kigali", port_base: int = 8400, force: bool = False,
+                 lan_loopback: bool = False) -> list[Path]:
     """Write one TOML per device plus each device's key; returns the config paths."""
     directory.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -93,6 +120,10 @@ def write_sample(directory: Path, *, branch_id: str = "kigali-main", branch_name
         f'\n[[staff]]\nid = "{sid}"\nname = "{name}"\n# PIN {pin} (sample only: change it)\npin_hash = "{hash_pin(pin)}"\n'
         for sid, name, pin in STAFF
     )
+
+    def lan_peers(me: str) -> dict[str, int]:
+        return {d: p - 8400 + port_base + LAN_PORT_OFFSET for d, _, p, _, _ in DEVICES if d != me}
+
     for device_id, role, port, _, counters in DEVICES:
         path = directory / f"{device_id}.toml"
         if path.exists() and not force:
@@ -122,7 +153,7 @@ default_service_s = 300
 
 [security]
 require_staff_login = true
-{HARDWARE[role]}{SERVICES}{roster}{staff}"""
+{lan_section(device_id, port + LAN_PORT_OFFSET, loopback=lan_loopback, peers=lan_peers(device_id))}{HARDWARE[role]}{SERVICES}{roster}{staff}"""
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written

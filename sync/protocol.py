@@ -207,7 +207,7 @@ class PeerClient:
                     self.last_signer = signed.device
                 return decode(raw)
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
-            raise PeerError(f"{self.base_url} unreachable: {err!r}") from err
+            raise PeerError(f"{self.base_url} unreachable: {type(err).__name__}: {err}") from err
         except AuthError as err:  # an answer that is not JSON
             raise PeerError(f"bad answer from {self.base_url}: {err.message}") from err
 
