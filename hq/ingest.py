@@ -126,7 +126,7 @@ def _project(conn: sqlite3.Connection, e: dict[str, Any]) -> None:
         conn.execute(
             "UPDATE tickets SET service = ?, day = ?, label = ?, priority = ?, issued_ms = ?, booking_code = ?,"
             " phone = ?, language = ? WHERE branch_id = ? AND id = ?",
-            (_s(p.get("service")), _s(p.get("day")) or day, _s(p.get("label")),
+            (_s(p.get("service")), (_s(p.get("day")) or day or "").replace("-", "") or None, _s(p.get("label")),
              p.get("priority") if isinstance(p.get("priority"), int) else 0, ms, _s(p.get("booking")),
              _s(p.get("phone")), _s(p.get("language")), branch, ticket))
     elif kind in TIME_FIELDS:

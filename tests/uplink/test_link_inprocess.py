@@ -1,0 +1,103 @@
+"""The branch link between a node and HQ, both real (HQ's HTTP server on 127.0.0.1, the node's
+SQLite in tmp_path), in one process so each step can be watched."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from appliance.config import load_config
+from appliance.node import Node
+from appliance.uplink import UplinkService, from_config
+from sync.keys import load_or_create_key
+from sync.protocol import PeerClient, PeerError
+
+from linktest import await_for, enroll_sample, midday_timezone, start_hq_in_process
+
+
+@pytest.fixture()
+async def hq(tmp_path: Path) -> AsyncIterator[tuple[str, aiohttp.ClientSession, object]]:
+    runner, url, app = await start_hq_in_process(tmp_path / "hq")
+    async with aiohttp.ClientSession() as session:
+        try:
+            yield url, session, app
+        finally:
+            await runner.cleanup()
+
+
+async def start_node(folder: Path, device: str = "kiosk") -> tuple[Node, UplinkService]:
+    node = Node(load_config(folder / f"{device}.toml"))
+    node.open()
+    uplink = from_config(node.config)
+    assert uplink is not None
+    await node.start([uplink])
+    return node, uplink
+
+
+def hq_rows(app: object, sql: str, args: tuple = ()) -> list[tuple]:
+    from hq.web import HQ_KEY
+    path = app[HQ_KEY].settings.database_path  # type: ignore[index]
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as c:
+        return c.execute(sql, args).fetchall()
+
+
+async def test_tickets_go_up_and_hq_config_and_bookings_come_down(tmp_path, hq):
+    url, session, app = hq
+    folder = tmp_path / "branch"
+    await enroll_sample(session, url, folder, tz=midday_timezone())
+    node, uplink = await start_node(folder)
+    try:
+        tickets = [await node.write(lambda c: node.branch.issue(c, {"service": "general"})) for _ in range(3)]
+        await await_for(lambda: _true(uplink.status == "online" and uplink.pending == 0))
+        rows = hq_rows(app, "SELECT origin, seq, type FROM events WHERE origin = 'kiosk' ORDER BY seq")
+        assert [r[2] for r in rows].count("ticket.issued") == 3
+        assert [r[1] for r in rows] == list(range(1, len(rows) + 1))  # exactly once, gapless
+        # HQ's config events were pulled and folded; the roster kept the number ranges.
+        assert await node.read(lambda c: c.execute("SELECT count(*) FROM events WHERE origin LIKE 'hq:%'").fetchone()[0]) > 0
+        model = await node.read(lambda c: node.branch.model(c))
+        assert model.roster["kiosk"].numbers == (1, 599) and set(model.services) == {"general", "payments", "documents"}
+        # a booking made at HQ reaches the node and checks in by its typed code
+        async with session.get(f"{url}/api/v1/public/branches/kigali-main/availability",
+                               params={"service": "general", "date": _today(model)}) as r:
+            slot = next(s for s in (await r.json())["slots"] if s["available"])
+        async with session.post(f"{url}/api/v1/public/bookings", json={
+                "branch": "kigali-main", "service": "general", "start": slot["start"], "email": "a@example.org"}) as r:
+            booking = await r.json()
+            assert r.status == 201, booking
+        await await_for(lambda: node.read(lambda c: c.execute(
+            "SELECT status FROM bookings WHERE code = ?", (booking["code"],)).fetchone()))
+        ticket = await node.write(lambda c: node.branch.issue(c, {"booking_code": booking["code"]}))
+        assert ticket["booking_code"] == booking["code"]
+        assert uplink.view()["status"] == "online" and uplink.view()["last_error"] is None
+        assert tickets[0]["label"] == "A001"
+    finally:
+        await node.stop()
+
+
+async def test_hq_refuses_unknown_devices_and_other_branches(tmp_path, hq):
+    url, session, app = hq
+    folder = tmp_path / "branch"
+    await enroll_sample(session, url, folder, tz="UTC")
+    key = load_or_create_key(folder / "data" / "kiosk")
+    stranger = load_or_create_key(tmp_path / "stranger")
+    good = PeerClient(session, url, device="kiosk", branch="kigali-main", key=key)
+    assert (await good.hello())["device"] == "hq:kigali-main"
+    for client in (PeerClient(session, url, device="kiosk", branch="other-branch", key=key),
+                   PeerClient(session, url, device="ghost", branch="kigali-main", key=stranger),
+                   PeerClient(session, url, device="kiosk", branch="kigali-main", key=stranger)):
+        with pytest.raises(PeerError) as err:
+            await client.hello()
+        assert err.value.status in (401, 403)
+
+
+def _today(model) -> str:
+    from datetime import datetime
+    return datetime.now(model.tz).date().isoformat()
+
+
+async def _true(value: bool) -> bool:
+    return value
