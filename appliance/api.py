@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from appliance.branch import iso
 from appliance.errors import BadRequest, DomainError, NotFound
 from appliance.node import Node
 from appliance.openapi import openapi_document
@@ -205,8 +206,6 @@ async def staff_login(request: web.Request) -> web.Response:
     if counter not in model.counters:
         raise NotFound(f"unknown counter {counter!r}", code="unknown_counter")
     session = await asyncio.to_thread(node.staff.login, counter, body["pin"])
-    from appliance.branch import iso
-
     return web.json_response({"token": session.token, "staff": {"id": session.staff_id, "name": session.staff_name},
                               "counter": counter, "expires_at": iso(session.expires_ms, model.tz)})
 

@@ -302,18 +302,22 @@ class Node:
 
         `print.status` is "queued" when a printer took the job, "no_printer" when this
         device has none, "failed" (with `message`) when it could not be queued."""
-        for service in self.services:
-            hook = getattr(service, "on_ticket_issued", None)
-            if hook is not None:
-                return {**ticket, "print": await hook(ticket)}
-        return {**ticket, "print": {"status": "no_printer"}}
+        return {**ticket, "print": await self._print_hook("on_ticket_issued", ticket)}
 
     async def reprint(self, ticket: dict[str, Any]) -> dict[str, Any]:
+        return {"ticket": ticket["id"], "print": await self._print_hook("reprint", ticket)}
+
+    async def _print_hook(self, name: str, ticket: dict[str, Any]) -> dict[str, Any]:
         for service in self.services:
-            hook = getattr(service, "reprint", None)
-            if hook is not None:
-                return {"ticket": ticket["id"], "print": await hook(ticket)}
-        return {"ticket": ticket["id"], "print": {"status": "no_printer"}}
+            hook = getattr(service, name, None)
+            if hook is None:
+                continue
+            try:
+                return await hook(ticket)
+            except Exception as err:  # the ticket is committed already: report, never 500
+                logger.exception("printing ticket %s failed", ticket.get("id"))
+                return {"status": "failed", "message": f"printer error: {err}"}
+        return {"status": "no_printer"}
 
     # -- tools -----------------------------------------------------------------------------
     async def state_hash(self) -> str:
