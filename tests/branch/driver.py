@@ -1,0 +1,128 @@
+"""Drive one node's local API from inside its namespace: many requests, one process.
+
+    python driver.py URL OP JSON-ARGS      -> prints one JSON line with the result
+
+Ops:
+  issue     {"n", "services": [..]}                 issue n tickets (round robin over services)
+  serve     {"counter", "idle_s", "max"}            open the counter, then call-next/start/complete
+                                                    until call-next answered 204 for idle_s seconds
+  call      {"counter", "ticket"}                   call one ticket at a counter
+  act       {"counter", "ticket", "action"}         start/complete/... (status and body back)
+  open      {"counter"}
+  tickets   {"ids": [..]}                           GET each ticket
+  state     {}                                      GET /api/v1/state
+  stream    {"seconds"}                             read /api/v1/stream, one JSON line per event
+                                                    (with the monotonic receive time) until killed
+                                                    or `seconds` passed
+(A namespace address is not reachable from the test process; this runs inside.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+import aiohttp
+
+
+async def request(session: aiohttp.ClientSession, method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    async with session.request(method, url, json=body) as resp:
+        text = await resp.text()
+        try:
+            return resp.status, json.loads(text) if text else None
+        except ValueError:
+            return resp.status, text
+
+
+async def issue(session: aiohttp.ClientSession, base: str, n: int, services: list[str]) -> dict[str, Any]:
+    issued, errors = [], []
+    for i in range(n):
+        status, body = await request(session, "POST", f"{base}/api/v1/tickets", {"service": services[i % len(services)]})
+        if status == 201:
+            issued.append({"id": body["id"], "label": body["label"]})
+        else:
+            errors.append([status, body])
+    return {"issued": issued, "errors": errors}
+
+
+async def serve(session: aiohttp.ClientSession, base: str, counter: str, idle_s: float, limit: int) -> dict[str, Any]:
+    await request(session, "POST", f"{base}/api/v1/counters/{counter}/open")
+    served, lost, errors = [], [], []
+    idle_since = None
+    while len(served) < limit:
+        status, body = await request(session, "POST", f"{base}/api/v1/counters/{counter}/call-next")
+        if status == 204:
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since > idle_s:
+                break
+            await asyncio.sleep(0.05)
+            continue
+        idle_since = None
+        if status != 200:
+            errors.append([status, body])
+            await asyncio.sleep(0.05)
+            continue
+        ticket = body["id"]
+        ok = True
+        for action in ("start", "complete"):
+            status, body = await request(session, "POST", f"{base}/api/v1/counters/{counter}/tickets/{ticket}/{action}")
+            if status != 200:
+                ok = False
+                # 409: another counter took it before the news arrived (a race the fold resolves)
+                (lost if status == 409 else errors).append([ticket, action, status, body])
+                break
+        if ok:
+            served.append(ticket)
+    return {"served": served, "lost": lost, "errors": errors}
+
+
+async def stream(session: aiohttp.ClientSession, base: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    async with session.get(f"{base}/api/v1/stream", timeout=aiohttp.ClientTimeout(total=None)) as resp:
+        event = None
+        while time.monotonic() < deadline:
+            try:
+                line = await asyncio.wait_for(resp.content.readline(), max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            if not line:
+                break
+            text = line.decode().rstrip("\n")
+            if text.startswith("event: "):
+                event = text[7:]
+            elif text.startswith("data: "):
+                print(json.dumps({"t": time.monotonic(), "event": event, "data": json.loads(text[6:])}), flush=True)
+
+
+async def main(base: str, op: str, args: dict[str, Any]) -> Any:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        if op == "issue":
+            return await issue(session, base, args["n"], args["services"])
+        if op == "serve":
+            return await serve(session, base, args["counter"], args.get("idle_s", 3.0), args.get("max", 10**6))
+        if op == "open":
+            return await request(session, "POST", f"{base}/api/v1/counters/{args['counter']}/open")
+        if op == "call":
+            return await request(session, "POST", f"{base}/api/v1/counters/{args['counter']}/tickets/{args['ticket']}/call")
+        if op == "act":
+            return await request(session, "POST",
+                                 f"{base}/api/v1/counters/{args['counter']}/tickets/{args['ticket']}/{args['action']}")
+        if op == "tickets":
+            out = {}
+            for ticket in args["ids"]:
+                out[ticket] = await request(session, "GET", f"{base}/api/v1/tickets/{ticket}")
+            return out
+        if op == "state":
+            return await request(session, "GET", f"{base}/api/v1/state")
+        if op == "stream":
+            await stream(session, base, args.get("seconds", 600))
+            return {"done": True}
+        raise SystemExit(f"unknown op {op}")
+
+
+if __name__ == "__main__":
+    result = asyncio.run(main(sys.argv[1].rstrip("/"), sys.argv[2], json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}))
+    print(json.dumps({"result": result}), flush=True)
