@@ -220,8 +220,10 @@ class PeerState:
     pending: list[Event] = field(default_factory=list)
     resync: bool = True
     next_round: float = 0.0        # monotonic time of the next anti-entropy round
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)       # pull now
+    push_wake: asyncio.Event = field(default_factory=asyncio.Event)  # pending events to push
     task: asyncio.Task[None] | None = None
+    push_task: asyncio.Task[None] | None = None
     client: PeerClient | None = None
     endpoint: tuple[str, int] | None = None
 
@@ -262,7 +264,7 @@ class Replicator:
 
     async def stop(self) -> None:
         self._running = False
-        tasks = [p.task for p in self._peers.values() if p.task is not None]
+        tasks = [t for p in self._peers.values() for t in (p.task, p.push_task) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -315,8 +317,10 @@ class Replicator:
 
     def remove(self, device_id: str) -> None:
         peer = self._peers.pop(device_id, None)
-        if peer is not None and peer.task is not None:
-            peer.task.cancel()
+        if peer is not None:
+            for task in (peer.task, peer.push_task):
+                if task is not None:
+                    task.cancel()
             logger.info("stopped replicating with %s", device_id)
 
     def heard_from(self, device: str) -> None:
@@ -339,7 +343,7 @@ class Replicator:
             if peer.status == "unreachable" or peer.device is None:
                 continue  # anti-entropy carries them when it is back (or once it is identified)
             peer.pending.extend(own)
-            peer.wake.set()
+            peer.push_wake.set()
 
     def view(self) -> list[dict[str, Any]]:
         out = []
@@ -361,7 +365,10 @@ class Replicator:
 
     # -- the per-peer worker ---------------------------------------------------------------
     def _start_worker(self, peer: PeerState) -> None:
-        peer.task = asyncio.get_running_loop().create_task(self._worker(peer), name=f"replicate-{peer.key}")
+        """Two tasks per peer, so a slow pull (or one waiting for the pull lock) never delays a push."""
+        loop = asyncio.get_running_loop()
+        peer.task = loop.create_task(self._pull_loop(peer), name=f"pull-{peer.key}")
+        peer.push_task = loop.create_task(self._push_loop(peer), name=f"push-{peer.key}")
 
     def _client(self, peer: PeerState) -> PeerClient:
         if peer.client is None:
@@ -380,20 +387,35 @@ class Replicator:
                                      connect_timeout_s=self.settings.connect_timeout_s)
         return peer.client
 
-    async def _worker(self, peer: PeerState) -> None:
+    async def _push_loop(self, peer: PeerState) -> None:
+        while True:
+            await peer.push_wake.wait()
+            peer.push_wake.clear()
+            if peer.device is None:
+                peer.pending.clear()
+                continue
+            try:
+                await self._push_pending(peer)
+                self._succeeded(peer)
+            except asyncio.CancelledError:
+                raise
+            except PeerError as err:
+                self._failed(peer, str(err))
+            except Exception as err:  # a bug must not end replication with this peer
+                logger.exception("pushing to %s failed", peer.key)
+                self._failed(peer, repr(err))
+
+    async def _pull_loop(self, peer: PeerState) -> None:
         loop = asyncio.get_running_loop()
         while True:
             delay = peer.next_round - loop.time()
-            if delay > 0 and not peer.pending:
+            if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(peer.wake.wait(), delay)
             peer.wake.clear()
             try:
-                if peer.pending:
-                    await self._push_pending(peer)
-                if loop.time() >= peer.next_round or peer.resync:
-                    await self._anti_entropy(peer)
-                    peer.next_round = loop.time() + self.settings.anti_entropy_s
+                await self._anti_entropy(peer)
+                peer.next_round = loop.time() + self.settings.anti_entropy_s
                 self._succeeded(peer)
             except asyncio.CancelledError:
                 raise
@@ -470,10 +492,12 @@ class Replicator:
         client = self._client(peer)
         if peer.device is None:  # a static peer: learn who it is before asking for events
             self._learn(peer, client, (await client.hello()).get("vv"))
+        # The first request runs outside the lock: a peer that does not answer must not hold
+        # up pulls from the others; usually it says "nothing new" and we are done.
+        vv = await self._store.read(version_vector)
+        reply = await client.pull(vv, self.settings.pull_batch)
         async with self._pull_lock:
-            vv = await self._store.read(version_vector)
             while True:
-                reply = await client.pull(vv, self.settings.pull_batch)
                 self._learn(peer, client, reply.get("vv"))
                 events = reply.get("events")
                 if not isinstance(events, list):
@@ -489,6 +513,7 @@ class Replicator:
                         break  # nothing new came of it; do not ask again for the same events
                 if not reply.get("more"):
                     break
+                reply = await client.pull(vv, self.settings.pull_batch)
         peer.resync = False
 
 

@@ -66,3 +66,69 @@ def test_a_busy_day_on_five_devices_converges_to_one_state(lan, python, python_e
     peers = state(lan, nodes["display"], python=python, env=env)["peers"]
     assert {p["id"] for p in peers} == {"kiosk", "counter-1", "counter-2", "counter-3"}
     assert all(p["status"] == "ok" and p["source"] == "mdns" and p["behind"] == 0 for p in peers), json.dumps(peers)
+
+
+def test_a_partition_heals_to_one_state_with_the_documented_winner(lan, python, python_env, tmp_path) -> None:
+    env = python_env
+    configs = make_branch(tmp_path / "branch")
+    nodes = start_nodes(lan, configs, ["kiosk", "display", "counter-1", "counter-2", "counter-3"],
+                        python=python, env=env)
+    first = drive(lan, nodes["kiosk"], "issue", {"n": 10, "services": ["general"]}, python=python, env=env)["issued"]
+    for i in (1, 2, 3):
+        assert drive(lan, nodes[f"counter-{i}"], "open", {"counter": f"c{i}"}, python=python, env=env)[0] == 200
+    wait_converged(lan, nodes.values(), python=python, env=env)
+
+    # Cut the display and counter-3 off from the rest.
+    side_a = [nodes[d].host for d in ("kiosk", "counter-1", "counter-2")]
+    side_b = [nodes[d].host for d in ("display", "counter-3")]
+    lan.partition(side_a, side_b)
+    contested = first[0]["id"]
+
+    # Side B: counter-3 issues and serves its own tickets, then calls the contested ticket first.
+    b_issued = drive(lan, nodes["counter-3"], "issue", {"n": 5, "services": ["documents"]}, python=python,
+                     env=env)["issued"]
+    b_served = drive(lan, nodes["counter-3"], "serve", {"counter": "c3", "idle_s": 0.5, "max": 3},
+                     python=python, env=env)
+    status, body = drive(lan, nodes["counter-3"], "call", {"counter": "c3", "ticket": contested},
+                         python=python, env=env)
+    assert status == 200 and body["counter"] == "c3", body
+    # Side A: counter-1 calls the same ticket later (it cannot know), the kiosk keeps issuing,
+    # counter-2 keeps serving.
+    status, body = drive(lan, nodes["counter-1"], "call", {"counter": "c1", "ticket": contested},
+                         python=python, env=env)
+    assert status == 200 and body["counter"] == "c1", body
+    a_issued = drive(lan, nodes["kiosk"], "issue", {"n": 10, "services": ["general"]}, python=python,
+                     env=env)["issued"]
+    a_served = drive(lan, nodes["counter-2"], "serve", {"counter": "c2", "idle_s": 0.5, "max": 6},
+                     python=python, env=env)
+    assert len(b_served["served"]) == 3 and len(a_served["served"]) == 6
+    assert contested not in a_served["served"] + b_served["served"]
+    # Both sides really were apart: the display has not seen side A's new tickets.
+    display_state = state(lan, nodes["display"], python=python, env=env)
+    assert not {t["id"] for t in a_issued} & {t["id"] for t in display_state["waiting"]}
+
+    lan.heal()
+    digest = wait_converged(lan, nodes.values(), python=python, env=env)
+
+    every = first + b_issued + a_issued
+    assert len({t["label"] for t in every}) == len(every), "every number unique"
+    tickets = drive(lan, nodes["display"], "tickets", {"ids": [t["id"] for t in every]}, python=python, env=env)
+    assert all(status == 200 for status, _ in tickets.values()), "no ticket lost"
+    # Earliest call wins (neither counter went further): counter-3's, made first on side B.
+    won = tickets[contested][1]
+    assert (won["status"], won["counter"], won["superseded"]) == ("called", "c3", ["c1"])
+    final = state(lan, nodes["counter-1"], python=python, env=env)
+    assert final["state_hash"] == digest
+    c1 = next(c for c in final["counters"] if c["id"] == "c1")
+    assert [s["ticket"] for s in c1["superseded"]] == [contested]
+    assert c1["superseded"][0]["by_counter"] == "c3"
+    # None served twice: each side served different tickets, each completed once, by its counter.
+    served = a_served["served"] + b_served["served"]
+    assert len(served) == len(set(served))
+    for ticket in served:
+        assert tickets[ticket][1]["status"] == "completed"
+        assert tickets[ticket][1]["superseded"] == []
+    # The losing counter is told so when it tries to go on with the ticket.
+    status, body = drive(lan, nodes["counter-1"], "act", {"counter": "c1", "ticket": contested, "action": "start"},
+                         python=python, env=env)
+    assert status == 409 and body["error"]["code"] == "superseded", body
