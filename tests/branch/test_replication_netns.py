@@ -5,15 +5,27 @@ a new device, a rogue device on the LAN, and remote changes on the local stream.
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
+from sync.db import connect
+from sync.keys import load_or_create_key
+from sync.log import all_events
+from sync.protocol import PREFIX, encode, sign_headers
+
 from .replicated import (
+    LAN_PORT,
     drive,
     drive_bg,
     finish,
     make_branch,
+    restart_node,
     start_nodes,
     state,
     wait_converged,
@@ -132,3 +144,99 @@ def test_a_partition_heals_to_one_state_with_the_documented_winner(lan, python, 
     status, body = drive(lan, nodes["counter-1"], "act", {"counter": "c1", "ticket": contested, "action": "start"},
                          python=python, env=env)
     assert status == 409 and body["error"]["code"] == "superseded", body
+
+
+def test_a_killed_node_and_a_new_node_with_an_empty_store_catch_up(lan, python, python_env, tmp_path) -> None:
+    env = python_env
+    configs = make_branch(tmp_path / "branch")
+    nodes = start_nodes(lan, configs, ["kiosk", "display", "counter-1", "counter-2"], python=python, env=env)
+    drive(lan, nodes["kiosk"], "issue", {"n": 10, "services": ["general"]}, python=python, env=env)
+    wait_converged(lan, nodes.values(), python=python, env=env)
+
+    os.killpg(nodes["counter-2"].proc.pid, signal.SIGKILL)  # no goodbye, no clean shutdown
+    nodes["counter-2"].proc.popen.wait(10)
+    drive(lan, nodes["kiosk"], "issue", {"n": 15, "services": ["general", "payments"]}, python=python, env=env)
+    served = drive(lan, nodes["counter-1"], "serve", {"counter": "c1", "idle_s": 0.5, "max": 5},
+                   python=python, env=env)
+    assert len(served["served"]) == 5
+
+    nodes["counter-2"] = restart_node(lan, nodes["counter-2"], configs["counter-2"], python=python, env=env)
+    nodes.update(start_nodes(lan, configs, ["counter-3"], python=python, env=env))  # empty store, new device
+    digest = wait_converged(lan, nodes.values(), python=python, env=env)
+    # Both are full members again: what they do reaches everyone.
+    assert len(drive(lan, nodes["counter-3"], "serve", {"counter": "c3", "idle_s": 0.5, "max": 2},
+                     python=python, env=env)["served"]) == 2
+    assert len(drive(lan, nodes["counter-2"], "serve", {"counter": "c2", "idle_s": 0.5, "max": 2},
+                     python=python, env=env)["served"]) == 2
+    assert wait_converged(lan, nodes.values(), python=python, env=env) != digest
+
+
+def test_a_rogue_device_gets_nothing_accepted_and_reads_nothing(lan, python, python_env, tmp_path) -> None:
+    env = python_env
+    branch = tmp_path / "branch"
+    configs = make_branch(branch)
+    nodes = start_nodes(lan, configs, ["kiosk", "display", "counter-1"], python=python, env=env)
+    drive(lan, nodes["kiosk"], "issue", {"n": 5, "services": ["general"]}, python=python, env=env)
+    before = wait_converged(lan, nodes.values(), python=python, env=env)
+
+    # What a rogue could have got hold of: genuine signed events, and a genuine request that
+    # counter-1 sent to the kiosk (delivered once, as it should be).
+    conn = connect(branch / "data" / "kiosk" / "smartq.db", readonly=True)
+    try:
+        genuine = [e.to_dict() for e in all_events(conn)[:20]]
+    finally:
+        conn.close()
+    c1_key = load_or_create_key(branch / "data" / "counter-1")
+    body = encode({"vv": {}, "limit": 1000})
+    headers = sign_headers(c1_key, device="counter-1", branch="b1", method="POST", path=f"{PREFIX}/pull",
+                           body=body, to="kiosk")
+    kiosk_lan = f"http://{nodes['kiosk'].host.ip}:{LAN_PORT}"
+    delivered = lan.run(nodes["counter-1"].host, [python, "-c", DELIVER, kiosk_lan + f"{PREFIX}/pull",
+                                                  json.dumps(headers), body.decode()], env=env)
+    assert delivered.stdout.strip() == "200", delivered.stdout + delivered.stderr
+    attack = tmp_path / "attack.json"
+    attack.write_text(json.dumps({"genuine_events": genuine,
+                                  "captured": {"path": f"{PREFIX}/pull", "body": body.decode(), "headers": headers}}))
+
+    rogue_host = lan.add_host("rogue")
+    proc = lan.spawn(rogue_host, [python, str(Path(__file__).with_name("rogue.py")), "--branch", "b1",
+                                  "--port", str(LAN_PORT), "--input", str(attack)], env=env, name="rogue")
+    report = finish(proc, timeout=60)
+    assert {"kiosk", "display"} <= set(report["discovered"])  # mDNS is public: it can find us
+    assert report["attempts"]
+    for a in report["attempts"]:
+        assert a["status"] in (401, 403), a
+        assert not a["leaked_events"], a
+    assert {a["status"] for a in report["attempts"] if a["as"] == "rogue"} == {403}       # not on the roster
+    assert {a["status"] for a in report["attempts"] if a["as"] == "counter-1"} == {401}   # bad signature
+    captured = {a["target"]: a["body"] for a in report["attempts"] if a["as"] == "captured"}
+    assert "replayed" in captured["kiosk"] and "not to 'display'" in captured["display"]
+
+    # Nothing changed anywhere, and every node logged the refusals and ignored the announcements.
+    time.sleep(2)
+    assert wait_converged(lan, nodes.values(), python=python, env=env) == before
+    for name, node in nodes.items():
+        peers = state(lan, node, python=python, env=env)["peers"]
+        assert "rogue" not in {p["id"] for p in peers}, name
+        err = node.proc.stderr()
+        assert re.search(r"refused POST /sync/v1/push from 10\.77\.\d+\.\d+ \(claims 'rogue'\)", err), name
+        assert "ignoring peer rogue" in err, name
+        assert re.search(r"ignoring peer counter-2 .* fingerprint", err), name  # a roster id, the wrong key
+    for node in nodes.values():
+        node.proc.stop()
+    for device in nodes:
+        conn = connect(branch / "data" / device / "smartq.db", readonly=True)
+        try:
+            origins = {row[0] for row in conn.execute("SELECT DISTINCT origin FROM events")}
+            forged = conn.execute("SELECT count(*) FROM events WHERE payload LIKE '%\"ticket\":\"x\"%'").fetchone()[0]
+        finally:
+            conn.close()
+        assert "rogue" not in origins and forged == 0, device
+
+
+DELIVER = r"""
+import json, sys, urllib.request
+url, headers, body = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3].encode()
+with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers, method="POST"), timeout=10) as r:
+    print(r.status)
+"""
