@@ -1,0 +1,252 @@
+"""Read side of the branch queue: ticket, counter and branch views, positions, estimates.
+
+Queries take any connection (a reader thread's, or the writer's inside a command). The
+model (the configuration as the log holds it) is cached and reloaded after a config change
+commits.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from sync.log import EventLog
+
+from appliance import queue as q
+from appliance.config import Config
+from appliance.errors import NotFound
+from appliance.model import Model, load_model
+from appliance.projection import Projection
+
+TICKET_COLUMNS = (
+    "id, day, label, number, service, issue_service, issued_by, status, priority, effective_ms, issued_ms,"
+    " counter, reserved_counter, called_ms, started_ms, finished_ms, recalls, booking, superseded, state"
+)
+
+
+def iso(ms: int | None, tz: Any) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz).isoformat(timespec="milliseconds")
+
+
+class Queries:
+    """The read side; Branch (the commands) builds on it."""
+
+    def __init__(self, config: Config, log: EventLog, projection: Projection) -> None:
+        self.config = config
+        self.log = log
+        self.projection = projection
+        self.device_id = config.device_id
+        self.config_generation = 0
+        self._cache: tuple[int, Model] | None = None
+        self.hq_key: Ed25519PublicKey | None = None  # verifies HQ booking tokens offline
+
+    # -- transaction listener: readers reload the model after a config change commits ------
+    def job_started(self) -> None: ...
+    def job_failed(self) -> None: ...
+    def rolled_back(self) -> None:
+        self.projection.config_dirty = False
+
+    def committed(self) -> None:
+        if self.projection.config_dirty:
+            self.projection.config_dirty = False
+            self.config_generation += 1
+
+    def model(self, conn: sqlite3.Connection, *, writer: bool = False) -> Model:
+        if writer and self.projection.config_dirty:
+            return load_model(conn, self.config)  # this transaction's own, uncommitted view
+        cached = self._cache
+        if cached is None or cached[0] != self.config_generation:
+            generation = self.config_generation
+            cached = (generation, load_model(conn, self.config))
+            self._cache = cached
+        return cached[1]
+
+    def now_ms(self) -> int:
+        return self.log.clock.wall_ms()
+
+    def today(self, model: Model) -> str:
+        return q.business_day(self.now_ms(), model.tz)
+
+    # -- queries (any connection) --------------------------------------------------------
+    def _ticket_row(self, conn: sqlite3.Connection, ticket_id: str) -> sqlite3.Row:
+        row = conn.execute(f"SELECT {TICKET_COLUMNS} FROM tickets WHERE id = ?", (ticket_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no ticket {ticket_id!r}", code="unknown_ticket")
+        return row
+
+    def _counter_status(self, conn: sqlite3.Connection, counter: str) -> str:
+        row = conn.execute("SELECT status FROM counter_status WHERE id = ?", (counter,)).fetchone()
+        return row[0] if row else "closed"
+
+    @staticmethod
+    def _counter_name(m: Model, counter: str) -> str:
+        c = m.counters.get(counter)
+        return c.name if c else counter
+
+    def _waiting(self, conn: sqlite3.Connection, day: str, service: str | None = None) -> list[q.Waiting]:
+        sql = "SELECT id, service, priority, effective_ms, reserved_counter FROM tickets WHERE status = 'waiting' AND day = ?"
+        args: tuple[Any, ...] = (day,)
+        if service is not None:
+            sql += " AND service = ?"
+            args += (service,)
+        return [q.Waiting(*row) for row in conn.execute(sql, args)]
+
+    def _open_counters(self, conn: sqlite3.Connection, m: Model) -> dict[str, int]:
+        open_ids = {r[0] for r in conn.execute("SELECT id FROM counter_status WHERE status = 'open'")}
+        per_service = {s: 0 for s in m.services}
+        for c in m.counters.values():
+            if c.id in open_ids:
+                for s in c.services:
+                    if s in per_service:
+                        per_service[s] += 1
+        return per_service
+
+    def _mean_service_s(self, conn: sqlite3.Connection, m: Model, day: str, service: str) -> float:
+        rules = m.rules_for(service)
+        durations = [r[0] for r in conn.execute(
+            "SELECT finished_ms - started_ms FROM tickets WHERE day = ? AND service = ? AND status = 'completed'"
+            " AND started_ms IS NOT NULL ORDER BY finished_ms DESC LIMIT ?",
+            (day, service, rules.estimate_window),
+        )]
+        return q.mean_service_s(durations, rules.default_service_s)
+
+    def _position(self, conn: sqlite3.Connection, m: Model, row: sqlite3.Row) -> dict[str, tuple[int, int]]:
+        """{ticket id: (position, estimated wait s)} for one waiting ticket, counted in SQL
+        with the same order as queue.service_line (so issuing stays fast with long queues)."""
+        rules = m.rules_for(row["service"])
+        now = self.now_ms()
+        cut = now - rules.promote_after_s * 1000 if rules.promote_after_s > 0 else -1
+        mine = q.effective_priority(q.Waiting(row["id"], row["service"], row["priority"], row["effective_ms"], None),
+                                    rules, now)
+        eff = "(CASE WHEN effective_ms <= :cut THEN max(priority, :maxp) ELSE priority END)"
+        ahead = conn.execute(
+            f"SELECT count(*) FROM tickets WHERE status = 'waiting' AND day = :day AND service = :service"
+            f" AND id != :id AND ({eff} > :mine OR ({eff} = :mine AND (effective_ms < :eff_ms"
+            f" OR (effective_ms = :eff_ms AND id < :id))))",
+            {"cut": cut, "maxp": rules.max_priority, "day": row["day"], "service": row["service"], "id": row["id"],
+             "mine": mine, "eff_ms": row["effective_ms"]},
+        ).fetchone()[0]
+        opened = self._open_counters(conn, m).get(row["service"], 0)
+        mean = self._mean_service_s(conn, m, row["day"], row["service"])
+        return {row["id"]: (ahead + 1, q.estimate_wait_s(ahead, opened, mean))}
+
+    def ticket(self, conn: sqlite3.Connection, ticket_id: str, *, model: Model | None = None) -> dict[str, Any]:
+        m = model or self.model(conn)
+        row = self._ticket_row(conn, ticket_id)
+        positions = self._position(conn, m, row) if row["status"] == "waiting" else {}
+        return self._ticket_view(m, row, positions)
+
+    def _ticket_view(self, m: Model, row: sqlite3.Row, positions: dict[str, tuple[int, int]]) -> dict[str, Any]:
+        tz = m.tz
+        position, wait = positions.get(row["id"], (None, None))
+        return {
+            "id": row["id"],
+            "label": row["label"],
+            "service": row["service"],
+            "status": row["status"],
+            "priority": row["priority"],
+            "language": json.loads(row["state"]).get("language"),
+            "position": position,
+            "people_ahead": position - 1 if position else None,
+            "estimated_wait_s": wait,
+            "issued_at": iso(row["issued_ms"], tz),
+            "called_at": iso(row["called_ms"], tz),
+            "started_at": iso(row["started_ms"], tz),
+            "finished_at": iso(row["finished_ms"], tz),
+            "counter": row["counter"] or row["reserved_counter"],
+            "recalls": row["recalls"],
+            "booking_code": row["booking"],
+            "superseded": row["superseded"].split(",") if row["superseded"] else [],
+        }
+
+    def counter(self, conn: sqlite3.Connection, counter: str, *, model: Model | None = None) -> dict[str, Any]:
+        m = model or self.model(conn)
+        c = m.counters.get(counter)
+        if c is None:
+            raise NotFound(f"unknown counter {counter!r}", code="unknown_counter")
+        return self._counters(conn, m, only=counter)[0]
+
+    def _counters(self, conn: sqlite3.Connection, m: Model, only: str | None = None) -> list[dict[str, Any]]:
+        day = self.today(m)
+        statuses = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, status, staff FROM counter_status")}
+        current = {
+            r["counter"]: r for r in conn.execute(
+                f"SELECT {TICKET_COLUMNS} FROM tickets WHERE status IN ('called', 'serving') AND counter IS NOT NULL")
+        }
+        lost: dict[str, list[dict[str, Any]]] = {}
+        for r in conn.execute("SELECT id, label, counter, superseded FROM tickets WHERE superseded IS NOT NULL AND day = ?", (day,)):
+            for loser in r["superseded"].split(","):
+                lost.setdefault(loser, []).append({"ticket": r["id"], "label": r["label"], "by_counter": r["counter"]})
+        out = []
+        for c in m.counters.values():
+            if only is not None and c.id != only:
+                continue
+            status, staff = statuses.get(c.id, ("closed", None))
+            cur = current.get(c.id)
+            out.append({
+                "id": c.id, "name": c.name, "services": list(c.services), "status": status, "staff": staff,
+                "current": self._ticket_view(m, cur, {}) if cur is not None else None,
+                "superseded": lost.get(c.id, []),
+            })
+        return out
+
+    def service_summary(self, conn: sqlite3.Connection, service: str) -> dict[str, Any] | None:
+        """One service's line as GET /state shows it (the stream sends it with ticket events)."""
+        m = self.model(conn)
+        s = m.services.get(service)
+        if s is None:
+            return None
+        day = self.today(m)
+        waiting = conn.execute("SELECT count(*) FROM tickets WHERE status = 'waiting' AND day = ? AND service = ?",
+                               (day, service)).fetchone()[0]
+        opened = self._open_counters(conn, m).get(service, 0)
+        mean = self._mean_service_s(conn, m, day, service)
+        return {"id": s.id, "letter": s.letter, "names": s.names, "waiting": waiting,
+                "estimated_wait_s": q.estimate_wait_s(waiting, opened, mean), "open_counters": opened}
+
+    def state(self, conn: sqlite3.Connection) -> dict[str, Any]:
+        m = self.model(conn)
+        now = self.now_ms()
+        day = q.business_day(now, m.tz)
+        open_counters = self._open_counters(conn, m)
+        waiting_all = self._waiting(conn, day)
+        rows = {r["id"]: r for r in conn.execute(
+            f"SELECT {TICKET_COLUMNS} FROM tickets WHERE status = 'waiting' AND day = ?", (day,))}
+        services, waiting_views = [], []
+        for s in m.services.values():
+            rules = m.rules_for(s.id)
+            line = q.service_line(waiting_all, s.id, rules, now)
+            mean = self._mean_service_s(conn, m, day, s.id)
+            opened = open_counters.get(s.id, 0)
+            positions = {t.id: (i + 1, q.estimate_wait_s(i, opened, mean)) for i, t in enumerate(line)}
+            services.append({
+                "id": s.id, "letter": s.letter, "names": s.names, "waiting": len(line),
+                "estimated_wait_s": q.estimate_wait_s(len(line), opened, mean), "open_counters": opened,
+            })
+            waiting_views += [(q.order_key(t, rules, now), self._ticket_view(m, rows[t.id], positions)) for t in line]
+        waiting_views.sort(key=lambda kv: kv[0])
+        recent = []
+        for r in conn.execute(
+            "SELECT id, label, service, counter, called_ms, recalls FROM tickets"
+            " WHERE called_ms IS NOT NULL AND day = ? ORDER BY called_ms DESC LIMIT 10", (day,)
+        ):
+            recent.append({"ticket": r["id"], "label": r["label"], "service": r["service"], "counter": r["counter"],
+                           "counter_name": self._counter_name(m, r["counter"]), "called_at": iso(r["called_ms"], m.tz),
+                           "recalls": r["recalls"]})
+        return {
+            "branch": {"id": m.branch_id, "name": m.name, "timezone": m.timezone, "languages": list(m.languages),
+                       "notices": list(m.notices)},
+            "device": {"id": self.device_id, "role": self.config.role},
+            "now": iso(now, m.tz),
+            "day": day,
+            "services": services,
+            "counters": self._counters(conn, m),
+            "recent_calls": recent,
+            "waiting": [v for _, v in waiting_views],
+        }
