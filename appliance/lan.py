@@ -36,7 +36,7 @@ SETTINGS: list[tuple[str, Any, str]] = [
     ("static_peers", [], "Peers to use without mDNS: \"HOST:PORT\" or \"DEVICE_ID@HOST:PORT\"."),
     ("anti_entropy_s", 1.0, "Seconds between pull rounds with a reachable peer."),
     ("retry_min_s", 0.2, "First retry delay after a peer failed; doubles per failure."),
-    ("retry_max_s", 1.0, "Longest retry delay for an unreachable peer."),
+    ("retry_max_s", 0.5, "Longest retry delay for an unreachable peer."),
     ("connect_timeout_s", 1.0, "TCP connect timeout to a peer."),
     ("request_timeout_s", 5.0, "Whole-request timeout to a peer."),
     ("pull_batch", 2000, "Events asked for per pull request."),

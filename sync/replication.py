@@ -71,7 +71,7 @@ class SyncSettings:
     push_batch: int = 500
     anti_entropy_s: float = 1.0
     retry_min_s: float = 0.2
-    retry_max_s: float = 1.0
+    retry_max_s: float = 0.5
     connect_timeout_s: float = 1.0
     request_timeout_s: float = 5.0
 
@@ -225,6 +225,7 @@ class PeerState:
     task: asyncio.Task[None] | None = None
     push_task: asyncio.Task[None] | None = None
     client: PeerClient | None = None
+    session: ClientSession | None = None  # its own connection pool: dropped whole on failure
     endpoint: tuple[str, int] | None = None
 
 
@@ -248,7 +249,7 @@ class Replicator:
         self._ssl = ssl
         self._answers = Verifier(keyring, lambda b: b == branch, audience=device_id)
         self._peers: dict[str, PeerState] = {}
-        self._session: ClientSession | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self._pull_lock = asyncio.Lock()
         self._our_vv: dict[str, int] = {}
         self._ignored: dict[str, str] = {}
@@ -256,7 +257,6 @@ class Replicator:
 
     # -- life cycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        self._session = ClientSession(connector=TCPConnector(limit_per_host=4, ssl=self._ssl or False))
         self._our_vv = await self._store.read(version_vector)
         self._running = True
         for peer in self._peers.values():
@@ -268,9 +268,9 @@ class Replicator:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for peer in self._peers.values():
+            self._drop_connections(peer)
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
     # -- peers -----------------------------------------------------------------------------
     def admit(self, info: PeerInfo) -> str | None:
@@ -309,7 +309,7 @@ class Replicator:
                 self._start_worker(peer)
         else:
             peer.info = info
-            peer.client = None  # reconnect to the new address
+            self._drop_connections(peer)  # reconnect to the new address
             peer.failures = 0
             peer.next_round = 0.0
             peer.wake.set()
@@ -321,6 +321,7 @@ class Replicator:
             for task in (peer.task, peer.push_task):
                 if task is not None:
                     task.cancel()
+            self._drop_connections(peer)
             logger.info("stopped replicating with %s", device_id)
 
     def heard_from(self, device: str) -> None:
@@ -372,7 +373,8 @@ class Replicator:
 
     def _client(self, peer: PeerState) -> PeerClient:
         if peer.client is None:
-            assert self._session is not None
+            if peer.session is None:
+                peer.session = ClientSession(connector=TCPConnector(limit_per_host=2, ssl=self._ssl or False))
             endpoints = peer.info.endpoints
             if not endpoints:
                 raise PeerError(f"{peer.key} has no address")
@@ -381,7 +383,7 @@ class Replicator:
             scheme = "https" if self._ssl is not None else "http"
             shown = f"[{host}]" if ":" in host else host
             peer.endpoint = (host, port)
-            peer.client = PeerClient(self._session, f"{scheme}://{shown}:{port}", device=self.device_id,
+            peer.client = PeerClient(peer.session, f"{scheme}://{shown}:{port}", device=self.device_id,
                                      branch=self.branch, key=self._key, verifier=self._answers,
                                      peer_device=peer.device, timeout_s=self.settings.request_timeout_s,
                                      connect_timeout_s=self.settings.connect_timeout_s)
@@ -449,7 +451,17 @@ class Replicator:
         peer.failures += 1
         peer.pending.clear()  # anti-entropy repairs what was not delivered
         peer.resync = True
+        self._drop_connections(peer)
+
+    def _drop_connections(self, peer: PeerState) -> None:
+        """Close the peer's pooled connections: after a partition, a kept-alive socket would
+        swallow the next request until the whole-request timeout; a fresh connect fails fast."""
         peer.client = None
+        session, peer.session = peer.session, None
+        if session is not None:
+            task = asyncio.get_running_loop().create_task(session.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def _learn(self, peer: PeerState, client: PeerClient, vv: Any) -> None:
         """Record the peer's vector; a static peer learns its device id from its first signed answer."""

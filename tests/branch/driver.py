@@ -11,6 +11,8 @@ Ops:
   open      {"counter"}
   tickets   {"ids": [..]}                           GET each ticket
   state     {}                                      GET /api/v1/state
+  calls     {"counter", "n"}                        n call-nexts, each with its send time
+  toggle    {"counter", "n", "concurrency"}         n counter status events (pause/open)
   stream    {"seconds"}                             read /api/v1/stream, one JSON line per event
                                                     (with the monotonic receive time) until killed
                                                     or `seconds` passed
@@ -79,6 +81,37 @@ async def serve(session: aiohttp.ClientSession, base: str, counter: str, idle_s:
     return {"served": served, "lost": lost, "errors": errors}
 
 
+async def calls(session: aiohttp.ClientSession, base: str, counter: str, n: int) -> dict[str, Any]:
+    """n sequential call-nexts; each with the monotonic time it was sent (CLOCK_MONOTONIC is
+    shared by every network namespace, so the display's stream times compare directly)."""
+    await request(session, "POST", f"{base}/api/v1/counters/{counter}/open")
+    out = []
+    for _ in range(n):
+        t0 = time.monotonic()
+        status, body = await request(session, "POST", f"{base}/api/v1/counters/{counter}/call-next")
+        if status != 200:
+            break
+        out.append([body["id"], t0])
+        await asyncio.sleep(0.005)
+    return {"calls": out}
+
+
+async def toggle(session: aiohttp.ClientSession, base: str, counter: str, n: int, concurrency: int) -> dict[str, Any]:
+    """n counter status events (pause/open alternating), `concurrency` requests in flight."""
+    done = 0
+
+    async def worker(k: int) -> None:
+        nonlocal done
+        for i in range(k, n, concurrency):
+            action = "pause" if i % 2 == 0 else "open"
+            status, _ = await request(session, "POST", f"{base}/api/v1/counters/{counter}/{action}")
+            done += status == 200
+
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    await request(session, "POST", f"{base}/api/v1/counters/{counter}/open")
+    return {"events": done + 1}
+
+
 async def stream(session: aiohttp.ClientSession, base: str, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     async with session.get(f"{base}/api/v1/stream", timeout=aiohttp.ClientTimeout(total=None)) as resp:
@@ -103,6 +136,10 @@ async def main(base: str, op: str, args: dict[str, Any]) -> Any:
             return await issue(session, base, args["n"], args["services"])
         if op == "serve":
             return await serve(session, base, args["counter"], args.get("idle_s", 3.0), args.get("max", 10**6))
+        if op == "calls":
+            return await calls(session, base, args["counter"], args["n"])
+        if op == "toggle":
+            return await toggle(session, base, args["counter"], args["n"], args.get("concurrency", 4))
         if op == "open":
             return await request(session, "POST", f"{base}/api/v1/counters/{args['counter']}/open")
         if op == "call":
