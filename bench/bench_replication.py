@@ -51,7 +51,7 @@ def call_latency(net: Network, nodes: dict[str, Any], calls: int) -> dict[str, A
     sent = drive(net, nodes["counter-1"], "calls", {"counter": "c1", "n": calls}, python=PY, env=ENV,
                  timeout=900)["calls"]
     deadline = time.monotonic() + 10
-    wanted = {ticket for ticket, _ in sent}
+    wanted = {ticket for ticket, *_ in sent}
     while time.monotonic() < deadline:
         seen = {line["data"]["event"]["payload"]["ticket"]: line["t"] for line in watcher.json_lines()
                 if line.get("event") == "ticket.called" and line["data"]["event"]["origin"] == "counter-1"}
@@ -59,8 +59,12 @@ def call_latency(net: Network, nodes: dict[str, Any], calls: int) -> dict[str, A
             break
         time.sleep(0.2)
     watcher.stop()
-    latencies = [seen[ticket] - t0 for ticket, t0 in sent if ticket in seen]
-    return {"calls": len(sent), "seen_on_display": len(latencies), **latency_summary(latencies)}
+    latencies = [seen[ticket] - t0 for ticket, t0, _ in sent if ticket in seen]
+    answered = [t1 - t0 for _, t0, t1 in sent]
+    after_answer = [seen[ticket] - t1 for ticket, _, t1 in sent if ticket in seen]
+    return {"calls": len(sent), "seen_on_display": len(latencies), **latency_summary(latencies),
+            "call_next_answered": latency_summary(answered),
+            "answer_to_display_stream": latency_summary(after_answer)}
 
 
 def heads(branch: Path, device: str) -> dict[str, int]:

@@ -91,7 +91,7 @@ async def calls(session: aiohttp.ClientSession, base: str, counter: str, n: int)
         status, body = await request(session, "POST", f"{base}/api/v1/counters/{counter}/call-next")
         if status != 200:
             break
-        out.append([body["id"], t0])
+        out.append([body["id"], t0, time.monotonic()])
         await asyncio.sleep(0.005)
     return {"calls": out}
 
