@@ -109,6 +109,8 @@ class Hub:
     async def run(self) -> None:
         while True:
             events = await self._batches.get()
+            if not self._subscribers:
+                continue  # nobody listens: rendering (reads) would be wasted work
             try:
                 messages = await self._render(events)
             except Exception:
