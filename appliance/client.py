@@ -267,6 +267,17 @@ class NodeClient:
         self.token = reply.get("token")
         return reply
 
+    async def logout(self) -> None:
+        """End this client's staff session at the node (POST /staff/logout), then forget the
+        token. The token is forgotten even when the node cannot be reached; that error is
+        raised after, so the caller can say the session may still be open there."""
+        if not self.token:
+            return
+        try:
+            await self.request("POST", "/staff/logout", {})
+        finally:
+            self.token = None
+
     async def call_next(self, counter: str) -> JSON | None:
         """Call the next waiting ticket; None when nobody waits (204)."""
         return await self.request("POST", f"/counters/{counter}/call-next", {})

@@ -16,7 +16,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--counter", required=True, help="counter id, e.g. c1")
     p.add_argument("--fullscreen", action="store_true")
     p.add_argument("--size", default="1280x800")
-    p.add_argument("--lang", default="en", help="(staff UI is English for now)")
+    p.add_argument("--lang", default="en", help="language of the screen: en fr rw sw es")
     p.add_argument("--no-login", action="store_true", help="branch without staff PINs")
     p.add_argument("--pin", help="log in at start with this PIN (demo and tests only: a PIN on a "
                    "command line is visible to every local user)")
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_kivy(args.fullscreen, args.size, "SmartQ counter")
     from .app import build, run
 
-    app, client = build(args.node, args.counter, login_required=not args.no_login,
+    app, client = build(args.node, args.counter, login_required=not args.no_login, language=args.lang,
                         screenshot_dir=args.screenshot_dir, screenshot_every=args.screenshot_every)
     extra = [auto_login(app.vm, args.pin)] if args.pin else []
     asyncio.run(run(app, client, *extra))

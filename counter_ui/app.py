@@ -99,12 +99,12 @@ class CounterApp(App):
         return path
 
 
-def build(node: str, counter: str, *, login_required: bool = True,
+def build(node: str, counter: str, *, login_required: bool = True, language: str = "en",
           screenshot_dir: Path | None = None, screenshot_every: float = 0,
           ) -> tuple[CounterApp, NodeClient]:
     client = NodeClient(node)
     vm = CounterViewModel(client, counter, now=lambda: datetime.now(timezone.utc),
-                          login_required=login_required)
+                          login_required=login_required, language=language)
     return CounterApp(vm, screenshot_dir=screenshot_dir, screenshot_every=screenshot_every), client
 
 

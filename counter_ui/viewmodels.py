@@ -2,7 +2,8 @@
 
 The stream keeps ``current``/``waiting`` fresh (``apply_state`` on (re)connect, then
 ``apply_event``); actions call the node and show its answer. A call lost to another counter
-(the ``superseded`` lists) becomes a clear notice.
+(the ``superseded`` lists) becomes a clear notice. Every text comes from the gettext
+catalogs in ``locale/`` (en fr rw sw es); the node's own error messages are shown as sent.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from kivy.properties import (
     BooleanProperty,
     DictProperty,
     ListProperty,
+    NumericProperty,
+    ObjectProperty,
     StringProperty,
 )
 
@@ -29,6 +32,8 @@ from appliance.client import (
     StreamEvent,
     Unauthorized,
 )
+
+from .i18n import CATALOGS, SOURCE_LANGUAGE, Translator
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,31 @@ SHORTCUTS: dict[str, str] = {
 }
 
 ACTIVE = ("called", "serving")
+
+#: Action names as shown in messages ("Call next: Counter 1 is closed; open it first").
+ACTIONS: dict[str, str] = {
+    "login": "Log in",
+    "logout": "Log out",
+    "open": "Open",
+    "pause": "Pause",
+    "close": "Close",
+    "call_next": "Call next",
+    "call": "Call",
+    "recall": "Recall",
+    "start": "Start",
+    "done": "Done",
+    "no_show": "No-show",
+    "transfer": "Transfer",
+    "walk_in": "Walk-in",
+}
+#: Counter and ticket states as shown on the screen.
+STATES: dict[str, str] = {
+    "open": "open",
+    "paused": "paused",
+    "closed": "closed",
+    "called": "called",
+    "serving": "serving",
+}
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -83,8 +113,14 @@ class CounterViewModel(EventDispatcher):
     notice = StringProperty("")
     superseded_notice = StringProperty("")
     error = StringProperty("")
+    #: Other counters a ticket can be transferred to: [{id, name}].
+    counters = ListProperty([])
     offline = BooleanProperty(True)
     busy = BooleanProperty(False)
+    language = StringProperty(SOURCE_LANGUAGE)
+    #: Bumped on every language change so .kv expressions using ``vm.t`` re-evaluate.
+    strings_version = NumericProperty(0)
+    tr = ObjectProperty(None)
 
     def __init__(
         self,
@@ -93,9 +129,11 @@ class CounterViewModel(EventDispatcher):
         *,
         now: Callable[[], datetime],
         login_required: bool = True,
+        language: str = SOURCE_LANGUAGE,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.tr = CATALOGS.translator(language)
         self.client = client
         self.counter_id = counter_id
         self.counter_name = counter_id
@@ -104,9 +142,33 @@ class CounterViewModel(EventDispatcher):
         self.logged_in = not login_required
         self._services_served: list[str] = []
         self._service_rows: dict[str, dict[str, Any]] = {}
+        self._counter_rows: dict[str, dict[str, Any]] = {}
+        self._superseded_by: tuple[str, str] | None = None
         self._waiting: dict[str, dict[str, Any]] = {}
         self._seen_superseded: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.language = language
+
+    # --- strings --------------------------------------------------------------------------
+
+    def t(self, msgid: str, _v: int = 0, **values: object) -> str:
+        """The current language's text; the .kv passes ``_v=vm.strings_version``."""
+        tr: Translator = self.tr
+        return tr.format(msgid, **values) if values else tr(msgid)
+
+    def on_language(self, _: Any, language: str) -> None:
+        self.tr = CATALOGS.translator(language)
+        self.strings_version += 1
+        self.tick()
+        self._rebuild_waiting()
+        self._rebuild_superseded_notice()
+
+    def state_text(self, state: str, _v: int = 0) -> str:
+        """A counter or ticket state in the current language."""
+        return self.t(STATES[state]) if state in STATES else state
+
+    def _what(self, action: str) -> str:
+        return self.t(ACTIONS.get(action, action))
 
     # --- stream ---------------------------------------------------------------------------
 
@@ -120,6 +182,8 @@ class CounterViewModel(EventDispatcher):
         self._service_rows = {s["id"]: s for s in state.get("services", [])}
         self._waiting = {t["id"]: t for t in state.get("waiting", []) if t.get("id")}
         for c in state.get("counters", []):
+            if c.get("id"):
+                self._counter_rows[c["id"]] = {"id": c["id"], "name": str(c.get("name") or c["id"])}
             if c.get("id") == self.counter_id:
                 self._apply_counter(c)
         self._rebuild_waiting()
@@ -162,10 +226,20 @@ class CounterViewModel(EventDispatcher):
         self._seen_superseded.add(ticket_id)
         if self.current.get("id") == ticket_id:
             self._set_current({})
-        self.superseded_notice = (
-            f"{label or ticket_id} was called at {by_counter or 'another counter'} first. "
-            "Call next."
-        )
+        self._superseded_by = (label or ticket_id, by_counter)
+        self._rebuild_superseded_notice()
+
+    def _rebuild_superseded_notice(self) -> None:
+        if self._superseded_by is None:
+            return
+        label, by = self._superseded_by
+        name = self._counter_rows.get(by, {}).get("name") or by or self.t("another counter")
+        self.superseded_notice = self.t("{label} was called at {counter} first. Call next.",
+                                        label=label, counter=name)
+
+    def dismiss_superseded(self) -> None:
+        self._superseded_by = None
+        self.superseded_notice = ""
 
     def _set_current(self, t: dict[str, Any]) -> None:
         self.current = dict(t)
@@ -175,9 +249,7 @@ class CounterViewModel(EventDispatcher):
 
     def _rebuild_waiting(self) -> None:
         served = self._services_served
-        rows = [
-            t for t in self._waiting.values() if not served or t.get("service") in served
-        ]
+        rows = [t for t in self._waiting.values() if self._waits_here(t, served)]
         rows.sort(key=lambda t: (t.get("position") or 10**6, -(t.get("priority") or 0)))
         now = self.now()
         out = []
@@ -187,16 +259,29 @@ class CounterViewModel(EventDispatcher):
                 {
                     "id": t["id"],
                     "label": str(t.get("label", "")),
-                    "service": str(t.get("service", "")),
+                    "service": self._service_name(self._service_rows.get(str(t.get("service")))
+                                                  or {"id": str(t.get("service", ""))}),
                     "priority": int(t.get("priority") or 0),
                     "waited": format_duration((now - issued).total_seconds()) if issued else "",
                 }
             )
         self.waiting = out
         self.services = [
-            {"id": sid, "name": str((s.get("names") or {}).get("en") or sid)}
-            for sid, s in self._service_rows.items()
+            {"id": sid, "name": self._service_name(s)} for sid, s in self._service_rows.items()
         ]
+        self.counters = [c for cid, c in self._counter_rows.items() if cid != self.counter_id]
+
+    def _waits_here(self, t: dict[str, Any], served: list[str]) -> bool:
+        """A waiting ticket shows here when it was transferred to this counter, or when it is
+        for one of this counter's services and not kept for another counter."""
+        reserved = t.get("counter")
+        if reserved:
+            return bool(reserved == self.counter_id)
+        return not served or t.get("service") in served
+
+    def _service_name(self, s: dict[str, Any]) -> str:
+        names = s.get("names") or {}
+        return str(names.get(self.language) or names.get(SOURCE_LANGUAGE) or s.get("id", ""))
 
     def tick(self) -> None:
         """Every second: how long the current ticket waited (issue to call, or until now)."""
@@ -206,7 +291,7 @@ class CounterViewModel(EventDispatcher):
             self.waited_text = ""
             return
         end = parse_time(t.get("called_at")) or self.now()
-        self.waited_text = f"waited {format_duration((end - issued).total_seconds())}"
+        self.waited_text = self.t("waited {time}", time=format_duration((end - issued).total_seconds()))
 
     # --- actions --------------------------------------------------------------------------
 
@@ -224,25 +309,30 @@ class CounterViewModel(EventDispatcher):
         self.spawn(getattr(self, name)())
         return True
 
-    async def _do(self, what: str, call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    async def _do(self, action: str, call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         """Run one node call, turning failures into ``error``/``offline``; None on failure."""
         if self.busy:
             return None
         self.busy = True
         self.error = ""
+        what = self._what(action)
         try:
             return await call()
         except NodeUnavailable as err:
             self.set_connected(False, str(err))
-            self.error = "Cannot reach the node. Retrying by itself…"
+            self.error = self.t("Cannot reach the node. Retrying by itself…")
         except Unauthorized as err:
-            self.error = f"{what}: not allowed ({err.message}). Log in again."
-            if self.login_required:
-                self.logged_in = False
-        except Conflict as err:
-            self.error = f"{what}: {err.message}"
-        except NodeRejected as err:
-            self.error = f"{what}: {err.message}"
+            if action == "login":
+                self.error = self.t("{what}: {message}", what=what, message=err.message)
+            else:
+                self.error = self.t("{what}: not allowed ({message}). Log in again.",
+                                    what=what, message=err.message)
+                if self.login_required:
+                    self.logged_in = False
+                    self.staff_name = ""
+                    self.client.token = None
+        except (Conflict, NodeRejected) as err:
+            self.error = self.t("{what}: {message}", what=what, message=err.message)
         finally:
             self.busy = False
         return None
@@ -253,22 +343,36 @@ class CounterViewModel(EventDispatcher):
         async def go() -> Any:
             return await self.client.login(self.counter_id, pin)
 
-        reply = await self._do("Login", go)
+        reply = await self._do("login", go)
         if reply is None:
-            self.login_error = self.error or "Login failed"
+            self.login_error = self.error or self.t("Login failed")
             self.error = ""
             return False
         self.staff_name = str((reply.get("staff") or {}).get("name", ""))
         self.logged_in = True
         return True
 
-    def logout(self) -> None:
-        self.client.token = None
+    async def logout(self) -> bool:
+        """End the staff session at the node (POST /staff/logout) and go back to the PIN.
+
+        The screen is locked whatever happens; if the node cannot be told, the session there
+        ends by itself (``security.session_ttl_s``) and the error says so."""
         self.staff_name = ""
         self.logged_in = not self.login_required
+        self.error = ""
+        try:
+            await self.client.logout()
+        except NodeUnavailable as err:
+            self.set_connected(False, str(err))
+            self.login_error = self.t("Logged out here; the node could not be told.")
+            return False
+        except NodeRejected as err:
+            logger.warning("logout refused: %s", err)
+        self.notice = ""
+        return True
 
     async def _status(self, action: str) -> bool:
-        reply = await self._do(action.capitalize(), lambda: self.client.set_counter_status(
+        reply = await self._do(action, lambda: self.client.set_counter_status(
             self.counter_id, action))
         if reply is None:
             return False
@@ -286,7 +390,7 @@ class CounterViewModel(EventDispatcher):
         return await self._status("close")
 
     async def call_next(self) -> bool:
-        self.superseded_notice = ""
+        self.dismiss_superseded()
         self.notice = ""
         sentinel: dict[str, Any] = {}
 
@@ -294,18 +398,18 @@ class CounterViewModel(EventDispatcher):
             reply = await self.client.call_next(self.counter_id)
             return sentinel if reply is None else reply
 
-        reply = await self._do("Call next", go)
+        reply = await self._do("call_next", go)
         if reply is None:
             return False
         if reply is sentinel:
-            self.notice = "Nobody is waiting."
+            self.notice = self.t("Nobody is waiting.")
             return False
         self._after(reply)
         return True
 
     async def call_ticket(self, ticket_id: str) -> bool:
-        self.superseded_notice = ""
-        reply = await self._do("Call", lambda: self.client.call_ticket(self.counter_id, ticket_id))
+        self.dismiss_superseded()
+        reply = await self._do("call", lambda: self.client.call_ticket(self.counter_id, ticket_id))
         if reply is None:
             return False
         self._after(reply)
@@ -314,7 +418,7 @@ class CounterViewModel(EventDispatcher):
     async def _ticket_action(self, what: str, action: str, body: dict[str, Any] | None = None) -> bool:
         tid = self.current.get("id")
         if not tid:
-            self.error = f"{what}: no current ticket"
+            self.error = self.t("{what}: no current ticket", what=self._what(what))
             return False
         reply = await self._do(what, lambda: self.client.ticket_action(
             self.counter_id, tid, action, body))
@@ -324,28 +428,40 @@ class CounterViewModel(EventDispatcher):
         return True
 
     async def recall(self) -> bool:
-        return await self._ticket_action("Recall", "recall")
+        return await self._ticket_action("recall", "recall")
 
     async def start(self) -> bool:
-        return await self._ticket_action("Start", "start")
+        return await self._ticket_action("start", "start")
 
     async def done(self) -> bool:
-        return await self._ticket_action("Done", "complete")
+        return await self._ticket_action("done", "complete")
 
     async def no_show(self) -> bool:
-        return await self._ticket_action("No-show", "no-show")
+        return await self._ticket_action("no_show", "no-show")
 
-    async def transfer(self, to_service: str) -> bool:
-        return await self._ticket_action("Transfer", "transfer", {"to_service": to_service})
+    async def transfer(self, to_service: str | None = None, *, to_counter: str | None = None) -> bool:
+        """Send the current ticket back to the queue of another service, or keep it waiting
+        for one counter (``to_counter``: a colleague who handles this case)."""
+        if (to_service is None) == (to_counter is None):
+            raise ValueError("transfer needs exactly one of to_service / to_counter")
+        body = {"to_service": to_service} if to_service else {"to_counter": to_counter}
+        return await self._ticket_action("transfer", "transfer", body)
+
+    async def transfer_to(self, key: str) -> bool:
+        """A transfer choice from the screen: ``service:<id>`` or ``counter:<id>``."""
+        kind, _, target = key.partition(":")
+        if kind == "counter":
+            return await self.transfer(to_counter=target)
+        return await self.transfer(target)
 
     async def issue_walkin(self, service: str) -> str | None:
         """Issue a ticket for someone standing at the counter; returns its label."""
-        reply = await self._do("Walk-in", lambda: self.client.issue_ticket(service))
+        reply = await self._do("walk_in", lambda: self.client.issue_ticket(service))
         if reply is None:
             return None
         self._apply_ticket(reply)
         self._rebuild_waiting()
-        self.notice = f"Issued {reply.get('label', '')}"
+        self.notice = self.t("Issued {label}", label=reply.get("label", ""))
         return str(reply.get("label", ""))
 
     def _after(self, ticket: dict[str, Any]) -> None:

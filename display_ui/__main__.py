@@ -15,7 +15,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--node", default="http://127.0.0.1:8402", help="the node's local API URL")
     p.add_argument("--fullscreen", action="store_true")
     p.add_argument("--size", default="1920x1080", help="1920x1080 or 1280x720 (any WxH works)")
-    p.add_argument("--lang", default="en", help="language for service names")
+    p.add_argument("--lang", default="en", help="language of the screen and service names: en fr rw sw es")
     p.add_argument("--notice", action="append", default=[], help="a ticker notice (repeatable)")
     p.add_argument("--screenshot-dir", type=Path)
     p.add_argument("--screenshot-every", type=float, default=0)

@@ -1,7 +1,8 @@
 """Waiting-room display state: the newest call, recent calls, queues, crowd, clock, notices.
 
 Fed only by the node's event stream (``apply_state`` once per (re)connect, ``apply_event``
-for each event); it never polls. Each call is also handed to an injectable announcer.
+for each event); it never polls. Each call is also handed to an injectable announcer. Texts
+come from the gettext catalogs in ``locale/`` (en fr rw sw es), dates from Babel's CLDR data.
 """
 
 from __future__ import annotations
@@ -12,21 +13,28 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
+from babel.core import UnknownLocaleError
+from babel.dates import format_date
 from kivy.event import EventDispatcher
 from kivy.properties import (
     BooleanProperty,
     ListProperty,
     NumericProperty,
+    ObjectProperty,
     OptionProperty,
     StringProperty,
 )
 
 from appliance.client import StreamEvent
 
+from .i18n import CATALOGS, SOURCE_LANGUAGE, Translator
+
 logger = logging.getLogger(__name__)
 
 CALL_EVENTS = ("ticket.called", "ticket.recalled")
 RECENT_MAX = 6
+#: Crowd levels as shown on the screen.
+CROWD_TEXT = {"low": "Low", "medium": "Medium", "high": "High"}
 
 
 class Announcer(Protocol):
@@ -76,10 +84,14 @@ class DisplayViewModel(EventDispatcher):
     ticker_text = StringProperty("")
     offline = BooleanProperty(True)
     degraded = BooleanProperty(False)
-    status_text = StringProperty("Connecting…")
+    status_text = StringProperty("")
     branch_name = StringProperty("")
     #: Increments on every call shown; a bench or test can wait on it.
     calls_shown = NumericProperty(0)
+    language = StringProperty(SOURCE_LANGUAGE)
+    #: Bumped on every language change so .kv expressions using ``vm.t`` re-evaluate.
+    strings_version = NumericProperty(0)
+    tr = ObjectProperty(None)
 
     def __init__(
         self,
@@ -93,10 +105,10 @@ class DisplayViewModel(EventDispatcher):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.tr = CATALOGS.translator(language)
         self.announcer = announcer or SilentAnnouncer()
         self.clock = clock
         self.flash_s = flash_s
-        self.language = language
         self.on_call_shown = on_call_shown
         self._flash_until = 0.0
         self._services: dict[str, dict[str, Any]] = {}
@@ -105,22 +117,46 @@ class DisplayViewModel(EventDispatcher):
         self._calls: list[dict[str, str]] = []
         self._local_notices = list(notices or [])
         self.notices = list(self._local_notices)
+        self._now: datetime | None = None
+        self._connecting = True
+        self.language = language
         self._rebuild_ticker()
+        self._update_status()
+
+    # --- strings --------------------------------------------------------------------------
+
+    def t(self, msgid: str, _v: int = 0, **values: object) -> str:
+        """The current language's text; the .kv passes ``_v=vm.strings_version``."""
+        tr: Translator = self.tr
+        return tr.format(msgid, **values) if values else tr(msgid)
+
+    def on_language(self, _: Any, language: str) -> None:
+        self.tr = CATALOGS.translator(language)
+        self.strings_version += 1
+        self._rebuild_services()
+        self._update_status()
+        if self._now is not None:
+            self.tick(self._now)
+
+    def crowd_text(self, crowd: str, _v: int = 0) -> str:
+        return self.t(CROWD_TEXT.get(crowd, crowd))
 
     # --- connection -----------------------------------------------------------------------
 
     def set_connected(self, connected: bool, reason: str = "") -> None:
         self.offline = not connected
-        self.status_text = "" if connected else "Offline: reconnecting…"
+        self._connecting = False
         if not connected:
             logger.info("display offline: %s", reason)
-        else:
-            self._update_status()
+        self._update_status()
 
     def _update_status(self) -> None:
-        if self.offline:
-            return
-        self.status_text = "Degraded: some devices unreachable" if self.degraded else ""
+        if self._connecting:
+            self.status_text = self.t("Connecting…")
+        elif self.offline:
+            self.status_text = self.t("Offline: reconnecting…")
+        else:
+            self.status_text = self.t("Degraded: some devices unreachable") if self.degraded else ""
 
     # --- data -----------------------------------------------------------------------------
 
@@ -142,6 +178,7 @@ class DisplayViewModel(EventDispatcher):
             for p in peers
         )
         self.offline = False
+        self._connecting = False
         self._update_status()
         self._rebuild_calls()
         self._rebuild_services()
@@ -216,13 +253,20 @@ class DisplayViewModel(EventDispatcher):
                 est = s["estimated_wait_s"]
             mins = max(0, math.ceil(est / 60))
             names = s.get("names") or {}
+            if not waiting:
+                wait_text = self.t("no wait")
+            elif mins:
+                wait_text = self.t("~{m} min", m=mins)
+            else:
+                wait_text = self.t("next")
             rows.append(
                 {
                     "id": sid,
                     "letter": str(s.get("letter", "")),
-                    "name": str(names.get(self.language) or names.get("en") or sid),
+                    "name": str(names.get(self.language) or names.get(SOURCE_LANGUAGE) or sid),
                     "waiting": waiting,
-                    "wait_text": (f"~{mins} min" if mins else "next") if waiting else "no wait",
+                    "waiting_text": self.t("{n} waiting", n=waiting),
+                    "wait_text": wait_text,
                 }
             )
         self.services = rows
@@ -235,7 +279,11 @@ class DisplayViewModel(EventDispatcher):
 
     def tick(self, now: datetime) -> None:
         """Called every second with the branch-local time: clock text and flash expiry."""
+        self._now = now
         self.clock_text = now.strftime("%H:%M")
-        self.date_text = now.strftime("%a %d %b %Y")
+        try:
+            self.date_text = format_date(now, "EEE d MMM y", locale=self.language)
+        except (UnknownLocaleError, ValueError):
+            self.date_text = format_date(now, "EEE d MMM y", locale=SOURCE_LANGUAGE)
         if self.flashing and self.clock() >= self._flash_until:
             self.flashing = False

@@ -1,13 +1,15 @@
-"""Gettext catalogs for the kiosk, read from the .po sources at run time with Babel.
+"""Gettext catalogs for the three screens, read from the .po sources at run time with Babel.
 
 We keep only .po files in the repository (no generated .mo) and parse them when the app
 starts: five small catalogs take a few milliseconds, and a translator can edit a .po and
-see the result without a build step.
+see the result without a build step. Each app has its own domain and ``locale/`` folder
+(``kiosk``, ``counter``, ``display``); :class:`Catalogs` serves any of them.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -45,18 +47,8 @@ class Translator:
         return self.gettext(msgid).format(**values)
 
 
-def po_path(language: str, locale_dir: Path = LOCALE_DIR) -> Path:
-    return locale_dir / language / "LC_MESSAGES" / f"{DOMAIN}.po"
-
-
 @lru_cache(maxsize=None)
-def load_messages(language: str, locale_dir: Path = LOCALE_DIR) -> dict[str, str]:
-    """msgid -> msgstr for every translated, non-fuzzy message of ``language``."""
-    path = po_path(language, locale_dir)
-    if not path.exists():
-        if language != SOURCE_LANGUAGE:
-            logger.warning("no catalog for %s at %s; showing English", language, path)
-        return {}
+def _read(path: Path) -> dict[str, str]:
     with path.open("rb") as f:
         catalog = read_po(f, locale=None)
     out: dict[str, str] = {}
@@ -66,11 +58,64 @@ def load_messages(language: str, locale_dir: Path = LOCALE_DIR) -> dict[str, str
     return out
 
 
+class Catalogs:
+    """The catalogs of one domain: ``<locale_dir>/<lang>/LC_MESSAGES/<domain>.po`` plus the
+    template ``<locale_dir>/<domain>.pot`` listing every message."""
+
+    def __init__(self, locale_dir: Path, domain: str) -> None:
+        self.locale_dir = locale_dir
+        self.domain = domain
+
+    def po_path(self, language: str) -> Path:
+        return self.locale_dir / language / "LC_MESSAGES" / f"{self.domain}.po"
+
+    def messages(self, language: str) -> dict[str, str]:
+        """msgid -> msgstr for every translated, non-fuzzy message of ``language``."""
+        path = self.po_path(language)
+        if not path.exists():
+            if language != SOURCE_LANGUAGE:
+                logger.warning("no %s catalog for %s at %s; showing English", self.domain, language, path)
+            return {}
+        return _read(path)
+
+    def translator(self, language: str) -> Translator:
+        return Translator(language, self.messages(language))
+
+    def template_ids(self) -> list[str]:
+        """Every msgid of the template, the list a catalog must cover."""
+        with (self.locale_dir / f"{self.domain}.pot").open("rb") as f:
+            return [m.id for m in read_po(f) if m.id and isinstance(m.id, str)]
+
+
+#: ``t('...')`` / ``t("...")`` calls in .py and .kv sources (the msgids an app asks for).
+_T_CALL = re.compile(r"""\bt\(\s*(?P<q>['"])(?P<id>(?:\\.|(?!(?P=q)).)*)(?P=q)""")
+
+
+def used_msgids(*sources: Path) -> set[str]:
+    """The msgids the given source files pass to ``t(...)`` as literal strings."""
+    found: set[str] = set()
+    for source in sources:
+        text = source.read_text(encoding="utf-8")
+        found.update(m.group("id").replace("\\'", "'").replace('\\"', '"') for m in _T_CALL.finditer(text))
+    return found
+
+
+KIOSK = Catalogs(LOCALE_DIR, DOMAIN)
+
+
+def po_path(language: str, locale_dir: Path = LOCALE_DIR) -> Path:
+    return Catalogs(locale_dir, DOMAIN).po_path(language)
+
+
+def load_messages(language: str, locale_dir: Path = LOCALE_DIR) -> dict[str, str]:
+    """The kiosk's msgid -> msgstr for ``language``."""
+    return Catalogs(locale_dir, DOMAIN).messages(language)
+
+
 def translator(language: str, locale_dir: Path = LOCALE_DIR) -> Translator:
-    return Translator(language, load_messages(language, locale_dir))
+    return Catalogs(locale_dir, DOMAIN).translator(language)
 
 
 def template_ids(locale_dir: Path = LOCALE_DIR) -> list[str]:
-    """Every msgid of the template (kiosk.pot), the list a catalog must cover."""
-    with (locale_dir / f"{DOMAIN}.pot").open("rb") as f:
-        return [m.id for m in read_po(f) if m.id and isinstance(m.id, str)]
+    """Every msgid of the kiosk template (kiosk.pot)."""
+    return Catalogs(locale_dir, DOMAIN).template_ids()

@@ -68,28 +68,47 @@ def normalize_phone(text: str, region: str | None) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-PRINTED_OK = ("ok", "printed", "queued", "sent", "spooled")
+#: What the kiosk tells the citizen about the paper ticket, by ``print_state``.
+PRINT_MESSAGES: dict[str, str] = {
+    "checking": "Printing your ticket…",
+    "printed": "Please take your printed ticket.",
+    "failed": "The printer is not working. Note your number or scan this code.",
+    "unconfirmed": "If no ticket came out, note your number or scan this code.",
+    "no_printer": "Note your number or scan this code.",
+}
+PRINT_STATES = ("", *PRINT_MESSAGES)
 
 
-def printer_failed(reply: dict[str, Any], hardware: dict[str, Any] | None) -> bool:
-    """Did the node say this ticket will not come out of the printer?
+def print_state_of_reply(reply: dict[str, Any]) -> str:
+    """First verdict from the 201's ``print`` field (docs/hardware.md).
 
-    The 201 reply carries ``"print": {"status": ...}`` (the node's ``after_issue``); any
-    status other than a success (including ``no_printer``) means the citizen gets no paper,
-    so the kiosk shows the ticket with its QR code. Without that field, the ``hardware``
-    block of the last /state decides (``{"printer": "error"}`` or ``{"printer": {...}}``).
+    ``queued`` only means the spooler took the job: the printer may still refuse it, jam or
+    run out of paper moments later, so it is "checking", not "printed". ``no_printer`` and
+    ``failed`` (or anything this kiosk does not know) mean no paper will come out.
     """
     printed = reply.get("print")
-    if isinstance(printed, dict) and printed.get("status"):
-        return str(printed["status"]).lower() not in PRINTED_OK
-    if reply.get("printed") is not None:
-        return reply.get("printed") is False
+    status = str(printed.get("status", "")).lower() if isinstance(printed, dict) else ""
+    if status == "queued":
+        return "checking"
+    if status == "no_printer":
+        return "no_printer"
+    return "failed"
+
+
+def print_outcome(hardware: dict[str, Any] | None, job: str | None) -> str | None:
+    """What ``/state`` -> ``hardware.printer`` says about print job ``job``:
+    "printed" once the printer took all of it, "failed" when it failed or the printer is in
+    a fault (offline, jammed, out of paper, cover open), None while it is not known yet."""
     printer = (hardware or {}).get("printer")
-    if isinstance(printer, dict):
-        if printer.get("ok") is False:
-            return True
-        printer = printer.get("status")
-    return isinstance(printer, str) and printer.lower() not in (*PRINTED_OK, "ready", "idle", "online")
+    if not isinstance(printer, dict):
+        return "failed"  # the printer went away from the node's configuration
+    for key in ("last_job", "last_failed_job"):
+        last = printer.get(key)
+        if isinstance(last, dict) and job and last.get("job") == job:
+            return "printed" if last.get("ok") else "failed"
+    if printer.get("status") not in (None, "ok"):
+        return "failed"
+    return None
 
 
 class KioskViewModel(EventDispatcher):
@@ -110,7 +129,13 @@ class KioskViewModel(EventDispatcher):
     ticket = DictProperty({})
     ticket_label = StringProperty("")
     ticket_lines = ListProperty([])
+    #: The paper ticket: "" (none yet), checking, printed, failed, unconfirmed, no_printer.
+    print_state = OptionProperty("", options=list(PRINT_STATES))
+    #: No paper can be counted on (failed, unconfirmed, no printer): the screen is the ticket.
     printer_failed = BooleanProperty(False)
+    #: The number and its QR stay on screen until the printer confirmed the paper ticket.
+    show_qr = BooleanProperty(False)
+    print_message = StringProperty("")
     qr_payload = StringProperty("")
     offline = BooleanProperty(False)
     busy = BooleanProperty(False)
@@ -130,6 +155,8 @@ class KioskViewModel(EventDispatcher):
         confirm_timeout_s: float = 20.0,
         phone_region: str | None = "RW",
         language: str = SOURCE_LANGUAGE,
+        print_watch_s: float = 8.0,
+        print_poll_s: float = 0.5,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -143,6 +170,10 @@ class KioskViewModel(EventDispatcher):
         self._state: dict[str, Any] = {}
         self._last_activity = clock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.print_watch_s = print_watch_s
+        self.print_poll_s = print_poll_s
+        self._print_job: str | None = None
+        self._print_watch: asyncio.Task[Any] | None = None
         self.tr = translator(language)
         self.language = language
 
@@ -159,6 +190,7 @@ class KioskViewModel(EventDispatcher):
         self.strings_version += 1
         self._rebuild_services()
         self._rebuild_ticket_lines()
+        self._set_print_state(self.print_state)
 
     @property
     def languages(self) -> dict[str, str]:
@@ -171,6 +203,8 @@ class KioskViewModel(EventDispatcher):
         self._state = state
         self.offline = False
         self._rebuild_services()
+        if self.print_state == "checking":
+            self._take_print_outcome(print_outcome(state.get("hardware"), self._print_job))
 
     def set_connected(self, connected: bool, reason: str = "") -> None:
         self.offline = not connected
@@ -266,7 +300,10 @@ class KioskViewModel(EventDispatcher):
 
     def set_booking_code(self, text: str) -> None:
         self.touch()
-        self.booking_code = text.strip().upper()
+        text = text.strip()
+        # A scanned HQ booking QR is a signed token ("st1.…"): its case is part of the
+        # signature. Only a typed short code is normalised to upper case.
+        self.booking_code = text if text.startswith("st1.") else text.upper()
         self.booking_error = ""
 
     def toggle_audio(self) -> None:
@@ -285,8 +322,9 @@ class KioskViewModel(EventDispatcher):
         self.booking_error = ""
         self.ticket = {}
         self.ticket_label = ""
-        self.printer_failed = False
-        self.qr_payload = ""
+        self._stop_print_watch()
+        self._print_job = None
+        self._set_print_state("")
         self.error = ""
         self.language = self.default_language
         self.go("language")
@@ -323,8 +361,8 @@ class KioskViewModel(EventDispatcher):
         if self.screen == "booking":
             return [self.t("Type your booking code"), self.t("Check in")]
         out = [self.t("Your number"), self.ticket_label, *self.ticket_lines]
-        if self.printer_failed:
-            out.append(self.t("The printer is not working. Note your number or scan this code."))
+        if self.print_message:
+            out.append(self.print_message)
         return out
 
     def speak_screen(self) -> None:
@@ -405,8 +443,59 @@ class KioskViewModel(EventDispatcher):
         self.offline = False
         self.ticket = reply
         self.ticket_label = str(reply.get("label", ""))
-        self.printer_failed = printer_failed(reply, self._state.get("hardware"))
-        self.qr_payload = str(reply.get("id", "")) if self.printer_failed else ""
+        self._stop_print_watch()
+        printed = reply.get("print")
+        self._print_job = str(printed.get("job") or "") if isinstance(printed, dict) else None
+        self._set_print_state(print_state_of_reply(reply))
         self._rebuild_ticket_lines()
         self.go("confirm")
+        if self.print_state == "checking":
+            self._print_watch = self.spawn(self.watch_print())
         return True
+
+    # --- the paper ticket -----------------------------------------------------------------
+
+    def _set_print_state(self, state: str) -> None:
+        self.print_state = state
+        self.printer_failed = state in ("failed", "unconfirmed", "no_printer")
+        self.show_qr = bool(state) and state != "printed"
+        self.qr_payload = str(self.ticket.get("id", "")) if self.show_qr else ""
+        self.print_message = self.t(PRINT_MESSAGES[state]) if state else ""
+
+    def _take_print_outcome(self, outcome: str | None) -> bool:
+        """Apply a verdict from /state while checking; True once the question is settled."""
+        if self.print_state != "checking":
+            return True
+        if outcome is None:
+            return False
+        self._set_print_state(outcome)
+        if self.audio and self.screen == "confirm":
+            self.speaker.say(self.print_message, self.language)
+        return True
+
+    async def watch_print(self) -> str:
+        """After a "queued" reply: read ``/state`` every ``print_poll_s`` for up to
+        ``print_watch_s`` until the printer says how the job went. The stream carries no
+        printer news, so this is the one bounded poll the kiosk makes. Without an answer in
+        time (a slow jam, a node that went away) the ticket stays on screen: "unconfirmed"."""
+        polls = max(1, math.ceil(self.print_watch_s / self.print_poll_s))
+        for _ in range(polls):
+            await asyncio.sleep(self.print_poll_s)
+            if self.print_state != "checking":
+                break
+            try:
+                state = await self.client.state()
+            except NodeUnavailable as err:
+                logger.info("kiosk: print outcome unknown, node unreachable: %s", err)
+                break
+            self.apply_state(state)
+            if self.print_state != "checking":
+                break
+        if self.print_state == "checking":
+            self._take_print_outcome("unconfirmed")
+        return self.print_state
+
+    def _stop_print_watch(self) -> None:
+        if self._print_watch is not None and not self._print_watch.done():
+            self._print_watch.cancel()
+        self._print_watch = None

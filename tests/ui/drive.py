@@ -92,7 +92,7 @@ def layout_problems(root: Any, where: str) -> list[str]:
 
 async def kiosk_script(app: Any, args: argparse.Namespace, result: dict[str, Any]) -> None:
     from kiosk_ui.i18n import LANGUAGES
-    from kiosk_ui.viewmodels import SCREENS
+    from kiosk_ui.viewmodels import PRINT_MESSAGES, SCREENS
 
     vm = app.vm
     out = Path(args.out)
@@ -121,16 +121,18 @@ async def kiosk_script(app: Any, args: argparse.Namespace, result: dict[str, Any
         vm.ticket = {"id": "20260101-A000", "label": "A000", "people_ahead": 12,
                      "estimated_wait_s": 3600}
         vm.ticket_label = "A000"
-        vm.printer_failed = True
-        vm.qr_payload = "20260101-A000"
         vm._rebuild_ticket_lines()
         for screen in SCREENS:
             vm.screen = screen
-            await frames(4)
-            problems += layout_problems(sm.current_screen, f"{lang}/{screen}")
-            problems += layout_problems(app.root.ids.offline_banner, f"{lang}/{screen}/banner")
-            if lang in ("en", "rw"):
-                app.screenshot(f"kiosk-{lang}-{screen}{'-printer-failed' if screen == 'confirm' else ''}.png")
+            # The confirmation in each state of the paper ticket (QR shown or not).
+            for print_state in (PRINT_MESSAGES if screen == "confirm" else [""]):
+                vm._set_print_state(print_state)
+                await frames(4)
+                where = f"{lang}/{screen}" + (f"/{print_state}" if print_state else "")
+                problems += layout_problems(sm.current_screen, where)
+                problems += layout_problems(app.root.ids.offline_banner, f"{where}/banner")
+                if lang in ("en", "rw") and print_state in ("", "failed", "printed"):
+                    app.screenshot(f"kiosk-{lang}-{screen}{'-' + print_state if print_state else ''}.png")
     result["layout_problems"] = problems
     vm.offline = False
     vm.reset()
@@ -155,15 +157,27 @@ async def kiosk_script(app: Any, args: argparse.Namespace, result: dict[str, Any
 
 
 async def counter_script(app: Any, args: argparse.Namespace, result: dict[str, Any]) -> None:
+    from counter_ui.i18n import LANGUAGES
+
     vm = app.vm
     await wait_until(lambda: app.root is not None and not vm.offline, 30, "counter connected")
     ids = app.root.ids
     await frames(4)
     app.screenshot("counter-login.png")
+    problems: list[str] = []
+    for lang in LANGUAGES:
+        vm.language = lang
+        vm.login_error = vm.t("Logged out here; the node could not be told.")
+        vm.offline = True
+        await frames(4)
+        problems += layout_problems(app.root, f"counter/{lang}/login")
+    vm.language, vm.login_error, vm.offline = "en", "", False
     ids.pin.text = args.pin
+    await frames(10)  # the offline banner folds away: let the layout settle before touching
     await tap(ids.login)
     await wait_until(lambda: vm.logged_in, 10, "login")
     await wait_until(lambda: not vm.busy, 10, "login finished")
+    await frames(10)
     await tap(ids.open)
     await wait_until(lambda: vm.status == "open" and not vm.busy, 10, "counter open")
     await wait_until(lambda: any(w["label"] == args.expect for w in vm.waiting), 30,
@@ -179,10 +193,28 @@ async def counter_script(app: Any, args: argparse.Namespace, result: dict[str, A
     await frames(4)
     app.screenshot("counter-serving.png")
     result["current"] = dict(vm.current)
-    result["layout_problems"] = layout_problems(app.root, "counter")
+    # Every language, with the longest notices and the transfer choices open.
+    problems += layout_problems(app.root, "counter/en/main")
+    for lang in LANGUAGES:
+        vm.language = lang
+        vm.error = vm.t("{what}: not allowed ({message}). Log in again.",
+                        what=vm.t("Call next"), message="staff session expired")
+        vm.superseded_notice = vm.t("{label} was called at {counter} first. Call next.",
+                                    label="A000", counter="Counter 3")
+        app.root.show_transfer = True
+        vm.offline = True
+        await frames(4)
+        problems += layout_problems(app.root, f"counter/{lang}/main")
+        if lang in ("fr", "rw"):
+            app.screenshot(f"counter-{lang}-transfer.png")
+        app.root.show_transfer = False
+    vm.language, vm.error, vm.superseded_notice, vm.offline = "en", "", "", False
+    result["layout_problems"] = problems
 
 
 async def display_script(app: Any, args: argparse.Namespace, result: dict[str, Any]) -> None:
+    from display_ui.i18n import LANGUAGES
+
     vm = app.vm
     await wait_until(lambda: app.root is not None and not vm.offline, 30, "display connected")
     await frames(4)
@@ -192,6 +224,19 @@ async def display_script(app: Any, args: argparse.Namespace, result: dict[str, A
     app.screenshot(f"display-{args.size}-called.png")
     result.update(newest_label=vm.newest_label, newest_counter=vm.newest_counter,
                   flashing=vm.flashing, announced=list(vm.announcer.calls))
+    # Every language: the call screen, and the banner of a display that lost its node.
+    problems: list[str] = []
+    for lang in LANGUAGES:
+        vm.language = lang
+        for offline in (False, True):
+            vm.set_connected(not offline)
+            await frames(4)
+            problems += layout_problems(app.root, f"display-{args.size}/{lang}{'/offline' if offline else ''}")
+        if lang == "rw":
+            app.screenshot(f"display-{args.size}-{lang}-offline.png")
+    vm.language = "en"
+    vm.set_connected(True)
+    result["layout_problems"] = problems
 
 
 SCRIPTS = {"kiosk": kiosk_script, "counter": counter_script, "display": display_script}
@@ -236,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             await SCRIPTS[args.app](app, args, result)
             result["ok"] = True
         except Exception:
-            result["error"] = traceback.format_exc() + f"\nview-model error: {getattr(app.vm, 'error', '')!r}"
+            result["error"] = traceback.format_exc() + f"\nview-model error: {getattr(app.vm, 'error', '')!r} {getattr(app.vm, 'login_error', '')!r}"
         finally:
             Path(args.result).write_text(json.dumps(result, indent=1, default=str))
             app.stop()

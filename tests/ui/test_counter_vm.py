@@ -1,94 +1,224 @@
-"""Counter view-model against a real HTTP server speaking the node's contract."""
+"""Counter view-model against real ``smartq node`` processes on 127.0.0.1."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
-from appliance.client import NodeClient, StreamEvent
-from counter_ui.viewmodels import CounterViewModel, format_duration
+from appliance.client import NodeClient, StreamEvent, Unauthorized
+from counter_ui.i18n import CATALOGS, LANGUAGES
+from counter_ui.viewmodels import ACTIONS, STATES, CounterViewModel, format_duration
+from kiosk_ui.i18n import used_msgids
+from tests.appliance.procs import NodeProcess
 
-from .contract_node import ContractNode
+from .conftest import Nodes, set_security
+
+COUNTER_DIR = Path(__file__).resolve().parents[2] / "counter_ui"
+PINS = {"c1": "1234", "c2": "2345", "c3": "3456"}
 
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@pytest.fixture
-async def vm(client: NodeClient, node: ContractNode) -> CounterViewModel:
-    node.require_login = True
-    vm = CounterViewModel(client, "c1", now=now)
-    vm.apply_state(await client.state())
+async def make_vm(url: str, counter: str, **kw: object) -> CounterViewModel:
+    vm = CounterViewModel(NodeClient(url, timeout=5.0), counter, now=now, **kw)  # type: ignore[arg-type]
+    vm.apply_state(await vm.client.state())
     return vm
 
 
-async def test_wrong_pin_is_refused_and_right_pin_logs_in(vm: CounterViewModel) -> None:
-    assert not vm.logged_in
-    assert not await vm.login("0000")
-    assert "wrong PIN" in vm.login_error and not vm.logged_in
-    assert await vm.login("1234")
-    assert vm.logged_in and vm.staff_name == "Amina"
+@pytest.fixture
+async def vms(shared_node: NodeProcess) -> AsyncIterator[dict[str, CounterViewModel]]:
+    """A logged-in screen for each counter of the shared node, every counter open."""
+    out = {}
+    for counter, pin in PINS.items():
+        vm = await make_vm(shared_node.url, counter)
+        assert await vm.login(pin)
+        assert await vm.open_counter()
+        out[counter] = vm
+    try:
+        yield out
+    finally:
+        for vm in out.values():
+            await vm.client.close()
 
 
-async def test_a_ticket_goes_through_call_start_done(vm: CounterViewModel, node: ContractNode) -> None:
-    await vm.login("1234")
-    assert await vm.open_counter() and vm.status == "open"
-    node.issue("general")
-    node.issue("payments")
-    vm.apply_state(await vm.client.state())
-    assert [w["label"] for w in vm.waiting] == ["A001", "B001"]
-    assert await vm.call_next()
-    assert vm.current_label == "A001" and vm.current_status == "called"
-    assert vm.waited_text.startswith("waited 0:0")
-    assert [w["label"] for w in vm.waiting] == ["B001"]
-    assert await vm.recall()
-    assert await vm.start() and vm.current_status == "serving"
-    assert await vm.done()
-    assert vm.current == {} and node.tickets["20260101-A001"]["status"] == "completed"
+async def refresh(*vms: CounterViewModel) -> None:
+    for vm in vms:
+        vm.apply_state(await vm.client.state())
 
 
-async def test_nobody_waiting_is_a_notice(vm: CounterViewModel) -> None:
-    await vm.login("1234")
-    await vm.open_counter()
-    assert not await vm.call_next()
-    assert vm.notice == "Nobody is waiting."
+async def test_wrong_pin_is_refused_and_right_pin_logs_in(shared_node: NodeProcess) -> None:
+    vm = await make_vm(shared_node.url, "c1")
+    try:
+        assert not vm.logged_in
+        assert not await vm.login("0000")
+        assert vm.login_error == "Log in: wrong PIN" and not vm.logged_in
+        assert await vm.login("1234")
+        assert vm.logged_in and vm.staff_name == "Amina Uwase"
+    finally:
+        await vm.client.close()
 
 
-async def test_a_409_is_shown_as_an_error(vm: CounterViewModel, node: ContractNode) -> None:
-    await vm.login("1234")
-    node.issue("general")
-    assert not await vm.call_next()  # counter still closed
-    assert vm.error == "Call next: open the counter first"
+async def test_a_ticket_goes_through_call_start_done(nodes: Nodes) -> None:
+    """A fresh node: the queue holds exactly what this test issued."""
+    node = nodes.start("counter-2")
+    vm = await make_vm(node.url, "c2")
+    try:
+        assert await vm.login("2345") and await vm.open_counter() and vm.status == "open"
+        assert not await vm.call_next()
+        assert vm.notice == "Nobody is waiting."
+        for service in ("general", "payments", "documents"):
+            await vm.client.issue_ticket(service)
+        await refresh(vm)
+        # c2 serves general and documents: the payments ticket is not its business.
+        assert [(w["label"][0], w["service"]) for w in vm.waiting] == [
+            ("A", "General enquiries"), ("C", "Documents and certificates")]
+        assert await vm.call_next()
+        assert vm.current_label.startswith("A") and vm.current_status == "called"
+        assert vm.waited_text.startswith("waited 0:0")
+        assert [w["label"][0] for w in vm.waiting] == ["C"]
+        assert await vm.recall()
+        assert await vm.start() and vm.current_status == "serving"
+        done_id = vm.current["id"]
+        assert await vm.done()
+        assert vm.current == {}
+        assert (await vm.client.ticket(done_id))["status"] == "completed"
+    finally:
+        await vm.client.close()
 
 
-async def test_call_a_specific_ticket_no_show_and_transfer(vm: CounterViewModel, node: ContractNode) -> None:
-    await vm.login("1234")
-    await vm.open_counter()
-    node.issue("general")
-    b = node.issue("general")
+async def test_call_next_at_a_closed_counter_is_the_nodes_409_message(shared_node: NodeProcess) -> None:
+    vm = await make_vm(shared_node.url, "c3")
+    try:
+        assert await vm.login("3456") and await vm.close_counter()
+        assert not await vm.call_next()
+        assert vm.error == "Call next: Counter 3 is closed; open it first"
+        assert vm.logged_in  # a 409 does not log anybody out
+    finally:
+        await vm.client.close()
+
+
+async def test_completing_a_ticket_that_is_not_being_served_is_a_409(
+    vms: dict[str, CounterViewModel],
+) -> None:
+    vm = vms["c1"]
+    t = await vm.client.issue_ticket("general")
+    assert await vm.call_ticket(t["id"])
+    # Meanwhile the ticket went back to the queue (this screen did not hear it yet).
+    await vm.client.ticket_action("c1", t["id"], "transfer", {"to_service": "payments"})
+    assert not await vm.done()
+    assert vm.error.startswith("Done: ") and "waiting" in vm.error
+
+
+async def test_a_ticket_another_counter_called_first_is_a_409(vms: dict[str, CounterViewModel]) -> None:
+    t = await vms["c1"].client.issue_ticket("general")
+    await refresh(vms["c2"])
+    assert any(w["id"] == t["id"] for w in vms["c2"].waiting)
+    assert await vms["c1"].call_ticket(t["id"])
+    assert not await vms["c2"].call_ticket(t["id"])  # the c2 screen was one step behind
+    assert vms["c2"].error == f"Call: ticket {t['label']} is called, not waiting"
+
+
+async def test_call_a_specific_ticket_no_show_and_transfer_to_a_service(
+    vms: dict[str, CounterViewModel],
+) -> None:
+    vm = vms["c1"]
+    a = await vm.client.issue_ticket("general")
+    b = await vm.client.issue_ticket("general")
     assert await vm.call_ticket(b["id"])
-    assert vm.current_label == "A002"
+    assert vm.current_label == b["label"]
     assert await vm.no_show()
-    assert node.tickets[b["id"]]["status"] == "no_show" and vm.current == {}
-    assert await vm.call_next()
-    assert await vm.transfer("payments")
-    assert node.tickets["20260101-A001"]["service"] == "payments"
-    assert [w["label"] for w in vm.waiting] == ["A001"]
+    assert (await vm.client.ticket(b["id"]))["status"] == "no_show" and vm.current == {}
+    assert await vm.call_ticket(a["id"])
+    assert await vm.transfer("documents")
+    moved = await vm.client.ticket(a["id"])
+    assert (moved["status"], moved["service"]) == ("waiting", "documents")
+    await refresh(vm, vms["c3"])
+    assert all(w["id"] != a["id"] for w in vm.waiting)  # c1 does not serve documents
+    assert any(w["id"] == a["id"] for w in vms["c3"].waiting)
 
 
-async def test_walk_in_ticket(vm: CounterViewModel) -> None:
-    await vm.login("1234")
-    assert await vm.issue_walkin("payments") == "B001"
-    assert vm.notice == "Issued B001" and vm.waiting[0]["label"] == "B001"
+async def test_transfer_to_a_counter_keeps_the_ticket_for_that_counter_only(
+    vms: dict[str, CounterViewModel],
+) -> None:
+    c1, c2, c3 = vms["c1"], vms["c2"], vms["c3"]
+    assert {c["id"] for c in c1.counters} == {"c2", "c3"}  # the choices on c1's screen
+    t = await c1.client.issue_ticket("general")
+    assert await c1.call_ticket(t["id"])
+    assert await c1.transfer_to("counter:c3")
+    assert (await c1.client.ticket(t["id"]))["counter"] == "c3"
+    await refresh(c1, c2, c3)
+    # c3 does not serve "general", but this ticket was sent to it; c2 serves "general" but
+    # the ticket is kept for c3.
+    assert any(w["id"] == t["id"] for w in c3.waiting)
+    assert all(w["id"] != t["id"] for w in c2.waiting)
+    assert await c3.call_ticket(t["id"]) and c3.current_label == t["label"]
+    with pytest.raises(ValueError):
+        await c1.transfer()
 
 
-async def test_expired_session_asks_to_log_in_again(vm: CounterViewModel, node: ContractNode) -> None:
-    await vm.login("1234")
-    vm.client.token = "stale"
-    assert not await vm.open_counter()
-    assert not vm.logged_in and "Log in again" in vm.error
+async def test_walk_in_ticket(vms: dict[str, CounterViewModel]) -> None:
+    vm = vms["c1"]
+    label = await vm.issue_walkin("payments")
+    assert label and label.startswith("B")
+    assert vm.notice == f"Issued {label}" and any(w["label"] == label for w in vm.waiting)
+
+
+async def test_logout_ends_the_session_at_the_node(shared_node: NodeProcess) -> None:
+    vm = await make_vm(shared_node.url, "c2")
+    try:
+        assert await vm.login("2345")
+        token = vm.client.token
+        assert await vm.logout()
+        assert not vm.logged_in and vm.staff_name == "" and vm.client.token is None
+        async with NodeClient(shared_node.url, token=token) as thief:
+            with pytest.raises(Unauthorized):
+                await thief.set_counter_status("c2", "pause")
+    finally:
+        await vm.client.close()
+
+
+async def test_logout_with_the_node_gone_still_locks_the_screen(dead_client: NodeClient) -> None:
+    vm = CounterViewModel(dead_client, "c1", now=now)
+    vm.logged_in, vm.staff_name, dead_client.token = True, "Amina", "some-token"
+    assert not await vm.logout()
+    assert not vm.logged_in and dead_client.token is None
+    assert vm.login_error == "Logged out here; the node could not be told."
+
+
+async def test_an_expired_session_asks_to_log_in_again(nodes: Nodes) -> None:
+    node = nodes.start("counter-1", edit=lambda c: set_security(c, "session_ttl_s = 1"))
+    vm = await make_vm(node.url, "c1")
+    try:
+        assert await vm.login("1234")
+        await asyncio.sleep(1.2)
+        assert not await vm.open_counter()
+        assert not vm.logged_in and vm.error.endswith("Log in again.")
+        assert "session expired" in vm.error
+    finally:
+        await vm.client.close()
+
+
+async def test_the_counter_speaks_the_staff_language(shared_node: NodeProcess) -> None:
+    vm = await make_vm(shared_node.url, "c3", language="fr")
+    try:
+        assert not await vm.login("0000")
+        assert vm.login_error == "Se connecter : wrong PIN"  # the node's message as sent
+        assert await vm.login("3456") and await vm.close_counter()
+        assert not await vm.call_next()
+        assert vm.error.startswith("Appeler le suivant : ")
+        assert vm.state_text("closed") == "fermé"
+        assert any(s["name"] == "Paiements" for s in vm.services)
+        vm.language = "sw"
+        assert vm.state_text("closed") == "imefungwa"
+        assert any(s["name"] == "Malipo" for s in vm.services)
+    finally:
+        await vm.client.close()
 
 
 async def test_unreachable_node(dead_client: NodeClient) -> None:
@@ -98,13 +228,18 @@ async def test_unreachable_node(dead_client: NodeClient) -> None:
 
 
 def test_losing_a_concurrent_call_shows_who_won() -> None:
+    """The superseded lists come from replication between two nodes (tests/appliance);
+    here the stream's shapes are fed directly."""
     vm = CounterViewModel(NodeClient("http://127.0.0.1:9"), "c1", now=now, login_required=False)
+    vm.apply_state({"counters": [{"id": "c2", "name": "Counter 2", "status": "open"}]})
     vm._set_current({"id": "t1", "label": "A004", "status": "called", "counter": "c1"})
     vm.apply_event(StreamEvent("k:9", "ticket.called", {"ticket": {
         "id": "t1", "label": "A004", "status": "called", "counter": "c2", "superseded": ["c1"]}}))
     assert vm.current == {}
-    assert vm.superseded_notice == "A004 was called at c2 first. Call next."
-    vm.superseded_notice = ""
+    assert vm.superseded_notice == "A004 was called at Counter 2 first. Call next."
+    vm.language = "es"
+    assert vm.superseded_notice == "A004 fue llamado primero en Counter 2. Llame al siguiente."
+    vm.dismiss_superseded()
     vm.apply_state({"counters": [{"id": "c1", "name": "Counter 1", "status": "open", "current": None,
                                   "superseded": [{"ticket": "t1", "label": "A004", "by_counter": "c2"}]}]})
     assert vm.superseded_notice == ""  # the same loss is told once
@@ -119,3 +254,13 @@ def test_durations_read_as_clock_times() -> None:
     assert format_duration(75) == "1:15"
     assert format_duration(3725) == "1:02:05"
     assert format_duration(-3) == "0:00"
+
+
+def test_every_counter_message_is_in_the_template_and_translated() -> None:
+    used = (used_msgids(COUNTER_DIR / "counter.kv", COUNTER_DIR / "viewmodels.py")
+            | set(ACTIONS.values()) | set(STATES.values()))
+    ids = CATALOGS.template_ids()
+    assert used - set(ids) == set()
+    for lang in LANGUAGES:
+        missing = [i for i in ids if i not in CATALOGS.messages(lang)]
+        assert not missing, (lang, missing)

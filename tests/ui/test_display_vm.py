@@ -1,16 +1,23 @@
-"""Display view-model fed by a real stream from a contract-shaped node."""
+"""Display view-model fed by the real stream of a real ``smartq node`` process."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from appliance.client import NodeClient, StreamEvent
-from display_ui.viewmodels import DisplayViewModel, SilentAnnouncer, crowd_level
+from display_ui.i18n import CATALOGS, LANGUAGES
+from display_ui.viewmodels import CROWD_TEXT, DisplayViewModel, SilentAnnouncer, crowd_level
+from kiosk_ui.i18n import used_msgids
+from tests.appliance.procs import NodeProcess
 
-from .contract_node import ContractNode
+from .conftest import Nodes, staff_client, wait_for
+
+DISPLAY_DIR = Path(__file__).resolve().parents[2] / "display_ui"
 
 
 class FakeClock:
@@ -37,50 +44,87 @@ async def follow(client: NodeClient, vm: DisplayViewModel) -> asyncio.Task[None]
         if ok:
             connected.set()
 
+    async def quick_retry(_: float) -> None:
+        await asyncio.sleep(0.05)
+
     task = asyncio.create_task(client.follow(on_state=vm.apply_state, on_event=vm.apply_event,
-                                             on_connection=on_conn))
-    await asyncio.wait_for(connected.wait(), 5)
+                                             on_connection=on_conn, sleep=quick_retry))
+    await asyncio.wait_for(connected.wait(), 10)
     return task
 
 
-async def wait_for(pred, timeout: float = 5.0) -> None:
-    async def loop() -> None:
-        while not pred():
-            await asyncio.sleep(0.01)
-    await asyncio.wait_for(loop(), timeout)
+async def stop(task: asyncio.Task[None], *clients: NodeClient) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    for c in clients:
+        await c.close()
+
+
+@pytest.fixture
+async def staff(shared_node: NodeProcess) -> AsyncIterator[NodeClient]:
+    c = await staff_client(shared_node.url, "c1", "1234")
+    await c.set_counter_status("c1", "open")
+    try:
+        yield c
+    finally:
+        await c.close()
 
 
 async def test_a_call_on_the_stream_is_shown_flashing_and_announced(
-    client: NodeClient, node: ContractNode
+    shared_node: NodeProcess, staff: NodeClient
 ) -> None:
     clock = FakeClock()
     announcer = SilentAnnouncer()
     vm = DisplayViewModel(announcer=announcer, clock=clock, flash_s=5, notices=["Welcome"])
-    node.counters["c1"]["status"] = "open"
-    node.issue("general")
-    t2 = node.issue("general", language="fr")
+    assert vm.status_text == "Connecting…"
+    a = await staff.issue_ticket("payments")
+    b = await staff.issue_ticket("payments", language="fr")
+    client = NodeClient(shared_node.url)
     task = await follow(client, vm)
     try:
-        assert not vm.offline and vm.services[0]["waiting"] == 2
-        assert vm.newest_label == ""
-        node.call("c1", node.tickets["20260101-A001"])
-        await wait_for(lambda: vm.newest_label == "A001")
+        assert not vm.offline and vm.status_text == ""
+        assert vm.branch_name == "Kigali Main Office"
+        payments = lambda: next(s for s in vm.services if s["id"] == "payments")  # noqa: E731
+        waiting = payments()["waiting"]
+        assert waiting >= 2 and payments()["waiting_text"] == f"{waiting} waiting"
+        await staff.call_ticket("c1", a["id"])
+        await wait_for(lambda: vm.newest_label == a["label"], what="first call shown")
         assert vm.newest_counter == "Counter 1" and vm.flashing
-        assert announcer.calls == [("A001", "Counter 1", "en")]
-        node.call("c1", t2)
-        await wait_for(lambda: vm.newest_label == "A002")
-        assert vm.recent == [{"label": "A001", "counter_name": "Counter 1"}]
-        assert announcer.calls[-1] == ("A002", "Counter 1", "fr")
-        assert vm.services[0]["waiting"] == 0
+        assert announcer.calls[-1] == (a["label"], "Counter 1", "en")
+        await staff.call_ticket("c1", b["id"])
+        await wait_for(lambda: vm.newest_label == b["label"], what="second call shown")
+        assert vm.recent[0] == {"label": a["label"], "counter_name": "Counter 1"}
+        assert announcer.calls[-1] == (b["label"], "Counter 1", "fr")
+        assert payments()["waiting"] == waiting - 2
+        await staff.ticket_action("c1", b["id"], "recall")
+        await wait_for(lambda: len(announcer.calls) == 3, what="recall announced")
         vm.tick(datetime(2026, 1, 1, 9, 5))
         assert vm.clock_text == "09:05" and vm.flashing
         clock.now += 6
         vm.tick(datetime(2026, 1, 1, 9, 6))
         assert not vm.flashing
-        assert vm.ticker_text == "Welcome"
+        # Local notices first, then the branch's own (from the node's configuration).
+        assert vm.ticker_text.startswith("Welcome   •   Please keep your ticket")
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop(task, client)
+
+
+async def test_the_display_speaks_the_waiting_rooms_language(shared_node: NodeProcess) -> None:
+    vm = DisplayViewModel(clock=FakeClock(), language="fr")
+    client = NodeClient(shared_node.url)
+    task = await follow(client, vm)
+    try:
+        assert {s["name"] for s in vm.services} >= {"Paiements", "Renseignements généraux"}
+        assert all(s["wait_text"] in ("pas d'attente", "bientôt") or s["wait_text"].startswith("~")
+                   for s in vm.services)
+        vm.tick(datetime(2026, 11, 18, 9, 5))
+        assert vm.date_text == "mer. 18 nov. 2026"
+        assert vm.crowd_text("high") == "Forte"
+        vm.language = "rw"
+        assert any(s["name"] == "Kwishyura" for s in vm.services)
+        assert vm.t("Recent calls") == "Abahamagawe vuba"
+    finally:
+        await stop(task, client)
 
 
 async def test_unreachable_node_shows_offline(dead_client: NodeClient) -> None:
@@ -95,10 +139,25 @@ async def test_unreachable_node_shows_offline(dead_client: NodeClient) -> None:
                                                   on_connection=on_conn))
     try:
         await wait_for(lambda: bool(states))
-        assert vm.offline and "reconnecting" in vm.status_text
+        assert vm.offline and vm.status_text == "Offline: reconnecting…"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_node_that_stops_turns_the_display_offline(nodes: Nodes) -> None:
+    node = nodes.start("display")
+    vm = DisplayViewModel(clock=FakeClock(), language="es")
+    client = NodeClient(node.url, timeout=1.0)
+    task = await follow(client, vm)
+    try:
+        assert not vm.offline
+        node.stop()
+        await wait_for(lambda: vm.offline, what="offline noticed")
+        assert vm.status_text == "Sin conexión: reconectando…"
+        assert vm.services  # the last picture stays up
+    finally:
+        await stop(task, client)
 
 
 def test_an_announcer_failure_does_not_stop_the_display() -> None:
@@ -114,6 +173,16 @@ def test_an_announcer_failure_does_not_stop_the_display() -> None:
 
 
 def test_peers_down_mark_the_display_degraded() -> None:
+    """Peer status comes from LAN replication (tested with real peers in tests/appliance)."""
     vm = DisplayViewModel(clock=FakeClock())
     vm.apply_state({"services": [], "counters": [], "peers": [{"id": "k", "status": "unreachable"}]})
     assert vm.degraded and vm.status_text.startswith("Degraded")
+
+
+def test_every_display_message_is_in_the_template_and_translated() -> None:
+    used = used_msgids(DISPLAY_DIR / "display.kv", DISPLAY_DIR / "viewmodels.py") | set(CROWD_TEXT.values())
+    ids = CATALOGS.template_ids()
+    assert used - set(ids) == set()
+    for lang in LANGUAGES:
+        missing = [i for i in ids if i not in CATALOGS.messages(lang)]
+        assert not missing, (lang, missing)

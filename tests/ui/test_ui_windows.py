@@ -156,6 +156,7 @@ def test_ticket_from_kiosk_touches_is_called_at_counter_and_shown_on_display(
             d = read(results / f"display-{size}.json", proc, 60)
             assert d["newest_label"] == label and d["newest_counter"] == "Counter 1"
             assert d["announced"][-1][:2] == [label, "Counter 1"]
+            assert d["layout_problems"] == []
         for name in ("kiosk-en-language", "kiosk-confirm-issued", "counter-called",
                      "display-1920x1080-called", "display-1280x720-called"):
             assert (ARTIFACTS / f"{name}.png").stat().st_size > 0

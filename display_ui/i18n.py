@@ -1,0 +1,12 @@
+"""The display screen's gettext catalogs (``display_ui/locale/<lang>/LC_MESSAGES/display.po``),
+read with Babel at start like the kiosk's (see kiosk_ui.i18n)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kiosk_ui.i18n import LANGUAGES, SOURCE_LANGUAGE, Catalogs, Translator
+
+CATALOGS = Catalogs(Path(__file__).with_name("locale"), "display")
+
+__all__ = ["CATALOGS", "LANGUAGES", "SOURCE_LANGUAGE", "Translator"]
