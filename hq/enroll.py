@@ -44,13 +44,14 @@ async def register_branch(session: aiohttp.ClientSession, hq_url: str, token: st
     v1 = f"{hq_url.rstrip('/')}/api/v1"
     branch = config.branch_id
     body = {"id": branch, "name": config.branch_name, "timezone": config.timezone,
-            "languages": list(config.languages), "queue": dict(config.queue.__dict__)}
+            "languages": list(config.languages), "notices": list(getattr(config, "notices", ())),
+            "queue": dict(config.queue.__dict__)}
     exists = await _call(session, "GET", f"{v1}/branches/{branch}", token, ok=(200, 404))
     if "error" in exists:
         await _call(session, "POST", f"{v1}/orgs/{org}/branches", token, body)
     else:
         await _call(session, "PATCH", f"{v1}/branches/{branch}", token,
-                    {k: body[k] for k in ("name", "timezone", "languages", "queue")})
+                    {k: body[k] for k in ("name", "timezone", "languages", "notices", "queue")})
     for order, s in enumerate(config.services):
         if len(s.letter) != 1:
             raise EnrollError(f"service {s.id}: HQ takes one-letter services, not {s.letter!r}")

@@ -111,7 +111,7 @@ def _m4(conn: sqlite3.Connection) -> None:
 @migration(5, "branch_link")
 def _m5(conn: sqlite3.Connection) -> None:
     """What the branch link needs: event hashes (day digests), contiguous heads per origin
-    (the version vector HQ answers in hello), and the config the branch folds (queue rules,
+    (the version vector HQ answers in hello), and the config the branch folds (queue rules, notices,
     service rules and order, counter order, device ticket-number ranges)."""
     conn.executescript("""
     ALTER TABLE events ADD COLUMN hash TEXT NOT NULL DEFAULT '';
@@ -119,6 +119,7 @@ def _m5(conn: sqlite3.Connection) -> None:
         origin TEXT PRIMARY KEY, branch TEXT NOT NULL, seq INTEGER NOT NULL);
     CREATE INDEX sync_heads_branch ON sync_heads(branch);
     ALTER TABLE branches ADD COLUMN queue TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE branches ADD COLUMN notices TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE services ADD COLUMN rules TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE services ADD COLUMN position INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE counters ADD COLUMN position INTEGER NOT NULL DEFAULT 0;

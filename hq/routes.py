@@ -24,6 +24,7 @@ QUEUE = {"type": "object", "description": "branch queue rules (docs/hq.md)", "ad
                           "estimate_window")}}
 RULES = {"type": "object", "description": "per-service overrides of the queue rules", "additionalProperties": False,
          "properties": {k: INT_RULE for k in ("promote_after_s", "max_recalls", "default_service_s", "call_timeout_s")}}
+NOTICES = {"type": "array", "maxItems": 20, "items": {"type": "string", "maxLength": 200}}
 ORDER = {"type": "integer", "minimum": 0, "maximum": 10000}
 SPAN = {"type": "object", "required": ["opens", "closes"], "properties": {
     "opens": {"type": "string", "example": "08:30"}, "closes": {"type": "string", "example": "17:00"}}}
@@ -74,12 +75,12 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{V}/orgs/{{org}}/branches", A.create_branch, "Create a branch", "tenants", auth=True, ok=201, body={
         "type": "object", "required": ["id", "name", "timezone"], "properties": {
             "id": ID, "name": {"type": "string"}, "timezone": {"type": "string", "example": "Europe/Zurich"},
-            "languages": {"type": "array", "items": {"type": "string"}}, "queue": QUEUE}}),
+            "languages": {"type": "array", "items": {"type": "string"}}, "queue": QUEUE, "notices": NOTICES}}),
     Route("GET", f"{V}/branches/{{branch}}", A.get_branch, "A branch with services, counters and hours", "tenants", auth=True),
     Route("PATCH", f"{V}/branches/{{branch}}", A.update_branch, "Change a branch (emits config.branch)", "tenants",
           auth=True, body={"type": "object", "properties": {"name": {"type": "string"}, "timezone": {"type": "string"},
                                                             "languages": {"type": "array", "items": {"type": "string"}},
-                                                            "queue": QUEUE}}),
+                                                            "queue": QUEUE, "notices": NOTICES}}),
     Route("GET", f"{V}/branches/{{branch}}/services", A.list_services, "Services of a branch", "config", auth=True),
     Route("PUT", f"{V}/branches/{{branch}}/services/{{service}}", A.put_service,
           "Create or change a service and its slot rule (emits config.service)", "config", auth=True, body={

@@ -69,6 +69,13 @@ def check_rules(value: Any, keys: tuple[str, ...], field: str) -> dict[str, int]
     return {k: check_int(v, f"{field}.{k}", 0, 10_000_000) for k, v in value.items()}
 
 
+def check_notices(value: Any) -> list[str]:
+    """Lines the branch's waiting-room display scrolls."""
+    if not isinstance(value, list) or len(value) > 20 or not all(isinstance(v, str) and len(v) <= 200 for v in value):
+        raise bad_request("notices must be a list of at most 20 texts of at most 200 characters")
+    return list(value)
+
+
 def check_numbers(value: Any) -> str | None:
     """A device's ticket number range "low-high" within 1-999, or None (it issues no tickets)."""
     if value is None:
@@ -95,7 +102,8 @@ def org_json(row: sqlite3.Row) -> dict[str, Any]:
 
 def branch_json(row: sqlite3.Row) -> dict[str, Any]:
     return {"id": row["id"], "org": row["org_id"], "name": row["name"], "timezone": row["timezone"],
-            "languages": json.loads(row["languages"]), "queue": json.loads(row["queue"])}
+            "languages": json.loads(row["languages"]), "notices": json.loads(row["notices"]),
+            "queue": json.loads(row["queue"])}
 
 
 def service_json(row: sqlite3.Row) -> dict[str, Any]:
@@ -116,7 +124,8 @@ def device_json(row: sqlite3.Row) -> dict[str, Any]:
 # -- what the branch folds (appliance.model.config_events has the same shapes) ---------------
 def branch_event(row: sqlite3.Row) -> dict[str, Any]:
     return {"id": row["id"], "name": row["name"], "timezone": row["timezone"],
-            "languages": json.loads(row["languages"]), "queue": json.loads(row["queue"])}
+            "languages": json.loads(row["languages"]), "notices": json.loads(row["notices"]),
+            "queue": json.loads(row["queue"])}
 
 
 def service_event(row: sqlite3.Row) -> dict[str, Any]:
@@ -220,9 +229,11 @@ class Writer:
         tz = check_timezone(body.get("timezone"))
         langs = check_languages(body.get("languages", ["en"]))
         queue = check_rules(body.get("queue"), QUEUE_KEYS, "queue")
+        notices = check_notices(body.get("notices", []))
         try:
-            self.conn.execute("INSERT INTO branches (id, org_id, name, timezone, languages, queue) VALUES (?, ?, ?, ?, ?, ?)",
-                              (branch_id, org_id, name, tz, json.dumps(langs), json.dumps(queue)))
+            self.conn.execute("INSERT INTO branches (id, org_id, name, timezone, languages, queue, notices)"
+                              " VALUES (?, ?, ?, ?, ?, ?, ?)", (branch_id, org_id, name, tz, json.dumps(langs),
+                                                                json.dumps(queue), json.dumps(notices, ensure_ascii=False)))
         except sqlite3.IntegrityError as err:
             raise conflict(f"branch {branch_id} exists") from err
         return self._branch_changed(branch_id)
@@ -234,8 +245,9 @@ class Writer:
         tz = check_timezone(body["timezone"]) if "timezone" in body else row["timezone"]
         langs = check_languages(body["languages"]) if "languages" in body else json.loads(row["languages"])
         queue = check_rules(body["queue"], QUEUE_KEYS, "queue") if "queue" in body else json.loads(row["queue"])
-        self.conn.execute("UPDATE branches SET name = ?, timezone = ?, languages = ?, queue = ? WHERE id = ?",
-                          (name, tz, json.dumps(langs), json.dumps(queue), branch_id))
+        notices = check_notices(body["notices"]) if "notices" in body else json.loads(row["notices"])
+        self.conn.execute("UPDATE branches SET name = ?, timezone = ?, languages = ?, queue = ?, notices = ? WHERE id = ?",
+                          (name, tz, json.dumps(langs), json.dumps(queue), json.dumps(notices, ensure_ascii=False), branch_id))
         return self._branch_changed(branch_id)
 
     def _branch_changed(self, branch_id: str) -> dict[str, Any]:

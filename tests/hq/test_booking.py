@@ -122,7 +122,7 @@ async def test_config_changes_become_signed_events_in_the_branch_outbox(server, 
         prev = event_hash(e)
     # exactly the shapes a branch folds (appliance.model.config_events)
     assert events[0]["payload"] == {"id": "acme-main", "name": "acme main", "timezone": "Europe/Zurich",
-                                    "languages": ["en", "de"], "queue": {}}
+                                    "languages": ["en", "de"], "notices": [], "queue": {}}
     assert events[1]["payload"] == {"id": "general", "letter": "A", "names": {"en": "General", "de": "Allgemein"},
                                     "rules": {}, "order": 0}
     assert events[2]["payload"] == {"id": "c1", "name": "Counter 1", "services": ["general"], "order": 0}

@@ -101,3 +101,23 @@ def _today(model) -> str:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_hq_config_events_have_exactly_the_shapes_the_branch_writes(tmp_path, hq):
+    """What HQ sends equals appliance.model.config_events of the same branch, type by type,
+    so the branch folds it and a node restart does not re-assert its file over it."""
+    from appliance.model import config_events
+
+    url, session, app = hq
+    folder = tmp_path / "branch"
+    token = await enroll_sample(session, url, folder, tz="Africa/Kigali")
+    async with session.get(f"{url}/api/v1/branches/kigali-main/outbox", params={"limit": 1000},
+                           headers={"Authorization": f"Bearer {token}"}) as r:
+        events = (await r.json())["events"]
+    latest: dict[tuple[str, str], dict] = {}
+    for e in events:
+        p = e["payload"]
+        latest[(e["type"], p["id"] if e["type"] in ("config.service", "config.counter") else "branch")] = p
+    for type_, payload in config_events(load_config(folder / "kiosk.toml")):
+        key = (type_, payload["id"] if type_ in ("config.service", "config.counter") else "branch")
+        assert latest[key] == payload, type_
