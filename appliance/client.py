@@ -89,8 +89,7 @@ def parse_sse_lines(lines: list[str]) -> StreamEvent | None:
         if not line or line.startswith(":"):
             continue
         field, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
+        value = value.removeprefix(" ")
         if field == "id":
             event_id = value
         elif field == "event":
@@ -226,7 +225,7 @@ class NodeClient:
                 return payload
         except NodeError:
             raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
+        except (TimeoutError, aiohttp.ClientError, OSError) as err:
             raise NodeUnavailable(f"{method} {path}: {err or type(err).__name__}") from err
 
     # --- citizens -------------------------------------------------------------------------
@@ -359,7 +358,7 @@ class NodeClient:
                         yield event
         except NodeError:
             raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
+        except (TimeoutError, aiohttp.ClientError, OSError) as err:
             raise NodeUnavailable(f"stream: {err or type(err).__name__}") from err
         raise NodeUnavailable("stream: closed by the node")
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,7 @@ def build(node: str, counter: str, *, login_required: bool = True, language: str
           screenshot_dir: Path | None = None, screenshot_every: float = 0,
           ) -> tuple[CounterApp, NodeClient]:
     client = NodeClient(node)
-    vm = CounterViewModel(client, counter, now=lambda: datetime.now(timezone.utc),
+    vm = CounterViewModel(client, counter, now=lambda: datetime.now(UTC),
                           login_required=login_required, language=language)
     return CounterApp(vm, screenshot_dir=screenshot_dir, screenshot_every=screenshot_every), client
 

@@ -17,6 +17,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", default="800x1280", help="window size WxH when not fullscreen")
     p.add_argument("--phone-region", default="RW", help="region for local phone numbers")
     p.add_argument("--idle", type=float, default=45.0, help="seconds before going back to start")
+    p.add_argument("--print-watch", type=float, default=8.0,
+                   help="seconds to wait for the printer to confirm a ticket before telling the "
+                        "citizen to note the number on screen")
     p.add_argument("--screenshot-dir", type=Path, help="save screenshots here")
     p.add_argument("--screenshot-every", type=float, default=0, help="seconds between screenshots")
     return p.parse_args(argv)
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     from .app import build, run
 
     app, client = build(args.node, language=args.lang, phone_region=args.phone_region,
-                        idle_timeout_s=args.idle, screenshot_dir=args.screenshot_dir,
+                        idle_timeout_s=args.idle, print_watch_s=args.print_watch,
+                        screenshot_dir=args.screenshot_dir,
                         screenshot_every=args.screenshot_every)
     asyncio.run(run(app, client))
 

@@ -73,11 +73,12 @@ class KioskApp(App):
 
 def build(node: str, *, language: str = "en", speaker: Speaker | None = None,
           phone_region: str | None = "RW", idle_timeout_s: float = 45.0,
-          screenshot_dir: Path | None = None, screenshot_every: float = 0,
+          print_watch_s: float = 8.0, screenshot_dir: Path | None = None, screenshot_every: float = 0,
           ) -> tuple[KioskApp, NodeClient]:
     client = NodeClient(node)
     vm = KioskViewModel(client, clock=time.monotonic, speaker=speaker, language=language,
-                        phone_region=phone_region, idle_timeout_s=idle_timeout_s)
+                        phone_region=phone_region, idle_timeout_s=idle_timeout_s,
+                        print_watch_s=print_watch_s)
     return KioskApp(vm, screenshot_dir=screenshot_dir, screenshot_every=screenshot_every), client
 
 

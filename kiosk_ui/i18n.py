@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from babel.messages.pofile import read_po
@@ -47,7 +47,7 @@ class Translator:
         return self.gettext(msgid).format(**values)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read(path: Path) -> dict[str, str]:
     with path.open("rb") as f:
         catalog = read_po(f, locale=None)

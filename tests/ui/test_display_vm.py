@@ -11,7 +11,12 @@ import pytest
 
 from appliance.client import NodeClient, StreamEvent
 from display_ui.i18n import CATALOGS, LANGUAGES
-from display_ui.viewmodels import CROWD_TEXT, DisplayViewModel, SilentAnnouncer, crowd_level
+from display_ui.viewmodels import (
+    CROWD_TEXT,
+    DisplayViewModel,
+    SilentAnnouncer,
+    crowd_level,
+)
 from kiosk_ui.i18n import used_msgids
 from tests.appliance.procs import NodeProcess
 
@@ -84,7 +89,7 @@ async def test_a_call_on_the_stream_is_shown_flashing_and_announced(
     try:
         assert not vm.offline and vm.status_text == ""
         assert vm.branch_name == "Kigali Main Office"
-        payments = lambda: next(s for s in vm.services if s["id"] == "payments")  # noqa: E731
+        payments = lambda: next(s for s in vm.services if s["id"] == "payments")
         waiting = payments()["waiting"]
         assert waiting >= 2 and payments()["waiting_text"] == f"{waiting} waiting"
         await staff.call_ticket("c1", a["id"])
