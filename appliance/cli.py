@@ -22,7 +22,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     from appliance.sample import write_sample
 
     try:
-        paths = write_sample(Path(args.dir), branch_id=args.branch_id, port_base=args.port_base, force=args.force)
+        paths = write_sample(Path(args.dir), branch_id=args.branch_id, port_base=args.port_base, force=args.force,
+                             lan_loopback=args.lan_loopback)
     except FileExistsError as err:
         print(f"smartq init: {err}", file=sys.stderr)
         return 1
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--branch-id", default="kigali-main")
     p.add_argument("--port-base", type=int, default=8400, help="kiosk gets base+1, display +2, counters +3, +4")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--lan-loopback", action="store_true",
+                   help="replicate over 127.0.0.1 with static peers (a whole branch on one machine)")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("node", help="run this device's node (store, local API)")
