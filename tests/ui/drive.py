@@ -60,8 +60,10 @@ def walk(widget: Any) -> list[Any]:
     return out
 
 
-def layout_problems(root: Any, where: str) -> list[str]:
-    """Labels whose rendered text is larger than the label, and touch targets under 9 mm."""
+def layout_problems(root: Any, where: str, *, shortened: bool = False) -> list[str]:
+    """Labels whose rendered text is larger than the label, and touch targets under 9 mm.
+    With ``shortened``, a one-line label that Kivy shortens with "..." is a problem too
+    (the display: a waiting room cannot read what was cut)."""
     from kivy.core.text import Label as CoreLabel
     from kivy.metrics import mm
     from kivy.uix.behaviors import ButtonBehavior
@@ -72,6 +74,13 @@ def layout_problems(root: Any, where: str) -> list[str]:
     for w in walk(root):
         if w.opacity == 0 or w.height <= 1 or w.width <= 1:
             continue
+        if shortened and isinstance(w, Label) and w.text and w.shorten:
+            core = CoreLabel(text=w.text, font_size=w.font_size, font_name=w.font_name,
+                             bold=w.bold, padding=w.padding, markup=w.markup)
+            core.refresh()
+            if core.texture.size[0] > w.width + 1:
+                problems.append(f"{where}: {w.text!r} is cut ('...'): needs {core.texture.size[0]} px, "
+                                f"has {w.width:.0f}")
         if isinstance(w, Label) and w.text and not w.shorten:
             core = CoreLabel(text=w.text, font_size=w.font_size, font_name=w.font_name,
                              bold=w.bold, italic=w.italic, text_size=w.text_size,
@@ -231,7 +240,8 @@ async def display_script(app: Any, args: argparse.Namespace, result: dict[str, A
         for offline in (False, True):
             vm.set_connected(not offline)
             await frames(4)
-            problems += layout_problems(app.root, f"display-{args.size}/{lang}{'/offline' if offline else ''}")
+            problems += layout_problems(app.root, f"display-{args.size}/{lang}{'/offline' if offline else ''}",
+                                        shortened=True)
         if lang == "rw":
             app.screenshot(f"display-{args.size}-{lang}-offline.png")
     vm.language = "en"
