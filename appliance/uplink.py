@@ -151,6 +151,7 @@ class UplinkService:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._unsubscribe: Any = None
+        self._stopping = False
 
     # -- NodeService --------------------------------------------------------------------------
     async def start(self, node: Node) -> None:
@@ -180,6 +181,7 @@ class UplinkService:
             self.nightly.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -197,6 +199,8 @@ class UplinkService:
 
     # -- the loop -----------------------------------------------------------------------------
     def _on_events(self, events: list[Any]) -> None:
+        # Counted at once, so the view is right while HQ is away; recounted on each sync.
+        self.pending += sum(1 for e in events if not e.origin.startswith("hq:") and e.seq > self.hq_vv.get(e.origin, 0))
         # Our own commits (not what we just pulled from HQ) make the link sync early.
         if self.node is not None and any(e.origin == self.node.config.device_id for e in events):
             self._wake.set()
@@ -206,7 +210,7 @@ class UplinkService:
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             try:
                 await self.sync_once()
                 failures = 0
@@ -215,8 +219,8 @@ class UplinkService:
                 failures += 1
                 delay = min(self.settings.backoff_max_s, self.settings.backoff_min_s * 2 ** (failures - 1))
                 delay *= self._rng.uniform(0.8, 1.2)
-                if self.status != "offline" or failures == 1:
-                    logger.warning("HQ unreachable (%s); retrying in %.1f s", err, delay)
+                if self.status != "offline" or str(err) != self.last_error:
+                    logger.warning("HQ link failed (%s); retrying in %.1f s", err, delay)
                 self._offline(str(err))
             except Exception as err:  # a bug must not end the link for good
                 logger.exception("HQ sync failed")
@@ -228,9 +232,12 @@ class UplinkService:
             if failures:
                 await asyncio.sleep(delay)  # backoff is not cut short by local commits
             else:
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that
+                # races with the wake-up, and stop() would then wait forever.
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, delay - self.settings.min_gap_s))
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(max(0.0, delay - self.settings.min_gap_s)):
+                        await self._wake.wait()
+                except TimeoutError:
                     pass
 
     def _offline(self, message: str) -> None:
