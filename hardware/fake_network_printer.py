@@ -131,8 +131,11 @@ class FakeNetworkPrinter:
         with self._cond:
             self.connections.append(buf)
             index = len(self.connections) - 1
-        client.settimeout(0.1)
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            client.settimeout(0.1)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # stop() closed it before this thread got going
+            return
         pending = b""
         with client:
             while not self._stop.is_set():
