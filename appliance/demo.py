@@ -1,7 +1,8 @@
 """``make demo`` / ``python -m appliance.demo``: a whole branch alive on this machine.
 
-Writes a sample branch (``smartq init``) into ./demo, starts one node per device (kiosk,
-display, two counters) on 127.0.0.1, opens each UI in its own window, and keeps it busy with
+Writes a sample branch (``smartq init``) into ./demo, starts HQ (``python -m hq``, port 8400)
+with that branch, its devices and services registered (``--no-hq`` leaves it out), starts one
+node per device (kiosk, display, two counters) on 127.0.0.1, each linked to HQ, opens each UI in its own window, and keeps it busy with
 simulated citizens (tickets at a random pace) and simulated staff (call, start, complete).
 Without $DISPLAY it starts its own Xvfb and saves screenshots of each window into a folder it
 names on stdout. Ctrl-C stops every process it started, by PID.
@@ -35,6 +36,18 @@ DEVICES = [
     ("counter-2", "counter", 8404, ["c2"], "2345"),
 ]
 LANGUAGES = ["en", "fr", "rw", "sw", "es"]
+HQ_PORT = 8400
+HQ_ADMIN = ("demo@smartq.test", "demo-password-123")
+HQ_TOML = f"""# SmartQ HQ for the demo (docs/hq.md lists every setting).
+[hq]
+host = "127.0.0.1"
+port = {HQ_PORT}
+data_dir = "data"
+cookie_secure = false
+bootstrap_admin_email = "{HQ_ADMIN[0]}"
+bootstrap_admin_password = "{HQ_ADMIN[1]}"
+booking_rate_per_minute = 0
+"""
 
 #: Called with the running demo once the branch is up; HQ plugs in here when it exists.
 HQ_HOOK: Callable[["Demo"], Awaitable[None]] | None = None
@@ -51,6 +64,8 @@ class Demo:
     urls: dict[str, str] = field(default_factory=dict)
     screenshots: Path | None = None
     display_env: dict[str, str] = field(default_factory=dict)
+    with_hq: bool = True
+    hq_url: str | None = None
 
     # --- processes ------------------------------------------------------------------------
 
@@ -84,6 +99,49 @@ class Demo:
         if not (self.folder / "kiosk.toml").exists():
             subprocess.run([sys.executable, "-m", "appliance.cli", "init", str(self.folder)],
                            check=True, stdout=subprocess.DEVNULL)
+
+    async def start_hq(self) -> None:
+        """HQ in its own process, the demo branch registered there (``python -m hq.enroll``, a
+        process boundary: appliance does not import hq), `[hq]` in every device config."""
+        import aiohttp
+
+        folder = self.folder / "hq"
+        folder.mkdir(parents=True, exist_ok=True)
+        config = folder / "hq.toml"
+        config.write_text(HQ_TOML, encoding="utf-8")
+        self.spawn("hq", [sys.executable, "-m", "hq", "--config", str(config)])
+        self.hq_url = url = f"http://127.0.0.1:{HQ_PORT}"
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    async with session.get(f"{url}/healthz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit("HQ did not come up; see demo/logs/hq.log")
+                await asyncio.sleep(0.2)
+            async with session.post(f"{url}/api/v1/auth/tokens", json={"email": HQ_ADMIN[0], "password": HQ_ADMIN[1]}) as r:
+                token = (await r.json())["token"]
+            auth = {"Authorization": f"Bearer {token}"}
+            async with session.post(f"{url}/api/v1/orgs", json={"id": "demo", "name": "SmartQ demo"}, headers=auth) as r:
+                if r.status not in (201, 409):
+                    raise SystemExit(f"HQ refused the demo organization: {await r.text()}")
+        enrolled = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "hq.enroll", "--hq", url, "--token", token, "--org", "demo",
+                             "--hours", "00:00-23:45", "--days", "0-6", str(self.folder / "kiosk.toml")],
+            capture_output=True, text=True)
+        if enrolled.returncode != 0:
+            raise SystemExit(f"could not register the demo branch at HQ: {enrolled.stderr.strip()}")
+        section = enrolled.stdout.strip() + "\ninterval_s = 2.0\n"
+        for device, *_ in DEVICES:
+            path = self.folder / f"{device}.toml"
+            text = path.read_text(encoding="utf-8")
+            if "\n[hq]" not in text:
+                path.write_text(text.rstrip() + "\n\n" + section, encoding="utf-8")
+        print(f"HQ running: {url} (admin {HQ_ADMIN[0]} / {HQ_ADMIN[1]})", flush=True)
 
     async def start_nodes(self) -> None:
         for device, _, port, _, _ in DEVICES:
@@ -185,6 +243,8 @@ class Demo:
 
     async def run(self, with_ui: bool, duration: float | None) -> None:
         self.init_branch()
+        if self.with_hq:
+            await self.start_hq()
         await self.start_nodes()
         shared = self.single_node == "yes" or (
             self.single_node == "auto" and not await self.replicating())
@@ -198,8 +258,11 @@ class Demo:
         for device, _, _, counters, pin in DEVICES:
             for counter in counters:
                 tasks.append(asyncio.create_task(self.staff(self.ui_url(device, shared), counter, str(pin))))
-        if HQ_HOOK is not None:
-            tasks.append(asyncio.create_task(HQ_HOOK(self)))
+        hook = HQ_HOOK
+        if hook is None and self.hq_url is not None:
+            hook = online_citizens
+        if hook is not None:
+            tasks.append(asyncio.create_task(hook(self)))
         print("SmartQ demo running: " + ", ".join(f"{d} {u}" for d, u in self.urls.items())
               + ". Ctrl-C stops it.", flush=True)
         try:
@@ -211,6 +274,40 @@ class Demo:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def online_citizens(demo: Demo) -> None:
+    """Every minute or so a citizen books today's next slot at HQ; the booking travels down
+    the link and, a little later, the citizen checks in at the kiosk with the QR token."""
+    import aiohttp
+
+    assert demo.hq_url is not None
+    async with aiohttp.ClientSession() as session, NodeClient(demo.urls["kiosk"]) as kiosk:
+        while True:
+            await asyncio.sleep(demo.rng.uniform(30, 90))
+            try:
+                branch = (await kiosk.state())["branch"]
+                from datetime import datetime
+                from zoneinfo import ZoneInfo
+                today = datetime.now(ZoneInfo(branch["timezone"])).date().isoformat()
+                async with session.get(f"{demo.hq_url}/api/v1/public/branches/{branch['id']}/availability",
+                                       params={"service": "general", "date": today}) as r:
+                    slots = [s for s in (await r.json()).get("slots", []) if s["available"]]
+                if not slots:
+                    continue
+                async with session.post(f"{demo.hq_url}/api/v1/public/bookings", json={
+                        "branch": branch["id"], "service": "general", "start": slots[0]["start"],
+                        "email": "citizen@example.org"}) as r:
+                    booking = await r.json()
+                if "token" not in booking:
+                    logger.warning("online citizen: %s", booking)
+                    continue
+                logger.info("online citizen booked %s at %s", booking["code"], booking["start"])
+                await asyncio.sleep(demo.rng.uniform(5, 20))
+                t = await kiosk.issue_ticket(None, booking_code=booking["token"])
+                logger.info("online citizen %s checked in as %s", booking["code"], t.get("label"))
+            except (NodeError, aiohttp.ClientError, KeyError, ValueError) as err:
+                logger.warning("online citizen: %s", err)
 
 
 async def wait_healthy(url: str, timeout: float) -> None:
@@ -236,10 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--single-node", choices=("auto", "yes", "no"), default="auto",
                    help="point every UI at the kiosk's node (auto: when nodes do not replicate)")
     p.add_argument("--screenshot-every", type=float, default=10.0)
+    p.add_argument("--no-hq", action="store_true", help="the branch alone, without HQ")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     demo = Demo(args.dir.resolve(), random.Random(args.seed), pace_s=args.pace,
-                single_node=args.single_node, screenshot_every=args.screenshot_every)
+                single_node=args.single_node, screenshot_every=args.screenshot_every, with_hq=not args.no_hq)
 
     loop = asyncio.new_event_loop()
     main_task = loop.create_task(demo.run(not args.no_ui, args.duration))
