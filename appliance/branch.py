@@ -29,14 +29,19 @@ ACTIONS = ("recall", "start", "complete", "no-show", "requeue", "transfer")
 class Branch(Queries):
     # -- configuration ------------------------------------------------------------------
     def sync_config(self, conn: sqlite3.Connection, wanted: list[tuple[str, dict[str, Any]]]) -> int:
-        """Append config events for whatever the file says differently from the log."""
+        """Append config events for whatever the file says differently from the log.
+
+        What HQ set (events of origin hq:<branch>) is the authority: a restart with an older
+        file never overwrites it."""
         kinds = {ev.CONFIG_BRANCH: "branch", ev.CONFIG_SERVICE: "service", ev.CONFIG_COUNTER: "counter",
                  ev.CONFIG_ROSTER: "roster"}
         appended = 0
         for type_, payload in wanted:
             kind = kinds[type_]
             entity = "branch" if kind in ("branch", "roster") else payload["id"]
-            row = conn.execute("SELECT body FROM config WHERE kind = ? AND id = ?", (kind, entity)).fetchone()
+            row = conn.execute("SELECT body, origin FROM config WHERE kind = ? AND id = ?", (kind, entity)).fetchone()
+            if row is not None and row[1].startswith("hq:"):
+                continue
             if row is None or json.loads(row[0]) != payload:
                 self.log.append(conn, type_, payload)
                 appended += 1

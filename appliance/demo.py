@@ -97,7 +97,7 @@ class Demo:
     def init_branch(self) -> None:
         (self.folder / "logs").mkdir(parents=True, exist_ok=True)
         if not (self.folder / "kiosk.toml").exists():
-            subprocess.run([sys.executable, "-m", "appliance.cli", "init", str(self.folder)],
+            subprocess.run([sys.executable, "-m", "appliance.cli", "init", "--lan-loopback", str(self.folder)],
                            check=True, stdout=subprocess.DEVNULL)
 
     async def start_hq(self) -> None:

@@ -403,16 +403,23 @@ def all_events(conn: sqlite3.Connection) -> list[Event]:
     return [row_to_event(r) for r in rows]
 
 
-def verify_chains(conn: sqlite3.Connection, keyring: Keyring | None = None) -> list[str]:
-    """Every problem found in the stored chains (empty when all verify)."""
+def verify_chains(conn: sqlite3.Connection, keyring: Keyring | None = None,
+                  floors: Mapping[str, tuple[int, str]] | None = None) -> list[str]:
+    """Every problem found in the stored chains (empty when all verify).
+
+    `floors` gives, per origin whose oldest events were compacted away, the last removed
+    (seq, hash): its chain is checked from there."""
     problems: list[str] = []
     origin = None
+    floors = floors or {}
     expected_seq, prev_hash = 1, GENESIS_PREV
     rows = conn.execute(f"SELECT {EVENT_COLUMNS}, hash FROM events ORDER BY origin, seq")
     for row in rows:
         event = row_to_event(row)
         if event.origin != origin:
-            origin, expected_seq, prev_hash = event.origin, 1, GENESIS_PREV
+            origin = event.origin
+            floor_seq, floor_hash = floors.get(origin, (0, GENESIS_PREV))
+            expected_seq, prev_hash = floor_seq + 1, floor_hash
         where = f"{event.origin}/{event.seq}"
         if event.seq != expected_seq:
             problems.append(f"{where}: expected seq {expected_seq}")

@@ -178,3 +178,19 @@ def test_a_booking_that_never_reached_the_branch_checks_in_from_its_signed_qr(sa
             kiosk.do(lambda c: kiosk.node.branch.issue(c, {"booking_code": other}))
     finally:
         kiosk.close()
+
+
+def test_a_restart_never_overwrites_configuration_hq_set(branch):
+    from appliance.model import config_events
+
+    kiosk = branch["kiosk"]
+    node = kiosk.node
+    # HQ renamed a service (an event of origin hq:<branch>, here written straight to the projection).
+    kiosk.do(lambda c: c.execute(
+        "UPDATE config SET body = json_set(body, '$.names.en', 'Cashier'), origin = 'hq:kigali-main'"
+        " WHERE kind = 'service' AND id = 'payments'"))
+    appended = kiosk.do(lambda c: node.branch.sync_config(c, config_events(node.config)))
+    assert appended == 0
+    names = kiosk.do(lambda c: c.execute("SELECT json_extract(body, '$.names.en') FROM config"
+                                         " WHERE kind = 'service' AND id = 'payments'").fetchone()[0])
+    assert names == "Cashier"

@@ -208,3 +208,13 @@ def test_a_run_signed_by_another_key_is_rejected(make_log, keys):
     r = b.ingest(chain)
     assert r.accepted == [] and len(r.rejected) == 3
     assert b.applied == []
+
+
+def test_verify_chains_starts_after_a_compacted_prefix(make_log, keys):
+    a = make_log("a")
+    events = [a.append("t", {"i": i}) for i in range(4)]
+    a.conn.execute("DELETE FROM events WHERE origin = 'a' AND seq <= 2")
+    keyring = lambda o: keys[o].public_key()  # noqa: E731
+    assert verify_chains(a.conn, keyring) != []  # without the floor, seq 1 looks missing
+    assert verify_chains(a.conn, keyring, {"a": (2, events[1].hash)}) == []
+    assert verify_chains(a.conn, keyring, {"a": (2, "0" * 64)}) != []  # a wrong floor is caught
