@@ -47,3 +47,14 @@ def write(name: str, figures: dict[str, Any]) -> Path:
     print(json.dumps(figures, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def drop_tables(config: Path, prefix: str) -> None:
+    """Remove the TOML tables whose header starts with `prefix` (e.g. "[hardware")."""
+    kept, skipping = [], False
+    for line in config.read_text(encoding="utf-8").splitlines():
+        if line.startswith("["):
+            skipping = line.startswith(prefix)
+        if not skipping:
+            kept.append(line)
+    config.write_text("\n".join(kept) + "\n", encoding="utf-8")
