@@ -8,6 +8,7 @@ import logging
 import re
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from appliance.branch import iso
@@ -22,8 +23,13 @@ NODE = web.AppKey("node", Node)
 ID = r"[A-Za-z0-9_.:-]{1,64}"
 
 
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """JSON answers encoded by orjson (several times faster than json.dumps)."""
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
 def json_error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+    return json_response({"error": {"code": code, "message": message}}, status=status)
 
 
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -63,8 +69,8 @@ async def read_body(request: web.Request, spec: dict[str, tuple[type | tuple[typ
     else:
         raw = await request.read()
         try:
-            body = json.loads(raw) if raw.strip() else {}
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            body = orjson.loads(raw) if raw.strip() else {}
+        except orjson.JSONDecodeError as err:  # also invalid UTF-8 and integers beyond 64 bits
             raise BadRequest(f"body is not valid JSON: {err}") from err
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
@@ -120,7 +126,7 @@ async def get_state(request: web.Request) -> web.Response:
     state["hardware"] = node.hardware_view()
     for s in state["services"]:
         node.metrics.waiting.labels(s["id"]).set(s["waiting"])
-    return web.json_response(state)
+    return json_response(state)
 
 
 async def post_ticket(request: web.Request) -> web.Response:
@@ -131,27 +137,27 @@ async def post_ticket(request: web.Request) -> web.Response:
         raise BadRequest("give a service, or a booking_code to check in")
     ticket = await node.write(lambda conn: node.branch.issue(conn, body))
     ticket = await node.after_issue(ticket)
-    return web.json_response(ticket, status=201)
+    return json_response(ticket, status=201)
 
 
 async def get_ticket(request: web.Request) -> web.Response:
     node = request.app[NODE]
     ticket_id = request.match_info["ticket"]
-    return web.json_response(await node.read(lambda conn: node.branch.ticket(conn, ticket_id)))
+    return json_response(await node.read(lambda conn: node.branch.ticket(conn, ticket_id)))
 
 
 async def cancel_ticket(request: web.Request) -> web.Response:
     node = request.app[NODE]
     body = await read_body(request, {"reason": (str, False)})
     ticket_id = request.match_info["ticket"]
-    return web.json_response(await node.write(lambda conn: node.branch.cancel(conn, ticket_id, body.get("reason"))))
+    return json_response(await node.write(lambda conn: node.branch.cancel(conn, ticket_id, body.get("reason"))))
 
 
 async def reprint_ticket(request: web.Request) -> web.Response:
     node = request.app[NODE]
     ticket_id = request.match_info["ticket"]
     ticket = await node.read(lambda conn: node.branch.ticket(conn, ticket_id))
-    return web.json_response(await node.reprint(ticket), status=202)
+    return json_response(await node.reprint(ticket), status=202)
 
 
 async def call_next(request: web.Request) -> web.Response:
@@ -162,7 +168,7 @@ async def call_next(request: web.Request) -> web.Response:
     ticket = await node.write(lambda conn: node.branch.call_next(conn, counter))
     if ticket is None:
         return web.Response(status=204)
-    return web.json_response(ticket)
+    return json_response(ticket)
 
 
 async def call_ticket(request: web.Request) -> web.Response:
@@ -170,7 +176,7 @@ async def call_ticket(request: web.Request) -> web.Response:
     counter, ticket_id = request.match_info["counter"], request.match_info["ticket"]
     await read_body(request, {})
     await staff_check(request, counter)
-    return web.json_response(await node.write(lambda conn: node.branch.call_ticket(conn, counter, ticket_id)))
+    return json_response(await node.write(lambda conn: node.branch.call_ticket(conn, counter, ticket_id)))
 
 
 async def ticket_action(request: web.Request) -> web.Response:
@@ -181,7 +187,7 @@ async def ticket_action(request: web.Request) -> web.Response:
     )
     body = await read_body(request, spec)
     await staff_check(request, counter)
-    return web.json_response(await node.write(lambda conn: node.branch.act(conn, counter, ticket_id, action, body)))
+    return json_response(await node.write(lambda conn: node.branch.act(conn, counter, ticket_id, action, body)))
 
 
 async def counter_status(request: web.Request) -> web.Response:
@@ -189,13 +195,13 @@ async def counter_status(request: web.Request) -> web.Response:
     counter, status = request.match_info["counter"], request.match_info["status"]
     await read_body(request, {})
     staff = await staff_check(request, counter)
-    return web.json_response(await node.write(lambda conn: node.branch.set_counter(conn, counter, status, staff)))
+    return json_response(await node.write(lambda conn: node.branch.set_counter(conn, counter, status, staff)))
 
 
 async def get_counter(request: web.Request) -> web.Response:
     node = request.app[NODE]
     counter = request.match_info["counter"]
-    return web.json_response(await node.read(lambda conn: node.branch.counter(conn, counter)))
+    return json_response(await node.read(lambda conn: node.branch.counter(conn, counter)))
 
 
 async def staff_login(request: web.Request) -> web.Response:
@@ -206,7 +212,7 @@ async def staff_login(request: web.Request) -> web.Response:
     if counter not in model.counters:
         raise NotFound(f"unknown counter {counter!r}", code="unknown_counter")
     session = await asyncio.to_thread(node.staff.login, counter, body["pin"])
-    return web.json_response({"token": session.token, "staff": {"id": session.staff_id, "name": session.staff_name},
+    return json_response({"token": session.token, "staff": {"id": session.staff_id, "name": session.staff_name},
                               "counter": counter, "expires_at": iso(session.expires_ms, model.tz)})
 
 
@@ -250,7 +256,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
 async def healthz(request: web.Request) -> web.Response:
     node = request.app[NODE]
     await node.read(lambda conn: conn.execute("SELECT 1").fetchone())
-    return web.json_response({"status": "ok", "device": node.config.device_id, "role": node.config.role})
+    return json_response({"status": "ok", "device": node.config.device_id, "role": node.config.role})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -261,7 +267,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return json_response(openapi_document())
 
 
 async def _close_streams(app: web.Application) -> None:
