@@ -19,6 +19,7 @@ os.environ.setdefault("KIVY_NO_FILELOG", "1")
 
 import asyncio
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from typing import Any
 import pytest
 
 from appliance.client import NodeClient
-from appliance.sample import write_sample
+from appliance.sample import lan_section, write_sample
 from tests.appliance.procs import NodeProcess
 
 
@@ -177,3 +178,100 @@ async def staff_client(url: str, counter: str, pin: str) -> NodeClient:
     c = NodeClient(url, timeout=5.0)
     await c.login(counter, pin)
     return c
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports free right now (held open together so none repeats)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def set_lan(config: Path, table: str) -> None:
+    """Replace the device's ``[lan]`` table with ``table``."""
+    kept, skipping = [], False
+    for line in config.read_text(encoding="utf-8").splitlines():
+        if line.startswith("["):
+            skipping = line == "[lan]"
+        if not skipping:
+            kept.append(line)
+    config.write_text("\n".join(kept) + "\n" + table, encoding="utf-8")
+
+
+class Branch:
+    """Real nodes of one replicating branch on 127.0.0.1 (the ``lan_loopback`` sample's [lan],
+    on free ports): each device's peers are the other devices of this branch only."""
+
+    def __init__(self, template: Path, root: Path, devices: list[str], *, lan_extra: str = "") -> None:
+        self.dir = root / "branch"
+        shutil.copytree(template, self.dir)
+        ports = dict(zip(devices, free_ports(len(devices)), strict=True))
+        for device in devices:
+            peers = {d: p for d, p in ports.items() if d != device}
+            set_lan(self.dir / f"{device}.toml",
+                    lan_section(device, ports[device], loopback=True, peers=peers).lstrip("\n") + lan_extra)
+        self.nodes: dict[str, NodeProcess] = {}
+        self._stopped: set[str] = set()
+
+    def start(self, device: str, *, port: int = 0) -> NodeProcess:
+        """Start (or restart, on API ``port`` if given) ``device``'s node on its data."""
+        config, log = self.dir / f"{device}.toml", self.dir / f"{device}.log"
+        node = NodeOnPort(config, port, log_path=log) if port else NodeProcess(config, log_path=log)
+        self.nodes[device] = node
+        return node
+
+    def pause(self, device: str) -> None:
+        """SIGSTOP the node: its sockets stay open but nothing answers (a hung device)."""
+        os.killpg(self.nodes[device].proc.pid, signal.SIGSTOP)
+        self._stopped.add(device)
+
+    def resume(self, device: str) -> None:
+        os.killpg(self.nodes[device].proc.pid, signal.SIGCONT)
+        self._stopped.discard(device)
+
+    def stop_all(self) -> None:
+        for device, node in self.nodes.items():
+            if device in self._stopped and node.proc.poll() is None:
+                os.killpg(node.proc.pid, signal.SIGCONT)
+            node.stop()
+
+
+@pytest.fixture
+def branch(ui_sample: Path, tmp_path: Path) -> Iterator[Callable[..., Branch]]:
+    """Makes a replicating branch of the given devices; every node it started is stopped."""
+    made: list[Branch] = []
+
+    def make(*devices: str, lan_extra: str = "") -> Branch:
+        b = Branch(ui_sample, tmp_path, list(devices), lan_extra=lan_extra)
+        made.append(b)
+        return b
+
+    try:
+        yield make
+    finally:
+        for b in made:
+            b.stop_all()
+
+
+def peer_status(state: dict[str, Any]) -> dict[str, str]:
+    """``{peer id: status}`` from a ``GET /api/v1/state`` answer."""
+    return {p["id"]: p["status"] for p in state.get("peers", [])}
+
+
+async def wait_for_async(fetch: Callable[[], Any], pred: Callable[[Any], Any], timeout: float = 20.0,
+                         what: str = "") -> Any:
+    """Await ``fetch()`` until ``pred`` holds for its answer (a generous limit, no timing claim)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        value = await fetch()
+        if pred(value):
+            return value
+        if loop.time() > end:
+            raise TimeoutError(f"timed out waiting for {what or pred}; last: {value!r}")
+        await asyncio.sleep(0.1)

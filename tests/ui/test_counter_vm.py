@@ -6,16 +6,17 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from appliance.client import NodeClient, StreamEvent, Unauthorized
+from appliance.client import NodeClient, Unauthorized
 from counter_ui.i18n import CATALOGS, LANGUAGES
 from counter_ui.viewmodels import ACTIONS, STATES, CounterViewModel, format_duration
 from kiosk_ui.i18n import used_msgids
 from tests.appliance.procs import NodeProcess
 
-from .conftest import Nodes, set_security
+from .conftest import Nodes, set_security, wait_for, wait_for_async
 
 COUNTER_DIR = Path(__file__).resolve().parents[2] / "counter_ui"
 PINS = {"c1": "1234", "c2": "2345", "c3": "3456"}
@@ -227,22 +228,64 @@ async def test_unreachable_node(dead_client: NodeClient) -> None:
     assert vm.offline and vm.error.startswith("Cannot reach the node")
 
 
-def test_losing_a_concurrent_call_shows_who_won() -> None:
-    """The superseded lists come from replication between two nodes (tests/appliance);
-    here the stream's shapes are fed directly."""
-    vm = CounterViewModel(NodeClient("http://127.0.0.1:9"), "c1", now=now, login_required=False)
-    vm.apply_state({"counters": [{"id": "c2", "name": "Counter 2", "status": "open"}]})
-    vm._set_current({"id": "t1", "label": "A004", "status": "called", "counter": "c1"})
-    vm.apply_event(StreamEvent("k:9", "ticket.called", {"ticket": {
-        "id": "t1", "label": "A004", "status": "called", "counter": "c2", "superseded": ["c1"]}}))
-    assert vm.current == {}
-    assert vm.superseded_notice == "A004 was called at Counter 2 first. Call next."
-    vm.language = "es"
-    assert vm.superseded_notice == "A004 fue llamado primero en Counter 2. Llame al siguiente."
-    vm.dismiss_superseded()
-    vm.apply_state({"counters": [{"id": "c1", "name": "Counter 1", "status": "open", "current": None,
-                                  "superseded": [{"ticket": "t1", "label": "A004", "by_counter": "c2"}]}]})
-    assert vm.superseded_notice == ""  # the same loss is told once
+@pytest.mark.slow
+async def test_losing_a_call_made_while_apart_shows_who_won(branch: Any) -> None:
+    """Two counter nodes replicating over 127.0.0.1 (counter-1 serves c1, counter-2 serves c2
+    and c3). While they are apart (one node stopped, then the other) both call the same
+    ticket; after the heal the earliest call (c1's) wins and c2's screen, a view-model
+    following its own node, says who won, once, in its language."""
+    b = branch("counter-1", "counter-2")
+    one, two = b.start("counter-1"), b.start("counter-2")
+    c1 = await make_vm(one.url, "c1")
+    c2 = await make_vm(two.url, "c2")
+    try:
+        assert await c1.login("1234") and await c1.open_counter()
+        assert await c2.login("2345") and await c2.open_counter()
+        label = await c1.issue_walkin("general")
+        assert label
+        state = await wait_for_async(
+            c2.client.state, lambda s: any(t["label"] == label for t in s["waiting"]), what="ticket replicated")
+        ticket_id = next(t["id"] for t in state["waiting"] if t["label"] == label)
+        await c2.client.close()
+
+        # Apart: counter-2 is down while c1 calls, counter-1 is down while c2 calls.
+        two.stop()
+        assert await c1.call_ticket(ticket_id) and c1.current["label"] == label
+        await c1.client.close()
+        one.stop()
+        two = b.start("counter-2")
+        c2 = await make_vm(two.url, "c2", language="es")
+        assert await c2.login("2345")
+        assert await c2.call_ticket(ticket_id) and c2.current["label"] == label
+        assert c2.superseded_notice == ""
+
+        # Heal: counter-1 comes back; c2's screen follows its own node's stream.
+        connected = asyncio.Event()
+
+        def on_conn(ok: bool, why: str) -> None:
+            c2.set_connected(ok, why)
+            if ok:
+                connected.set()
+
+        follow = asyncio.create_task(c2.client.follow(
+            on_state=c2.apply_state, on_event=c2.apply_event, on_connection=on_conn))
+        try:
+            await asyncio.wait_for(connected.wait(), 10)
+            b.start("counter-1")
+            await wait_for(lambda: c2.superseded_notice, timeout=30, what="the superseded notice")
+            assert c2.superseded_notice == f"{label} fue llamado primero en Counter 1. Llame al siguiente."
+            assert c2.current == {}
+            c2.language = "en"
+            assert c2.superseded_notice == f"{label} was called at Counter 1 first. Call next."
+            c2.dismiss_superseded()
+            c2.apply_state(await c2.client.state())  # the counter's own superseded entry again
+            assert c2.superseded_notice == ""  # the same loss is told once
+        finally:
+            follow.cancel()
+            await asyncio.gather(follow, return_exceptions=True)
+    finally:
+        await c1.client.close()
+        await c2.client.close()
 
 
 def test_keyboard_shortcuts_need_a_login() -> None:

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ from display_ui.viewmodels import (
 from kiosk_ui.i18n import used_msgids
 from tests.appliance.procs import NodeProcess
 
-from .conftest import Nodes, staff_client, wait_for
+from .conftest import Nodes, peer_status, staff_client, wait_for, wait_for_async
 
 DISPLAY_DIR = Path(__file__).resolve().parents[2] / "display_ui"
 
@@ -177,11 +178,41 @@ def test_an_announcer_failure_does_not_stop_the_display() -> None:
     assert vm.newest_label == "B007" and vm.newest_counter == "c9"
 
 
-def test_peers_down_mark_the_display_degraded() -> None:
-    """Peer status comes from LAN replication (tested with real peers in tests/appliance)."""
+@pytest.mark.slow
+async def test_a_hung_peer_marks_the_display_degraded_until_it_answers_again(branch: Any) -> None:
+    """Three real nodes replicating over 127.0.0.1; the kiosk's process is stopped (SIGSTOP:
+    its sockets stay open, nothing answers) and continued. The display reads its peers from
+    ``GET /api/v1/state`` (fetched on every reconnect)."""
+    b = branch("display", "kiosk", "counter-1", lan_extra="request_timeout_s = 1.0\n")
+    display = b.start("display")
+    b.start("kiosk")
+    b.start("counter-1")
+    client = NodeClient(display.url, timeout=5.0)
     vm = DisplayViewModel(clock=FakeClock())
-    vm.apply_state({"services": [], "counters": [], "peers": [{"id": "k", "status": "unreachable"}]})
-    assert vm.degraded and vm.status_text.startswith("Degraded")
+    try:
+        async def peers() -> dict[str, str]:
+            return peer_status(await client.state())
+
+        await wait_for_async(peers, lambda p: p == {"kiosk": "ok", "counter-1": "ok"},
+                             what="both peers ok")
+        vm.apply_state(await client.state())
+        assert not vm.degraded and vm.status_text == ""
+
+        b.pause("kiosk")
+        await wait_for_async(peers, lambda p: p.get("kiosk") == "unreachable",
+                             what="the kiosk unreachable")
+        vm.apply_state(await client.state())
+        assert vm.degraded and vm.status_text == "Degraded: some devices unreachable"
+        vm.language = "fr"
+        assert vm.status_text == "Fonctionnement dégradé : appareils injoignables"
+        vm.language = "en"
+
+        b.resume("kiosk")
+        await wait_for_async(peers, lambda p: p.get("kiosk") == "ok", what="the kiosk back")
+        vm.apply_state(await client.state())
+        assert not vm.degraded and vm.status_text == ""
+    finally:
+        await client.close()
 
 
 def test_every_display_message_is_in_the_template_and_translated() -> None:
