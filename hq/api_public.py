@@ -54,7 +54,7 @@ async def create_booking(request: web.Request) -> web.Response:
     body = await read_json(request)
     ctx = _ctx(request)
     hq = hq_of(request)
-    data = await hq.db.write(lambda c: booking.book(c, ctx, body))
+    data = booking.render(await hq.db.write(lambda c: booking.book_row(c, ctx, body)), ctx)
     hq.wake_notifier()
     return jresp(_with_links(request, data), 201)
 
@@ -78,7 +78,7 @@ async def lookup_booking(request: web.Request) -> web.Response:
 async def reschedule_booking(request: web.Request) -> web.Response:
     body, ctx, code = await read_json(request), _ctx(request), request.match_info["code"]
     hq = hq_of(request)
-    data = await hq.db.write(lambda c: booking.reschedule(c, ctx, code, body))
+    data = booking.render(await hq.db.write(lambda c: booking.reschedule_row(c, ctx, code, body)), ctx)
     hq.wake_notifier()
     return jresp(_with_links(request, data))
 
@@ -87,7 +87,7 @@ async def reschedule_booking(request: web.Request) -> web.Response:
 async def cancel_booking(request: web.Request) -> web.Response:
     body, ctx, code = await read_json(request), _ctx(request), request.match_info["code"]
     hq = hq_of(request)
-    data = await hq.db.write(lambda c: booking.cancel(c, ctx, code, body))
+    data = booking.render(await hq.db.write(lambda c: booking.cancel_row(c, ctx, code, body)), ctx)
     hq.wake_notifier()
     return jresp(data)
 

@@ -51,7 +51,9 @@ def normalize_code(value: Any) -> str:
 
 
 def new_code(rng: Any) -> str:
-    raw = "".join(rng.choice(CODE_ALPHABET) for _ in range(8))
+    """8 random Crockford base32 characters from one 40-bit draw (one urandom call, not eight)."""
+    bits = rng.getrandbits(40)
+    raw = "".join(CODE_ALPHABET[(bits >> shift) & 31] for shift in range(35, -1, -5))
     return f"{raw[:4]}-{raw[4:]}"
 
 
@@ -195,7 +197,7 @@ def booking_token(key: Ed25519PrivateKey, row: sqlite3.Row | dict[str, Any], gra
                             "exp": row["slot_end"] + grace_s})
 
 
-def booking_json(row: sqlite3.Row, tz: str, key: Ed25519PrivateKey, grace_s: int) -> dict[str, Any]:
+def booking_json(row: sqlite3.Row | dict[str, Any], tz: str, key: Ed25519PrivateKey, grace_s: int) -> dict[str, Any]:
     out = {"code": row["code"], "branch": row["branch_id"], "service": row["service_id"],
            "start": iso_local(row["slot_start"], tz), "end": iso_local(row["slot_end"], tz),
            "status": row["status"], "language": row["language"]}
@@ -206,7 +208,7 @@ def booking_json(row: sqlite3.Row, tz: str, key: Ed25519PrivateKey, grace_s: int
     return out
 
 
-def _event_payload(row: sqlite3.Row) -> dict[str, Any]:
+def _event_payload(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
     # No personal data travels to the branch: the code and the slot are enough to check in.
     return {"code": row["code"], "service": row["service_id"], "start": row["slot_start"],
             "end": row["slot_end"], "status": row["status"], "language": row["language"]}
@@ -229,7 +231,30 @@ def get_by_code(conn: sqlite3.Connection, code: Any, contact: Any, region: str) 
     return row
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What a booking write committed: the row and the branch's time zone.
+
+    The writer returns this instead of the finished JSON so that the Ed25519 token signature
+    and the JSON rendering (:func:`render`) run after the write lock is released.
+    """
+
+    row: dict[str, Any]
+    timezone: str
+
+
+def render(written: Written, ctx: BookingContext) -> dict[str, Any]:
+    """The booking's public JSON with its signed token (outside the writer: pure CPU work)."""
+    return booking_json(written.row, written.timezone, ctx.key, ctx.token_grace_s)
+
+
 def book(conn: sqlite3.Connection, ctx: BookingContext, body: Any) -> dict[str, Any]:
+    """Book a slot and return its public JSON (tools and tests; the API uses :func:`book_row`)."""
+    return render(book_row(conn, ctx, body), ctx)
+
+
+def book_row(conn: sqlite3.Connection, ctx: BookingContext, body: Any) -> Written:
+    """Count and insert inside the caller's write transaction; no signing of the token here."""
     body = check_obj(body)
     branch_id = body.get("branch")
     if not isinstance(branch_id, str):
@@ -260,11 +285,17 @@ def book(conn: sqlite3.Connection, ctx: BookingContext, body: Any) -> dict[str, 
         (code, branch_id, service["id"], start, end, name, phone, email, language, ctx.now, ctx.now))
     row = conn.execute("SELECT * FROM bookings WHERE id = ?", (cur.lastrowid,)).fetchone()
     outbox.emit(conn, ctx.key, branch_id, "booking.created", _event_payload(row), ctx.now * 1000)
-    notifications.enqueue_for_booking(conn, row, branch, "confirmation", f"confirm:{code}", ctx.now)
-    return booking_json(row, branch["timezone"], ctx.key, ctx.token_grace_s)
+    notifications.enqueue_for_booking(conn, row, branch, "confirmation", f"confirm:{code}", ctx.now,
+                                      service_names=service["names"])
+    return Written(dict(row), branch["timezone"])
 
 
 def reschedule(conn: sqlite3.Connection, ctx: BookingContext, code: Any, body: Any) -> dict[str, Any]:
+    return render(reschedule_row(conn, ctx, code, body), ctx)
+
+
+def reschedule_row(conn: sqlite3.Connection, ctx: BookingContext, code: Any, body: Any) -> Written:
+    """Move a booking inside the caller's write transaction (count and update together)."""
     body = check_obj(body)
     row = get_by_code(conn, code, body.get("contact"), ctx.phone_region)
     if row["status"] != "booked":
@@ -272,7 +303,7 @@ def reschedule(conn: sqlite3.Connection, ctx: BookingContext, code: Any, body: A
     branch, service = _bookable_service(conn, row["branch_id"], row["service_id"])
     start = parse_instant(body.get("start"))
     if start == row["slot_start"]:
-        return booking_json(row, branch["timezone"], ctx.key, ctx.token_grace_s)
+        return Written(dict(row), branch["timezone"])
     end = _check_slot(conn, branch, service, start, ctx)
     if _taken(conn, row["branch_id"], row["service_id"], start) >= service["capacity"]:
         raise conflict("this slot is fully booked", "slot_full")
@@ -280,18 +311,24 @@ def reschedule(conn: sqlite3.Connection, ctx: BookingContext, code: Any, body: A
                  (start, end, ctx.now, row["id"]))
     row = conn.execute("SELECT * FROM bookings WHERE id = ?", (row["id"],)).fetchone()
     outbox.emit(conn, ctx.key, row["branch_id"], "booking.rescheduled", _event_payload(row), ctx.now * 1000)
-    notifications.enqueue_for_booking(conn, row, branch, "reschedule", f"reschedule:{row['code']}:{start}:{ctx.now}", ctx.now)
-    return booking_json(row, branch["timezone"], ctx.key, ctx.token_grace_s)
+    notifications.enqueue_for_booking(conn, row, branch, "reschedule", f"reschedule:{row['code']}:{start}:{ctx.now}", ctx.now,
+                                      service_names=service["names"])
+    return Written(dict(row), branch["timezone"])
 
 
 def cancel(conn: sqlite3.Connection, ctx: BookingContext, code: Any, body: Any) -> dict[str, Any]:
+    return render(cancel_row(conn, ctx, code, body), ctx)
+
+
+def cancel_row(conn: sqlite3.Connection, ctx: BookingContext, code: Any, body: Any) -> Written:
+    """Cancel a booking inside the caller's write transaction."""
     body = check_obj(body)
     row = get_by_code(conn, code, body.get("contact"), ctx.phone_region)
     branch = tenants.get_branch(conn, row["branch_id"])
     if row["status"] == "cancelled":
-        return booking_json(row, branch["timezone"], ctx.key, ctx.token_grace_s)
+        return Written(dict(row), branch["timezone"])
     conn.execute("UPDATE bookings SET status = 'cancelled', updated_at = ? WHERE id = ?", (ctx.now, row["id"]))
     row = conn.execute("SELECT * FROM bookings WHERE id = ?", (row["id"],)).fetchone()
     outbox.emit(conn, ctx.key, row["branch_id"], "booking.cancelled", _event_payload(row), ctx.now * 1000)
     notifications.enqueue_for_booking(conn, row, branch, "cancellation", f"cancel:{row['code']}", ctx.now)
-    return booking_json(row, branch["timezone"], ctx.key, ctx.token_grace_s)
+    return Written(dict(row), branch["timezone"])

@@ -33,11 +33,16 @@ def _insert(conn: sqlite3.Connection, idem_key: str, kind: str, channel: str, re
 
 
 def enqueue_for_booking(conn: sqlite3.Connection, booking: sqlite3.Row, branch: sqlite3.Row, kind: str,
-                        idem_key: str, now: int) -> int:
-    """Queue ``kind`` for the booking's e-mail and phone; return how many rows were new."""
-    service = conn.execute("SELECT names FROM services WHERE branch_id = ? AND id = ?",
-                           (booking["branch_id"], booking["service_id"])).fetchone()
-    names = json.loads(service["names"]) if service else {}
+                        idem_key: str, now: int, *, service_names: str | None = None) -> int:
+    """Queue ``kind`` for the booking's e-mail and phone; return how many rows were new.
+
+    ``service_names`` (the service row's ``names`` JSON) saves a query when the caller has it.
+    """
+    if service_names is None:
+        service = conn.execute("SELECT names FROM services WHERE branch_id = ? AND id = ?",
+                               (booking["branch_id"], booking["service_id"])).fetchone()
+        service_names = service["names"] if service else "{}"
+    names = json.loads(service_names)
     service_name = names.get(booking["language"]) or next(iter(names.values()), booking["service_id"])
     when = datetime.fromtimestamp(booking["slot_start"], ZoneInfo(branch["timezone"])).strftime("%Y-%m-%d %H:%M")
     subject_t, body_t = TEXTS[kind]

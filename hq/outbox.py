@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+
+import orjson
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hq.signing import event_hash, next_hlc, sign_envelope
+from hq.signing import next_hlc, sign_event
 
 SCHEMA = 1
 
@@ -34,13 +36,14 @@ def emit(conn: sqlite3.Connection, key: Ed25519PrivateKey, branch_id: str, type_
     last = conn.execute("SELECT seq, hash FROM outbox WHERE branch_id = ? ORDER BY seq DESC LIMIT 1",
                         (branch_id,)).fetchone()
     seq, prev = (last[0] + 1, last[1]) if last else (1, "")
-    envelope = sign_envelope(key, {
+    event = sign_event(key, {
         "origin": hq_origin(branch_id), "seq": seq, "hlc": tick_hlc(conn, now_ms), "type": type_,
         "schema": SCHEMA, "payload": payload, "branch": branch_id, "prev": prev,
     })
+    envelope = event.to_dict()
+    # The Event hashes its own canonical form: no second parse/validation of what we just built.
     conn.execute("INSERT INTO outbox (branch_id, seq, hlc, type, envelope, hash) VALUES (?, ?, ?, ?, ?, ?)",
-                 (branch_id, seq, envelope["hlc"], type_, json.dumps(envelope, ensure_ascii=False),
-                  event_hash(envelope)))
+                 (branch_id, seq, envelope["hlc"], type_, orjson.dumps(envelope).decode(), event.hash))
     return envelope
 
 

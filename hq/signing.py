@@ -82,9 +82,14 @@ def canonical_public_key(text: str) -> str:
     return public_key_b64(parse_public_key(text))
 
 
+def sign_event(key: Ed25519PrivateKey, envelope: dict[str, Any]) -> Event:
+    """The envelope fields (no sig) -> the signed Event (its ``hash`` is then computed once)."""
+    return Event(**{f: envelope[f] for f in ENVELOPE_FIELDS}).signed(key)
+
+
 def sign_envelope(key: Ed25519PrivateKey, envelope: dict[str, Any]) -> dict[str, Any]:
     """The envelope fields (no sig) -> the signed envelope dict (sync.envelope encoding)."""
-    return Event(**{f: envelope[f] for f in ENVELOPE_FIELDS}).signed(key).to_dict()
+    return sign_event(key, envelope).to_dict()
 
 
 def to_event(envelope: Any) -> Event:

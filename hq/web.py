@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from hq.auth import COOKIE_NAME, Principal, csrf_ok, lookup_session
@@ -31,8 +32,13 @@ def hq_of(request: web.Request) -> HQ:
 
 
 def jresp(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(text=json.dumps(data, ensure_ascii=False), status=status, headers=headers,
-                        content_type="application/json")
+    """JSON response encoded with orjson (UTF-8, compact): a fraction of json.dumps' cost per request."""
+    try:
+        body = orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # e.g. an integer beyond 64 bits: the standard encoder handles it
+        body = json.dumps(data, ensure_ascii=False).encode("utf-8")
+    return web.Response(body=body, status=status, headers=headers, content_type="application/json",
+                        charset="utf-8")
 
 
 def error_json(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -49,9 +55,11 @@ async def read_json(request: web.Request) -> Any:
     if ctype in ("application/x-www-form-urlencoded",):
         from urllib.parse import parse_qsl
         return dict(parse_qsl(raw.decode("utf-8", "replace")))
+    if not raw:
+        return {}
     try:
-        return json.loads(raw.decode("utf-8")) if raw else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as err:  # also invalid UTF-8, NaN and out-of-range integers
         raise bad_request("body must be JSON") from err
 
 
