@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-from pathlib import Path
 
-from kiosk_ui.__main__ import configure_kivy
+from ui_common.cli import add_common_args, launch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m counter_ui", description="SmartQ counter (staff) UI")
-    p.add_argument("--node", default="http://127.0.0.1:8403", help="the node's local API URL")
+    add_common_args(p, node="http://127.0.0.1:8403", size="1280x800",
+                    size_help="window size WxH when not fullscreen",
+                    lang_help="language of the screen: en fr rw sw es")
     p.add_argument("--counter", required=True, help="counter id, e.g. c1")
-    p.add_argument("--fullscreen", action="store_true")
-    p.add_argument("--size", default="1280x800")
-    p.add_argument("--lang", default="en", help="language of the screen: en fr rw sw es")
     p.add_argument("--no-login", action="store_true", help="branch without staff PINs")
     p.add_argument("--pin", help="log in at start with this PIN (demo and tests only: a PIN on a "
                    "command line is visible to every local user)")
-    p.add_argument("--screenshot-dir", type=Path)
-    p.add_argument("--screenshot-every", type=float, default=0)
     return p.parse_args(argv)
 
 
@@ -33,14 +28,16 @@ async def auto_login(vm: object, pin: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    configure_kivy(args.fullscreen, args.size, "SmartQ counter")
-    from .app import build, run
 
-    app, client = build(args.node, args.counter, login_required=not args.no_login, language=args.lang,
-                        screenshot_dir=args.screenshot_dir, screenshot_every=args.screenshot_every)
-    extra = [auto_login(app.vm, args.pin)] if args.pin else []
-    asyncio.run(run(app, client, *extra))
+    async def start() -> None:
+        from .app import build, run
+
+        app, client = build(args.node, args.counter, login_required=not args.no_login, language=args.lang,
+                            screenshot_dir=args.screenshot_dir, screenshot_every=args.screenshot_every)
+        extra = [auto_login(app.vm, args.pin)] if args.pin else []
+        await run(app, client, *extra)
+
+    launch(args, "SmartQ counter", start)
 
 
 if __name__ == "__main__":

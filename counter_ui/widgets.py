@@ -1,37 +1,7 @@
-"""View classes for the counter: lists of rows rebuilt from the view-model."""
+"""View classes for the counter: its lists of rows are ``ui_common.widgets.RowList``."""
 
 from __future__ import annotations
 
-from typing import Any
+from ui_common.widgets import RowList
 
-from kivy.factory import Factory
-from kivy.properties import ListProperty, StringProperty
-from kivy.uix.boxlayout import BoxLayout
-
-
-class RowList(BoxLayout):
-    """One ``row_class`` widget per item; item keys set the row's matching properties.
-    Rows dispatch nothing themselves: their buttons call back ``on_pick(key)``."""
-
-    items = ListProperty([])
-    row_class = StringProperty("")
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.register_event_type("on_pick")
-        super().__init__(**kwargs)
-
-    def on_items(self, *_: Any) -> None:
-        self.clear_widgets()
-        for item in self.items:
-            row = getattr(Factory, self.row_class)()
-            for key, value in item.items():
-                if row.property(key, quiet=True) is not None:
-                    setattr(row, key, value)
-            row.owner = self
-            self.add_widget(row)
-
-    def on_pick(self, key: str) -> None:
-        pass
-
-
-Factory.register("CounterRowList", cls=RowList)
+__all__ = ["RowList"]

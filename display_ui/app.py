@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -11,12 +10,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from kivy.app import App
 from kivy.clock import Clock
-from kivy.properties import ObjectProperty
 from kivy.uix.floatlayout import FloatLayout
 
 from appliance.client import NodeClient, StreamEvent
+from ui_common import app as shell
 
 from . import widgets  # noqa: F401  (registers RowList, Ticker)
 from .viewmodels import CALL_EVENTS, Announcer, DisplayViewModel
@@ -30,29 +28,23 @@ class DisplayRoot(FloatLayout):
     """Layout root; see display.kv."""
 
 
-class DisplayApp(App):
-    vm = ObjectProperty(None)
+class DisplayApp(shell.NodeApp):
     #: Loaded by App.load_kv before build(); named explicitly so it is loaded once.
     kv_file = str(KV)
     title = "SmartQ display"
+    screenshot_prefix = "display"
 
-    def __init__(self, vm: DisplayViewModel, *, screenshot_dir: Path | None = None,
-                 screenshot_every: float = 0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.vm = vm
-        self.screenshot_dir = screenshot_dir
-        self.screenshot_every = screenshot_every
+    def __init__(self, vm: DisplayViewModel, **kwargs: Any) -> None:
+        super().__init__(vm, **kwargs)
         self.tz: ZoneInfo | None = None
-        self._pending: list[StreamEvent] = []
         # Events arrive in bursts (a reconnect, a busy minute); apply them once per frame.
-        self._flush = Clock.create_trigger(self._apply_pending, 0)
+        self.events = shell.FrameBatch(vm.apply_event)
 
     def build(self) -> DisplayRoot:
         root = DisplayRoot()
         Clock.schedule_interval(self._tick, 1.0)
         Clock.schedule_interval(self._blink, 0.5)
-        if self.screenshot_dir and self.screenshot_every > 0:
-            Clock.schedule_interval(lambda dt: self.screenshot(), self.screenshot_every)
+        self.schedule_screenshots()
         self._tick(0)
         return root
 
@@ -70,29 +62,12 @@ class DisplayApp(App):
                 self.tz = ZoneInfo(tz)
             except (ZoneInfoNotFoundError, ValueError):
                 logger.warning("unknown branch timezone %r", tz)
-        self._pending.clear()
+        self.events.clear()
         self.vm.apply_state(state)
 
     def on_event(self, event: StreamEvent) -> None:
-        self._pending.append(event)
-        if event.type in CALL_EVENTS:
-            # A call is what people watch for: show it in this frame, not the next one.
-            self._apply_pending(0)
-        else:
-            self._flush()
-
-    def _apply_pending(self, _: float) -> None:
-        events, self._pending = self._pending, []
-        for event in events:
-            self.vm.apply_event(event)
-
-    def screenshot(self, name: str | None = None) -> Path | None:
-        if self.screenshot_dir is None or self.root is None:
-            return None
-        self.screenshot_dir.mkdir(parents=True, exist_ok=True)
-        path = self.screenshot_dir / (name or f"display-{time.strftime('%H%M%S')}.png")
-        self.root.export_to_png(str(path))
-        return path
+        # A call is what people watch for: show it in this frame, not the next one.
+        self.events.add(event, now=event.type in CALL_EVENTS)
 
 
 def build(node: str, *, announcer: Announcer | None = None, notices: list[str] | None = None,
@@ -106,15 +81,5 @@ def build(node: str, *, announcer: Announcer | None = None, notices: list[str] |
 
 
 async def run(app: DisplayApp, client: NodeClient, *extra: Coroutine[Any, Any, Any]) -> None:
-    tasks = [
-        asyncio.ensure_future(client.follow(on_state=app.on_state, on_event=app.on_event,
-                                            on_connection=app.vm.set_connected)),
-        *(asyncio.ensure_future(c) for c in extra),
-    ]
-    try:
-        await app.async_run(async_lib="asyncio")
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await client.close()
+    """Run the window, the node stream and ``extra`` on one asyncio loop until the window closes."""
+    await shell.run(app, client, *extra)

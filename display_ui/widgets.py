@@ -1,4 +1,4 @@
-"""View classes for the display: rows rebuilt from view-model lists, and the ticker."""
+"""View classes for the display: the ticker (its lists of rows are ``ui_common.widgets.RowList``)."""
 
 from __future__ import annotations
 
@@ -6,26 +6,13 @@ from typing import Any
 
 from kivy.animation import Animation
 from kivy.factory import Factory
-from kivy.properties import ListProperty, StringProperty
-from kivy.uix.boxlayout import BoxLayout
+from kivy.properties import StringProperty
 from kivy.uix.label import Label
 from kivy.uix.stencilview import StencilView
 
+from ui_common.widgets import RowList
 
-class RowList(BoxLayout):
-    """One ``row_class`` widget per item of ``items``; item keys become widget properties."""
-
-    items = ListProperty([])
-    row_class = StringProperty("")
-
-    def on_items(self, *_: Any) -> None:
-        self.clear_widgets()
-        for item in self.items:
-            row = getattr(Factory, self.row_class)()
-            for key, value in item.items():
-                if row.property(key, quiet=True) is not None:
-                    setattr(row, key, value)
-            self.add_widget(row)
+__all__ = ["RowList", "Ticker"]
 
 
 class Ticker(StencilView):
@@ -60,5 +47,4 @@ class Ticker(StencilView):
         anim.start(self.label)
 
 
-Factory.register("RowList", cls=RowList)
 Factory.register("Ticker", cls=Ticker)

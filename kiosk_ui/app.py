@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Coroutine
@@ -12,10 +11,10 @@ from typing import Any
 from kivy.app import App
 from kivy.clock import Clock
 from kivy.core.window import Window
-from kivy.properties import ObjectProperty
 from kivy.uix.boxlayout import BoxLayout
 
 from appliance.client import NodeClient, StreamEvent
+from ui_common import app as shell
 
 from . import widgets  # noqa: F401  (registers ChoiceList, QRImage with the Factory)
 from .viewmodels import KioskViewModel, Speaker
@@ -36,18 +35,14 @@ class KioskRoot(BoxLayout):
         vm.bind(screen=lambda _, name: setattr(sm, "current", name))
 
 
-class KioskApp(App):
-    vm = ObjectProperty(None)
+class KioskApp(shell.NodeApp):
     #: Loaded by App.load_kv before build(); named explicitly so it is loaded once.
     kv_file = str(KV)
     title = "SmartQ kiosk"
+    screenshot_prefix = "kiosk"
 
-    def __init__(self, vm: KioskViewModel, *, screenshot_dir: Path | None = None,
-                 screenshot_every: float = 0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.vm = vm
-        self.screenshot_dir = screenshot_dir
-        self.screenshot_every = screenshot_every
+    def __init__(self, vm: KioskViewModel, **kwargs: Any) -> None:
+        super().__init__(vm, **kwargs)
         # A burst of stream events becomes one /state refresh.
         self._refresh = Clock.create_trigger(lambda dt: vm.spawn(vm.refresh()), 0.3)
 
@@ -55,17 +50,8 @@ class KioskApp(App):
         root = KioskRoot()
         Window.bind(on_touch_down=lambda *a: self.vm.touch())
         Clock.schedule_interval(lambda dt: self.vm.check_idle(), 1.0)
-        if self.screenshot_dir and self.screenshot_every > 0:
-            Clock.schedule_interval(lambda dt: self.screenshot(), self.screenshot_every)
+        self.schedule_screenshots()
         return root
-
-    def screenshot(self, name: str | None = None) -> Path | None:
-        if self.screenshot_dir is None or self.root is None:
-            return None
-        self.screenshot_dir.mkdir(parents=True, exist_ok=True)
-        path = self.screenshot_dir / (name or f"kiosk-{time.strftime('%H%M%S')}.png")
-        self.root.export_to_png(str(path))
-        return path
 
     def on_event(self, event: StreamEvent) -> None:
         self._refresh()
@@ -83,17 +69,5 @@ def build(node: str, *, language: str = "en", speaker: Speaker | None = None,
 
 
 async def run(app: KioskApp, client: NodeClient, *extra: Coroutine[Any, Any, Any]) -> None:
-    """Run the window and the node stream on one asyncio loop until the window closes."""
-    vm = app.vm
-    tasks = [
-        asyncio.ensure_future(client.follow(on_state=vm.apply_state, on_event=app.on_event,
-                                            on_connection=vm.set_connected)),
-        *(asyncio.ensure_future(c) for c in extra),
-    ]
-    try:
-        await app.async_run(async_lib="asyncio")
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await client.close()
+    """Run the window, the node stream and ``extra`` on one asyncio loop until the window closes."""
+    await shell.run(app, client, *extra)

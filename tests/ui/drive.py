@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kiosk_ui.__main__ import configure_kivy
+from ui_common.cli import configure_kivy
 
 logger = logging.getLogger("drive")
 
