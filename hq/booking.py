@@ -273,21 +273,37 @@ def book_row(conn: sqlite3.Connection, ctx: BookingContext, body: Any) -> Writte
     end = _check_slot(conn, branch, service, start, ctx)
     if _taken(conn, branch_id, service["id"], start) >= service["capacity"]:
         raise conflict("this slot is fully booked", "slot_full")
-    for _ in range(20):
-        code = new_code(ctx.rng)
-        if conn.execute("SELECT 1 FROM bookings WHERE code = ?", (code,)).fetchone() is None:
-            break
-    else:  # pragma: no cover - 32^8 codes
-        raise conflict("could not allocate a booking code, try again", "busy")
-    cur = conn.execute(
-        "INSERT INTO bookings (code, branch_id, service_id, slot_start, slot_end, status, name, phone, email, language,"
-        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'booked', ?, ?, ?, ?, ?, ?)",
-        (code, branch_id, service["id"], start, end, name, phone, email, language, ctx.now, ctx.now))
-    row = conn.execute("SELECT * FROM bookings WHERE id = ?", (cur.lastrowid,)).fetchone()
+    row = _insert_booking(conn, ctx, (branch_id, service["id"], start, end, name, phone, email, language))
     outbox.emit(conn, ctx.key, branch_id, "booking.created", _event_payload(row), ctx.now * 1000)
-    notifications.enqueue_for_booking(conn, row, branch, "confirmation", f"confirm:{code}", ctx.now,
+    notifications.enqueue_for_booking(conn, row, branch, "confirmation", f"confirm:{row['code']}", ctx.now,
                                       service_names=service["names"])
     return Written(dict(row), branch["timezone"])
+
+
+def _insert_booking(conn: sqlite3.Connection, ctx: BookingContext, values: tuple[Any, ...]) -> dict[str, Any]:
+    """Insert a 'booked' row under a fresh code and return it as a dict.
+
+    The UNIQUE index on ``code`` is the collision check (a clash, about 1 in 32^8 per existing
+    booking, raises IntegrityError and a new code is drawn), so no look-up precedes the insert,
+    and the row is built from what was inserted instead of being read back.
+    """
+    for _ in range(20):
+        code = new_code(ctx.rng)
+        try:
+            cur = conn.execute(
+                "INSERT INTO bookings (code, branch_id, service_id, slot_start, slot_end, status, name, phone, email,"
+                " language, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'booked', ?, ?, ?, ?, ?, ?)",
+                (code, *values, ctx.now, ctx.now))
+        except sqlite3.IntegrityError:
+            if conn.execute("SELECT 1 FROM bookings WHERE code = ?", (code,)).fetchone() is None:
+                raise  # another constraint: not a code clash
+            continue
+        branch_id, service_id, start, end, name, phone, email, language = values
+        return {"id": cur.lastrowid, "code": code, "branch_id": branch_id, "service_id": service_id,
+                "slot_start": start, "slot_end": end, "status": "booked", "name": name, "phone": phone,
+                "email": email, "language": language, "created_at": ctx.now, "updated_at": ctx.now,
+                "purged_at": None}
+    raise conflict("could not allocate a booking code, try again", "busy")  # pragma: no cover - 32^8 codes
 
 
 def reschedule(conn: sqlite3.Connection, ctx: BookingContext, code: Any, body: Any) -> dict[str, Any]:

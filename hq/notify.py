@@ -37,8 +37,8 @@ class Dispatcher:
         def claim(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = conn.execute("SELECT * FROM notifications WHERE status = 'pending' AND next_attempt_at <= ?"
                                 " ORDER BY next_attempt_at, id LIMIT ?", (now, limit)).fetchall()
-            for r in rows:
-                conn.execute("UPDATE notifications SET status = 'sending', attempts = attempts + 1 WHERE id = ?", (r["id"],))
+            conn.executemany("UPDATE notifications SET status = 'sending', attempts = attempts + 1 WHERE id = ?",
+                             [(r["id"],) for r in rows])
             return [dict(r) | {"attempts": r["attempts"] + 1} for r in rows]
 
         rows = await self.hq.db.write(claim)
@@ -65,10 +65,11 @@ class Dispatcher:
         max_attempts = self.hq.settings.notify_max_attempts
 
         def record(conn: sqlite3.Connection) -> None:
+            conn.executemany("UPDATE notifications SET status = 'sent', sent_at = ?, last_error = '' WHERE id = ?",
+                             [(now, row["id"]) for row, error in outcomes if not error])
             for row, error in outcomes:
                 if not error:
-                    conn.execute("UPDATE notifications SET status = 'sent', sent_at = ?, last_error = '' WHERE id = ?",
-                                 (now, row["id"]))
+                    continue
                 elif row["attempts"] >= max_attempts:
                     conn.execute("UPDATE notifications SET status = 'failed', last_error = ? WHERE id = ?",
                                  (error, row["id"]))

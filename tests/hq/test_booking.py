@@ -155,3 +155,43 @@ def test_slot_check_agrees_with_the_listed_grid_across_dst(tmp_path, day):
         hq.db.read_sync(check)
     finally:
         hq.db.close()
+
+
+class _ScriptedRng:
+    """Hands out the given 40-bit draws in order (to force a booking-code clash)."""
+
+    def __init__(self, draws):
+        self.draws = list(draws)
+
+    def getrandbits(self, k):
+        assert k == 40
+        return self.draws.pop(0)
+
+
+def test_written_row_is_the_stored_row_and_a_code_clash_draws_again(tmp_path):
+    from hq import booking, tenants
+    from hq.app import open_hq
+    from hqtest import make_settings
+    hq = open_hq(make_settings(tmp_path))
+    try:
+        def setup(c):
+            w = tenants.Writer(c, hq.key, 0)
+            w.create_org({"id": "o", "name": "o"})
+            w.create_branch("o", {"id": "b", "name": "b", "timezone": "Europe/Zurich"})
+            w.put_service("b", "s", {"letter": "A", "names": {"en": "x"}, "slot_minutes": 30, "capacity": 5})
+            w.put_hours("b", {"weekdays": {str(i): {"opens": "08:00", "closes": "18:00"} for i in range(7)}})
+        hq.db.write_sync(setup)
+        ctx = booking.BookingContext(key=hq.key, now=T0, horizon_days=60, token_grace_s=60, phone_region="CH",
+                                     rng=_ScriptedRng([1, 1, 2]))
+        body = {"branch": "b", "service": "s", "start": "2030-01-08T09:00:00+01:00", "email": "A@x.test", "name": "Ann"}
+        first = hq.db.write_sync(lambda c: booking.book_row(c, ctx, body))
+        second = hq.db.write_sync(lambda c: booking.book_row(c, ctx, body))  # draw 1 clashes, draw 2 is used
+        assert first.row["code"] == booking.new_code(_ScriptedRng([1]))
+        assert second.row["code"] == booking.new_code(_ScriptedRng([2]))
+        for written in (first, second):
+            stored = hq.db.read_sync(lambda c: dict(c.execute("SELECT * FROM bookings WHERE id = ?",
+                                                              (written.row["id"],)).fetchone()))
+            assert written.row == stored and written.timezone == "Europe/Zurich"
+        assert booking.render(first, ctx)["code"] == first.row["code"]
+    finally:
+        hq.db.close()
