@@ -20,6 +20,8 @@ from appliance.projection import state_hash
 logger = logging.getLogger(__name__)
 
 NODE = web.AppKey("node", Node)
+PEER_CHECK_S = 2.0
+KEEPALIVE_S = 15.0
 ID = r"[A-Za-z0-9_.:-]{1,64}"
 
 
@@ -236,11 +238,23 @@ async def stream(request: web.Request) -> web.StreamResponse:
         digest = await node.read(state_hash)
         hello = json.dumps({"device": node.config.device_id, "state_hash": digest})
         await response.write(f"retry: 2000\nevent: hello\ndata: {hello}\n\n".encode())
+        # Peer health is not an event of the log: it is sent when it changes (checked every
+        # PEER_CHECK_S), so a display notices a lost device without polling.
+        peers_sent: Any = None
+        quiet = 0.0
         while True:
+            peers = node.peers_view()
+            if peers != peers_sent:
+                body = json.dumps({"peers": peers}, ensure_ascii=False)
+                await response.write(f"event: peers\ndata: {body}\n\n".encode("utf-8"))
+                peers_sent, quiet = peers, 0.0
             try:
-                message = await asyncio.wait_for(queue.get(), timeout=15)
+                message = await asyncio.wait_for(queue.get(), timeout=PEER_CHECK_S)
             except TimeoutError:
-                await response.write(b": keepalive\n\n")
+                quiet += PEER_CHECK_S
+                if quiet >= KEEPALIVE_S:
+                    await response.write(b": keepalive\n\n")
+                    quiet = 0.0
                 continue
             if message is None:
                 break

@@ -172,11 +172,7 @@ class DisplayViewModel(EventDispatcher):
         ][: RECENT_MAX + 1]
         branch_notices = (state.get("branch") or {}).get("notices") or []
         self.notices = [*self._local_notices, *map(str, branch_notices)]
-        peers = state.get("peers") or []
-        self.degraded = any(
-            isinstance(p, dict) and p.get("status") not in (None, "ok", "connected", "online")
-            for p in peers
-        )
+        self._set_peers(state.get("peers") or [])
         self.offline = False
         self._connecting = False
         self._update_status()
@@ -184,8 +180,18 @@ class DisplayViewModel(EventDispatcher):
         self._rebuild_services()
         self._rebuild_ticker()
 
+    def _set_peers(self, peers: Any) -> None:
+        self.degraded = isinstance(peers, list) and any(
+            isinstance(p, dict) and p.get("status") not in (None, "ok", "connected", "online")
+            for p in peers
+        )
+
     def apply_event(self, event: StreamEvent) -> None:
-        """One committed event from the stream."""
+        """One committed event from the stream (or `peers`, when peer health changes)."""
+        if event.type == "peers":
+            self._set_peers(event.data.get("peers"))
+            self._update_status()
+            return
         ticket = event.data.get("ticket")
         counter = event.data.get("counter")
         if isinstance(counter, dict) and counter.get("id"):

@@ -181,14 +181,23 @@ def test_an_announcer_failure_does_not_stop_the_display() -> None:
 @pytest.mark.slow
 async def test_a_hung_peer_marks_the_display_degraded_until_it_answers_again(branch: Any) -> None:
     """Three real nodes replicating over 127.0.0.1; the kiosk's process is stopped (SIGSTOP:
-    its sockets stay open, nothing answers) and continued. The display reads its peers from
-    ``GET /api/v1/state`` (fetched on every reconnect)."""
+    its sockets stay open, nothing answers) and continued. The display learns it from the
+    `peers` messages of its own node's stream, without fetching /state again."""
     b = branch("display", "kiosk", "counter-1", lan_extra="request_timeout_s = 1.0\n")
     display = b.start("display")
     b.start("kiosk")
     b.start("counter-1")
     client = NodeClient(display.url, timeout=5.0)
     vm = DisplayViewModel(clock=FakeClock())
+
+    async def follow() -> None:
+        async for event in client.events():
+            vm.apply_event(event)
+
+    async def degraded() -> bool:
+        return vm.degraded
+
+    follower = asyncio.ensure_future(follow())
     try:
         async def peers() -> dict[str, str]:
             return peer_status(await client.state())
@@ -196,22 +205,22 @@ async def test_a_hung_peer_marks_the_display_degraded_until_it_answers_again(bra
         await wait_for_async(peers, lambda p: p == {"kiosk": "ok", "counter-1": "ok"},
                              what="both peers ok")
         vm.apply_state(await client.state())
-        assert not vm.degraded and vm.status_text == ""
+        await wait_for_async(degraded, lambda d: not d, what="the display not degraded")
+        assert vm.status_text == ""
 
         b.pause("kiosk")
-        await wait_for_async(peers, lambda p: p.get("kiosk") == "unreachable",
-                             what="the kiosk unreachable")
-        vm.apply_state(await client.state())
-        assert vm.degraded and vm.status_text == "Degraded: some devices unreachable"
+        await wait_for_async(degraded, lambda d: d, what="the stream telling the kiosk is unreachable")
+        assert vm.status_text == "Degraded: some devices unreachable"
         vm.language = "fr"
         assert vm.status_text == "Fonctionnement dégradé : appareils injoignables"
         vm.language = "en"
 
         b.resume("kiosk")
-        await wait_for_async(peers, lambda p: p.get("kiosk") == "ok", what="the kiosk back")
-        vm.apply_state(await client.state())
-        assert not vm.degraded and vm.status_text == ""
+        await wait_for_async(degraded, lambda d: not d, what="the stream telling the kiosk is back")
+        assert vm.status_text == ""
     finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
         await client.close()
 
 
