@@ -114,6 +114,8 @@ async def test_stream_sends_each_committed_change_with_its_ticket(api):
     async with api.get("/api/v1/stream") as stream:
         hello = await stream.content.readuntil(b"\n\n")
         assert b"event: hello" in hello
+        peers = await stream.content.readuntil(b"\n\n")
+        assert peers == b'event: peers\ndata: {"peers": []}\n\n'  # no LAN service: no peers
         issued = await (await api.post("/api/v1/tickets", json={"service": "payments"})).json()
         raw = await asyncio.wait_for(stream.content.readuntil(b"\n\n"), timeout=10)
     lines = dict(line.split(": ", 1) for line in raw.decode().strip().splitlines())
