@@ -42,6 +42,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU time of process ``pid`` (all its threads) from /proc: the server's cost,
+    which stays comparable when other work on the machine steals cores and moves the rates."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -82,7 +92,7 @@ def slot_starts(days: int) -> list[str]:
 
 
 async def load(url: str, clients: int, seconds: float, interval: float | None, slots: list[str],
-               rng: random.Random) -> dict[str, object]:
+               rng: random.Random, server_pid: int) -> dict[str, object]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     stop_at = time.perf_counter() + seconds
@@ -110,13 +120,16 @@ async def load(url: str, clients: int, seconds: float, interval: float | None, s
                 latencies.append(time.perf_counter() - t0)
                 statuses[status] = statuses.get(status, 0) + 1
 
-        t_start = time.perf_counter()
+        t_start, server_cpu0, client_cpu0 = time.perf_counter(), cpu_seconds(server_pid), time.process_time()
         await asyncio.gather(*(client(i) for i in range(clients)))
         elapsed = time.perf_counter() - t_start
+        server_cpu, client_cpu = cpu_seconds(server_pid) - server_cpu0, time.process_time() - client_cpu0
     ok = statuses.get(201, 0)
     return {"clients": clients, "seconds": round(elapsed, 2), "requests": len(latencies), "bookings": ok,
             "bookings_per_s": round(ok / elapsed, 1), "requests_per_s": round(len(latencies) / elapsed, 1),
             "statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "server_cpu_s": round(server_cpu, 2), "client_cpu_s": round(client_cpu, 2),
+            "server_cpu_ms_per_request": round(server_cpu * 1000 / max(1, len(latencies)), 3),
             "latency_ms": {"p50": round(pct(latencies, 50) * 1000, 1), "p90": round(pct(latencies, 90) * 1000, 1),
                            "p99": round(pct(latencies, 99) * 1000, 1), "max": round(max(latencies) * 1000, 1)}}
 
@@ -136,6 +149,7 @@ async def hot_slot(url: str, attempts: int) -> dict[str, object]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     work = Path(tempfile.mkdtemp(prefix="bench-hq-"))
     port = free_port()
     (work / "hq.toml").write_text(
@@ -158,8 +172,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             await setup(url, s)
         slots = slot_starts(args.days)
         rng = random.Random(args.seed)
-        paced = await load(url, args.clients, args.seconds, args.clients / args.rate, slots, rng)
-        saturation = await load(url, args.clients, args.seconds, None, slots, rng)
+        paced = await load(url, args.clients, args.seconds, args.clients / args.rate, slots, rng, proc.pid)
+        saturation = await load(url, args.clients, args.seconds, None, slots, rng, proc.pid)
         hot = await hot_slot(url, args.hot)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -176,6 +190,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     overbooked = [{"service": sid, "capacity": cap, "max_in_a_slot": n} for sid, cap, n in worst if n > cap]
     return {
         "bench": "hq_booking", "when": datetime.now().isoformat(timespec="seconds"), "cpus": os.cpu_count(),
+        "load_average_at_start": load_at_start,
         "target": {"bookings_per_s": 2000, "p99_ms": 100, "overbooked_slots": 0},
         "paced": paced | {"offered_per_s": args.rate}, "saturation": saturation, "hot_slot": hot,
         "bookings_in_db": total, "overbooked_slots": overbooked,
