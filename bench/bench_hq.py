@@ -42,14 +42,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
 def cpu_seconds(pid: int) -> float:
-    """User+system CPU time of process ``pid`` (all its threads) from /proc: the server's cost,
-    which stays comparable when other work on the machine steals cores and moves the rates."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User+system CPU time of process ``pid`` and its direct children (HQ workers) from /proc:
+    the server's cost, which stays comparable when other work on the machine steals cores."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = _stat(int(entry.name))
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -155,7 +165,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     (work / "hq.toml").write_text(
         f'port = {port}\ndata_dir = "{work}"\nbooking_rate_per_minute = 0\nlog_level = "WARNING"\n'
         f'bootstrap_admin_email = "bench@hq.test"\nbootstrap_admin_password = "bench-password-1"\n'
-        f'argon2_memory_kib = 8192\nargon2_iterations = 1\nargon2_lanes = 1\nbooking_horizon_days = 60\n')
+        f'argon2_memory_kib = 8192\nargon2_iterations = 1\nargon2_lanes = 1\nbooking_horizon_days = 60\n'
+        + (f'workers = {args.workers}\n' if args.workers > 1 else ''))
     proc = subprocess.Popen([sys.executable, "-m", "hq", "--config", str(work / "hq.toml")], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -192,7 +203,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         "bench": "hq_booking", "when": datetime.now().isoformat(timespec="seconds"), "cpus": os.cpu_count(),
         "load_average_at_start": load_at_start,
         "target": {"bookings_per_s": 2000, "p99_ms": 100, "overbooked_slots": 0},
-        "paced": paced | {"offered_per_s": args.rate}, "saturation": saturation, "hot_slot": hot,
+        "workers": args.workers, "paced": paced | {"offered_per_s": args.rate}, "saturation": saturation, "hot_slot": hot,
         "bookings_in_db": total, "overbooked_slots": overbooked,
         "zero_overbooking": not overbooked and hot["created"] == 3,
     }
@@ -206,6 +217,7 @@ def main() -> None:
     parser.add_argument("--hot", type=int, default=500)
     parser.add_argument("--days", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="HQ `workers` setting (server processes on one port)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "hq.json"))
     args = parser.parse_args()
     result = asyncio.run(main_async(args))

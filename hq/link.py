@@ -32,7 +32,7 @@ from hq.core import HQ
 from hq.ingest import ingest_branch_events
 from hq.signing import KeyError_, parse_public_key
 from sync.keys import fingerprint
-from sync.protocol import H_DEVICE, PREFIX, PROTOCOL_VERSION, AuthError, Signed, Verifier, decode, encode, sign_response
+from sync.protocol import H_DEVICE, H_NONCE, H_TIME, MAX_SKEW_MS, PREFIX, PROTOCOL_VERSION, AuthError, Signed, Verifier, decode, encode, sign_response
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,20 @@ class BranchLink:
         signed = self.verifier.verify(request.method, request.path, request.headers, body)
         if self._device_branch.get(signed.device) != signed.branch:
             raise AuthError(403, f"device {signed.device!r} is not registered for branch {signed.branch!r}")
+        await self._claim_nonce(request.headers[H_NONCE], int(request.headers[H_TIME]))
         return signed
+
+    async def _claim_nonce(self, nonce: str, time_ms: int) -> None:
+        """Record the nonce in the database so a replay is refused by every HQ worker process
+        (and after a restart), not only by the process whose memory saw it first."""
+        horizon = time_ms - 2 * MAX_SKEW_MS
+
+        def claim(c: sqlite3.Connection) -> bool:
+            c.execute("DELETE FROM link_nonces WHERE time_ms < ?", (horizon,))
+            return c.execute("INSERT OR IGNORE INTO link_nonces (nonce, time_ms) VALUES (?, ?)",
+                             (nonce, time_ms)).rowcount == 1
+        if not await self.hq.db.write(claim):
+            raise AuthError(401, "replayed request (nonce already used)")
 
     def answer(self, request: web.Request, signed: Signed, message: Any) -> web.Response:
         body = encode(message)

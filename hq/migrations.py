@@ -140,6 +140,15 @@ def _m5(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO sync_heads (origin, branch, seq) VALUES (?, ?, ?)", (origin, branch, seq))
 
 
+@migration(6, "link_nonces")
+def _m6(conn: sqlite3.Connection) -> None:
+    # Branch-link nonces seen by any HQ worker process (the in-memory cache is per process).
+    conn.executescript("""
+    CREATE TABLE link_nonces (nonce TEXT PRIMARY KEY, time_ms INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE INDEX link_nonces_time ON link_nonces(time_ms);
+    """)
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"

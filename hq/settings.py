@@ -24,6 +24,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("database", "hq.sqlite3", "SQLite database file; relative paths are under data_dir."),
     Setting("data_dir", "data/hq", "Directory for the database and the HQ signing key."),
     Setting("hq_key_file", "hq_ed25519.pem", "HQ Ed25519 private key (PKCS#8 PEM, mode 0600), relative to data_dir; created on first start."),
+    Setting("workers", 1, "HQ server processes sharing the port (SO_REUSEPORT, Linux), each with its own SQLite writer; worker 0 alone runs the scheduler and notification dispatcher."),
     Setting("read_connections", 4, "Number of read-only SQLite connections (threads) for queries."),
     Setting("cookie_secure", True, "Set the Secure flag on the session cookie (turn off only for plain-HTTP development)."),
     Setting("cookie_samesite", "Strict", "SameSite attribute of the session cookie: Strict or Lax."),
@@ -123,6 +124,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
             raise SettingsError(f"setting {name!r} must be an integer")
+        if name == "workers" and not 1 <= value <= 64:
+            raise SettingsError("setting 'workers' must be between 1 and 64")
         return value
     if isinstance(default, str) and not isinstance(value, str):
         raise SettingsError(f"setting {name!r} must be a string")
