@@ -14,6 +14,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +24,26 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_BATCH = 256
+LOCK_WAIT_S = 30.0
+LOCK_RETRY_S = 0.0005
+
+
+def begin_immediate(conn: sqlite3.Connection, wait_s: float = LOCK_WAIT_S) -> None:
+    """``BEGIN IMMEDIATE``, retrying every 0.5 ms while another process holds the write lock.
+
+    The write connection has no SQLite busy timeout: SQLite's own busy handler backs off to
+    100 ms sleeps, so with several HQ worker processes the one that just committed kept winning
+    and the others' requests waited seconds. Short retries keep the tail short.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) and "busy" not in str(err) or time.monotonic() >= deadline:
+                raise
+        time.sleep(LOCK_RETRY_S)
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -31,11 +52,13 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
                                isolation_level=None, timeout=30)
     else:
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        conn.execute("PRAGMA busy_timeout=30000")  # journal_mode may wait for another process
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=30000")
+    # Readers wait in SQLite; the writer takes its lock with begin_immediate's short retries.
+    conn.execute(f"PRAGMA busy_timeout={30000 if readonly else 0}")
     return conn
 
 
@@ -81,7 +104,7 @@ class Database:
     def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in its own transaction on the calling thread (start-up, migrations, tools)."""
         conn = self._write_conn
-        conn.execute("BEGIN IMMEDIATE")
+        begin_immediate(conn)
         try:
             result = fn(conn)
         except BaseException:
@@ -123,7 +146,7 @@ class Database:
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            begin_immediate(conn)
             for job in batch:
                 conn.execute("SAVEPOINT job")
                 try:

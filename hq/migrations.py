@@ -7,6 +7,8 @@ import sqlite3
 import time
 from collections.abc import Callable
 
+from hq.db import begin_immediate
+
 logger = logging.getLogger(__name__)
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -158,7 +160,7 @@ def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     for number, name, fn in sorted(MIGRATIONS):
         if number in done:
             continue
-        conn.execute("BEGIN IMMEDIATE")
+        begin_immediate(conn)
         try:
             # executescript would COMMIT our transaction; run statements one by one instead.
             _run_in_tx(conn, fn)
