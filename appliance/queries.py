@@ -125,13 +125,23 @@ class Queries:
         mine = q.effective_priority(q.Waiting(row["id"], row["service"], row["priority"], row["effective_ms"], None),
                                     rules, now)
         eff = "(CASE WHEN effective_ms <= :cut THEN max(priority, :maxp) ELSE priority END)"
-        ahead = conn.execute(
-            f"SELECT count(*) FROM tickets WHERE status = 'waiting' AND day = :day AND service = :service"
-            f" AND id != :id AND ({eff} > :mine OR ({eff} = :mine AND (effective_ms < :eff_ms"
-            f" OR (effective_ms = :eff_ms AND id < :id))))",
-            {"cut": cut, "maxp": rules.max_priority, "day": row["day"], "service": row["service"], "id": row["id"],
-             "mine": mine, "eff_ms": row["effective_ms"]},
-        ).fetchone()[0]
+        args = {"cut": cut, "maxp": rules.max_priority, "day": row["day"], "service": row["service"],
+                "id": row["id"], "mine": mine, "eff_ms": row["effective_ms"]}
+        if mine == 0:
+            # The usual case, a walk-in of the lowest class: everyone who came earlier is ahead
+            # (an index range count), plus later ones only when of a higher class.
+            ahead = conn.execute(
+                "SELECT count(*) FROM tickets WHERE status = 'waiting' AND service = :service"
+                " AND effective_ms < :eff_ms AND day = :day", args).fetchone()[0]
+            ahead += conn.execute(
+                f"SELECT count(*) FROM tickets WHERE status = 'waiting' AND service = :service"
+                f" AND effective_ms >= :eff_ms AND day = :day AND id != :id"
+                f" AND ({eff} > 0 OR (effective_ms = :eff_ms AND id < :id))", args).fetchone()[0]
+        else:
+            ahead = conn.execute(
+                f"SELECT count(*) FROM tickets WHERE status = 'waiting' AND day = :day AND service = :service"
+                f" AND id != :id AND ({eff} > :mine OR ({eff} = :mine AND (effective_ms < :eff_ms"
+                f" OR (effective_ms = :eff_ms AND id < :id))))", args).fetchone()[0]
         opened = self._open_counters(conn, m).get(row["service"], 0)
         mean = self._mean_service_s(conn, m, row["day"], row["service"])
         return {row["id"]: (ahead + 1, q.estimate_wait_s(ahead, opened, mean))}

@@ -194,3 +194,31 @@ def test_a_restart_never_overwrites_configuration_hq_set(branch):
     names = kiosk.do(lambda c: c.execute("SELECT json_extract(body, '$.names.en') FROM config"
                                          " WHERE kind = 'service' AND id = 'payments'").fetchone()[0])
     assert names == "Cashier"
+
+
+def test_each_tickets_position_is_its_place_in_the_call_order(kiosk, branch):
+    """The SQL position count agrees with the order call-next uses (queue.service_line)."""
+    import random
+
+    rnd = random.Random(7)
+    clock = branch["clock"]
+    for i in range(40):
+        clock.ms += rnd.choice([1, 1000, 700_000])  # some long waits: promotion kicks in
+        if rnd.random() < 0.2:
+            code = f"BK{i:04d}"
+            slot = clock.ms + rnd.choice([-1, 1]) * rnd.randint(0, 3_600_000)
+            kiosk.do(lambda c, code=code, slot=slot: kiosk.node.log.append(c, "booking.created", {
+                "code": code, "service": "general", "start": slot // 1000, "end": slot // 1000 + 900,
+                "status": "booked"}))
+            try:
+                kiosk.do(lambda c, code=code: kiosk.node.branch.issue(c, {"booking_code": code}))
+            except Conflict:
+                pass  # a slot of another day
+        else:
+            issue(kiosk, rnd.choice(["general", "payments"]), priority=int(rnd.random() < 0.25))
+    state = kiosk.do(lambda c: kiosk.node.branch.state(c))
+    for service in ("general", "payments"):
+        line = [t["id"] for t in state["waiting"] if t["service"] == service]
+        assert len(line) > 5
+        for place, ticket_id in enumerate(line, start=1):
+            assert ticket(kiosk, ticket_id)["position"] == place, (service, ticket_id)
