@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Any
 
 from .config import ConfigReader
 from .errors import HardwareConfigError, KeypadError
-from .serial_link import ReconnectingSerial
+from .serial_link import SerialWorker
 
 logger = logging.getLogger(__name__)
 
@@ -170,32 +169,15 @@ class KeypadProtocol:
         return format_reply(cmd.counter, reply if isinstance(reply, str) else "OK")
 
 
-class KeypadReader:
+class KeypadReader(SerialWorker):
     """Reads a serial keypad line on its own thread, replies, and survives unplugging."""
+
+    thread_prefix = "keypad"
 
     def __init__(self, url: str, handler: Handler, *, baudrate: int = 9600,
                  max_line: int = MAX_LINE, backoff_max: float = 5.0) -> None:
-        self._stop = threading.Event()
-        self.link = ReconnectingSerial(url, baudrate=baudrate, backoff_max=backoff_max,
-                                       stop_event=self._stop)
+        super().__init__(url, baudrate=baudrate, backoff_max=backoff_max)
         self.protocol = KeypadProtocol(handler, max_line=max_line)
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"keypad {self.link.url}",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop promptly (within one read timeout) and close the port."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        self.link.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():

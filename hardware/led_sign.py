@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from .config import ConfigReader
 from .errors import HardwareConfigError
-from .serial_link import ReconnectingSerial
+from .serial_link import SerialWorker
 
 logger = logging.getLogger(__name__)
 
@@ -111,18 +111,17 @@ class _SignState:
                 self.current[frame.counter] = frame
 
 
-class SerialLedSign:
+class SerialLedSign(SerialWorker):
     """Writes frames to a serial port from its own thread; re-sends state after a replug."""
+
+    thread_prefix = "led"
 
     def __init__(self, url: str, *, baudrate: int = 9600, backoff_max: float = 5.0,
                  queue_size: int = 256) -> None:
-        self._stop = threading.Event()
-        self.link = ReconnectingSerial(url, baudrate=baudrate, backoff_max=backoff_max,
-                                       stop_event=self._stop)
+        super().__init__(url, baudrate=baudrate, backoff_max=backoff_max)
         self.link.on_connect(self._resend_all)
         self._state = _SignState()
         self._queue: queue.Queue[bytes] = queue.Queue(maxsize=queue_size)
-        self._thread: threading.Thread | None = None
         self.frames_sent = 0
 
     def show(self, counter: str, label: str, blink: bool = True) -> None:
@@ -150,21 +149,6 @@ class SerialLedSign:
         for frame in frames:
             if self.link.write(encode_frame(frame)):
                 self.frames_sent += 1
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"led {self.link.url}",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        self.link.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():

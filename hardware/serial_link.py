@@ -146,3 +146,33 @@ class ReconnectingSerial:
             "last_error": self.last_error,
             "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
         }
+
+
+class SerialWorker:
+    """One thread driving one :class:`ReconnectingSerial`; subclasses write ``_run``, which
+    loops until ``self._stop`` is set. ``stop()`` is prompt and closes the port."""
+
+    thread_prefix = "serial"
+
+    def __init__(self, url: str, *, baudrate: int = 9600, backoff_max: float = 5.0) -> None:
+        self._stop = threading.Event()
+        self.link = ReconnectingSerial(url, baudrate=baudrate, backoff_max=backoff_max, stop_event=self._stop)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"{self.thread_prefix} {self.link.url}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop promptly (within one read timeout) and close the port."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.link.close()
+
+    def _run(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
