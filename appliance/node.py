@@ -21,10 +21,8 @@ from sync.log import MIGRATIONS as LOG_MIGRATIONS
 from sync.log import EventLog, verify_chains
 from sync.writer import Writer
 
-from appliance import events as ev
 from appliance.branch import Branch
 from appliance.config import Config, ConfigError
-from appliance.errors import NotFound
 from appliance.metrics import Metrics
 from appliance.model import config_events
 from appliance.projection import MIGRATIONS as PROJECTION_MIGRATIONS
@@ -335,13 +333,3 @@ class Node:
             return verify_chains(conn, self.keyring, floors)
         finally:
             conn.close()
-
-
-def ticket_of(event: Event) -> str | None:
-    if event.type in ev.TICKET_TYPES:
-        ticket = event.payload.get("ticket")
-        return ticket if isinstance(ticket, str) else None
-    return None
-
-
-__all__ = ["Node", "NotFound", "ticket_of"]

@@ -140,7 +140,8 @@ def openapi_document() -> dict[str, Any]:
                 {"200": _json({"type": "object", "properties": {"token": {"type": "string"}}}, "session")},
                 body=_ref("LoginRequest"))},
             "/api/v1/staff/logout": {"post": _op("End a staff session", {"204": {"description": "done"}})},
-            "/api/v1/stream": {"get": {"summary": "Server-sent events: every committed change",
+            "/api/v1/stream": {"get": {"summary": "Server-sent events: every committed change, and `peers` "
+                                                  "whenever peer health changes",
                                        "responses": {"200": {"description": "text/event-stream",
                                                              "content": {"text/event-stream": {}}}}}},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
