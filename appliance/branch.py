@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import sqlite3
 from typing import Any
 
@@ -101,8 +102,9 @@ class Branch(Queries):
             raise Conflict(str(err), code="numbers_exhausted") from err
         label = q.ticket_label(svc.letter, number)
         ticket_id = q.ticket_id(day, label)
+        # The ticket's unguessable key to its live status page at HQ (/t/<status_token>).
         payload.update(ticket=ticket_id, service=service, number=number, label=label, day=day,
-                       priority=priority, language=language)
+                       priority=priority, language=language, status_token=secrets.token_urlsafe(16))
         self.log.append(conn, ev.TICKET_ISSUED, payload)
         return self.ticket(conn, ticket_id, model=m)
 

@@ -40,6 +40,8 @@ SETTINGS: list[tuple[str, Any, str]] = [
     ("security.max_pin_failures", 5, "Failed PIN attempts per counter before a lock-out."),
     ("security.lockout_s", 60, "Length of the PIN lock-out."),
     ("api.max_body_bytes", 65536, "Largest request body the local API accepts."),
+    ("hq.public_url", None, "HQ's public web address (e.g. https://hq.example.org): each ticket gets"
+     " status_url = public_url/t/<status_token>, printed as its QR and shown by the kiosk."),
     ("services[].id", None, "Service id."),
     ("services[].letter", None, "Ticket letter(s), e.g. A for A042; unique in the branch."),
     ("services[].names", None, "Table of names per language code."),
@@ -138,6 +140,13 @@ class Config:
     roster: tuple[RosterEntry, ...]
     staff: tuple[StaffConfig, ...]
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    public_url: str | None = None  # [hq] public_url, without a trailing slash
+
+    def status_url(self, status_token: str | None) -> str | None:
+        """The ticket's live status page at HQ, or None (no public_url, or no token)."""
+        if not self.public_url or not status_token:
+            return None
+        return f"{self.public_url}/t/{status_token}"
 
     @property
     def tz(self) -> ZoneInfo:
@@ -304,12 +313,21 @@ def parse_config(raw: dict[str, Any], *, path: Path, role: str | None = None, li
                                  _require(item, "name", str, where), _require(item, "pin_hash", str, where)))
     _unique([s.id for s in staff], "staff: duplicate id")
 
+    public_url = None
+    hq_raw = raw.get("hq")
+    if isinstance(hq_raw, dict) and "public_url" in hq_raw:
+        public_url = hq_raw["public_url"]
+        if not isinstance(public_url, str) or not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", public_url):
+            raise ConfigError(f"hq.public_url: expected an http:// or https:// address such as "
+                              f"\"https://hq.example.org\", got {public_url!r}")
+        public_url = public_url.rstrip("/")
+
     return Config(
         path=path, branch_id=branch_id, branch_name=_optional(branch, "name", str, branch_id, "branch"),
         timezone=timezone, languages=languages, notices=notices, device_id=device_id, role=config_role, data_dir=data_dir,
         listen_host=host, listen_port=port, device_counters=device_counters, queue=queue, security=security,
         max_body_bytes=max_body, services=tuple(services), counters=tuple(counters), roster=tuple(roster),
-        staff=tuple(staff), raw=raw,
+        staff=tuple(staff), raw=raw, public_url=public_url,
     )
 
 

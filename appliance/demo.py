@@ -135,7 +135,8 @@ class Demo:
             capture_output=True, text=True)
         if enrolled.returncode != 0:
             raise SystemExit(f"could not register the demo branch at HQ: {enrolled.stderr.strip()}")
-        section = enrolled.stdout.strip() + "\ninterval_s = 2.0\n"
+        # public_url: each ticket's QR and status_url open its live page on this HQ.
+        section = enrolled.stdout.strip() + f'\npublic_url = "{url}"\ninterval_s = 2.0\n'
         for device, *_ in DEVICES:
             path = self.folder / f"{device}.toml"
             text = path.read_text(encoding="utf-8")

@@ -78,7 +78,6 @@ class HardwareService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe: Callable[[], None] | None = None
         self._events: asyncio.Queue[list[Event]] | None = None
-        self.status_url: str | None = None
         self.footer: dict[str, str] = {}
         self.stale_after_ms = 120_000
         self.announce_languages = False
@@ -105,15 +104,12 @@ class HardwareService:
     # -- building (config errors surface at start-up) ---------------------------------------
     def _build_printer(self, table: dict[str, Any]) -> PrintSpooler:
         table = dict(table)
-        self.status_url = table.pop("status_url", None)
-        if self.status_url is not None:
-            if not isinstance(self.status_url, str):
-                raise ConfigError("hardware.printer.status_url: expected a string like \"https://q.example.org/t/{id}\"")
-            try:
-                self.status_url.format(id="x", label="A001", branch="b", day="2026-01-01")
-            except (KeyError, IndexError, ValueError) as err:
-                raise ConfigError(f"hardware.printer.status_url: bad template ({err!r}); "
-                                  "placeholders are {id}, {label}, {branch}, {day}") from err
+        if "status_url" in table:
+            # A template of the ticket id let anyone guess other tickets' pages; the QR is now
+            # the ticket's own unguessable status_url.
+            raise ConfigError("hardware.printer.status_url is no longer used: the printed QR is the ticket's "
+                              "status_url; set [hq] public_url = \"https://hq.example.org\" instead "
+                              "(docs/configuration.md)")
         footer = table.pop("footer", "")
         if isinstance(footer, str):
             footer = {"": footer}
@@ -237,11 +233,8 @@ class HardwareService:
         service = model.services.get(ticket["service"])
         service_name = service.name(language) if service is not None else ticket["service"]
         issued = datetime.fromisoformat(ticket["issued_at"]) if ticket.get("issued_at") else datetime.now(model.tz)
-        if self.status_url:
-            qr: str | None = self.status_url.format(id=ticket["id"], label=ticket["label"], branch=model.branch_id,
-                                                    day=issued.date().isoformat())
-        else:
-            qr = ticket.get("booking_code")
+        # The live status page ([hq] public_url); without it, a checked-in booking's code.
+        qr: str | None = ticket.get("status_url") or ticket.get("booking_code")
         footer = self.footer.get(language, self.footer.get("", ""))
         return TicketPrint(branch_name=model.name, label=ticket["label"], service_name=service_name,
                            issued_at=issued, people_ahead=ticket.get("people_ahead"),

@@ -45,6 +45,7 @@ def new_ticket(event: Event) -> TicketState:
         "issue_service": p["service"],
         "priority": p.get("priority", 0),
         "language": p.get("language"),
+        "status_token": p.get("status_token"),
         "booking": p.get("booking"),
         "issued_by": event.origin,
         "issued_ms": issued_ms,

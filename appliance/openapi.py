@@ -64,6 +64,9 @@ SCHEMAS: dict[str, Any] = {
                    "counter": NULLABLE_STR, "recalls": {"type": "integer"}, "booking_code": NULLABLE_STR,
                    "superseded": {"type": "array", "items": {"type": "string"},
                                   "description": "counters whose concurrent call of this ticket lost"},
+                   "status_url": {**NULLABLE_STR,
+                                  "description": "the ticket's live status page at HQ ([hq] public_url/t/<status_token>);"
+                                                 " null without [hq] public_url"},
                    "print": {"type": "object", "description": "only on issue: what happened to the printout"},
                }},
     "Counter": {"type": "object", "required": ["id", "name", "status", "current"], "properties": {

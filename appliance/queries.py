@@ -155,13 +155,14 @@ class Queries:
     def _ticket_view(self, m: Model, row: sqlite3.Row, positions: dict[str, tuple[int, int]]) -> dict[str, Any]:
         tz = m.tz
         position, wait = positions.get(row["id"], (None, None))
+        state = json.loads(row["state"])
         return {
             "id": row["id"],
             "label": row["label"],
             "service": row["service"],
             "status": row["status"],
             "priority": row["priority"],
-            "language": json.loads(row["state"]).get("language"),
+            "language": state.get("language"),
             "position": position,
             "people_ahead": position - 1 if position else None,
             "estimated_wait_s": wait,
@@ -173,6 +174,7 @@ class Queries:
             "recalls": row["recalls"],
             "booking_code": row["booking"],
             "superseded": row["superseded"].split(",") if row["superseded"] else [],
+            "status_url": self.config.status_url(state.get("status_token")),
         }
 
     def counter(self, conn: sqlite3.Connection, counter: str, *, model: Model | None = None) -> dict[str, Any]:

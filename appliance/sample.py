@@ -25,7 +25,7 @@ backend = "dummy"            # a real printer: backend = "network", host = "192.
 # backend = "network"
 # host = "127.0.0.1"
 # port = 9100
-status_url = "https://q.example.org/t/{id}"
+# The QR holds the ticket's live status page at HQ: set `public_url` in [hq] (the demo does).
 footer = "Thank you for waiting"
 """,
     "display": """

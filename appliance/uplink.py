@@ -40,6 +40,8 @@ TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 SETTINGS: list[tuple[str, Any, str]] = [
     ("url", None, "HQ base URL, e.g. https://hq.example.org (the /sync/v1 endpoints live under it)."),
     ("public_key", None, "HQ's Ed25519 public key, base64url (GET /api/v1/public/hq-key, public_key_b64)."),
+    ("public_url", "", "HQ's public web address; tickets get status_url = public_url/t/<status_token>"
+     " (checked by appliance.config)."),
     ("interval_s", 5.0, "Seconds between syncs while HQ answers (a local commit syncs sooner)."),
     ("min_gap_s", 0.5, "Shortest pause between two syncs (coalesces bursts of commits)."),
     ("backoff_min_s", 2.0, "First retry delay after HQ did not answer; doubles per failure."),
@@ -58,6 +60,7 @@ _DEFAULTS = {name: default for name, default, _ in SETTINGS}
 class UplinkSettings:
     url: str
     public_key: str
+    public_url: str = ""
     interval_s: float = 5.0
     min_gap_s: float = 0.5
     backoff_min_s: float = 2.0
@@ -113,6 +116,8 @@ def from_config(config: Config) -> UplinkService | None:
     raw = config.raw.get("hq")
     if raw is None:
         return None
+    if isinstance(raw, dict) and "url" not in raw and set(raw) <= {"public_url", "public_key"}:
+        return None  # no link: only the status-page address and/or the booking-token key
     return UplinkService(parse_settings(raw))
 
 

@@ -151,10 +151,15 @@ async def booking_status(request: web.Request) -> web.Response:
 
 
 async def ticket_status(request: web.Request) -> web.Response:
+    """A ticket's place and wait by its status token (the QR's secret), never by its guessable id."""
     hq = hq_of(request)
-    branch_id, ticket_id = request.match_info["branch"], request.match_info["ticket"]
+    token = request.match_info["token"]
     default_s = hq.settings.default_service_s
-    data = await hq.db.read(lambda c: live.ticket_status(c, branch_id, ticket_id, default_s))
+
+    def load(c: sqlite3.Connection) -> dict[str, Any] | None:
+        found = live.ticket_by_token(c, token)
+        return live.ticket_status(c, found[0], found[1], default_s) if found else None
+    data = await hq.db.read(load)
     if data is None:
         raise not_found("ticket")
     return jresp(data)

@@ -125,10 +125,10 @@ def _project(conn: sqlite3.Connection, e: dict[str, Any]) -> None:
         day = ticket.split("-")[0] if "-" in ticket else None
         conn.execute(
             "UPDATE tickets SET service = ?, day = ?, label = ?, priority = ?, issued_ms = ?, booking_code = ?,"
-            " phone = ?, language = ? WHERE branch_id = ? AND id = ?",
+            " phone = ?, language = ?, status_token = ? WHERE branch_id = ? AND id = ?",
             (_s(p.get("service")), (_s(p.get("day")) or day or "").replace("-", "") or None, _s(p.get("label")),
              p.get("priority") if isinstance(p.get("priority"), int) else 0, ms, _s(p.get("booking")),
-             _s(p.get("phone")), _s(p.get("language")), branch, ticket))
+             _s(p.get("phone")), _s(p.get("language")), live.valid_token(p.get("status_token")), branch, ticket))
     elif kind in TIME_FIELDS:
         col = TIME_FIELDS[kind]
         # the first occurrence counts (a recall or a duplicate call does not move the time)

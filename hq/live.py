@@ -7,8 +7,25 @@ the branch's own API stays the authority.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from typing import Any
+
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")  # secrets.token_urlsafe(16), made by the issuing node
+
+
+def valid_token(value: Any) -> str | None:
+    """A ticket's status token as the branch sent it, or None when absent or ill-formed."""
+    return value if isinstance(value, str) and TOKEN_RE.match(value) else None
+
+
+def ticket_by_token(conn: sqlite3.Connection, token: str) -> tuple[str, str] | None:
+    """(branch id, ticket id) of the ticket with this status token; the only public way in."""
+    if not TOKEN_RE.match(token):
+        return None
+    row = conn.execute("SELECT branch_id, id FROM tickets WHERE status_token = ? AND issued_ms IS NOT NULL"
+                       " ORDER BY issued_ms LIMIT 1", (token,)).fetchone()
+    return (row[0], row[1]) if row else None
 
 WAITING_SQL = ("SELECT * FROM tickets WHERE branch_id = ? AND day = ? AND issued_ms IS NOT NULL AND called_ms IS NULL"
                " AND started_ms IS NULL AND completed_ms IS NULL AND no_show_ms IS NULL AND cancelled_ms IS NULL")

@@ -151,6 +151,15 @@ def _m6(conn: sqlite3.Connection) -> None:
     """)
 
 
+@migration(7, "ticket_status_tokens")
+def _m7(conn: sqlite3.Connection) -> None:
+    # The unguessable key of a ticket's public status page (/t/<status_token>), from ticket.issued.
+    conn.executescript("""
+    ALTER TABLE tickets ADD COLUMN status_token TEXT;
+    CREATE INDEX tickets_status_token ON tickets(status_token) WHERE status_token IS NOT NULL;
+    """)
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"

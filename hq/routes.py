@@ -143,8 +143,8 @@ ROUTES: tuple[Route, ...] = (
           query=(("token", True, {"type": "string"}),), content_type="text/calendar"),
     Route("GET", f"{V}/public/bookings/{{code}}/status", P.booking_status, "Booking and live place once checked in",
           "public", query=(("token", True, {"type": "string"}),)),
-    Route("GET", f"{V}/public/branches/{{branch}}/tickets/{{ticket}}/status", P.ticket_status,
-          "A ticket's place and estimated wait", "public"),
+    Route("GET", f"{V}/public/tickets/{{token}}", P.ticket_status,
+          "A ticket's place and estimated wait, by its status token (the secret in its QR)", "public"),
 )
 
 

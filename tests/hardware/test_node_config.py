@@ -101,7 +101,7 @@ def test_sample_configs_give_every_role_its_fake_devices(sample_dir: Path) -> No
 @pytest.mark.parametrize("hardware, message", [
     ('[hardware.printer]\nbackend = "laser"', "backend must be one of"),
     ('[hardware.printer]\nbackend = "network"', "missing required key 'host'"),
-    ('[hardware.printer]\nbackend = "dummy"\nstatus_url = "https://q/t/{ticket}"', "hardware.printer.status_url"),
+    ('[hardware.printer]\nbackend = "dummy"\nstatus_url = "https://q/t/{id}"', "set [hq] public_url"),
     ('[hardware.printer]\nbackend = "dummy"\nfooter = 3', "hardware.printer.footer"),
     ('[hardware.printer]\nbackend = "dummy"\npaper = "A4"', "unknown key(s): paper"),
     ('[hardware.keypad]\nbackend = "fake"', "hardware.keypad: this device serves no counters"),

@@ -42,8 +42,10 @@ connect_timeout = 1.0
 write_timeout = 1.0
 status_timeout = 0.5
 poll_interval = 0
-status_url = "https://q.example.org/t/{{id}}"
 footer = {{ en = "Thank you", fr = "Merci de votre patience" }}
+
+[hq]
+public_url = "https://q.example.org/"
 """)
 
 
@@ -56,7 +58,10 @@ def test_issued_ticket_arrives_at_the_network_printer(sample_dir: Path, tmp_path
             status, ticket = node.request("POST", "/api/v1/tickets", {"service": "general", "language": "fr"})
             assert status == 201, ticket
             assert ticket["print"]["status"] == "queued" and ticket["print"]["job"]
-            qr = f"https://q.example.org/t/{ticket['id']}".encode()
+            # the QR is the ticket's unguessable status page, not a template of its id
+            assert ticket["status_url"].startswith("https://q.example.org/t/")
+            assert ticket["id"] not in ticket["status_url"] and len(ticket["status_url"].rsplit("/", 1)[1]) == 22
+            qr = ticket["status_url"].encode()
             assert printer.wait_for(lambda data: ticket["label"].encode() in data and CUT in data)
             data = printer.received
             assert qr in data

@@ -33,9 +33,13 @@ async def register(server, session, dev: Device) -> None:
               json={"id": dev.id, "role": "kiosk", "public_key": public_key_hex(dev.key.public_key())})
 
 
+def token(n: int) -> str:
+    return f"tok{n:03d}".ljust(22, "x")  # the shape of secrets.token_urlsafe(16)
+
+
 def issue(dev: Device, n: int, at: float, phone: str | None = None) -> dict:
     p = {"ticket": f"20300107-A{n:03d}", "service": "general", "number": n, "label": f"A{n:03d}", "day": "20300107",
-         "priority": 0, "language": "en"}
+         "priority": 0, "language": "en", "status_token": token(n)}
     if phone:
         p["phone"] = phone
     return dev.event("ticket.issued", p, at)
@@ -71,7 +75,7 @@ async def test_live_status_and_turn_near(server, session):
     await register(server, session, counter)
     # four waiting; A004 has a phone; "near" is 3 places (default)
     await ingest_branch_events(hq, [issue(kiosk, i, T0 + i * 60, "+41446681800" if i == 4 else None) for i in range(1, 5)])
-    st = await api(session, "GET", f"{server.url}{V}/public/branches/acme-main/tickets/20300107-A004/status", 200)
+    st = await api(session, "GET", f"{server.url}{V}/public/tickets/{token(4)}", 200)
     assert (st["status"], st["position"], st["people_ahead"], st["estimated_wait_s"]) == ("waiting", 4, 3, 900)
     with sqlite3.connect(hq.settings.database_path) as c:
         assert c.execute("SELECT COUNT(*) FROM notifications WHERE kind = 'turn_near'").fetchone()[0] == 0
@@ -79,15 +83,19 @@ async def test_live_status_and_turn_near(server, session):
     await ingest_branch_events(hq, [counter.event("ticket.called", {"ticket": "20300107-A001", "counter": "c1"}, t),
                                     counter.event("ticket.started", {"ticket": "20300107-A001", "counter": "c1"}, t + 30),
                                     counter.event("ticket.completed", {"ticket": "20300107-A001", "counter": "c1"}, t + 150)])
-    st = await api(session, "GET", f"{server.url}{V}/public/branches/acme-main/tickets/20300107-A004/status", 200)
+    st = await api(session, "GET", f"{server.url}{V}/public/tickets/{token(4)}", 200)
     assert (st["position"], st["people_ahead"], st["estimated_wait_s"]) == (3, 2, 240)  # 2 x 120 s measured
     await ingest_branch_events(hq, [counter.event("ticket.called", {"ticket": "20300107-A002", "counter": "c1"}, t + 200)])
     with sqlite3.connect(hq.settings.database_path) as c:
         near = c.execute("SELECT recipient, body FROM notifications WHERE kind = 'turn_near'").fetchall()
     assert len(near) == 1 and near[0][0] == "+41446681800" and "A004" in near[0][1]
-    done = await api(session, "GET", f"{server.url}{V}/public/branches/acme-main/tickets/20300107-A001/status", 200)
+    done = await api(session, "GET", f"{server.url}{V}/public/tickets/{token(1)}", 200)
     assert done["status"] == "completed" and done["position"] is None
-    await api(session, "GET", f"{server.url}{V}/public/branches/acme-main/tickets/nope/status", 404)
+    # only the token opens a ticket: not its guessable id, not a wrong or ill-formed token
+    await api(session, "GET", f"{server.url}{V}/public/tickets/20300107-A001", 404)
+    await api(session, "GET", f"{server.url}{V}/public/tickets/{token(9)}", 404)
+    await api(session, "GET", f"{server.url}{V}/public/tickets/nope", 404)
+    await api(session, "GET", f"{server.url}{V}/public/branches/acme-main/tickets/20300107-A001/status", 404)
 
 
 async def test_analytics_per_service_day_and_hour(server, session):

@@ -73,7 +73,7 @@ async def enroll_sample(session: aiohttp.ClientSession, hq_url: str, folder: Pat
     for device in devices:
         path = folder / f"{device}.toml"
         path.write_text(path.read_text() + "\n" + hq_section(link_url or hq_url, out["public_key_b64"],
-                                                             **{**FAST, **(extra or {})}))
+                                                             **{"public_url": hq_url, **FAST, **(extra or {})}))
     return token
 
 

@@ -69,11 +69,12 @@ def test_branch_and_hq_processes_meet_after_outages(tmp_path: Path):
 
         # 1. HQ is down: tickets are made all the same; after HQ is back they are there exactly once.
         hq.stop()
-        labels = []
+        labels, status_urls = [], []
         for _ in range(5):
             status, ticket = kiosk.request("POST", "/api/v1/tickets", {"service": "general"})
             assert status == 201, ticket
             labels.append(ticket["label"])
+            status_urls.append(ticket["status_url"])
         view = wait_for(lambda: (v := hq_state(kiosk))["status"] == "offline" and v["pending"] >= 5 and v)
         assert view["last_error"]
         hq.start()
@@ -86,6 +87,11 @@ def test_branch_and_hq_processes_meet_after_outages(tmp_path: Path):
         assert sum(r["tickets"] for r in rows) == 5
         live = admin_get(hq, token, f"/branches/{BRANCH}/live")
         assert sum(s["waiting"] for s in live["services"]) == 5
+        # each ticket's status link (public_url/t/<token>) is known to HQ by its token alone
+        assert all(u.startswith(f"{hq.url}/t/") for u in status_urls)
+        with urllib.request.urlopen(f"{hq.url}/api/v1/public/tickets/{status_urls[2].rsplit('/', 1)[1]}") as r:
+            third = json.load(r)
+        assert (third["label"], third["position"], third["status"]) == (labels[2], 3, "waiting")
 
         # 2. A booking made at HQ reaches the kiosk: its typed code checks in.
         online = book(hq, tz)
