@@ -1,4 +1,4 @@
-"""The `smartq` command."""
+"""The `smartq` command (the device side; HQ has its own: `smartq-hq`, `python -m hq`)."""
 
 from __future__ import annotations
 
@@ -83,15 +83,6 @@ def cmd_hash_pin(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_hq(args: argparse.Namespace) -> int:
-    try:
-        from hq.main import run
-    except ImportError as err:
-        print(f"smartq hq: the HQ server is not installed ({err})", file=sys.stderr)
-        return 2
-    return run(args.config) or 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smartq", description="SmartQ queue appliance")
     parser.add_argument("--log-level", default=os.environ.get("SMARTQ_LOG_LEVEL", "info"))
@@ -123,10 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hash-pin", help="print the pin_hash of a staff PIN")
     p.add_argument("pin", nargs="?")
     p.set_defaults(func=cmd_hash_pin)
-
-    p = sub.add_parser("hq", help="run the headquarters server")
-    p.add_argument("--config", required=True)
-    p.set_defaults(func=cmd_hq)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""``python -m hq --config FILE``: run the HQ server."""
+"""``smartq-hq --config FILE`` (or ``python -m hq``): run the HQ server. The device's
+``smartq`` command does not know HQ: the device package never imports the server."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hq.settings import SettingsError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hq", description="SmartQ headquarters server")
+    parser = argparse.ArgumentParser(prog="smartq-hq", description="SmartQ headquarters server")
     parser.add_argument("--config", required=True, help="TOML settings file (see docs/hq.md)")
     args = parser.parse_args(argv)
     from hq.main import run
