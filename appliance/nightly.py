@@ -66,15 +66,44 @@ def digests(rows: Iterable[tuple[str, int, str, int]]) -> dict[str, dict[str, ob
 
 import logging  # noqa: E402
 import sqlite3  # noqa: E402
-from typing import TYPE_CHECKING, Any  # noqa: E402
+from typing import Any, Protocol  # noqa: E402
 
 from sync.log import EVENT_COLUMNS, row_to_event  # noqa: E402
+from sync.protocol import PeerClient, PeerError  # noqa: E402
 
 from appliance import events as ev  # noqa: E402
+from appliance.node import Node  # noqa: E402
 from appliance.queue import business_day  # noqa: E402
 
-if TYPE_CHECKING:
-    from appliance.uplink import UplinkService
+
+class NightlySettings(Protocol):
+    """The link settings the nightly job reads (appliance.uplink.UplinkSettings has them)."""
+
+    @property
+    def nightly_time(self) -> tuple[int, int]: ...
+    @property
+    def retention_days(self) -> int: ...
+    @property
+    def reconcile_days(self) -> int: ...
+    @property
+    def batch(self) -> int: ...
+
+
+class HQLink(Protocol):
+    """What the nightly job needs from the link to HQ (appliance.uplink.UplinkService is
+    one): the node it serves, its settings, a signed client, HQ's version vector as last
+    heard, and one push/pull round. The link imports the job; the job knows only this."""
+
+    @property
+    def node(self) -> Node | None: ...
+    @property
+    def settings(self) -> NightlySettings: ...
+    @property
+    def client(self) -> PeerClient | None: ...
+    @property
+    def hq_vv(self) -> dict[str, int]: ...
+    async def sync_once(self) -> Any: ...
+
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +118,7 @@ def _create_tables(conn: sqlite3.Connection) -> None:
                  " through_hash TEXT NOT NULL, through_hlc INTEGER NOT NULL, at_ms INTEGER NOT NULL)")
 
 
-def close_past_days(conn: sqlite3.Connection, node: Any, now_ms: int) -> int:
+def close_past_days(conn: sqlite3.Connection, node: Node, now_ms: int) -> int:
     """Writer thread: closing events for open tickets of earlier days (see above); returns how many."""
     model = node.branch.model(conn, writer=True)
     today = business_day(now_ms, model.tz)
@@ -167,15 +196,17 @@ def compaction_floors(conn: sqlite3.Connection) -> dict[str, int]:
 class NightlyJob:
     """The nightly reconcile of one node with HQ, scheduled by APScheduler (or run directly)."""
 
-    def __init__(self, uplink: UplinkService) -> None:
+    def __init__(self, uplink: HQLink) -> None:
         self.uplink = uplink
         self.scheduler: Any = None
         self.last: dict[str, Any] | None = None
         self._running = False
 
     @property
-    def node(self) -> Any:
-        return self.uplink.node
+    def node(self) -> Node:
+        node = self.uplink.node
+        assert node is not None, "the link starts its nightly job once it has a node"
+        return node
 
     def start(self, scheduler: Any = None) -> None:
         """Schedule `run` daily at `nightly_at` in the branch's time zone (AsyncIOScheduler on
@@ -205,8 +236,6 @@ class NightlyJob:
 
     async def run(self, now_ms: int | None = None) -> dict[str, Any]:
         """The whole job; `now_ms` injected by tests. Never raises (the report says what failed)."""
-        from sync.protocol import PeerError
-
         node = self.node
         now = node.clock.wall_ms() if now_ms is None else now_ms
         report: dict[str, Any] = {"at_ms": now, "closed": 0, "days_checked": 0, "days_differing": [],

@@ -22,15 +22,14 @@ import random
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sync.log import events_since, version_vector
 from sync.protocol import PeerClient, PeerError, Verifier
 
 from appliance.config import Config, ConfigError
-
-if TYPE_CHECKING:
-    from appliance.node import Node
+from appliance.nightly import NightlyJob
+from appliance.node import Node
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +150,7 @@ class UplinkService:
         self.pending = 0
         self.hq_vv: dict[str, int] = {}
         self.refused: set[str] = set()  # origins HQ does not know (not registered there)
-        self.nightly: Any = None
+        self.nightly: NightlyJob | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -161,8 +160,6 @@ class UplinkService:
     # -- NodeService --------------------------------------------------------------------------
     async def start(self, node: Node) -> None:
         import aiohttp
-
-        from appliance.nightly import NightlyJob
 
         if node.hq_key is None:
             raise ConfigError("hq.public_key is needed to trust HQ's answers and events")
