@@ -7,10 +7,17 @@ import asyncio
 import getpass
 import logging
 import os
+import sqlite3
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from appliance.config import ConfigError, load_config
+from sync.keys import KeyFileError
+
+from appliance.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from appliance.node import Node
 
 
 def _logging(level: str) -> None:
@@ -27,6 +34,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     except FileExistsError as err:
         print(f"smartq init: {err}", file=sys.stderr)
         return 1
+    except OSError as err:
+        print(f"smartq init: cannot write {args.dir}: {err.strerror or err}", file=sys.stderr)
+        return 1
     for p in paths:
         print(p)
     return 0
@@ -40,42 +50,157 @@ def cmd_node(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:
         print(f"SMARTQ_LISTENING {url}", flush=True)
 
-    asyncio.run(serve(config, on_ready=ready))
+    try:
+        asyncio.run(serve(config, on_ready=ready))
+    except sqlite3.DatabaseError as err:
+        raise StoreError(f"{_store_path(config)}: {err} (restore it from a peer or a backup)") from err
     return 0
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
+class StoreError(Exception):
+    """The device's store cannot be used; the message says which file and why (one line)."""
+
+
+def _store_path(config: Config) -> Path:
+    from appliance.node import DB_FILE
+
+    return config.data_dir / DB_FILE
+
+
+def _open_node(config: Config) -> Node:
+    """The device's node without its services; a store that is not SQLite is a StoreError."""
     from appliance.node import Node
 
-    config = load_config(args.config)
-    node = Node(config)
     try:
-        problems = node.verify()
+        return Node(config)
+    except sqlite3.DatabaseError as err:
+        raise StoreError(f"{_store_path(config)}: {err} (restore it from a peer or a backup)") from err
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check what an operator must trust after a power cut: the SQLite file, every hash chain
+    and signature, and that the projection is what a whole re-fold of the log gives."""
+    from sync.keys import KEY_FILE
+
+    config = load_config(args.config)
+    db = _store_path(config)
+    if not (config.data_dir / KEY_FILE).exists():
+        raise StoreError(f"{config.data_dir}: no device key here; is device.data_dir right?")
+    print(f"device {config.device_id} ({config.role}) of branch {config.branch_id}, store {db}")
+    if not db.exists():
+        print("no store yet (the node creates it on its first start): nothing else to verify")
+        return 0
+    node = _open_node(config)
+    try:
+        problems, report = _verify_store(node)
     finally:
         node.close()
+    for line in report:
+        print(line)
     for p in problems:
-        print(p)
-    print("all hash chains verify" if not problems else f"{len(problems)} problem(s)")
+        print(f"problem: {p}")
+    print("verified: no problems" if not problems else f"{len(problems)} problem(s)")
     return 0 if not problems else 1
 
 
-def cmd_refold(args: argparse.Namespace) -> int:
-    from appliance.node import Node
+def _verify_store(node: Node) -> tuple[list[str], list[str]]:
+    from sync.db import connect
 
-    node = Node(load_config(args.config))
-    node.writer.start()
+    from appliance.projection import Projection, state_hash
+
+    report: list[str] = []
+    problems: list[str] = []
+    conn = connect(node.db_path, readonly=True)
+    memory = sqlite3.connect(":memory:", isolation_level=None)
     try:
+        try:
+            integrity = [r[0] for r in conn.execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{node.db_path}: {err}") from err
+        if integrity == ["ok"]:
+            report.append("SQLite file: quick_check ok")
+        else:
+            problems += [f"SQLite: {line}" for line in integrity]
+        events, origins = conn.execute("SELECT count(*), count(DISTINCT origin) FROM events").fetchone()
+        chain_problems = node.verify()
+        problems += chain_problems
+        if not chain_problems:
+            report.append(f"log: {events} events from {origins} devices, every hash chain and signature verifies")
+        held = conn.execute("SELECT count(*) FROM held").fetchone()[0]
+        quarantined = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+        report.append(f"waiting: {held} events held for a gap, {quarantined} in quarantine")
+        # Re-fold a copy, so the check works beside a running node and changes nothing.
+        conn.backup(memory)
+        memory.execute("BEGIN")
+        Projection().rebuild(memory)
+        compacted = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'hq_compaction'").fetchone() and \
+            conn.execute("SELECT count(*) FROM hq_compaction").fetchone()[0]
+        # After a nightly compaction the log holds only recent days: compare what it re-folds.
+        only = {r[0] for r in memory.execute("SELECT id FROM tickets")} if compacted else None
+        refolded = _projection_digest(memory, only)
+        memory.execute("ROLLBACK")
+        stored = _projection_digest(conn, only)
+        if stored == refolded and only is not None:
+            report.append(f"projection: the {len(only)} tickets of the days kept equal a re-fold of the log"
+                          " (older days were compacted after HQ confirmed them)")
+        elif stored == refolded:
+            report.append(f"projection: equal to a whole re-fold of the log (state hash {state_hash(conn)[:16]})")
+        else:
+            problems.append(f"projection differs from a whole re-fold (stored {stored[:16]}, re-fold {refolded[:16]});"
+                            " run smartq refold")
+    finally:
+        memory.close()
+        conn.close()
+    return problems, report
+
+
+def _projection_digest(conn: sqlite3.Connection, only: set[str] | None = None) -> str:
+    """The state hash, extended by every column of every ticket row (the state hash covers
+    each ticket's fold state; the indexed columns beside it must agree with it too).
+    `only`: just these tickets (a compacted log re-folds only what it kept)."""
+    import hashlib
+
+    from sync.envelope import canonical_json
+
+    from appliance.projection import state_hash
+
+    digest = hashlib.sha256(state_hash(conn).encode() if only is None else b"")
+    for row in conn.execute("SELECT * FROM tickets ORDER BY id"):
+        if only is None or row[0] in only:
+            digest.update(canonical_json(list(row)))
+    return digest.hexdigest()
+
+
+def cmd_refold(args: argparse.Namespace) -> int:
+    from appliance.projection import state_hash
+
+    node = _open_node(load_config(args.config))
+    try:
+        node.writer.start()
         count = node.writer.call(node.projection.rebuild)
+        tickets = node.writer.call(lambda c: c.execute("SELECT count(*) FROM tickets").fetchone()[0])
+        digest = node.writer.call(state_hash)
     finally:
         node.close()
-    print(f"re-folded {count} events")
+    print(f"re-folded {count} events into {tickets} tickets; state hash {digest[:16]}")
     return 0
 
 
 def cmd_hash_pin(args: argparse.Namespace) -> int:
     from appliance.staff import hash_pin
 
-    pin = args.pin or getpass.getpass("PIN: ")
+    if args.pin:
+        pin = args.pin
+    elif sys.stdin.isatty():
+        try:
+            pin = getpass.getpass("PIN: ")
+        except EOFError:
+            pin = ""
+    else:  # piped: `echo 4821 | smartq hash-pin`
+        pin = sys.stdin.readline().strip()
+    if not pin:
+        print("smartq hash-pin: no PIN given", file=sys.stderr)
+        return 2
     if not pin.isdigit():
         print("smartq hash-pin: a PIN is digits only", file=sys.stderr)
         return 2
@@ -125,6 +250,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"smartq: configuration error: {err}", file=sys.stderr)
         return 2
+    except KeyFileError as err:
+        print(f"smartq: device key: {err}", file=sys.stderr)
+        return 2
+    except StoreError as err:
+        print(f"smartq: store: {err}", file=sys.stderr)
+        return 1
+    except sqlite3.DatabaseError as err:  # the store broke under a running command
+        print(f"smartq: store: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -200,6 +200,10 @@ def load_config(path: Path | str, *, role: str | None = None, listen: str | None
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise ConfigError(f"{path}: no such file") from err
+    except OSError as err:  # a directory, no permission...
+        raise ConfigError(f"{path}: cannot read it ({err.strerror or err})") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from err
     return parse_config(raw, path=path, role=role, listen=listen)

@@ -78,6 +78,8 @@ class Writer:
         if self._closed:
             return
         self._closed = True
+        if not self._thread.is_alive():
+            return  # never started (a tool that only read the store), or already gone
         self._queue.put(None)
         self._thread.join()
 
