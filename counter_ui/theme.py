@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from kiosk_ui.theme import hex_rgba
+from ui_common.theme import ACCENT, BUTTON_BG, DANGER_BG, ERROR, PRIMARY_BG, TEXT, WARN_BG, hex_rgba
 
 BG = hex_rgba("#10161E")
 PANEL = hex_rgba("#1B2430")
-TEXT = hex_rgba("#FFFFFF")
 TEXT_DIM = hex_rgba("#B8C4D2")
-ACCENT = hex_rgba("#FFD54F")
-BUTTON_BG = hex_rgba("#1A56A0")
-PRIMARY_BG = hex_rgba("#1B6B2A")
-WARN_BG = hex_rgba("#8A5A00")
-DANGER_BG = hex_rgba("#A4161A")
-ERROR = hex_rgba("#FFB4AB")
 
 TEXT_PAIRS = {
     "text on background": (TEXT, BG),
@@ -26,3 +19,6 @@ TEXT_PAIRS = {
     "offline banner": (TEXT, DANGER_BG),
     "error": (ERROR, BG),
 }
+
+__all__ = ["ACCENT", "BG", "BUTTON_BG", "DANGER_BG", "ERROR", "PANEL", "PRIMARY_BG", "TEXT",
+           "TEXT_DIM", "TEXT_PAIRS", "WARN_BG"]

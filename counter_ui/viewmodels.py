@@ -8,19 +8,15 @@ catalogs in ``locale/`` (en fr rw sw es); the node's own error messages are show
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
-from kivy.event import EventDispatcher
 from kivy.properties import (
     BooleanProperty,
     DictProperty,
     ListProperty,
-    NumericProperty,
-    ObjectProperty,
     StringProperty,
 )
 
@@ -32,8 +28,9 @@ from appliance.client import (
     StreamEvent,
     Unauthorized,
 )
+from ui_common.viewmodel import NodeViewModel
 
-from .i18n import CATALOGS, SOURCE_LANGUAGE, Translator
+from .i18n import CATALOGS, SOURCE_LANGUAGE
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +92,8 @@ def format_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-class CounterViewModel(EventDispatcher):
+class CounterViewModel(NodeViewModel):
+    catalogs = CATALOGS
     counter_id = StringProperty("")
     counter_name = StringProperty("")
     logged_in = BooleanProperty(False)
@@ -115,12 +113,7 @@ class CounterViewModel(EventDispatcher):
     error = StringProperty("")
     #: Other counters a ticket can be transferred to: [{id, name}].
     counters = ListProperty([])
-    offline = BooleanProperty(True)
     busy = BooleanProperty(False)
-    language = StringProperty(SOURCE_LANGUAGE)
-    #: Bumped on every language change so .kv expressions using ``vm.t`` re-evaluate.
-    strings_version = NumericProperty(0)
-    tr = ObjectProperty(None)
 
     def __init__(
         self,
@@ -132,8 +125,7 @@ class CounterViewModel(EventDispatcher):
         language: str = SOURCE_LANGUAGE,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.tr = CATALOGS.translator(language)
+        super().__init__(language=language, **kwargs)
         self.client = client
         self.counter_id = counter_id
         self.counter_name = counter_id
@@ -146,24 +138,15 @@ class CounterViewModel(EventDispatcher):
         self._superseded_by: tuple[str, str] | None = None
         self._waiting: dict[str, dict[str, Any]] = {}
         self._seen_superseded: set[str] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.language = language
 
     # --- strings --------------------------------------------------------------------------
 
-    def t(self, msgid: str, _v: int = 0, **values: object) -> str:
-        """The current language's text; the .kv passes ``_v=vm.strings_version``."""
-        tr: Translator = self.tr
-        return tr.format(msgid, **values) if values else tr(msgid)
-
-    def on_language(self, _: Any, language: str) -> None:
-        self.tr = CATALOGS.translator(language)
-        self.strings_version += 1
+    def retranslate(self) -> None:
         self.tick()
         self._rebuild_waiting()
         self._rebuild_superseded_notice()
 
-    def state_text(self, state: str, _v: int = 0) -> str:
+    def state_text(self, state: str) -> str:
         """A counter or ticket state in the current language."""
         return self.t(STATES[state]) if state in STATES else state
 
@@ -171,11 +154,6 @@ class CounterViewModel(EventDispatcher):
         return self.t(ACTIONS.get(action, action))
 
     # --- stream ---------------------------------------------------------------------------
-
-    def set_connected(self, connected: bool, reason: str = "") -> None:
-        self.offline = not connected
-        if not connected:
-            logger.info("counter offline: %s", reason)
 
     def apply_state(self, state: dict[str, Any]) -> None:
         self.offline = False
@@ -280,8 +258,7 @@ class CounterViewModel(EventDispatcher):
         return not served or t.get("service") in served
 
     def _service_name(self, s: dict[str, Any]) -> str:
-        names = s.get("names") or {}
-        return str(names.get(self.language) or names.get(SOURCE_LANGUAGE) or s.get("id", ""))
+        return self.localized(s.get("names"), str(s.get("id", "")))
 
     def tick(self) -> None:
         """Every second: how long the current ticket waited (issue to call, or until now)."""
@@ -294,12 +271,6 @@ class CounterViewModel(EventDispatcher):
         self.waited_text = self.t("waited {time}", time=format_duration((end - issued).total_seconds()))
 
     # --- actions --------------------------------------------------------------------------
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     def handle_key(self, key: str) -> bool:
         """A keyboard shortcut; True when it triggered an action."""

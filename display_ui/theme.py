@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from kiosk_ui.theme import hex_rgba
+from ui_common.theme import ACCENT, DANGER_BG, TEXT, WARN_BG, hex_rgba
 
 BG = hex_rgba("#0E1217")
 PANEL = hex_rgba("#1B232D")
-TEXT = hex_rgba("#FFFFFF")
 TEXT_DIM = hex_rgba("#B8C4D2")
-ACCENT = hex_rgba("#FFD54F")
-FLASH_BG = hex_rgba("#FFD54F")
-FLASH_FG = hex_rgba("#0E1217")
-BANNER_BG = hex_rgba("#A4161A")
-DEGRADED_BG = hex_rgba("#8A5A00")
-CROWD = {"low": hex_rgba("#7CD992"), "medium": hex_rgba("#FFD54F"), "high": hex_rgba("#FF8A80")}
+FLASH_BG = ACCENT
+FLASH_FG = BG
+BANNER_BG = DANGER_BG
+DEGRADED_BG = WARN_BG
+CROWD = {"low": hex_rgba("#7CD992"), "medium": ACCENT, "high": hex_rgba("#FF8A80")}
 
 TEXT_PAIRS = {
     "text on background": (TEXT, BG),
@@ -25,3 +23,6 @@ TEXT_PAIRS = {
     "degraded banner": (TEXT, DEGRADED_BG),
     **{f"crowd {k}": (v, PANEL) for k, v in CROWD.items()},
 }
+
+__all__ = ["ACCENT", "BANNER_BG", "BG", "CROWD", "DEGRADED_BG", "FLASH_BG", "FLASH_FG", "PANEL",
+           "TEXT", "TEXT_DIM", "TEXT_PAIRS"]

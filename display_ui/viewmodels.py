@@ -15,19 +15,18 @@ from typing import Any, Protocol
 
 from babel.core import UnknownLocaleError
 from babel.dates import format_date
-from kivy.event import EventDispatcher
 from kivy.properties import (
     BooleanProperty,
     ListProperty,
     NumericProperty,
-    ObjectProperty,
     OptionProperty,
     StringProperty,
 )
 
 from appliance.client import StreamEvent
+from ui_common.viewmodel import NodeViewModel
 
-from .i18n import CATALOGS, SOURCE_LANGUAGE, Translator
+from .i18n import CATALOGS, SOURCE_LANGUAGE
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +67,8 @@ def crowd_level(waiting: int, open_counters: int) -> str:
     return "high"
 
 
-class DisplayViewModel(EventDispatcher):
+class DisplayViewModel(NodeViewModel):
+    catalogs = CATALOGS
     newest_label = StringProperty("")
     newest_counter = StringProperty("")
     #: True for ``flash_s`` seconds after a call; the layout blinks the newest call meanwhile.
@@ -78,20 +78,16 @@ class DisplayViewModel(EventDispatcher):
     #: [{id, letter, name, waiting, wait_text}]
     services = ListProperty([])
     crowd = OptionProperty("low", options=["low", "medium", "high"])
+    crowd_text = StringProperty("")
     clock_text = StringProperty("")
     date_text = StringProperty("")
     notices = ListProperty([])
     ticker_text = StringProperty("")
-    offline = BooleanProperty(True)
     degraded = BooleanProperty(False)
     status_text = StringProperty("")
     branch_name = StringProperty("")
     #: Increments on every call shown; a bench or test can wait on it.
     calls_shown = NumericProperty(0)
-    language = StringProperty(SOURCE_LANGUAGE)
-    #: Bumped on every language change so .kv expressions using ``vm.t`` re-evaluate.
-    strings_version = NumericProperty(0)
-    tr = ObjectProperty(None)
 
     def __init__(
         self,
@@ -104,8 +100,7 @@ class DisplayViewModel(EventDispatcher):
         on_call_shown: Callable[[str], None] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.tr = CATALOGS.translator(language)
+        super().__init__(language=language, **kwargs)
         self.announcer = announcer or SilentAnnouncer()
         self.clock = clock
         self.flash_s = flash_s
@@ -119,35 +114,21 @@ class DisplayViewModel(EventDispatcher):
         self.notices = list(self._local_notices)
         self._now: datetime | None = None
         self._connecting = True
-        self.language = language
         self._rebuild_ticker()
         self._update_status()
 
     # --- strings --------------------------------------------------------------------------
 
-    def t(self, msgid: str, _v: int = 0, **values: object) -> str:
-        """The current language's text; the .kv passes ``_v=vm.strings_version``."""
-        tr: Translator = self.tr
-        return tr.format(msgid, **values) if values else tr(msgid)
-
-    def on_language(self, _: Any, language: str) -> None:
-        self.tr = CATALOGS.translator(language)
-        self.strings_version += 1
+    def retranslate(self) -> None:
         self._rebuild_services()
         self._update_status()
         if self._now is not None:
             self.tick(self._now)
 
-    def crowd_text(self, crowd: str, _v: int = 0) -> str:
-        return self.t(CROWD_TEXT.get(crowd, crowd))
-
     # --- connection -----------------------------------------------------------------------
 
-    def set_connected(self, connected: bool, reason: str = "") -> None:
-        self.offline = not connected
+    def connection_changed(self) -> None:
         self._connecting = False
-        if not connected:
-            logger.info("display offline: %s", reason)
         self._update_status()
 
     def _update_status(self) -> None:
@@ -258,7 +239,6 @@ class DisplayViewModel(EventDispatcher):
             if waiting == int(s.get("waiting", -1)) and s.get("estimated_wait_s") is not None:
                 est = s["estimated_wait_s"]
             mins = max(0, math.ceil(est / 60))
-            names = s.get("names") or {}
             if not waiting:
                 wait_text = self.t("no wait")
             elif mins:
@@ -269,7 +249,7 @@ class DisplayViewModel(EventDispatcher):
                 {
                     "id": sid,
                     "letter": str(s.get("letter", "")),
-                    "name": str(names.get(self.language) or names.get(SOURCE_LANGUAGE) or sid),
+                    "name": self.localized(s.get("names"), sid),
                     "waiting": waiting,
                     "waiting_text": self.t("{n} waiting", n=waiting),
                     "wait_text": wait_text,
@@ -277,6 +257,7 @@ class DisplayViewModel(EventDispatcher):
             )
         self.services = rows
         self.crowd = crowd_level(total_waiting, open_counters)
+        self.crowd_text = self.t(CROWD_TEXT[self.crowd])
 
     def _rebuild_ticker(self) -> None:
         self.ticker_text = "   •   ".join(self.notices)

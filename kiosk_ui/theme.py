@@ -3,22 +3,13 @@ against WCAG 2.x contrast (at least 4.5:1) and every touch target against 9 mm."
 
 from __future__ import annotations
 
-
-def hex_rgba(value: str, alpha: float = 1.0) -> tuple[float, float, float, float]:
-    value = value.lstrip("#")
-    r, g, b = (int(value[i : i + 2], 16) / 255 for i in (0, 2, 4))
-    return (r, g, b, alpha)
-
+from ui_common.theme import ACCENT, BUTTON_BG, DANGER_BG, ERROR, PRIMARY_BG, TEXT, TOUCH_MM, hex_rgba
 
 BG = hex_rgba("#0B1F3A")
-TEXT = hex_rgba("#FFFFFF")
 TEXT_DIM = hex_rgba("#C9D6E8")
-ACCENT = hex_rgba("#FFD54F")
-ERROR = hex_rgba("#FFB4AB")
-BUTTON_BG = hex_rgba("#1A56A0")
 BUTTON_FG = TEXT
-SELECTED_BG = hex_rgba("#1B6B2A")
-BANNER_BG = hex_rgba("#A4161A")
+SELECTED_BG = PRIMARY_BG
+BANNER_BG = DANGER_BG
 BANNER_FG = TEXT
 QR_BG = hex_rgba("#FFFFFF")
 
@@ -33,5 +24,5 @@ TEXT_PAIRS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "offline banner": (BANNER_FG, BANNER_BG),
 }
 
-#: Minimum touch target edge, millimetres (WCAG/ISO guidance for public kiosks: >= 9 mm).
-TOUCH_MM = 12
+__all__ = ["ACCENT", "BANNER_BG", "BANNER_FG", "BG", "BUTTON_BG", "BUTTON_FG", "ERROR", "QR_BG",
+           "SELECTED_BG", "TEXT", "TEXT_DIM", "TEXT_PAIRS", "TOUCH_MM", "hex_rgba"]

@@ -10,24 +10,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import phonenumbers
-from kivy.event import EventDispatcher
 from kivy.properties import (
     BooleanProperty,
     DictProperty,
     ListProperty,
-    NumericProperty,
-    ObjectProperty,
     OptionProperty,
     StringProperty,
 )
 
 from appliance.client import NodeClient, NodeRejected, NodeUnavailable, NotFound
+from ui_common.viewmodel import NodeViewModel
 
-from .i18n import LANGUAGES, SOURCE_LANGUAGE, Translator, translator
+from .i18n import CATALOGS, LANGUAGES, SOURCE_LANGUAGE
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +109,11 @@ def print_outcome(hardware: dict[str, Any] | None, job: str | None) -> str | Non
     return None
 
 
-class KioskViewModel(EventDispatcher):
+class KioskViewModel(NodeViewModel):
     """All kiosk state; the .kv layout binds to these properties and calls these methods."""
 
+    catalogs = CATALOGS
     screen = OptionProperty("language", options=list(SCREENS))
-    language = StringProperty(SOURCE_LANGUAGE)
     #: Rows for the service screen: {id, letter, name, waiting_text, wait_text}.
     services = ListProperty([])
     selected_service = StringProperty("")
@@ -141,9 +139,6 @@ class KioskViewModel(EventDispatcher):
     busy = BooleanProperty(False)
     error = StringProperty("")
     audio = BooleanProperty(False)
-    #: Bumped on every language change so .kv expressions using ``vm.t`` re-evaluate.
-    strings_version = NumericProperty(0)
-    tr = ObjectProperty(None)
 
     def __init__(
         self,
@@ -159,7 +154,7 @@ class KioskViewModel(EventDispatcher):
         print_poll_s: float = 0.5,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(language=language, **kwargs)
         self.client = client
         self.speaker = speaker or SilentSpeaker()
         self.clock = clock
@@ -169,25 +164,14 @@ class KioskViewModel(EventDispatcher):
         self.default_language = language
         self._state: dict[str, Any] = {}
         self._last_activity = clock()
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.print_watch_s = print_watch_s
         self.print_poll_s = print_poll_s
         self._print_job: str | None = None
         self._print_watch: asyncio.Task[Any] | None = None
-        self.tr = translator(language)
-        self.language = language
 
     # --- strings --------------------------------------------------------------------------
 
-    def t(self, msgid: str, _v: int = 0, **values: object) -> str:
-        """The current language's text for ``msgid``. The .kv passes
-        ``_v=vm.strings_version`` so its bindings re-evaluate when the language changes."""
-        tr: Translator = self.tr
-        return tr.format(msgid, **values) if values else tr(msgid)
-
-    def on_language(self, _: Any, language: str) -> None:
-        self.tr = translator(language)
-        self.strings_version += 1
+    def retranslate(self) -> None:
         self._rebuild_services()
         self._rebuild_ticket_lines()
         self._set_print_state(self.print_state)
@@ -206,19 +190,8 @@ class KioskViewModel(EventDispatcher):
         if self.print_state == "checking":
             self._take_print_outcome(print_outcome(state.get("hardware"), self._print_job))
 
-    def set_connected(self, connected: bool, reason: str = "") -> None:
-        self.offline = not connected
-        if not connected:
-            logger.info("kiosk offline: %s", reason)
-
     def _service_name(self, service: dict[str, Any]) -> str:
-        names = service.get("names") or {}
-        return str(
-            names.get(self.language)
-            or names.get(SOURCE_LANGUAGE)
-            or service.get("name")
-            or service.get("id", "")
-        )
+        return self.localized(service.get("names"), str(service.get("name") or service.get("id", "")))
 
     def _rebuild_services(self) -> None:
         rows = []
@@ -373,13 +346,6 @@ class KioskViewModel(EventDispatcher):
                 self.speaker.say(text, self.language)
 
     # --- actions talking to the node ------------------------------------------------------
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run an action on the app's asyncio loop, keeping a reference until it ends."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     def take_ticket(self) -> None:
         self.spawn(self.issue())

@@ -7,25 +7,13 @@ import pytest
 import counter_ui.theme
 import display_ui.theme
 import kiosk_ui.theme
-
-
-def luminance(rgba: tuple[float, ...]) -> float:
-    def channel(c: float) -> float:
-        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
-
-    r, g, b = (channel(c) for c in rgba[:3])
-    return 0.2126 * r + 0.7152 * g + 0.0722 * b
-
-
-def contrast(fg: tuple[float, ...], bg: tuple[float, ...]) -> float:
-    hi, lo = sorted((luminance(fg), luminance(bg)), reverse=True)
-    return (hi + 0.05) / (lo + 0.05)
+from ui_common.theme import contrast, hex_rgba
 
 
 def test_contrast_formula_matches_known_values() -> None:
     white, black = (1, 1, 1, 1), (0, 0, 0, 1)
     assert contrast(white, black) == pytest.approx(21)
-    assert contrast(kiosk_ui.theme.hex_rgba("#767676"), white) == pytest.approx(4.54, abs=0.01)
+    assert contrast(hex_rgba("#767676"), white) == pytest.approx(4.54, abs=0.01)
 
 
 @pytest.mark.parametrize("theme", [kiosk_ui.theme, display_ui.theme, counter_ui.theme],

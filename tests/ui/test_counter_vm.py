@@ -13,7 +13,7 @@ import pytest
 from appliance.client import NodeClient, Unauthorized
 from counter_ui.i18n import CATALOGS, LANGUAGES
 from counter_ui.viewmodels import ACTIONS, STATES, CounterViewModel, format_duration
-from kiosk_ui.i18n import used_msgids
+from ui_common.i18n import used_msgids
 from tests.appliance.procs import NodeProcess
 
 from .conftest import Nodes, set_security, wait_for, wait_for_async

@@ -18,7 +18,7 @@ from display_ui.viewmodels import (
     SilentAnnouncer,
     crowd_level,
 )
-from kiosk_ui.i18n import used_msgids
+from ui_common.i18n import used_msgids
 from tests.appliance.procs import NodeProcess
 
 from .conftest import Nodes, peer_status, staff_client, wait_for, wait_for_async
@@ -125,7 +125,8 @@ async def test_the_display_speaks_the_waiting_rooms_language(shared_node: NodePr
                    for s in vm.services)
         vm.tick(datetime(2026, 11, 18, 9, 5))
         assert vm.date_text == "mer. 18 nov. 2026"
-        assert vm.crowd_text("high") == "Forte"
+        assert vm.t(CROWD_TEXT["high"]) == "Forte"
+        assert vm.crowd_text == vm.t(CROWD_TEXT[vm.crowd])
         vm.language = "rw"
         assert any(s["name"] == "Kwishyura" for s in vm.services)
         assert vm.t("Recent calls") == "Abahamagawe vuba"

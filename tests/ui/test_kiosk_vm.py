@@ -9,7 +9,8 @@ import pytest
 
 from appliance.client import NodeClient
 from hardware.fake_network_printer import FakeNetworkPrinter
-from kiosk_ui.i18n import KIOSK, LANGUAGES, load_messages, template_ids, used_msgids
+from kiosk_ui.i18n import KIOSK, LANGUAGES
+from ui_common.i18n import used_msgids
 from kiosk_ui.viewmodels import (
     PRINT_MESSAGES,
     KioskViewModel,
@@ -331,9 +332,9 @@ def test_print_verdicts_from_the_reply_and_from_state() -> None:
 
 
 def test_every_language_translates_every_message() -> None:
-    ids = template_ids()
+    ids = KIOSK.template_ids()
     for lang in LANGUAGES:
-        missing = [i for i in ids if i not in load_messages(lang)]
+        missing = [i for i in ids if i not in KIOSK.messages(lang)]
         assert not missing, (lang, missing)
 
 
