@@ -133,13 +133,11 @@ class Branch(Queries):
         self._require_open(conn, m, counter)
         self._finish_current(conn, m, counter)
         now = self.now_ms()
-        waiting = self._waiting(conn, self.today(m))
-        rules = {s: m.rules_for(s) for s in m.services}
-        chosen = q.next_for_counter(waiting, counter, m.counters[counter].services, rules, now)
+        chosen = self.next_waiting(conn, m, counter, q.business_day(now, m.tz), now)
         if chosen is None:
             return None
-        self.log.append(conn, ev.TICKET_CALLED, {"ticket": chosen.id, "counter": counter})
-        return self.ticket(conn, chosen.id, model=m)
+        self.log.append(conn, ev.TICKET_CALLED, {"ticket": chosen, "counter": counter})
+        return self.ticket(conn, chosen, model=m)
 
     def call_ticket(self, conn: sqlite3.Connection, counter: str, ticket_id: str) -> dict[str, Any]:
         m = self.model(conn, writer=True)

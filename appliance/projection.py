@@ -67,7 +67,18 @@ def _index_lines(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX tickets_by_finish ON tickets (status, service, finished_ms)")
 
 
-MIGRATIONS = [_create_projection, _index_lines]
+def _index_call_order(conn: sqlite3.Connection) -> None:
+    """Call-next reads the head of each (service, priority class) line from an index shaped
+    for the call order, never scanning the waiting line (queries.next_waiting); a counter
+    finds what it holds without a scan."""
+    conn.execute("CREATE INDEX tickets_waiting ON tickets (status, service, day, priority, effective_ms, id, reserved_counter)"
+                 " WHERE status = 'waiting'")
+    conn.execute("CREATE INDEX tickets_reserved ON tickets (reserved_counter, day) WHERE status = 'waiting'"
+                 " AND reserved_counter IS NOT NULL")
+    conn.execute("CREATE INDEX tickets_held ON tickets (counter) WHERE status IN ('called', 'serving')")
+
+
+MIGRATIONS = [_create_projection, _index_lines, _index_call_order]
 PROJECTION_TABLES = ("tickets", "counter_status", "config", "bookings")
 
 CONFIG_KINDS = {ev.CONFIG_BRANCH: "branch", ev.CONFIG_SERVICE: "service",

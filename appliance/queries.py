@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -116,35 +117,97 @@ class Queries:
         )]
         return q.mean_service_s(durations, rules.default_service_s)
 
-    def _position(self, conn: sqlite3.Connection, m: Model, row: sqlite3.Row) -> dict[str, tuple[int, int]]:
-        """{ticket id: (position, estimated wait s)} for one waiting ticket, counted in SQL
-        with the same order as queue.service_line (so issuing stays fast with long queues)."""
+    # -- the call order, read from the tickets_waiting index (projection._index_call_order) ---
+    # A line is (service, day); within it each priority class is an index range ordered by
+    # (effective_ms, id). Promotion is a time threshold, so a class splits at `cut` into a
+    # promoted part (effective_ms <= cut) and the rest: every part is one index range with one
+    # effective priority. Call-next reads the head of each class; position counts ranges.
+    _CLASSES_SQL = ("SELECT max(priority) FROM tickets WHERE status = 'waiting' AND service = ? AND day = ?"
+                    " AND priority < ?")
+    _HEAD_SQL = ("SELECT id, effective_ms FROM tickets WHERE status = 'waiting' AND service = ? AND day = ?"
+                 " AND priority = ? AND reserved_counter IS NULL ORDER BY effective_ms, id LIMIT 1")
+
+    def _classes(self, conn: sqlite3.Connection, service: str, day: str) -> list[int]:
+        """The priority classes present in a line, highest first (one index seek each)."""
+        out: list[int] = []
+        below = 1 << 62
+        while True:
+            top = conn.execute(self._CLASSES_SQL, (service, day, below)).fetchone()[0]
+            if top is None:
+                return out
+            out.append(top)
+            below = top
+
+    @staticmethod
+    def _cut(rules: Any, now: int) -> int:
+        """Tickets with effective_ms <= cut are promoted (queue.effective_priority)."""
+        return now - rules.promote_after_s * 1000 if rules.promote_after_s > 0 else -(1 << 62)
+
+    def next_waiting(self, conn: sqlite3.Connection, m: Model, counter: str, day: str, now: int) -> str | None:
+        """The ticket `counter` calls next (queue.next_for_counter's order), from index seeks:
+        per service of the counter and priority class, the class's first ticket; plus the
+        few tickets transferred to this counter by name. Cost: services x classes seeks."""
+        services = m.counters[counter].services
+        rank = {s: i for i, s in enumerate(services)}
+        best: tuple[tuple[int, int, int, str], str] | None = None
+
+        def consider(ticket_id: str, service: str, priority: int, effective_ms: int, service_rank: int) -> None:
+            nonlocal best
+            rules = m.rules_for(service)
+            promoted = effective_ms <= self._cut(rules, now)
+            effective = max(priority, rules.max_priority) if promoted else priority
+            key = (-effective, effective_ms, service_rank, ticket_id)
+            if best is None or key < best[0]:
+                best = (key, ticket_id)
+
+        for service in services:
+            for priority in self._classes(conn, service, day):
+                row = conn.execute(self._HEAD_SQL, (service, day, priority)).fetchone()
+                if row is not None:
+                    consider(row[0], service, priority, row[1], rank[service])
+        for ticket_id, service, priority, effective_ms in conn.execute(
+                "SELECT id, service, priority, effective_ms FROM tickets WHERE status = 'waiting'"
+                " AND reserved_counter IS NOT NULL AND reserved_counter = ? AND day = ?", (counter, day)):
+            consider(ticket_id, service, priority, effective_ms, rank.get(service, -1))
+        return best[1] if best is not None else None
+
+    def _ahead(self, conn: sqlite3.Connection, m: Model, row: sqlite3.Row, now: int) -> int:
+        """How many of the line's waiting tickets are called before `row` (queue.service_line's
+        order): per class and promotion part, all of a part that ranks higher, the earlier
+        ones of the part that ranks the same. Counts index ranges; reads no ticket rows."""
         rules = m.rules_for(row["service"])
-        now = self.now_ms()
-        cut = now - rules.promote_after_s * 1000 if rules.promote_after_s > 0 else -1
-        mine = q.effective_priority(q.Waiting(row["id"], row["service"], row["priority"], row["effective_ms"], None),
-                                    rules, now)
-        eff = "(CASE WHEN effective_ms <= :cut THEN max(priority, :maxp) ELSE priority END)"
-        args = {"cut": cut, "maxp": rules.max_priority, "day": row["day"], "service": row["service"],
-                "id": row["id"], "mine": mine, "eff_ms": row["effective_ms"]}
-        if mine == 0:
-            # The usual case, a walk-in of the lowest class: everyone who came earlier is ahead
-            # (an index range count), plus later ones only when of a higher class.
-            ahead = conn.execute(
-                "SELECT count(*) FROM tickets WHERE status = 'waiting' AND service = :service"
-                " AND effective_ms < :eff_ms AND day = :day", args).fetchone()[0]
-            ahead += conn.execute(
-                f"SELECT count(*) FROM tickets WHERE status = 'waiting' AND service = :service"
-                f" AND effective_ms >= :eff_ms AND day = :day AND id != :id"
-                f" AND ({eff} > 0 OR (effective_ms = :eff_ms AND id < :id))", args).fetchone()[0]
-        else:
-            ahead = conn.execute(
-                f"SELECT count(*) FROM tickets WHERE status = 'waiting' AND day = :day AND service = :service"
-                f" AND id != :id AND ({eff} > :mine OR ({eff} = :mine AND (effective_ms < :eff_ms"
-                f" OR (effective_ms = :eff_ms AND id < :id))))", args).fetchone()[0]
-        opened = self._open_counters(conn, m).get(row["service"], 0)
-        mean = self._mean_service_s(conn, m, row["day"], row["service"])
-        return {row["id"]: (ahead + 1, q.estimate_wait_s(ahead, opened, mean))}
+        cut = self._cut(rules, now)
+        me = q.effective_priority(q.Waiting(row["id"], row["service"], row["priority"], row["effective_ms"], None),
+                                  rules, now)
+        line = (row["service"], row["day"])
+        base = "SELECT count(*) FROM tickets WHERE status = 'waiting' AND service = ? AND day = ? AND priority = ?"
+        ahead = 0
+        for priority in self._classes(conn, *line):
+            parts = ((max(priority, rules.max_priority), " AND effective_ms <= ?", cut),
+                     (priority, " AND effective_ms > ?", cut))
+            for effective, bound, value in parts:
+                if effective > me:
+                    ahead += conn.execute(base + bound, (*line, priority, value)).fetchone()[0]
+                elif effective == me:
+                    ahead += conn.execute(base + bound + " AND (effective_ms, id) < (?, ?)",
+                                          (*line, priority, value, row["effective_ms"], row["id"])).fetchone()[0]
+        return ahead
+
+    def line_estimate(self, conn: sqlite3.Connection, m: Model, day: str, service: str,
+                      open_counters: int | None = None) -> Callable[[int], int]:
+        """people ahead -> estimated wait (s) in `service`'s line today: the one place every
+        estimate (a ticket's, a service summary's, GET /state's) comes from, so a better
+        estimator plugs in here. Built once per line, cheap per ticket."""
+        if open_counters is None:
+            open_counters = self._open_counters(conn, m).get(service, 0)
+        mean = self._mean_service_s(conn, m, day, service)
+        opened = open_counters
+        return lambda people_ahead: q.estimate_wait_s(people_ahead, opened, mean)
+
+    def _position(self, conn: sqlite3.Connection, m: Model, row: sqlite3.Row) -> dict[str, tuple[int, int]]:
+        """{ticket id: (position, estimated wait s)} for one waiting ticket."""
+        ahead = self._ahead(conn, m, row, self.now_ms())
+        return {row["id"]: (ahead + 1, self.line_estimate(conn, m, row["day"], row["service"])(ahead))}
 
     def ticket(self, conn: sqlite3.Connection, ticket_id: str, *, model: Model | None = None) -> dict[str, Any]:
         m = model or self.model(conn)
@@ -218,9 +281,9 @@ class Queries:
         waiting = conn.execute("SELECT count(*) FROM tickets WHERE status = 'waiting' AND day = ? AND service = ?",
                                (day, service)).fetchone()[0]
         opened = self._open_counters(conn, m).get(service, 0)
-        mean = self._mean_service_s(conn, m, day, service)
         return {"id": s.id, "letter": s.letter, "names": s.names, "waiting": waiting,
-                "estimated_wait_s": q.estimate_wait_s(waiting, opened, mean), "open_counters": opened}
+                "estimated_wait_s": self.line_estimate(conn, m, day, service, opened)(waiting),
+                "open_counters": opened}
 
     def state(self, conn: sqlite3.Connection) -> dict[str, Any]:
         m = self.model(conn)
@@ -234,12 +297,12 @@ class Queries:
         for s in m.services.values():
             rules = m.rules_for(s.id)
             line = q.service_line(waiting_all, s.id, rules, now)
-            mean = self._mean_service_s(conn, m, day, s.id)
             opened = open_counters.get(s.id, 0)
-            positions = {t.id: (i + 1, q.estimate_wait_s(i, opened, mean)) for i, t in enumerate(line)}
+            estimate = self.line_estimate(conn, m, day, s.id, opened)
+            positions = {t.id: (i + 1, estimate(i)) for i, t in enumerate(line)}
             services.append({
                 "id": s.id, "letter": s.letter, "names": s.names, "waiting": len(line),
-                "estimated_wait_s": q.estimate_wait_s(len(line), opened, mean), "open_counters": opened,
+                "estimated_wait_s": estimate(len(line)), "open_counters": opened,
             })
             waiting_views += [(q.order_key(t, rules, now), self._ticket_view(m, rows[t.id], positions)) for t in line]
         waiting_views.sort(key=lambda kv: kv[0])
