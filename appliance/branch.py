@@ -96,11 +96,9 @@ class Branch(Queries):
             "SELECT max(number) FROM tickets WHERE day = ? AND issue_service = ? AND issued_by = ?",
             (day, service, self.device_id),
         ).fetchone()[0]
-        try:
-            number = q.ticket_number(last, entry.numbers, m.overflow_slot(self.device_id))
-        except OverflowError as err:
-            raise Conflict(str(err), code="numbers_exhausted") from err
-        label = q.ticket_label(svc.letter, number)
+        digits = m.rules_for(service).digits
+        number = q.ticket_number(last, entry.numbers, digits)
+        label = q.ticket_label(svc.letter, number, digits)
         ticket_id = q.ticket_id(day, label)
         # The ticket's unguessable key to its live status page at HQ (/t/<status_token>).
         payload.update(ticket=ticket_id, service=service, number=number, label=label, day=day,

@@ -35,6 +35,8 @@ SETTINGS: list[tuple[str, Any, str]] = [
     ("queue.call_timeout_s", 600, "A called ticket not started within this time becomes a no-show (0: never)."),
     ("queue.default_service_s", 300, "Service time assumed for wait estimates before any ticket was served."),
     ("queue.estimate_window", 20, "How many recent services the service-time average uses."),
+    ("queue.digits", 3, "Digits of a ticket number (3: A042, 4: A0042); a device past its range goes on in"
+     " the next thousand (ten thousand) of its own, so numbers never run out."),
     ("security.require_staff_login", True, "Counter actions need a staff PIN session (Authorization: Bearer)."),
     ("security.session_ttl_s", 43200, "How long a staff session lasts."),
     ("security.max_pin_failures", 5, "Failed PIN attempts per counter before a lock-out."),
@@ -48,6 +50,8 @@ SETTINGS: list[tuple[str, Any, str]] = [
     ("services[].promote_after_s", None, "Per-service override of queue.promote_after_s."),
     ("services[].max_recalls", None, "Per-service override of queue.max_recalls."),
     ("services[].default_service_s", None, "Per-service override of queue.default_service_s."),
+    ("services[].digits", None, "Per-service override of queue.digits (4 for a service that issues"
+     " thousands a day)."),
     ("counters[].id", None, "Counter id."),
     ("counters[].name", None, "Name shown and announced, e.g. Counter 3."),
     ("counters[].services", None, "Service ids this counter serves, in order (the order breaks ties)."),
@@ -73,6 +77,7 @@ class QueueRules:
     call_timeout_s: int = 600
     default_service_s: int = 300
     estimate_window: int = 20
+    digits: int = 3
 
 
 @dataclass(frozen=True)
@@ -177,6 +182,15 @@ def _ident(value: str, where: str) -> str:
     return value
 
 
+SERVICE_RULES = ("promote_after_s", "max_recalls", "default_service_s", "call_timeout_s", "digits")
+MAX_DIGITS = 6
+
+
+def _digits(value: int, where: str) -> None:
+    if not 3 <= value <= MAX_DIGITS:
+        raise ConfigError(f"{where}: a ticket number has 3 to {MAX_DIGITS} digits, got {value}")
+
+
 def parse_range(text: str, where: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
     if not match:
@@ -245,6 +259,7 @@ def parse_config(raw: dict[str, Any], *, path: Path, role: str | None = None, li
     unknown = set(queue_raw) - set(QueueRules.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"queue: unknown settings {sorted(unknown)}")
+    _digits(queue.digits, "queue.digits")
     sec_raw = _optional(raw, "security", dict, {}, "config")
     security = SecurityConfig(
         require_staff_login=_optional(sec_raw, "require_staff_login", bool, True, "security"),
@@ -266,7 +281,9 @@ def parse_config(raw: dict[str, Any], *, path: Path, role: str | None = None, li
         letter = _require(item, "letter", str, where)
         if not LETTER_RE.match(letter):
             raise ConfigError(f"{where}.letter: one or two capital letters, got {letter!r}")
-        rules = {k: _require(item, k, int, where) for k in ("promote_after_s", "max_recalls", "default_service_s", "call_timeout_s") if k in item}
+        rules = {k: _require(item, k, int, where) for k in SERVICE_RULES if k in item}
+        if "digits" in rules:
+            _digits(rules["digits"], f"{where}.digits")
         services.append(ServiceConfig(_ident(_require(item, "id", str, where), f"{where}.id"), letter, dict(names), rules))
     _unique([s.id for s in services], "services: duplicate id")
     _unique([s.letter for s in services], "services: duplicate letter")

@@ -32,14 +32,6 @@ class Model:
         svc = self.services.get(service)
         return rules_for(self.rules, svc.rules if svc else None)
 
-    def overflow_slot(self, device_id: str) -> int:
-        """Stable index of a device among the roster's issuing devices (by range start)."""
-        issuing = sorted((r.numbers[0], r.id) for r in self.roster.values() if r.numbers)
-        for slot, (_, rid) in enumerate(issuing):
-            if rid == device_id:
-                return slot
-        return len(issuing)
-
 
 def config_events(config: Config) -> list[tuple[str, dict[str, Any]]]:
     """The configuration file as (event type, payload) pairs, as the log carries it."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from appliance.config import QueueRules
+from appliance.config import MAX_DIGITS, QueueRules
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,28 +90,39 @@ def business_day(ms: int, tz: ZoneInfo) -> str:
     return datetime.fromtimestamp(ms / 1000, tz).date().isoformat()
 
 
-def ticket_number(last: int | None, numbers: tuple[int, int], overflow_slot: int) -> int:
-    """The next number of this device for one service and day.
-
-    Each device issues from its own range of the roster, so devices cut off from each other
-    never give the same number. Past the end of its range a device continues in an overflow
-    block of its own (1000 * (slot + 1) onwards), still disjoint from every other device.
-    """
+def own_range(numbers: tuple[int, int], digits: int = 3) -> tuple[int, int]:
+    """A device's roster range (within 1-999) at `digits` digits: each number n stands for
+    the block n x 10^(digits-3) ... (so 4 digits make "1-599" into 1-5999)."""
+    f = 10 ** (digits - 3)
     low, high = numbers
-    overflow_start = 1000 * (overflow_slot + 1)
+    return (1 if low <= 1 else low * f), high * f + f - 1
+
+
+def ticket_number(last: int | None, numbers: tuple[int, int], digits: int = 3) -> int:
+    """The next number of this device for one service and day; never runs out.
+
+    Each issuing device owns a disjoint range of the roster within one cycle of 10^digits
+    numbers (1-599 of 1-999). Past its range, a device goes on in the same range of the next
+    cycle (1001-1599, then 2001-2599, ...): every device owns an infinite sequence disjoint
+    from every other device's, decided by its own range alone, so a device cut off from all
+    its peers keeps issuing and no two devices ever give the same number.
+    """
+    digits = min(max(digits, 3), MAX_DIGITS)  # rules from the log are not trusted blindly
+    low, high = own_range(numbers, digits)
+    cycle = 10 ** digits
     if last is None or last < low:
         return low
-    if last < high:
+    turn, n = divmod(last, cycle)
+    if n < low:
+        return turn * cycle + low
+    if n < high:
         return last + 1
-    if last < overflow_start:
-        return overflow_start
-    if last + 1 >= overflow_start + 1000:
-        raise OverflowError("this device has issued 1000 overflow numbers today")
-    return last + 1
+    return (turn + 1) * cycle + low
 
 
-def ticket_label(letter: str, number: int) -> str:
-    return f"{letter}{number:03d}"
+def ticket_label(letter: str, number: int, digits: int = 3) -> str:
+    """A042 (3 digits), A0042 (4); past the first cycle the number shows whole (A1042)."""
+    return f"{letter}{number:0{digits}d}"
 
 
 def ticket_id(day: str, label: str) -> str:

@@ -19,11 +19,13 @@ OBJ = {"type": "object"}
 CREDENTIALS = {"type": "object", "required": ["email", "password"], "properties": {
     "email": {"type": "string", "maxLength": 254}, "password": {"type": "string", "maxLength": 1024}}}
 INT_RULE = {"type": "integer", "minimum": 0, "maximum": 10000000}
+DIGITS = {"type": "integer", "minimum": 3, "maximum": 6, "description": "digits of a ticket number (A042, A0042)"}
 QUEUE = {"type": "object", "description": "branch queue rules (docs/hq.md)", "additionalProperties": False, "properties": {
-    k: INT_RULE for k in ("max_priority", "promote_after_s", "max_recalls", "call_timeout_s", "default_service_s",
-                          "estimate_window")}}
+    **{k: INT_RULE for k in ("max_priority", "promote_after_s", "max_recalls", "call_timeout_s", "default_service_s",
+                             "estimate_window")}, "digits": DIGITS}}
 RULES = {"type": "object", "description": "per-service overrides of the queue rules", "additionalProperties": False,
-         "properties": {k: INT_RULE for k in ("promote_after_s", "max_recalls", "default_service_s", "call_timeout_s")}}
+         "properties": {**{k: INT_RULE for k in ("promote_after_s", "max_recalls", "default_service_s", "call_timeout_s")},
+                        "digits": DIGITS}}
 NOTICES = {"type": "array", "maxItems": 20, "items": {"type": "string", "maxLength": 200}}
 ORDER = {"type": "integer", "minimum": 0, "maximum": 10000}
 SPAN = {"type": "object", "required": ["opens", "closes"], "properties": {

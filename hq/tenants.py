@@ -24,8 +24,9 @@ TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 DEVICE_ROLES = ("kiosk", "display", "counter")
 # The branch's queue rules (appliance.config.QueueRules) and the per-service overrides it folds.
 QUEUE_KEYS = ("max_priority", "promote_after_s", "max_recalls", "call_timeout_s", "default_service_s",
-              "estimate_window")
-SERVICE_RULE_KEYS = ("promote_after_s", "max_recalls", "default_service_s", "call_timeout_s")
+              "estimate_window", "digits")
+SERVICE_RULE_KEYS = ("promote_after_s", "max_recalls", "default_service_s", "call_timeout_s", "digits")
+RULE_BOUNDS = {"digits": (3, 6)}  # digits of a ticket number (appliance.config.MAX_DIGITS)
 NUMBERS_RE = re.compile(r"^\s*(\d{1,3})\s*-\s*(\d{1,3})\s*$")
 
 
@@ -66,7 +67,7 @@ def check_rules(value: Any, keys: tuple[str, ...], field: str) -> dict[str, int]
     unknown = set(value) - set(keys)
     if unknown:
         raise bad_request(f"{field}: unknown rules {sorted(unknown)}; known: {', '.join(keys)}")
-    return {k: check_int(v, f"{field}.{k}", 0, 10_000_000) for k, v in value.items()}
+    return {k: check_int(v, f"{field}.{k}", *RULE_BOUNDS.get(k, (0, 10_000_000))) for k, v in value.items()}
 
 
 def check_notices(value: Any) -> list[str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance import queue as q
 from appliance.config import QueueRules
@@ -110,9 +112,54 @@ def test_numbers_restart_each_day_and_overflow_stays_disjoint(kiosk, branch):
     assert issue(kiosk)["label"] == "A001"
     branch["clock"].ms += 24 * 3600 * 1000
     assert issue(kiosk)["label"] == "A001"
-    assert q.ticket_number(599, (1, 599), overflow_slot=0) == 1000
-    assert q.ticket_number(None, (600, 799), overflow_slot=1) == 600
-    assert q.ticket_number(799, (600, 799), overflow_slot=1) == 2000
+    assert q.ticket_number(599, (1, 599)) == 1001
+    assert q.ticket_number(None, (600, 799)) == 600
+    assert q.ticket_number(799, (600, 799)) == 1600
+    assert q.ticket_number(1799, (600, 799)) == 2600
+    assert q.ticket_number(None, (600, 799), digits=4) == 6000
+    assert q.ticket_number(7999, (600, 799), digits=4) == 16000
+
+
+@settings(max_examples=200, deadline=None)
+@given(cuts=st.lists(st.integers(1, 998), min_size=1, max_size=7, unique=True), digits=st.integers(3, 4),
+       counts=st.lists(st.integers(0, 2500), min_size=8, max_size=8))
+def test_every_device_owns_an_endless_sequence_disjoint_from_every_other(cuts, digits, counts):
+    """Disjoint roster ranges (any split of 1-999) give each device numbers that never run out,
+    only grow, and never meet another device's, whatever each one issues cut off from the rest."""
+    bounds = [0, *sorted(cuts), 999]
+    ranges = [(bounds[i] + 1, bounds[i + 1]) for i in range(len(bounds) - 1) if bounds[i] + 1 <= bounds[i + 1]]
+    seen: dict[int, int] = {}
+    for device, numbers in enumerate(ranges):
+        last = None
+        for _ in range(counts[device]):
+            n = q.ticket_number(last, numbers, digits)
+            assert last is None or n > last
+            assert seen.setdefault(n, device) == device, f"{n} given by devices {seen[n]} and {device}"
+            last = n
+    labels = {q.ticket_label("A", n, digits) for n in seen}
+    assert len(labels) == len(seen)
+
+
+def test_a_device_past_its_range_keeps_issuing_and_a_service_may_use_four_digits(sample_template, tmp_path):
+    import dataclasses
+
+    from appliance.config import load_config
+
+    from .conftest import Device, ManualClock, copy_branch
+
+    base = load_config(copy_branch(sample_template, tmp_path / "b")["kiosk"])
+    config = dataclasses.replace(
+        base,
+        roster=tuple(dataclasses.replace(r, numbers=(1, 3)) if r.id == "kiosk" else r for r in base.roster),
+        services=tuple(dataclasses.replace(s, rules={**s.rules, "digits": 4}) if s.id == "payments" else s
+                       for s in base.services))
+    d = Device(config, ManualClock())
+    try:
+        assert [issue(d)["label"] for _ in range(8)] == ["A001", "A002", "A003", "A1001", "A1002", "A1003",
+                                                         "A2001", "A2002"]
+        assert [issue(d, "payments")["label"] for _ in range(2)] == ["B0001", "B0002"]
+    finally:
+        d.close()
 
 
 def test_wait_estimate_uses_position_open_counters_and_recent_service_times(kiosk, branch):
