@@ -106,6 +106,12 @@ class LayoutOptions:
     profile: str = "default"
 
 
+def label_scale(label: str, opts: LayoutOptions) -> int:
+    """The label's glyph scale: `opts.label_scale`, smaller when a long label (A10042,
+    AB1042) would not fit the paper's width on one line."""
+    return max(1, min(opts.label_scale, opts.width_chars // max(1, len(label))))
+
+
 def texts_for(language: str) -> dict[str, str]:
     """The ticket texts for ``language``, falling back to English for an unknown language."""
     base = language.split("-")[0].split("_")[0].lower()
@@ -177,7 +183,8 @@ def render_ticket(ticket: TicketPrint, options: LayoutOptions | None = None) -> 
         p.textln(to_codepage(f" {texts['copy']} ", opts.codepage))
         p.set(invert=False)
     line(texts["your_number"])
-    p.set(custom_size=True, width=opts.label_scale, height=opts.label_scale, bold=True)
+    scale = label_scale(ticket.label, opts)
+    p.set(custom_size=True, width=scale, height=scale, bold=True)
     line(ticket.label)
     p.set(normal_textsize=True, bold=True)
     line(ticket.service_name)

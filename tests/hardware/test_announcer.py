@@ -201,3 +201,10 @@ def test_bad_announcer_config_is_a_clear_error(cfg: dict, message: str) -> None:
     with pytest.raises(HardwareConfigError) as err:
         build_announcer_from_config(cfg)
     assert message in str(err.value)
+
+
+def test_a_longer_label_is_said_digit_by_digit() -> None:
+    call = spoken_call("A1042", "3", "rw")
+    assert call.tokens[:call.tokens.index("counter")] == ("ticket", "letter_a", "digit_1", "digit_0", "digit_4",
+                                                          "digit_2")
+    assert "A rimwe zeru kane kabiri," in call.plain

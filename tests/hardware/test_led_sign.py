@@ -104,3 +104,9 @@ def test_bad_led_config_is_a_clear_error(cfg: dict, message: str) -> None:
     with pytest.raises(HardwareConfigError) as err:
         build_led_sign_from_config(cfg)
     assert message in str(err.value)
+
+
+def test_four_and_five_digit_labels_reach_the_sign_whole() -> None:
+    for label in ("A0042", "A10042", "AB10042"):
+        frame = decode_frames(encode_frame(LedFrame("3", label, "B")))[0][0]
+        assert frame.text == label

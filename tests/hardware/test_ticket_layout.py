@@ -162,3 +162,14 @@ def test_image_mode_qr_is_decoded_by_zbarimg_to_the_payload(tmp_path) -> None:
     result = subprocess.run(["zbarimg", "--quiet", "--raw", str(png)], capture_output=True,
                             text=True, timeout=30)
     assert result.stdout.strip() == payload
+
+
+def test_longer_labels_print_whole_on_one_line_at_the_largest_scale_that_fits() -> None:
+    # 80 mm paper (42 columns): a 4- or 5-digit label keeps the 4x glyphs
+    for label in (b"A0042", b"A10042"):
+        out = render_ticket(ticket("en", "Branch", "Payments", label=label.decode()), LayoutOptions())
+        assert SIZE_4X4 + BOLD + label + b"\n" in out
+    # 58 mm paper (32 columns): "AB100042" (8 characters) still fits at 4x; 9 characters drop to 3x
+    narrow = LayoutOptions(width_chars=32)
+    assert SIZE_4X4 + BOLD + b"AB100042\n" in render_ticket(ticket("en", "B", "P", label="AB100042"), narrow)
+    assert b"\x1d!\x22" + BOLD + b"AB1000042\n" in render_ticket(ticket("en", "B", "P", label="AB1000042"), narrow)
