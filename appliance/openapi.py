@@ -73,7 +73,8 @@ SCHEMAS: dict[str, Any] = {
         "id": {"type": "string"}, "name": {"type": "string"}, "services": {"type": "array", "items": {"type": "string"}},
         "status": {"enum": ["open", "paused", "closed"]}, "staff": NULLABLE_STR,
         "current": {"oneOf": [_ref("Ticket"), {"type": "null"}]},
-        "superseded": {"type": "array", "items": {"type": "object"}}}},
+        "superseded": {"type": "array", "items": {"type": "object"}},
+        "served_today": {"type": "integer", "description": "tickets completed here today (GET /state only)"}}},
     "Service": {"type": "object", "properties": {
         "id": {"type": "string"}, "letter": {"type": "string"},
         "names": {"type": "object", "additionalProperties": {"type": "string"}},

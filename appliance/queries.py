@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sync.log import EventLog
 
+from appliance import counter_stats
 from appliance import queue as q
 from appliance.config import Config
 from appliance.errors import NotFound
@@ -258,6 +259,7 @@ class Queries:
         for r in conn.execute("SELECT id, label, counter, superseded FROM tickets WHERE superseded IS NOT NULL AND day = ?", (day,)):
             for loser in r["superseded"].split(","):
                 lost.setdefault(loser, []).append({"ticket": r["id"], "label": r["label"], "by_counter": r["counter"]})
+        served = counter_stats.served_today(conn, day) if only is None else None
         out = []
         for c in m.counters.values():
             if only is not None and c.id != only:
@@ -269,6 +271,8 @@ class Queries:
                 "current": self._ticket_view(m, cur, {}) if cur is not None else None,
                 "superseded": lost.get(c.id, []),
             })
+            if served is not None:
+                out[-1]["served_today"] = served.get(c.id, 0)
         return out
 
     def service_summary(self, conn: sqlite3.Connection, service: str) -> dict[str, Any] | None:

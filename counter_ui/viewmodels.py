@@ -9,6 +9,7 @@ catalogs in ``locale/`` (en fr rw sw es); the node's own error messages are show
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from kivy.properties import (
     BooleanProperty,
     DictProperty,
     ListProperty,
+    NumericProperty,
     StringProperty,
 )
 
@@ -30,7 +32,7 @@ from appliance.client import (
 )
 from ui_common.viewmodel import NodeViewModel
 
-from .i18n import CATALOGS, SOURCE_LANGUAGE
+from .i18n import CATALOGS, LANGUAGES, SOURCE_LANGUAGE
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ SHORTCUTS: dict[str, str] = {
     "s": "start",
     "d": "done",
     "x": "no_show",
+    "u": "undo",
     "o": "open_counter",
     "p": "pause_counter",
     "c": "close_counter",
@@ -64,6 +67,7 @@ ACTIONS: dict[str, str] = {
     "no_show": "No-show",
     "transfer": "Transfer",
     "walk_in": "Walk-in",
+    "undo": "Undo",
 }
 #: Counter and ticket states as shown on the screen.
 STATES: dict[str, str] = {
@@ -111,9 +115,29 @@ class CounterViewModel(NodeViewModel):
     notice = StringProperty("")
     superseded_notice = StringProperty("")
     error = StringProperty("")
-    #: Other counters a ticket can be transferred to: [{id, name}].
+    #: Other counters the current ticket can be transferred to (they serve its service): [{id, name}].
     counters = ListProperty([])
+    #: Services the current ticket can be transferred to (all but its own): [{id, name}].
+    transfer_services = ListProperty([])
     busy = BooleanProperty(False)
+    #: The current ticket's details: service, language, priority, booking, on one line.
+    current_details = StringProperty("")
+    #: The counter's name and status on the header, translated.
+    header_text = StringProperty("")
+    #: What each button can do now (a disabled button cannot be pressed).
+    can_call_next = BooleanProperty(False)
+    can_recall = BooleanProperty(False)
+    can_start = BooleanProperty(False)
+    can_done = BooleanProperty(False)
+    can_no_show = BooleanProperty(False)
+    can_transfer = BooleanProperty(False)
+    can_undo = BooleanProperty(False)
+    #: An action waiting for its second press ("no_show", "call_next"), or "".
+    confirming = StringProperty("")
+    #: What Undo would do, e.g. "Undo: A012 back to its place", or "".
+    undo_text = StringProperty("")
+    #: Tickets this counter completed today.
+    served_today = NumericProperty(0)
 
     def __init__(
         self,
@@ -123,10 +147,23 @@ class CounterViewModel(NodeViewModel):
         now: Callable[[], datetime],
         login_required: bool = True,
         language: str = SOURCE_LANGUAGE,
+        clock: Callable[[], float] = time.monotonic,
+        guard_s: float = 3.0,
+        confirm_s: float = 8.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(language=language, **kwargs)
         self.client = client
+        self.clock = clock
+        #: A second "Call next" within this many seconds of a call is ignored: the citizen
+        #: just called is walking up and must not become a no-show by a double tap.
+        self.guard_s = guard_s
+        #: A confirmation (the second press) counts within this many seconds.
+        self.confirm_s = confirm_s
+        self._last_call_at: float | None = None
+        self._confirm_until = 0.0
+        #: (ticket id, label) Undo puts back in the queue at its place (requeue keeps arrival).
+        self._undo: tuple[str, str] | None = None
         self.counter_id = counter_id
         self.counter_name = counter_id
         self.now = now
@@ -138,6 +175,14 @@ class CounterViewModel(NodeViewModel):
         self._superseded_by: tuple[str, str] | None = None
         self._waiting: dict[str, dict[str, Any]] = {}
         self._seen_superseded: set[str] = set()
+        self._ready = True
+        self._rebuild_controls()
+
+    def on_logged_in(self, *_: Any) -> None:
+        if getattr(self, "_ready", False):
+            self._rebuild_controls()
+
+    on_offline = on_status = on_logged_in
 
     # --- strings --------------------------------------------------------------------------
 
@@ -145,6 +190,7 @@ class CounterViewModel(NodeViewModel):
         self.tick()
         self._rebuild_waiting()
         self._rebuild_superseded_notice()
+        self._rebuild_controls()
 
     def state_text(self, state: str) -> str:
         """A counter or ticket state in the current language."""
@@ -161,7 +207,7 @@ class CounterViewModel(NodeViewModel):
         self._waiting = {t["id"]: t for t in state.get("waiting", []) if t.get("id")}
         for c in state.get("counters", []):
             if c.get("id"):
-                self._counter_rows[c["id"]] = {"id": c["id"], "name": str(c.get("name") or c["id"])}
+                self._counter_rows[c["id"]] = dict(c)
             if c.get("id") == self.counter_id:
                 self._apply_counter(c)
         self._rebuild_waiting()
@@ -169,16 +215,20 @@ class CounterViewModel(NodeViewModel):
     def apply_event(self, event: StreamEvent) -> None:
         ticket = event.data.get("ticket")
         counter = event.data.get("counter")
-        if isinstance(counter, dict) and counter.get("id") == self.counter_id:
-            self._apply_counter(counter)
+        if isinstance(counter, dict) and counter.get("id"):
+            self._counter_rows[counter["id"]] = {**self._counter_rows.get(counter["id"], {}), **counter}
+            if counter.get("id") == self.counter_id:
+                self._apply_counter(counter)
         if isinstance(ticket, dict) and ticket.get("id"):
             self._apply_ticket(ticket)
         self._rebuild_waiting()
 
     def _apply_counter(self, c: dict[str, Any]) -> None:
-        self.counter_name = str(c.get("name") or self.counter_id)
+        self.counter_name = self._counter_name(c)
         self.status = str(c.get("status") or "closed")
         self._services_served = list(c.get("services") or [])
+        if "served_today" in c:
+            self.served_today = int(c.get("served_today") or 0)
         if "current" in c:
             self._set_current(c.get("current") or {})
         for lost in c.get("superseded") or []:
@@ -190,6 +240,9 @@ class CounterViewModel(NodeViewModel):
             self._waiting[t["id"]] = t
         else:
             self._waiting.pop(t["id"], None)
+        if (t.get("status") == "completed" and t.get("counter") == self.counter_id
+                and self.current.get("id") == t["id"]):
+            self.served_today += 1
         if self.counter_id in (t.get("superseded") or []):
             self._superseded(t["id"], str(t.get("label", "")), str(t.get("counter") or ""))
         if t.get("counter") == self.counter_id and t.get("status") in ACTIVE:
@@ -211,7 +264,8 @@ class CounterViewModel(NodeViewModel):
         if self._superseded_by is None:
             return
         label, by = self._superseded_by
-        name = self._counter_rows.get(by, {}).get("name") or by or self.t("another counter")
+        row = self._counter_rows.get(by)
+        name = self._counter_name(row) if row else (by or self.t("another counter"))
         self.superseded_notice = self.t("{label} was called at {counter} first. Call next.",
                                         label=label, counter=name)
 
@@ -224,6 +278,7 @@ class CounterViewModel(NodeViewModel):
         self.current_label = str(t.get("label", ""))
         self.current_status = str(t.get("status", ""))
         self.tick()
+        self._rebuild_controls()
 
     def _rebuild_waiting(self) -> None:
         served = self._services_served
@@ -247,7 +302,50 @@ class CounterViewModel(NodeViewModel):
         self.services = [
             {"id": sid, "name": self._service_name(s)} for sid, s in self._service_rows.items()
         ]
-        self.counters = [c for cid, c in self._counter_rows.items() if cid != self.counter_id]
+        self._rebuild_controls()
+
+    def _counter_name(self, c: dict[str, Any]) -> str:
+        """A counter's name in the screen's language (``names`` from configuration)."""
+        return self.localized(c.get("names"), str(c.get("name") or c.get("id") or ""))
+
+    def _rebuild_controls(self) -> None:
+        """Buttons, transfer choices, header and ticket details from the current state."""
+        cur = self.current
+        status = self.current_status if cur else ""
+        working = self.logged_in and not self.offline
+        self.can_call_next = working and self.status == "open"
+        self.can_recall = working and status == "called"
+        self.can_start = working and status == "called"
+        self.can_done = working and status == "serving"
+        self.can_no_show = working and status == "called"
+        self.can_transfer = working and bool(cur)
+        self.can_undo = working and self._undo is not None
+        self.undo_text = (self.t("Undo {label}", label=self._undo[1])
+                          if self._undo else self.t("Undo"))
+        service = str(cur.get("service") or "")
+        self.transfer_services = [
+            {"id": sid, "name": self._service_name(s)} for sid, s in self._service_rows.items() if sid != service
+        ]
+        self.counters = [
+            {"id": cid, "name": self._counter_name(c)} for cid, c in self._counter_rows.items()
+            if cid != self.counter_id and service in (c.get("services") or [])
+        ]
+        self.header_text = self.t("{counter}: {status}", counter=self.counter_name,
+                                  status=self.state_text(self.status))
+        self.current_details = self._details(cur) if cur else ""
+
+    def _details(self, t: dict[str, Any]) -> str:
+        """Service, language, priority and booking of a ticket, as one line for the clerk."""
+        parts = [self._service_name(self._service_rows.get(str(t.get("service")))
+                                    or {"id": str(t.get("service", ""))})]
+        lang = t.get("language")
+        if lang:
+            parts.append(LANGUAGES.get(str(lang), str(lang)))
+        if t.get("priority"):
+            parts.append(self.t("Priority"))
+        if t.get("booking_code"):
+            parts.append(self.t("Booking {code}", code=t["booking_code"]))
+        return "  ·  ".join(parts)
 
     def _waits_here(self, t: dict[str, Any], served: list[str]) -> bool:
         """A waiting ticket shows here when it was transferred to this counter, or when it is
@@ -360,7 +458,35 @@ class CounterViewModel(NodeViewModel):
     async def close_counter(self) -> bool:
         return await self._status("close")
 
+    def _confirmed(self, action: str) -> bool:
+        """True on the second press of ``action`` within ``confirm_s``; the first press only
+        arms it (``confirming``) and says what the second one will do."""
+        now = self.clock()
+        if self.confirming == action and now <= self._confirm_until:
+            self.confirming = ""
+            return True
+        self.confirming = action
+        self._confirm_until = now + self.confirm_s
+        return False
+
+    def _in_guard(self) -> bool:
+        return self._last_call_at is not None and self.clock() - self._last_call_at < self.guard_s
+
     async def call_next(self) -> bool:
+        """Call the next ticket. Within ``guard_s`` of the last call a press does nothing (a
+        double tap must not turn the citizen walking up into a no-show); while the current
+        ticket is still only called, the node would mark it a no-show, so that takes a
+        second press to confirm."""
+        if self._in_guard():
+            self.notice = self.t("{label} was just called.", label=self.current_label or "")
+            return False
+        if (self.status == "open" and self.current_status == "called" and self.current
+                and not self._confirmed("call_next")):
+            self.notice = self.t(
+                "{label} has not come. Press Call next again to mark a no-show and call the next ticket.",
+                label=self.current_label)
+            return False
+        self.confirming = ""
         self.dismiss_superseded()
         self.notice = ""
         sentinel: dict[str, Any] = {}
@@ -369,13 +495,16 @@ class CounterViewModel(NodeViewModel):
             reply = await self.client.call_next(self.counter_id)
             return sentinel if reply is None else reply
 
+        self._last_call_at = self.clock()
         reply = await self._do("call_next", go)
         if reply is None:
+            self._last_call_at = None
             return False
         if reply is sentinel:
+            self._last_call_at = None
             self.notice = self.t("Nobody is waiting.")
             return False
-        self._after(reply)
+        self._after(reply, undo=True)
         return True
 
     async def call_ticket(self, ticket_id: str) -> bool:
@@ -383,19 +512,22 @@ class CounterViewModel(NodeViewModel):
         reply = await self._do("call", lambda: self.client.call_ticket(self.counter_id, ticket_id))
         if reply is None:
             return False
-        self._after(reply)
+        self._last_call_at = self.clock()
+        self._after(reply, undo=True)
         return True
 
-    async def _ticket_action(self, what: str, action: str, body: dict[str, Any] | None = None) -> bool:
+    async def _ticket_action(self, what: str, action: str, body: dict[str, Any] | None = None, *,
+                             undo: bool = False) -> bool:
         tid = self.current.get("id")
         if not tid:
             self.error = self.t("{what}: no current ticket", what=self._what(what))
             return False
+        self.confirming = ""
         reply = await self._do(what, lambda: self.client.ticket_action(
             self.counter_id, tid, action, body))
         if reply is None:
             return False
-        self._after(reply)
+        self._after(reply, undo=undo)
         return True
 
     async def recall(self) -> bool:
@@ -408,7 +540,31 @@ class CounterViewModel(NodeViewModel):
         return await self._ticket_action("done", "complete")
 
     async def no_show(self) -> bool:
-        return await self._ticket_action("no_show", "no-show")
+        """Mark the called ticket a no-show: the first press asks, the second (within
+        ``confirm_s``) does it; Undo brings the ticket back to its place."""
+        if not self.current:
+            self.error = self.t("{what}: no current ticket", what=self._what("no_show"))
+            return False
+        if not self._confirmed("no_show"):
+            self.notice = self.t("Press No-show again to confirm that {label} did not come.",
+                                 label=self.current_label)
+            return False
+        return await self._ticket_action("no_show", "no-show", undo=True)
+
+    async def undo(self) -> bool:
+        """Undo the last call or no-show: the ticket goes back to the queue at its own place
+        (``requeue`` keeps its arrival time)."""
+        if self._undo is None:
+            return False
+        tid, label = self._undo
+        reply = await self._do("undo", lambda: self.client.ticket_action(self.counter_id, tid, "requeue"))
+        if reply is None:
+            return False
+        self._undo = None
+        self._last_call_at = None
+        self._after(reply)
+        self.notice = self.t("{label} is back in the queue at its place.", label=label)
+        return True
 
     async def transfer(self, to_service: str | None = None, *, to_counter: str | None = None) -> bool:
         """Send the current ticket back to the queue of another service, or keep it waiting
@@ -435,7 +591,10 @@ class CounterViewModel(NodeViewModel):
         self.notice = self.t("Issued {label}", label=reply.get("label", ""))
         return str(reply.get("label", ""))
 
-    def _after(self, ticket: dict[str, Any]) -> None:
+    def _after(self, ticket: dict[str, Any], *, undo: bool = False) -> None:
+        """Take a ticket the node returned; ``undo``: it can be put back (a call, a no-show),
+        otherwise the last action cannot be undone any more."""
         self.offline = False
+        self._undo = (str(ticket["id"]), str(ticket.get("label", ""))) if undo and ticket.get("id") else None
         self._apply_ticket(ticket)
         self._rebuild_waiting()

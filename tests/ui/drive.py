@@ -202,10 +202,25 @@ async def counter_script(app: Any, args: argparse.Namespace, result: dict[str, A
     await frames(4)
     app.screenshot("counter-serving.png")
     result["current"] = dict(vm.current)
+    result["buttons"] = {name: not ids[name].disabled for name in
+                         ("call_next", "recall", "start", "done", "no_show", "transfer", "undo")}
     # Every language, with the longest notices and the transfer choices open.
     problems += layout_problems(app.root, "counter/en/main")
     for lang in LANGUAGES:
         vm.language = lang
+        # Online: the ticket's details, a no-show waiting for its confirmation, Undo offered.
+        vm.current = {**vm.current, "booking_code": "K7Q2MX", "priority": 1, "language": "rw"}
+        vm._undo = (vm.current["id"], "A000")
+        vm.confirming = "no_show"
+        vm.notice = vm.t("{label} has not come. Press Call next again to mark a no-show and call the next ticket.",
+                         label="A000")
+        vm._rebuild_controls()
+        await frames(4)
+        problems += layout_problems(app.root, f"counter/{lang}/confirm")
+        if lang in ("fr", "sw"):
+            app.screenshot(f"counter-{lang}-confirm-undo.png")
+        vm.confirming, vm.notice, vm._undo = "", "", None
+        vm._rebuild_controls()
         vm.error = vm.t("{what}: not allowed ({message}). Log in again.",
                         what=vm.t("Call next"), message="staff session expired")
         vm.superseded_notice = vm.t("{label} was called at {counter} first. Call next.",

@@ -133,6 +133,8 @@ async def test_call_a_specific_ticket_no_show_and_transfer_to_a_service(
     b = await vm.client.issue_ticket("general")
     assert await vm.call_ticket(b["id"])
     assert vm.current_label == b["label"]
+    assert not await vm.no_show()  # the first press only asks
+    assert vm.confirming == "no_show" and (await vm.client.ticket(b["id"]))["status"] == "called"
     assert await vm.no_show()
     assert (await vm.client.ticket(b["id"]))["status"] == "no_show" and vm.current == {}
     assert await vm.call_ticket(a["id"])
@@ -148,19 +150,128 @@ async def test_transfer_to_a_counter_keeps_the_ticket_for_that_counter_only(
     vms: dict[str, CounterViewModel],
 ) -> None:
     c1, c2, c3 = vms["c1"], vms["c2"], vms["c3"]
-    assert {c["id"] for c in c1.counters} == {"c2", "c3"}  # the choices on c1's screen
-    t = await c1.client.issue_ticket("general")
+    assert c1.counters == [] and not c1.can_transfer  # nothing to transfer yet
+    t = await c1.client.issue_ticket("payments")
     assert await c1.call_ticket(t["id"])
+    # Only the counters that serve payments (c3; c2 does not) are offered, and every
+    # service but the ticket's own.
+    assert [c["id"] for c in c1.counters] == ["c3"] and c1.can_transfer
+    assert {s["id"] for s in c1.transfer_services} == {"general", "documents"}
     assert await c1.transfer_to("counter:c3")
     assert (await c1.client.ticket(t["id"]))["counter"] == "c3"
     await refresh(c1, c2, c3)
-    # c3 does not serve "general", but this ticket was sent to it; c2 serves "general" but
-    # the ticket is kept for c3.
+    # c1 serves payments too, but the ticket is kept for c3.
     assert any(w["id"] == t["id"] for w in c3.waiting)
-    assert all(w["id"] != t["id"] for w in c2.waiting)
+    assert all(w["id"] != t["id"] for w in c1.waiting + c2.waiting)
     assert await c3.call_ticket(t["id"]) and c3.current_label == t["label"]
     with pytest.raises(ValueError):
         await c1.transfer()
+
+
+class Clock:
+    """A clock the test moves by hand (the guard time and the confirmation window)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def ticket_states(client: NodeClient, *tickets: dict[str, Any]) -> list[tuple[str, int | None]]:
+    out = []
+    for t in tickets:
+        now = await client.ticket(t["id"])
+        out.append((now["status"], now["position"]))
+    return out
+
+
+async def test_two_call_next_presses_within_the_guard_call_one_ticket_and_undo_restores_its_place(
+    nodes: Nodes,
+) -> None:
+    node = nodes.start("counter-1")
+    clock = Clock()
+    vm = await make_vm(node.url, "c1", clock=clock, guard_s=3.0)
+    try:
+        assert await vm.login("1234") and await vm.open_counter()
+        a, b, c = [await vm.client.issue_ticket("general") for _ in range(3)]
+        before = await ticket_states(vm.client, a, b, c)
+        assert before == [("waiting", 1), ("waiting", 2), ("waiting", 3)]
+        # A double tap: both presses land before the first reply.
+        first, second = await asyncio.gather(vm.call_next(), vm.call_next())
+        assert (first, second) == (True, False)
+        clock.now += 0.009  # and a third press 9 ms later
+        assert not await vm.call_next()
+        assert vm.notice == f"{a['label']} was just called."
+        assert await ticket_states(vm.client, a, b, c) == [("called", None), ("waiting", 1), ("waiting", 2)]
+        assert vm.current_label == a["label"] and vm.can_undo
+        # Undo: the ticket goes back to its own place, first in line.
+        assert await vm.undo()
+        assert await ticket_states(vm.client, a, b, c) == before
+        assert vm.current == {} and not vm.can_undo
+        assert vm.notice == f"{a['label']} is back in the queue at its place."
+        await refresh(vm)
+        assert [w["id"] for w in vm.waiting] == [a["id"], b["id"], c["id"]]
+    finally:
+        await vm.client.close()
+
+
+async def test_call_next_over_a_called_ticket_and_no_show_need_a_second_press_and_undo_reinstates(
+    nodes: Nodes,
+) -> None:
+    node = nodes.start("counter-1")
+    clock = Clock()
+    vm = await make_vm(node.url, "c1", clock=clock, guard_s=3.0, confirm_s=8.0)
+    try:
+        assert await vm.login("1234") and await vm.open_counter()
+        a, b = [await vm.client.issue_ticket("general") for _ in range(2)]
+        assert await vm.call_next()
+        clock.now += 5  # past the guard: the citizen has not come
+        assert not await vm.call_next()
+        assert vm.confirming == "call_next" and vm.notice.startswith(f"{a['label']} has not come.")
+        assert await ticket_states(vm.client, a, b) == [("called", None), ("waiting", 1)]
+        clock.now += 9  # the confirmation ran out: the next press asks again
+        assert not await vm.call_next()
+        assert await vm.call_next()  # confirmed
+        assert await ticket_states(vm.client, a, b) == [("no_show", None), ("called", None)]
+        # No-show by the button: asks first, then marks; undo reinstates b at its place.
+        assert vm.can_no_show and not vm.can_done
+        assert not await vm.no_show() and vm.confirming == "no_show"
+        assert (await vm.client.ticket(b["id"]))["status"] == "called"
+        assert await vm.no_show()
+        assert (await vm.client.ticket(b["id"]))["status"] == "no_show" and vm.can_undo
+        c = await vm.client.issue_ticket("general")
+        assert await vm.undo()
+        assert await ticket_states(vm.client, b, c) == [("waiting", 1), ("waiting", 2)]
+    finally:
+        await vm.client.close()
+
+
+async def test_buttons_follow_what_is_possible_and_the_ticket_shows_its_details(nodes: Nodes) -> None:
+    node = nodes.start("counter-1")
+    clock = Clock()
+    vm = await make_vm(node.url, "c1", clock=clock, language="fr")
+    try:
+        assert not (vm.can_call_next or vm.can_recall or vm.can_done or vm.can_undo)  # locked
+        assert await vm.login("1234")
+        assert not vm.can_call_next  # closed
+        assert await vm.open_counter() and vm.can_call_next
+        assert vm.header_text == "Counter 1 : ouvert"
+        t = await vm.client.issue_ticket("payments", priority=1, language="sw")
+        assert await vm.call_next()
+        assert (vm.can_recall, vm.can_start, vm.can_no_show, vm.can_done) == (True, True, True, False)
+        assert vm.current_details == "Paiements  ·  Kiswahili  ·  Prioritaire"
+        assert await vm.start()
+        assert (vm.can_recall, vm.can_start, vm.can_no_show, vm.can_done) == (False, False, False, True)
+        assert not vm.can_undo  # starting cannot be undone; the call before it no longer either
+        before = vm.served_today
+        assert await vm.done()
+        assert vm.served_today == before + 1 and vm.current_details == ""
+        await refresh(vm)
+        assert vm.served_today == before + 1  # the node counts the same
+        assert (await vm.client.ticket(t["id"]))["status"] == "completed"
+    finally:
+        await vm.client.close()
 
 
 async def test_walk_in_ticket(vms: dict[str, CounterViewModel]) -> None:

@@ -150,6 +150,10 @@ def test_ticket_from_kiosk_touches_is_called_at_counter_and_shown_on_display(
         procs.append(counter)
         c = read(results / "counter.json", counter, 120)
         assert c["current"]["label"] == label and c["current"]["status"] == "serving"
+        # Serving: only what can be done now is enabled (no recall, start or no-show; the
+        # call was followed by a start, so nothing to undo).
+        assert c["buttons"] == {"call_next": True, "recall": False, "start": False, "done": True,
+                                "no_show": False, "transfer": True, "undo": False}
         assert c["layout_problems"] == []
 
         for size, proc in displays.items():
