@@ -44,6 +44,8 @@ SETTINGS: list[tuple[str, Any, str]] = [
     ("max_push_events", 5000, "Most events a peer may push in one request."),
     ("max_body_bytes", 16 * 1024 * 1024, "Largest /sync/v1 request body accepted."),
     ("discovery_refresh_s", 1.0, "How often discovery checks links and addresses (s)."),
+    ("tls", True, "Mutual TLS pinned to the org CA on the listener and to peers (needs the device certificate); "
+                  "false: plain HTTP, for development only."),
 ]
 DEFAULTS = {name: default for name, default, _ in SETTINGS}
 
@@ -56,6 +58,7 @@ class LanSettings:
     interfaces: tuple[str, ...] | None = None
     static_peers: tuple[str, ...] = ()
     discovery_refresh_s: float = 1.0
+    tls: bool = True
     sync: SyncSettings = field(default_factory=SyncSettings)
 
 
@@ -80,8 +83,9 @@ def parse_lan(raw: Any) -> LanSettings:
     host, sep, port = str(listen).rpartition(":")
     if not isinstance(listen, str) or not sep or not port.isdigit() or int(port) > 65535:
         raise ConfigError(f"lan.listen: expected host:port, got {listen!r}")
-    if not isinstance(values["mdns"], bool):
-        raise ConfigError("lan.mdns: expected true or false")
+    for flag in ("mdns", "tls"):
+        if not isinstance(values[flag], bool):
+            raise ConfigError(f"lan.{flag}: expected true or false")
     interfaces = values["interfaces"]
     if interfaces is not None and (not isinstance(interfaces, list) or not all(isinstance(i, str) for i in interfaces)):
         raise ConfigError("lan.interfaces: expected a list of interface names or addresses")
@@ -98,7 +102,7 @@ def parse_lan(raw: Any) -> LanSettings:
     return LanSettings(
         listen_host=host.strip("[]") or "0.0.0.0", listen_port=int(port), mdns=values["mdns"],
         interfaces=tuple(interfaces) if interfaces is not None else None, static_peers=tuple(static),
-        discovery_refresh_s=number("discovery_refresh_s", float, 0.05), sync=sync,
+        discovery_refresh_s=number("discovery_refresh_s", float, 0.05), tls=values["tls"], sync=sync,
     )
 
 
@@ -114,8 +118,8 @@ class LanService:
 
     def __init__(self, settings: LanSettings, *, server_ssl: ssl.SSLContext | None = None,
                  client_ssl: ssl.SSLContext | None = None, clock: Callable[[], float] = time.time) -> None:
-        """`server_ssl`/`client_ssl`: the place for mutual TLS pinned to the org CA (DESIGN §7);
-        not built yet, so both default to plain HTTP with signed requests and answers."""
+        """`server_ssl`/`client_ssl` override the contexts; by default (`tls = true`) they are
+        the node's mutual-TLS contexts pinned to the org CA (appliance.tls)."""
         self.settings = settings
         self._server_ssl, self._client_ssl = server_ssl, client_ssl
         self._clock = clock
@@ -129,11 +133,23 @@ class LanService:
     async def start(self, node: Node) -> None:
         config = node.config
         s = self.settings
+        peer_check = None
+        fp = node.fingerprint
+        if s.tls:
+            if node.tls is None:
+                raise ConfigError(f"lan.tls: no device certificate in {node.data_dir} (enroll the device with "
+                                  "`smartq enroll`, or set lan.tls = false for plain-HTTP development)")
+            self._server_ssl = self._server_ssl or node.tls.server
+            self._client_ssl = self._client_ssl or node.tls.client
+            tls = node.tls
+            peer_check = lambda der, device: tls.check_peer(der, device)  # noqa: E731
+            fp = node.tls.fingerprint
         self.replicator = Replicator(node, device_id=config.device_id, branch=config.branch_id, key=node.key,
-                                     keyring=node.keyring, settings=s.sync, clock=self._clock, ssl=self._client_ssl)
+                                     keyring=node.keyring, settings=s.sync, clock=self._clock, ssl=self._client_ssl,
+                                     peer_check=peer_check)
         app = create_sync_app(node, device_id=config.device_id, role=config.role, branch=config.branch_id,
                               key=node.key, keyring=node.keyring, settings=s.sync,
-                              on_request=self.replicator.heard_from)
+                              on_request=self.replicator.heard_from, peer_check=peer_check)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.listen_host, s.listen_port, ssl_context=self._server_ssl)
@@ -150,7 +166,7 @@ class LanService:
             if s.mdns:
                 self.discovery = Discovery(
                     branch=config.branch_id, device_id=config.device_id, role=config.role, port=self.port,
-                    fingerprint=node.fingerprint, static_peers=s.static_peers,
+                    fingerprint=fp, static_peers=s.static_peers,
                     interfaces=list(s.interfaces) if s.interfaces is not None else None,
                     clock=self._clock, refresh_interval=s.discovery_refresh_s,
                 )
@@ -166,8 +182,9 @@ class LanService:
             raise ConfigError(f"lan: {err}") from err
         for peer in peers:
             self.replicator.upsert(peer)
-        logger.info("LAN replication on %s:%d (mdns %s, %d static peer(s))", s.listen_host, self.port,
-                    "on" if s.mdns else "off", len(s.static_peers))
+        logger.info("LAN replication on %s:%d (%s, mdns %s, %d static peer(s))", s.listen_host, self.port,
+                    "mutual TLS" if self._server_ssl is not None else "plain HTTP", "on" if s.mdns else "off",
+                    len(s.static_peers))
 
     def _on_change(self, change: PeerChange) -> None:
         assert self.replicator is not None

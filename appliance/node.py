@@ -167,6 +167,11 @@ class Node:
                 raise ConfigError(f"hq.public_key: {err}") from err
             # HQ signs the events it sends this branch as origin "hq:<branch>".
             self._keys[f"hq:{config.branch_id}"] = self.hq_key
+        from appliance.tls import NodeTLS, has_certificate
+
+        # Mutual TLS (appliance.tls): present once the device is enrolled (or `smartq init`).
+        self.tls: NodeTLS | None = (NodeTLS(self.data_dir, config=config, key=self.key, keyring=self.keyring)
+                                    if has_certificate(self.data_dir) else None)
         self.log = EventLog(
             device_id=config.device_id, branch=config.branch_id, private_key=self.key, clock=self.clock,
             keyring=self._keys.get, apply=self.projection.apply, subject=subject_of,

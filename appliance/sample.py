@@ -1,10 +1,17 @@
-"""`smartq init DIR`: a working sample branch (services, counters, staff, one config per device)."""
+"""`smartq init DIR`: a working sample branch (services, counters, staff, one config per device).
+
+It also makes a local org CA (`DIR/ca/`, org "local") and a certificate for each device, so the
+sample branch replicates over mutual TLS without HQ; an enrolled device gets its certificate
+from HQ's CA instead (docs/security.md)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import time
+
+from sync.certs import CertAuthority, CertError, cert_pem, crl_pem, load_crl, write_file
 from sync.keys import load_or_create_key, public_key_text
 
 from appliance.staff import hash_pin
@@ -103,6 +110,39 @@ services = ["documents", "payments"]
 """
 
 
+LOCAL_ORG = "local"
+LOCAL_CERT_DAYS = 365
+
+
+def local_ca(directory: Path) -> CertAuthority:
+    """The sample branch's own org CA (`DIR/ca/`): what HQ's CA is for an enrolled branch, so a
+    branch made by `smartq init` runs mutual TLS without HQ. Created on first use."""
+    try:
+        return CertAuthority.load(directory / "ca")
+    except CertError:
+        if (directory / "ca" / "ca.key").exists():
+            raise
+    ca = CertAuthority.create(LOCAL_ORG, now=time.time())
+    ca.save(directory / "ca")
+    write_file(directory / "ca" / "crl.pem", crl_pem(ca.crl([], now=time.time())).encode("ascii"))
+    return ca
+
+
+def issue_local_cert(directory: Path, device_id: str, role: str, branch_id: str) -> Path:
+    """Give a sample device (key in `DIR/data/<device>`) a certificate of the local CA, the CA
+    and its CRL; returns its data dir."""
+    ca = local_ca(directory)
+    data = directory / "data" / device_id
+    key = load_or_create_key(data)
+    cert = ca.issue_device(key.public_key(), branch=branch_id, role=role, device=device_id, now=time.time(),
+                           valid_s=LOCAL_CERT_DAYS * 86400)
+    write_file(data / "device.crt", cert_pem(cert).encode("ascii"))
+    write_file(data / "ca.pem", ca.pem.encode("ascii"))
+    crl = load_crl((directory / "ca" / "crl.pem").read_bytes())
+    write_file(data / "crl.pem", crl_pem(crl).encode("ascii"))
+    return data
+
+
 def write_sample(directory: Path, *, branch_id: str = "kigali-main", branch_name: str = "Kigali Main Office",
                  timezone: str = "Africa/Kigali", port_base: int = 8400, force: bool = False,
                  lan_loopback: bool = False) -> list[Path]:
@@ -110,8 +150,9 @@ def write_sample(directory: Path, *, branch_id: str = "kigali-main", branch_name
     directory.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     keys = {}
-    for device_id, *_ in DEVICES:
+    for device_id, role, *_ in DEVICES:
         keys[device_id] = public_key_text(load_or_create_key(directory / "data" / device_id).public_key())
+        issue_local_cert(directory, device_id, role, branch_id)
     roster = "".join(
         f'\n[[roster]]\nid = "{d}"\nrole = "{role}"\npublic_key = "{keys[d]}"\n' + (f'numbers = "{rng}"\n' if rng else "")
         for d, role, _, rng, _ in DEVICES

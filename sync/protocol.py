@@ -221,6 +221,26 @@ class PeerClient:
         return await self.request("POST", f"{PREFIX}/pull", {"vv": dict(vv), "limit": limit})
 
 
+def pinned_connector(ssl_context: Any, check: Callable[[bytes | None], None], **kwargs: Any) -> Any:
+    """An aiohttp connector for mutual TLS that hands each new connection's peer certificate
+    (DER) to `check` before any request is sent on it; `check` raises AuthError to refuse."""
+    import aiohttp
+
+    from sync.certs import peer_der
+
+    class PinnedConnector(aiohttp.TCPConnector):
+        async def _wrap_create_connection(self, *args: Any, **kw: Any) -> Any:
+            transport, protocol = await super()._wrap_create_connection(*args, **kw)
+            try:
+                check(peer_der(transport))
+            except AuthError as err:
+                transport.close()
+                raise aiohttp.ClientConnectionError(f"untrusted TLS peer: {err.message}") from err
+            return transport, protocol
+
+    return PinnedConnector(ssl=ssl_context, **kwargs)
+
+
 def sign_response(key: Ed25519PrivateKey, *, device: str, branch: str, method: str, path: str,
                   body: bytes, to: str | None = None) -> dict[str, str]:
     """Headers that sign an answer (the same string to sign, by the answering device,

@@ -43,6 +43,7 @@ from sync.protocol import (
     Verifier,
     decode,
     encode,
+    pinned_connector,
     sign_response,
 )
 
@@ -94,6 +95,7 @@ def create_sync_app(
     store: Store, *, device_id: str, role: str, branch: str, key: Ed25519PrivateKey, keyring: Keyring,
     settings: SyncSettings = SyncSettings(), verifier: Verifier | None = None,
     on_request: Callable[[str], None] | None = None, clock_ms: Callable[[], int] | None = None,
+    peer_check: Callable[[bytes | None, str], None] | None = None,
 ) -> web.Application:
     """The `/sync/v1` app: hello, push, pull. Every request must be signed by a device the
     keyring knows, for our branch, addressed to us, fresh and not replayed; every answer is
@@ -108,6 +110,9 @@ def create_sync_app(
         try:
             signed = verifier.verify(request.method, request.path, request.headers, body,
                                      unaddressed_ok=request.path == f"{PREFIX}/hello")
+            if peer_check is not None:
+                from sync.certs import peer_der
+                peer_check(peer_der(request.transport), signed.device)
         except AuthError as err:
             peer = request.remote or "?"
             claimed = request.headers.get(H_DEVICE, "?")
@@ -236,8 +241,12 @@ class Replicator:
         self, store: Store, *, device_id: str, branch: str, key: Ed25519PrivateKey, keyring: Keyring,
         settings: SyncSettings = SyncSettings(), clock: Callable[[], float] = time.time,
         rng: random.Random | None = None, ssl: ssl_module.SSLContext | None = None,
+        peer_check: Callable[[bytes | None, str | None], None] | None = None,
     ) -> None:
-        """`ssl`: a client context for mutual TLS (peer URLs become https); None = plain HTTP."""
+        """`ssl`: a client context for mutual TLS (peer URLs become https); None = plain HTTP.
+        `peer_check(der, device)` checks the certificate a peer presented (see create_sync_app);
+        with `ssl`, the fingerprint a peer announces by mDNS is that of its certificate (not
+        compared with its roster key)."""
         self._store = store
         self.device_id = device_id
         self.branch = branch
@@ -247,6 +256,7 @@ class Replicator:
         self._clock = clock
         self._rng = rng or random.Random()
         self._ssl = ssl
+        self._peer_check = peer_check
         self._answers = Verifier(keyring, lambda b: b == branch, audience=device_id)
         self._peers: dict[str, PeerState] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -284,7 +294,7 @@ class Replicator:
         key = self._keyring(info.device_id)
         if key is None:
             return "is not on the roster"
-        if info.source == "mdns" and info.fingerprint != fingerprint(key):
+        if info.source == "mdns" and self._ssl is None and info.fingerprint != fingerprint(key):
             return f"announces fingerprint {info.fingerprint!r}, the roster key's is {fingerprint(key)!r}"
         if info.protocol_version not in (0, PROTOCOL_VERSION):
             return f"speaks protocol {info.protocol_version}, we speak {PROTOCOL_VERSION}"
@@ -374,7 +384,9 @@ class Replicator:
     def _client(self, peer: PeerState) -> PeerClient:
         if peer.client is None:
             if peer.session is None:
-                peer.session = ClientSession(connector=TCPConnector(limit_per_host=2, ssl=self._ssl or False))
+                connector = (pinned_connector(self._ssl, self._tls_check(peer), limit_per_host=2)
+                             if self._ssl is not None else TCPConnector(limit_per_host=2, ssl=False))
+                peer.session = ClientSession(connector=connector)
             endpoints = peer.info.endpoints
             if not endpoints:
                 raise PeerError(f"{peer.key} has no address")
@@ -388,6 +400,17 @@ class Replicator:
                                      peer_device=peer.device, timeout_s=self.settings.request_timeout_s,
                                      connect_timeout_s=self.settings.connect_timeout_s)
         return peer.client
+
+    def _tls_check(self, peer: PeerState) -> Callable[[bytes | None], None]:
+        def check(der: bytes | None) -> None:
+            if der is None:
+                raise AuthError(401, "no TLS certificate")
+            # The `fp` a peer announces is its certificate's fingerprint, but a certificate is
+            # renewed while announcements are cached: identity comes from the certificate's
+            # binding (org, branch, device, roster key), checked here on every new connection.
+            if self._peer_check is not None:
+                self._peer_check(der, peer.device)
+        return check
 
     async def _push_loop(self, peer: PeerState) -> None:
         while True:

@@ -22,7 +22,7 @@ from typing import Any
 
 from sync.keys import load_or_create_key, public_key_text
 
-from appliance.sample import write_sample
+from appliance.sample import issue_local_cert, write_sample
 
 from .netns import Network, Proc
 from .nodes import NodeProc, spawn_node
@@ -43,6 +43,7 @@ def make_branch(directory: Path, *, staff_login: bool = False, lan: str | None =
     """Write the five-device branch; returns {device: config path}."""
     write_sample(directory, branch_id="b1")
     key = public_key_text(load_or_create_key(directory / "data" / "counter-3").public_key())
+    issue_local_cert(directory, "counter-3", "counter", "b1")
     lan_text = lan if lan is not None else LAN_SECTION.format(port=LAN_PORT)
     for path in directory.glob("*.toml"):
         text = path.read_text()
