@@ -10,10 +10,13 @@ The state hash covers every projected row, so two devices with the same events a
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import sqlite3
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sync.db import run_script
@@ -188,22 +191,28 @@ class Projection:
     # -- whole re-fold ---------------------------------------------------------------------
     def rebuild(self, conn: sqlite3.Connection) -> int:
         """Throw the projection away and fold every stored event again; returns the count."""
+        with _bulk(conn):
+            return self._rebuild(conn)
+
+    def _rebuild(self, conn: sqlite3.Connection) -> int:
         for table in PROJECTION_TABLES:
-            conn.execute(f"DELETE FROM {table}")
-        # Only what the fold reads: the envelope's other fields are for replication.
-        rows = conn.execute(
-            "SELECT origin, seq, hlc, type, schema, payload, subject FROM events ORDER BY hlc, origin, seq"
-        ).fetchall()
+            if table != "tickets":
+                conn.execute(f"DELETE FROM {table}")
+        # Only what the fold reads (the envelope's other fields are for replication), in the
+        # table's own order (a sequential scan), then sorted here into the total order.
+        rows = conn.execute("SELECT hlc, origin, seq, type, schema, payload, subject FROM events").fetchall()
+        rows.sort(key=_total_order)
         by_ticket: dict[str, list[Event]] = defaultdict(list)
         others: list[Event] = []
         foldable = ev.foldable
-        for origin, seq, hlc, type_, schema, payload, subject in rows:
+        ticket_types = ev.TICKET_TYPES
+        for hlc, origin, seq, type_, schema, payload, subject in rows:
             if not foldable(type_, schema):
                 continue
             event = Event(origin, seq, hlc, type_, schema, loads(payload), "", "")
             if subject is not None:
                 by_ticket[subject].append(event)
-            elif type_ not in ev.TICKET_TYPES:
+            elif type_ not in ticket_types:
                 others.append(event)
         tickets = []
         for events in by_ticket.values():
@@ -216,20 +225,62 @@ class Projection:
                 continue
             if state is not None:
                 tickets.append(ticket_row(state))
-        # Bulk load without the secondary indexes, then build them once (much faster than
-        # maintaining five indexes row by row); DDL is transactional in SQLite.
-        indexes = conn.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tickets' AND sql IS NOT NULL"
-        ).fetchall()
-        for name, _ in indexes:
-            conn.execute(f"DROP INDEX {name}")
-        conn.executemany(TICKET_UPSERT, tickets)
-        for _, sql in indexes:
-            conn.execute(sql)
+        _store_tickets(conn, tickets)
         for event in others:  # already in total order: last writer wins needs no comparison
             self.apply(conn, event)
         self.folded = len(rows)
         return len(rows)
+
+
+def _store_tickets(conn: sqlite3.Connection, tickets: list[tuple[Any, ...]]) -> None:
+    """Make the tickets table hold exactly `tickets` (rows as ticket_row gives them).
+
+    Rows equal to what is stored are not written again, so re-folding a consistent store
+    writes (and syncs) next to nothing. When much changes (a new store, a changed fold), the
+    table is emptied and bulk loaded without its secondary indexes, which are then built
+    once: much faster than maintaining them row by row (DDL is transactional in SQLite)."""
+    stored = {row[0]: tuple(row) for row in conn.execute(f"SELECT {TICKET_FIELDS} FROM tickets")}
+    changed = [t for t in tickets if stored.get(t[0]) != t]
+    gone = stored.keys() - {t[0] for t in tickets}
+    if len(changed) + len(gone) <= max(100, len(tickets) // 10):
+        conn.executemany("DELETE FROM tickets WHERE id = ?", [(i,) for i in gone])
+        conn.executemany(TICKET_UPSERT, changed)
+        return
+    indexes = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tickets' AND sql IS NOT NULL"
+    ).fetchall()
+    for name, _ in indexes:
+        conn.execute(f"DROP INDEX {name}")
+    conn.execute("DELETE FROM tickets")
+    tickets.sort()  # by id: the primary key's b-tree fills left to right
+    conn.executemany(TICKET_INSERT, tickets)
+    for _, sql in indexes:
+        conn.execute(sql)
+
+
+def _total_order(row: tuple[Any, ...]) -> tuple[int, str, int]:
+    return row[0], row[1], row[2]
+
+
+REBUILD_CACHE_KIB = 32768  # page cache while re-folding: the day's tickets and their indexes stay in memory
+
+
+@contextmanager
+def _bulk(conn: sqlite3.Connection) -> Iterator[None]:
+    """For a whole re-fold: a larger page cache (so building the indexes does not spill),
+    and the cyclic garbage collector paused. A re-fold allocates a few objects per event
+    and frees none until the end; the collector's passes over them cost as much as the fold
+    itself, and it has nothing to find: nothing made here holds a cycle."""
+    cache = conn.execute("PRAGMA cache_size").fetchone()[0]
+    conn.execute(f"PRAGMA cache_size = -{REBUILD_CACHE_KIB}")
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+        conn.execute(f"PRAGMA cache_size = {int(cache)}")
 
 
 def _check_issued(p: dict[str, Any]) -> None:
@@ -240,11 +291,13 @@ def _check_issued(p: dict[str, Any]) -> None:
         raise TypeError("priority and effective_ms must be integers")
 
 
-TICKET_UPSERT = (
-    "INSERT OR REPLACE INTO tickets (id, day, label, number, service, issue_service, issued_by, status,"
-    " priority, effective_ms, issued_ms, counter, reserved_counter, called_ms, started_ms, finished_ms,"
-    " recalls, booking, superseded, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+TICKET_FIELDS = (
+    "id, day, label, number, service, issue_service, issued_by, status, priority, effective_ms, issued_ms,"
+    " counter, reserved_counter, called_ms, started_ms, finished_ms, recalls, booking, superseded, state"
 )
+_INTO_TICKETS = f"tickets ({TICKET_FIELDS}) VALUES ({', '.join('?' * 20)})"
+TICKET_UPSERT = "INSERT OR REPLACE INTO " + _INTO_TICKETS
+TICKET_INSERT = "INSERT INTO " + _INTO_TICKETS  # the whole re-fold, into an empty table
 
 
 def ticket_row(state: fold.TicketState) -> tuple[Any, ...]:
