@@ -5,7 +5,12 @@ with that branch, its devices and services registered (``--no-hq`` leaves it out
 node per device (kiosk, display, two counters) on 127.0.0.1, each linked to HQ, opens each UI in its own window, and keeps it busy with
 simulated citizens (tickets at a random pace) and simulated staff (call, start, complete).
 Without $DISPLAY it starts its own Xvfb and saves screenshots of each window into a folder it
-names on stdout. Ctrl-C stops every process it started, by PID.
+names on stdout. A simulated citizen also uses the real kiosk window by touches now and then
+(``kiosk_ui --autopilot``), so the screenshots show every screen of the kiosk's flow.
+
+The demo watches what it started: it says "SmartQ demo running" only once every window has
+shown its first frame, and says loudly (stderr, with the end of that program's log) when a
+window or a node dies; it then exits with status 1.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.client import NodeClient, NodeError
+
+#: What each UI logs once its window drew its first frame (ui_common.app.WINDOW_UP; not
+#: imported: appliance must not import the UI packages).
+WINDOW_UP = "SmartQ window up"
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +75,10 @@ class Demo:
     display_env: dict[str, str] = field(default_factory=dict)
     with_hq: bool = True
     hq_url: str | None = None
+    autopilot_s: float = 25.0
+    #: Programs that died or never came up, each with a one-line reason.
+    problems: list[str] = field(default_factory=list)
+    stopping: bool = False
 
     # --- processes ------------------------------------------------------------------------
 
@@ -78,7 +91,56 @@ class Demo:
         logger.info("started %s (pid %d)", name, proc.pid)
         return proc
 
+    def log_tail(self, name: str, lines: int = 8) -> str:
+        path = self.folder / "logs" / f"{name}.log"
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+    def loud(self, problem: str, name: str) -> None:
+        """A problem nobody must miss: on stderr, framed, with the end of that log."""
+        self.problems.append(problem)
+        bar = "!" * 78
+        print(f"\n{bar}\nSmartQ DEMO PROBLEM: {problem}\n  log: {self.folder / 'logs' / (name + '.log')}\n"
+              f"{self.log_tail(name)}\n{bar}\n", file=sys.stderr, flush=True)
+
+    async def wait_windows(self, timeout: float = 120.0) -> list[str]:
+        """Wait until every UI logged that its window is up; a UI that exits first, or
+        stays silent past ``timeout``, is reported loudly. Returns the windows up."""
+        pending = {name: proc for name, proc in self.procs if name.startswith("ui-")}
+        up: list[str] = []
+        deadline = time.monotonic() + timeout
+        while pending:
+            for name, proc in list(pending.items()):
+                log = self.folder / "logs" / f"{name}.log"
+                if log.exists() and WINDOW_UP in log.read_text(encoding="utf-8", errors="replace"):
+                    up.append(name)
+                    del pending[name]
+                elif proc.poll() is not None:
+                    self.loud(f"window {name} (pid {proc.pid}) exited with status {proc.returncode} "
+                              "before showing", name)
+                    del pending[name]
+            if pending and time.monotonic() > deadline:
+                for name, proc in pending.items():
+                    self.loud(f"window {name} (pid {proc.pid}) did not show within {timeout:g} s", name)
+                break
+            await asyncio.sleep(0.2)
+        return up
+
+    async def watch(self) -> None:
+        """Every second: has anything the demo started died? Say so loudly, once each."""
+        told: set[int] = set()
+        while True:
+            await asyncio.sleep(1.0)
+            for name, proc in self.procs:
+                if proc.poll() is not None and proc.pid not in told and not self.stopping:
+                    told.add(proc.pid)
+                    self.loud(f"{name} (pid {proc.pid}) died with status {proc.returncode}", name)
+
     def stop_all(self) -> None:
+        self.stopping = True
         for name, proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
@@ -191,8 +253,9 @@ class Demo:
                   str(self.screenshot_every)] if self.screenshots else [])
         env = {**self.display_env, "KIVY_NO_ARGS": "1", "KIVY_NO_FILELOG": "1"}
         py = [sys.executable, "-m"]
+        pilot = ["--autopilot", str(self.autopilot_s)] if self.autopilot_s > 0 else []
         self.spawn("ui-kiosk", [*py, "kiosk_ui", "--node", self.ui_url("kiosk", shared),
-                                "--size", "600x960", *shots], env)
+                                "--size", "600x960", *pilot, *shots], env)
         self.spawn("ui-display", [*py, "display_ui", "--node", self.ui_url("display", shared),
                                   "--size", "1280x720", "--notice", "Welcome to the SmartQ demo branch",
                                   "--notice", "Opening hours: 8:00 - 17:00", *shots], env)
@@ -252,10 +315,15 @@ class Demo:
         if shared:
             logger.warning("the nodes do not replicate to each other yet: every UI and simulator "
                            "uses the kiosk's node (%s)", self.urls["kiosk"])
+        windows: list[str] = []
         if with_ui:
             self.start_display_server()
             self.start_uis(shared)
-        tasks = [asyncio.create_task(self.citizens(self.ui_url("kiosk", shared)))]
+            windows = await self.wait_windows()
+            if self.problems:
+                raise DemoFailed("; ".join(self.problems))
+        tasks = [asyncio.create_task(self.citizens(self.ui_url("kiosk", shared))),
+                 asyncio.create_task(self.watch())]
         for device, _, _, counters, pin in DEVICES:
             for counter in counters:
                 tasks.append(asyncio.create_task(self.staff(self.ui_url(device, shared), counter, str(pin))))
@@ -265,6 +333,7 @@ class Demo:
         if hook is not None:
             tasks.append(asyncio.create_task(hook(self)))
         print("SmartQ demo running: " + ", ".join(f"{d} {u}" for d, u in self.urls.items())
+              + (f"; windows up: {', '.join(w.removeprefix('ui-') for w in windows)}" if windows else "")
               + ". Ctrl-C stops it.", flush=True)
         try:
             if duration:
@@ -275,6 +344,10 @@ class Demo:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class DemoFailed(Exception):
+    """A window or a node of the demo did not come up."""
 
 
 async def online_citizens(demo: Demo) -> None:
@@ -335,10 +408,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="point every UI at the kiosk's node (auto: when nodes do not replicate)")
     p.add_argument("--screenshot-every", type=float, default=10.0)
     p.add_argument("--no-hq", action="store_true", help="the branch alone, without HQ")
+    p.add_argument("--autopilot", type=float, default=25.0, metavar="S",
+                   help="a simulated citizen takes a ticket by touching the kiosk window about every "
+                        "S seconds (0: never)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     demo = Demo(args.dir.resolve(), random.Random(args.seed), pace_s=args.pace,
-                single_node=args.single_node, screenshot_every=args.screenshot_every, with_hq=not args.no_hq)
+                single_node=args.single_node, screenshot_every=args.screenshot_every, with_hq=not args.no_hq,
+                autopilot_s=args.autopilot)
 
     loop = asyncio.new_event_loop()
     main_task = loop.create_task(demo.run(not args.no_ui, args.duration))
@@ -348,10 +425,16 @@ def main(argv: list[str] | None = None) -> int:
         loop.run_until_complete(main_task)
     except (asyncio.CancelledError, KeyboardInterrupt):
         pass
+    except DemoFailed:
+        pass  # already said loudly
     finally:
         demo.stop_all()
         loop.close()
-        print("SmartQ demo stopped.", flush=True)
+    if demo.problems:
+        print(f"SmartQ demo stopped with {len(demo.problems)} problem(s): " + "; ".join(demo.problems),
+              file=sys.stderr, flush=True)
+        return 1
+    print("SmartQ demo stopped.", flush=True)
     return 0
 
 

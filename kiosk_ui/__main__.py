@@ -19,6 +19,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--print-watch", type=float, default=8.0,
                    help="seconds to wait for the printer to confirm a ticket before telling the "
                         "citizen to note the number on screen")
+    p.add_argument("--autopilot", type=float, default=0, metavar="S",
+                   help="demo: a simulated citizen takes a ticket by touching this window about "
+                        "every S seconds (0: never)")
     return p.parse_args(argv)
 
 
@@ -32,7 +35,12 @@ def main(argv: list[str] | None = None) -> None:
                             idle_timeout_s=args.idle, print_watch_s=args.print_watch,
                             screenshot_dir=args.screenshot_dir,
                             screenshot_every=args.screenshot_every)
-        await run(app, client)
+        extra = []
+        if args.autopilot > 0:
+            from .autopilot import Autopilot
+
+            extra.append(Autopilot(app, args.autopilot).run())
+        await run(app, client, *extra)
 
     launch(args, "SmartQ kiosk", start)
 

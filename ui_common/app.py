@@ -19,12 +19,19 @@ from appliance.client import NodeClient, StreamEvent
 logger = logging.getLogger(__name__)
 
 
+#: Logged once the window shows its first frame; the demo waits for it in each app's log.
+WINDOW_UP = "SmartQ window up"
+
+
 class NodeApp(App):
     """A Kivy app showing one view-model fed by its node's stream. Subclasses set ``kv_file``,
     ``title`` and ``screenshot_prefix``, build their root and handle ``on_event``."""
 
     vm = ObjectProperty(None)
     screenshot_prefix = "smartq"
+
+    def on_start(self) -> None:
+        Clock.schedule_once(lambda dt: logger.info("%s: %s", WINDOW_UP, self.title), 0)
 
     def __init__(self, vm: Any, *, screenshot_dir: Path | None = None,
                  screenshot_every: float = 0, **kwargs: Any) -> None:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -13,22 +14,48 @@ from typing import Any
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
+def window_size(text: str) -> str:
+    """``--size``: WxH in pixels, e.g. 1280x720 (argparse turns the error into one line)."""
+    w, sep, h = text.partition("x")
+    if not (sep and w.isdigit() and h.isdigit() and 100 <= int(w) <= 10000 and 100 <= int(h) <= 10000):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels such as 1280x720, got {text!r}")
+    return text
+
+
+def node_url(text: str) -> str:
+    """``--node``: the node's local API, an http:// address."""
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
+        raise argparse.ArgumentTypeError(f"expected an address such as http://127.0.0.1:8401, got {text!r}")
+    return text.rstrip("/")
+
+
 def add_common_args(p: argparse.ArgumentParser, *, node: str, size: str, size_help: str,
                     lang_help: str) -> None:
     """``--node --fullscreen --size --lang --screenshot-dir --screenshot-every``."""
-    p.add_argument("--node", default=node, help="the node's local API URL")
+    from .languages import LANGUAGES
+
+    p.add_argument("--node", default=node, type=node_url, help="the node's local API URL")
     p.add_argument("--fullscreen", action="store_true", help="fill the screen (appliance mode)")
-    p.add_argument("--size", default=size, help=size_help)
-    p.add_argument("--lang", default="en", help=lang_help)
+    p.add_argument("--size", default=size, type=window_size, help=size_help)
+    p.add_argument("--lang", default="en", choices=list(LANGUAGES), help=lang_help)
     p.add_argument("--screenshot-dir", type=Path, help="save screenshots here")
     p.add_argument("--screenshot-every", type=float, default=0, help="seconds between screenshots")
 
 
 def configure_kivy(fullscreen: bool, size: str, title: str) -> None:
-    """Must run before kivy.core.window is imported."""
+    """Must run before kivy is first imported.
+
+    Every setting the apps need is set here, so they read no ``~/.kivy/config.ini``: with
+    ``KIVY_NO_CONFIG`` Kivy creates no folder at all, and apps started together can no longer
+    race to create ``~/.kivy`` (the ``FileExistsError`` that killed windows at the demo's first
+    start). Whoever sets ``KIVY_HOME`` gets that folder, created here first (``exist_ok``)."""
     os.environ.setdefault("KIVY_NO_ARGS", "1")
     os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")
     os.environ.setdefault("KIVY_NO_FILELOG", "1")
+    if os.environ.get("KIVY_HOME"):
+        (Path(os.environ["KIVY_HOME"]).expanduser() / "mods").mkdir(parents=True, exist_ok=True)
+    else:
+        os.environ.setdefault("KIVY_NO_CONFIG", "1")
     from kivy.config import Config
 
     width, _, height = size.partition("x")

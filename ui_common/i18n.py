@@ -19,17 +19,11 @@ from typing import Any
 from babel.messages.pofile import read_po
 from kivy.event import Observable
 
+from .languages import LANGUAGES, SOURCE_LANGUAGE
+
 logger = logging.getLogger(__name__)
 
-#: Offered languages, in the order the kiosk shows them, each named in itself.
-LANGUAGES: dict[str, str] = {
-    "en": "English",
-    "fr": "Français",
-    "rw": "Kinyarwanda",
-    "sw": "Kiswahili",
-    "es": "Español",
-}
-SOURCE_LANGUAGE = "en"
+__all__ = ["LANGUAGES", "SOURCE_LANGUAGE", "Catalogs", "Translation", "Translator", "used_msgids"]
 
 
 class Translator:
