@@ -25,6 +25,42 @@ def _logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def cmd_enroll(args: argparse.Namespace) -> int:
+    import json
+
+    from appliance import enroll
+
+    data_dir = Path(args.data_dir)
+    try:
+        if args.request_out:
+            _, request = enroll.request(data_dir)
+            Path(args.request_out).write_text(json.dumps(request), encoding="utf-8")
+            enroll.show_code(data_dir, request["code"])
+            print(f"SMARTQ_ENROLL_CODE {request['code']}", flush=True)
+            print(f"request written to {args.request_out}: take it to HQ with the code above", flush=True)
+            return 0
+        if not args.config_out:
+            print("smartq enroll: --config-out is needed to install the configuration", file=sys.stderr)
+            return 2
+        if args.bundle:
+            from sync.keys import load_or_create_key
+            bundle = json.loads(Path(args.bundle).read_text(encoding="utf-8"))
+            out = enroll.install(bundle, data_dir, Path(args.config_out), key=load_or_create_key(data_dir),
+                                 hq_key=args.hq_key)
+        elif args.hq:
+            out = asyncio.run(enroll.enroll_online(
+                args.hq, data_dir, Path(args.config_out), hq_key=args.hq_key, poll_s=args.poll_s,
+                on_code=lambda code: print(f"SMARTQ_ENROLL_CODE {code}", flush=True)))
+        else:
+            print("smartq enroll: give --hq URL, --bundle FILE or --request-out FILE", file=sys.stderr)
+            return 2
+    except (enroll.EnrollError, OSError, ValueError, KeyFileError) as err:
+        print(f"smartq enroll: {err}", file=sys.stderr)
+        return 1
+    print(f"SMARTQ_ENROLLED {out['device']} {out['config']}", flush=True)
+    return 0
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from appliance.sample import write_sample
 
@@ -235,6 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("refold", help="rebuild the projection from the log")
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_refold)
+
+    p = sub.add_parser("enroll", help="enroll this device at HQ by a one-time code (or a bundle file)")
+    p.add_argument("--data-dir", required=True, help="the device's data dir (key, certificate)")
+    p.add_argument("--hq", help="HQ base URL (online enrollment)")
+    p.add_argument("--config-out", help="where to write the device config HQ sends")
+    p.add_argument("--hq-key", help="HQ's public key, when the image pins it (base64url)")
+    p.add_argument("--request-out", help="offline: write the enrollment request to this file (USB stick)")
+    p.add_argument("--bundle", help="offline: import the signed bundle HQ wrote for this device")
+    p.add_argument("--poll-s", type=float, default=2.0, help="how often to ask HQ whether the code was entered")
+    p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser("hash-pin", help="print the pin_hash of a staff PIN")
     p.add_argument("pin", nargs="?")

@@ -162,6 +162,7 @@ class LanService:
         self.port = int(addresses[0][1]) if addresses else s.listen_port
         await self.replicator.start()
         self._unsubscribe.append(node.on_events(self.replicator.on_committed))
+        self._unsubscribe.append(node.on_events(self._on_roster))
         try:
             if s.mdns:
                 self.discovery = Discovery(
@@ -185,6 +186,13 @@ class LanService:
         logger.info("LAN replication on %s:%d (%s, mdns %s, %d static peer(s))", s.listen_host, self.port,
                     "mutual TLS" if self._server_ssl is not None else "plain HTTP", "on" if s.mdns else "off",
                     len(s.static_peers))
+
+    def _on_roster(self, events: list[Any]) -> None:
+        """HQ's roster may name devices we ignored so far: look at every known peer again."""
+        if self.replicator is not None and any(e.type == "config.roster" for e in events):
+            for peer in self.peers():
+                if self.replicator.peer(peer.device_id) is None:
+                    self.replicator.upsert(peer)
 
     def _on_change(self, change: PeerChange) -> None:
         assert self.replicator is not None

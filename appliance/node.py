@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import sqlite3
 import threading
@@ -32,6 +33,7 @@ from appliance.staff import StaffSessions
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 DB_FILE = "smartq.db"
+REVOKED = "trust.revoked"  # an HQ-signed revocation (hq/trust.py): {device, serials, crl, after_seq}
 EventsListener = Callable[[list[Event]], Any]
 
 
@@ -174,7 +176,7 @@ class Node:
                                     if has_certificate(self.data_dir) else None)
         self.log = EventLog(
             device_id=config.device_id, branch=config.branch_id, private_key=self.key, clock=self.clock,
-            keyring=self._keys.get, apply=self.projection.apply, subject=subject_of,
+            keyring=self._keys.get, apply=self._apply, subject=subject_of,
         )
         self.branch = Branch(config, self.log, self.projection)
         self.branch.hq_key = self.hq_key
@@ -193,11 +195,52 @@ class Node:
     def keyring(self, origin: str) -> Ed25519PublicKey | None:
         return self._keys.get(origin)
 
+    def _apply(self, conn: sqlite3.Connection, event: Event) -> None:
+        """Writer thread: fold the event; HQ's revocations take effect before the next event."""
+        if event.origin == f"hq:{self.config.branch_id}":
+            if event.type == REVOKED:
+                self._revoke(event.payload)
+            elif event.type == "config.roster":
+                self._learn_roster(event.payload)
+        self.projection.apply(conn, event)
+
+    def _learn_roster(self, payload: dict[str, Any]) -> None:
+        """HQ's signed roster: the devices whose events and TLS certificates this node trusts,
+        beside those of its config file (a device enrolled later is known from here)."""
+        devices = payload.get("devices")
+        for device in devices if isinstance(devices, list) else []:
+            try:
+                key = parse_public_key(str(device["public_key"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if device.get("id") and device["id"] not in self._keys and device["id"] != self.config.device_id:
+                logger.info("HQ's roster adds device %s", device["id"])
+                self._keys[str(device["id"])] = key
+
+    def _revoke(self, payload: dict[str, Any]) -> None:
+        device, after = payload.get("device"), payload.get("after_seq")
+        if not isinstance(device, str) or not isinstance(after, int):
+            logger.warning("ignoring a malformed revocation: %r", payload)
+            return
+        if device not in self.log.revoked:
+            logger.warning("device %s is revoked: its events after seq %d are refused", device, after)
+        self.log.revoked[device] = after
+        if self.tls is not None and isinstance(payload.get("crl"), str):
+            self.tls.apply_crl(payload["crl"])
+
+    def _load_revocations(self, conn: sqlite3.Connection) -> None:
+        """At start: HQ's rosters and revocations already in the log."""
+        for origin, type_, payload in conn.execute(
+                "SELECT origin, type, payload FROM events WHERE type IN (?, 'config.roster') ORDER BY hlc", (REVOKED,)):
+            if origin == f"hq:{self.config.branch_id}":
+                (self._revoke if type_ == REVOKED else self._learn_roster)(json.loads(payload))
+
     # -- life cycle --------------------------------------------------------------------
     def open(self) -> None:
         """Start the writer, seed the clock and bring the configuration into the log."""
         self.writer.start()
         self.writer.call(self.log.seed_clock)
+        self.writer.call(self._load_revocations)
         appended = self.writer.call(lambda conn: self.branch.sync_config(conn, config_events(self.config)))
         if appended:
             logger.info("configuration changed: %d config events appended", appended)

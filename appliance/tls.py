@@ -50,6 +50,7 @@ class NodeTLS:
     def __init__(self, data_dir: Path, *, config: Config, key: Ed25519PrivateKey,
                  keyring: Callable[[str], Ed25519PublicKey | None], now: Callable[[], float] = time.time) -> None:
         self.data_dir = data_dir
+        self._key = key
         self._keyring = keyring
         self._now = now
         try:
@@ -99,6 +100,32 @@ class NodeTLS:
         if self.revoked != before:
             logger.warning("certificates revoked: %s", sorted(self.revoked - before))
         return True
+
+    def due_for_renewal(self) -> bool:
+        """Past half the certificate's life (it is renewed over the HQ link)."""
+        cert = load_cert((self.data_dir / CERT_FILE).read_bytes())
+        start, end = cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
+        return self._now() > start + (end - start) / 2
+
+    def install_certificate(self, cert_pem_text: str, crl_pem_text: str) -> None:
+        """A renewed certificate of the same key: check it, write it, use it for new handshakes."""
+        try:
+            cert = load_cert(cert_pem_text)
+            me = verify_issued(self.ca, cert, now=self._now())
+        except CertError as err:
+            raise ConfigError(f"renewed certificate: {err}") from err
+        if (me.org, me.branch, me.device, me.role) != (self.org, self.me.branch, self.me.device, self.me.role):
+            raise ConfigError("renewed certificate is for another identity")
+        if _raw(cert.public_key()) != _raw(self._key.public_key()):  # type: ignore[arg-type]
+            raise ConfigError("renewed certificate certifies another key")
+        write_file(self.data_dir / CERT_FILE, cert_pem_text.encode("ascii"))
+        for ctx in (self.server, self.client):
+            ctx.load_cert_chain(str(self.data_dir / CERT_FILE), str(self.data_dir / KEY_FILE))
+        self.me = me
+        self.fingerprint = me.fingerprint
+        if crl_pem_text:
+            self.apply_crl(crl_pem_text)
+        logger.info("certificate renewed until %s", time.strftime("%Y-%m-%d %H:%M", time.gmtime(me.not_after)))
 
     def check_peer(self, der: bytes | None, device: str | None) -> Identity:
         """The identity of a TLS peer that signed as `device`; AuthError(403) when it must not

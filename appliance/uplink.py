@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sync.log import events_since, version_vector
-from sync.protocol import PeerClient, PeerError, Verifier
+from sync.protocol import PREFIX, AuthError, PeerClient, PeerError, Verifier, pinned_connector
 
 from appliance.config import Config, ConfigError
 from appliance.nightly import NightlyJob
@@ -165,13 +165,26 @@ class UplinkService:
             raise ConfigError("hq.public_key is needed to trust HQ's answers and events")
         self.node = node
         branch = node.config.branch_id
+        sni = None
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            if self.settings.url.startswith("https://") and node.tls is not None:
+                # Mutual TLS pinned to the org CA: HQ's link certificate must be of our
+                # organization's CA (SNI <org>.link.smartq picks it at HQ), ours goes with it.
+                tls = node.tls
+                sni = f"{tls.org}.link.smartq"
+
+                def check(der: bytes | None) -> None:
+                    if tls.check_peer(der, None).role != "hq":
+                        raise AuthError(403, "the link's certificate is not HQ's")
+                connector = pinned_connector(tls.client, check)
+                self._session = aiohttp.ClientSession(connector=connector)
+            else:
+                self._session = aiohttp.ClientSession()
         # Request signatures carry the wall clock (sync.protocol signs with it), so check with it too.
         verifier = Verifier(node.keyring, lambda b: b == branch)
         self.client = PeerClient(self._session, self.settings.url, device=node.config.device_id, branch=branch,
                                  key=node.key, verifier=verifier, peer_device=f"hq:{branch}",
-                                 timeout_s=self.settings.timeout_s)
+                                 timeout_s=self.settings.timeout_s, server_hostname=sni)
         self._unsubscribe = node.on_events(self._on_events)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="hq uplink")
         if self.settings.nightly:
@@ -256,11 +269,23 @@ class UplinkService:
             await self._push(report)
             await self._pull(report)
             report.hq_vv = dict(self.hq_vv)
+            await self._renew_certificate()
             self.pending = await self.node.read(lambda c: pending_for(c, self.hq_vv))
             self.status = "online"
             self.last_ok_ms = self.node.clock.wall_ms()
             self.last_error = None
             return report
+
+    async def _renew_certificate(self) -> None:
+        """Past half its life, ask HQ for a fresh certificate of our key (short-lived certificates)."""
+        tls = self.node.tls if self.node is not None else None
+        if tls is None or self.client is None or not tls.due_for_renewal():
+            return
+        answer = await self.client.request("POST", f"{PREFIX}/certificate", {})
+        try:
+            tls.install_certificate(str(answer.get("cert", "")), str(answer.get("crl", "")))
+        except ConfigError as err:
+            logger.warning("HQ's renewed certificate was not usable: %s", err)
 
     async def _push(self, report: SyncReport) -> None:
         assert self.node is not None and self.client is not None

@@ -165,6 +165,30 @@ async def ticket_status(request: web.Request) -> web.Response:
     return jresp(data)
 
 
+@rate_limited(BOOKING_LIMITER)
+async def enroll_request(request: web.Request) -> web.Response:
+    """A fresh device registers the one-time code it shows, with its public key (hq.trust)."""
+    from hq import trust
+    hq = hq_of(request)
+    body = await read_json(request)
+    out = await hq.db.write(lambda c: trust.request_enrollment(c, body, now=hq.now(),
+                                                               ttl_s=int(hq.settings.enroll_code_ttl_s)))
+    return jresp(out, 201)
+
+
+@rate_limited(BOOKING_LIMITER)
+async def enroll_claim(request: web.Request) -> web.Response:
+    """The device fetches its bundle once an admin approved its code (202 while pending)."""
+    from hq import trust
+    hq = hq_of(request)
+    body = await read_json(request)
+    code = request.match_info["code"]
+    bundle = await hq.db.read(lambda c: trust.claim(c, code, body, now=hq.now()))
+    if bundle is None:
+        return jresp({"status": "pending"}, 202)
+    return jresp(bundle)
+
+
 async def hq_key(request: web.Request) -> web.Response:
     key = hq_of(request).key.public_key()
     return jresp({"alg": "Ed25519", "public_key": public_key_hex(key), "public_key_b64": public_key_b64(key),

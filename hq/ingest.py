@@ -45,7 +45,7 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
     With ``branch`` (the branch link), events of any other branch are refused.
     """
     result = IngestResult()
-    keys: dict[str, tuple[str, Ed25519PublicKey] | None] = {}
+    keys: dict[str, tuple[str, Ed25519PublicKey, int | None] | None] = {}
     touched: dict[str, set[str]] = {}
     for e in envelopes:
         ref = {"origin": e.get("origin") if isinstance(e, dict) else None, "seq": e.get("seq") if isinstance(e, dict) else None}
@@ -59,9 +59,10 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
             result.rejected.append(ref | {"reason": "wrong_branch"})
             continue
         if origin not in keys:
-            row = conn.execute("SELECT branch_id, public_key FROM devices WHERE id = ?", (origin,)).fetchone()
+            row = conn.execute("SELECT branch_id, public_key, revoked_after_seq FROM devices WHERE id = ?",
+                               (origin,)).fetchone()
             try:
-                keys[origin] = (row[0], parse_public_key(row[1])) if row else None
+                keys[origin] = (row[0], parse_public_key(row[1]), row[2]) if row else None
             except KeyError_:
                 keys[origin] = None
         known = keys[origin]
@@ -70,6 +71,9 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
             continue
         if known[0] != event.branch:
             result.rejected.append(ref | {"reason": "wrong_branch"})
+            continue
+        if known[2] is not None and event.seq > known[2]:
+            result.rejected.append(ref | {"reason": "revoked_device"})  # what it did before stays
             continue
         if not event.signature_valid(known[1]):
             result.rejected.append(ref | {"reason": "bad_signature"})

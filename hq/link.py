@@ -31,6 +31,7 @@ from hq import outbox
 from hq.core import HQ
 from hq.ingest import ingest_branch_events
 from hq.signing import KeyError_, parse_public_key
+from sync.certs import CertError, identity_der, peer_der
 from sync.keys import fingerprint
 from sync.protocol import H_DEVICE, H_NONCE, H_TIME, MAX_SKEW_MS, PREFIX, PROTOCOL_VERSION, AuthError, Signed, Verifier, decode, encode, sign_response
 
@@ -55,7 +56,9 @@ class BranchLink:
     async def authenticate(self, request: web.Request, body: bytes) -> Signed:
         device = request.headers.get(H_DEVICE, "")
         row = await self.hq.db.read(lambda c: c.execute(
-            "SELECT branch_id, public_key FROM devices WHERE id = ?", (device,)).fetchone()) if device else None
+            "SELECT branch_id, public_key, revoked_at FROM devices WHERE id = ?", (device,)).fetchone()) if device else None
+        if row is not None and row["revoked_at"] is not None:
+            raise AuthError(403, f"device {device!r} is revoked")
         # Refreshed on every request, so a device removed at HQ is refused at once.
         self._keys.pop(device, None)
         if row is not None:
@@ -67,8 +70,30 @@ class BranchLink:
         signed = self.verifier.verify(request.method, request.path, request.headers, body)
         if self._device_branch.get(signed.device) != signed.branch:
             raise AuthError(403, f"device {signed.device!r} is not registered for branch {signed.branch!r}")
+        await self._check_certificate(request, signed)
         await self._claim_nonce(request.headers[H_NONCE], int(request.headers[H_TIME]))
         return signed
+
+    async def _check_certificate(self, request: web.Request, signed: Signed) -> None:
+        """On the mutual-TLS listener: the client certificate must be the signing device's, of
+        its branch and organization, and not revoked (the CA and CRL were checked in the handshake)."""
+        der = peer_der(request.transport)
+        if der is None:
+            return  # the plain listener (behind a TLS-terminating proxy): signatures only
+        try:
+            peer = identity_der(der)
+        except CertError as err:
+            raise AuthError(403, str(err)) from err
+
+        def look(c: sqlite3.Connection) -> tuple[str | None, bool]:
+            org = c.execute("SELECT org_id FROM branches WHERE id = ?", (signed.branch,)).fetchone()
+            gone = c.execute("SELECT revoked_at FROM certificates WHERE serial = ?", (str(peer.serial),)).fetchone()
+            return (org[0] if org else None), bool(gone and gone[0] is not None)
+        org, revoked = await self.hq.db.read(look)
+        if (peer.org, peer.branch, peer.device) != (org, signed.branch, signed.device):
+            raise AuthError(403, f"certificate of {peer.device!r} ({peer.org}/{peer.branch}) does not match the request")
+        if revoked:
+            raise AuthError(403, "certificate is revoked")
 
     async def _claim_nonce(self, nonce: str, time_ms: int) -> None:
         """Record the nonce in the database so a replay is refused by every HQ worker process
@@ -225,6 +250,14 @@ async def inventory(request: web.Request, link: BranchLink, signed: Signed, mess
     return {"day": day, "events": sorted([o, s, h] for o, s, h, _ in rows if not o.startswith("hq:"))}
 
 
+async def certificate(request: web.Request, link: BranchLink, signed: Signed, message: Any) -> Any:
+    """Renewal: a fresh certificate for the asking device's registered key."""
+    from hq import trust
+    hq = link.hq
+    return await hq.db.write(lambda c: trust.renew(c, hq.settings.data_dir, branch=signed.branch, device=signed.device,
+                                                   cert_days=float(hq.settings.cert_days), now=hq.now()))
+
+
 def add_link_routes(app: web.Application, hq: HQ) -> None:
     app[LINK_KEY] = BranchLink(hq)
     app.router.add_get(f"{PREFIX}/hello", _endpoint(hello))
@@ -232,3 +265,4 @@ def add_link_routes(app: web.Application, hq: HQ) -> None:
     app.router.add_post(f"{PREFIX}/pull", _endpoint(pull))
     app.router.add_post(f"{PREFIX}/digests", _endpoint(day_digests))
     app.router.add_post(f"{PREFIX}/inventory", _endpoint(inventory))
+    app.router.add_post(f"{PREFIX}/certificate", _endpoint(certificate))

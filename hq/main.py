@@ -37,6 +37,13 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None,
     share = settings.workers > 1 if reuse_port is None else reuse_port
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=share or None)
     await site.start()
+    if settings.link_tls_port:
+        from hq.linktls import LinkTLS
+        from hq.web import HQ_KEY
+        hq = app[HQ_KEY]
+        tls = LinkTLS(settings.data_dir, hq.key, settings.key_path).server_context()
+        await web.TCPSite(runner, settings.host, settings.link_tls_port, ssl_context=tls,
+                          reuse_port=share or None).start()
     logger.info("HQ listening on %s", ", ".join(str(a) for a in runner.addresses))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

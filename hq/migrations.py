@@ -160,6 +160,23 @@ def _m7(conn: sqlite3.Connection) -> None:
     """)
 
 
+@migration(8, "device_trust")
+def _m8(conn: sqlite3.Connection) -> None:
+    """Device certificates of the org CAs, one-time enrollment codes, revoked devices (hq/trust.py)."""
+    conn.executescript("""
+    CREATE TABLE certificates (
+        serial TEXT PRIMARY KEY, org_id TEXT NOT NULL, branch_id TEXT NOT NULL, device_id TEXT NOT NULL,
+        role TEXT NOT NULL, public_key TEXT NOT NULL, not_after INTEGER NOT NULL, issued_at INTEGER NOT NULL,
+        revoked_at INTEGER);
+    CREATE INDEX certificates_device ON certificates(branch_id, device_id);
+    CREATE TABLE enrollments (
+        code TEXT PRIMARY KEY, public_key TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending', branch_id TEXT, device_id TEXT, bundle TEXT);
+    ALTER TABLE devices ADD COLUMN revoked_at INTEGER;
+    ALTER TABLE devices ADD COLUMN revoked_after_seq INTEGER;
+    """)
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"

@@ -125,6 +125,13 @@ ROUTES: tuple[Route, ...] = (
           "Tickets, waits, service times, no-show and abandonment per service, day and hour", "analytics", auth=True,
           query=(("from", False, {"type": "string", "format": "date"}), ("to", False, {"type": "string", "format": "date"}),
                  ("service", False, ID))),
+    Route("POST", f"{V}/enroll", P.enroll_request, "A new device registers the one-time code it shows", "enrollment",
+          ok=201, body={"type": "object", "required": ["code", "public_key"], "properties": {
+              "code": {"type": "string", "example": "7KQ2-M9XD"}, "public_key": {"type": "string"}}}),
+    Route("POST", f"{V}/enroll/{{code}}/claim", P.enroll_claim,
+          "The device fetches its signed enrollment bundle (202 while the code waits for an admin)", "enrollment",
+          body={"type": "object", "required": ["time_ms", "sig"], "properties": {
+              "time_ms": {"type": "integer"}, "sig": {"type": "string"}}}),
     Route("GET", f"{V}/public/hq-key", P.hq_key, "HQ public key that signs booking tokens and config events", "public"),
     Route("GET", f"{V}/public/branches/{{branch}}", P.branch_info, "Public branch info and bookable services", "public"),
     Route("GET", f"{V}/public/branches/{{branch}}/availability", P.availability, "Free slots of a service on a date",
@@ -179,8 +186,11 @@ def openapi_document() -> dict[str, Any]:
             responses["403"] = {"description": "role may not do this", "content": {"application/json": {"schema": ERROR}}}
             op["security"] = [{"bearer": []}, {"cookie": []}]
         if r.handler in (P.availability, P.create_booking, P.lookup_booking, P.reschedule_booking, P.cancel_booking,
-                         A.login, A.issue_token):
+                         A.login, A.issue_token, P.enroll_request, P.enroll_claim):
             responses["429"] = {"description": "rate limited", "content": {"application/json": {"schema": ERROR}}}
+        if r.handler is P.enroll_claim:
+            responses["202"] = {"description": "the code still waits for an admin",
+                                "content": {"application/json": {"schema": OBJ}}}
         op["responses"] = responses
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {

@@ -124,6 +124,9 @@ class EventLog:
         self._subject = subject
         self._max_future_ms = max_future_ms
         self._committed_listeners: list[Callable[[list[Event]], None]] = []
+        # Revoked origins: {origin: last seq still accepted}. What a revoked device did before
+        # its revocation stays; anything later is rejected (set by the node from HQ's event).
+        self.revoked: dict[str, int] = {}
         # Events appended in the running transaction, announced after COMMIT.
         self._pending: list[Event] = []
         self._job_mark = 0
@@ -240,6 +243,9 @@ class EventLog:
         public_key = self._keyring(event.origin)
         if public_key is None:
             self._reject(conn, result, event.origin, event.seq, "origin is not on the roster", event.to_dict())
+            return
+        if event.origin in self.revoked and event.seq > self.revoked[event.origin]:
+            self._reject(conn, result, event.origin, event.seq, "origin is revoked", event.to_dict())
             return
         if not (verified is not None and verified()) and not event.signature_valid(public_key):
             self._reject(conn, result, event.origin, event.seq, "bad signature", event.to_dict())

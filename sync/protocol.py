@@ -173,13 +173,14 @@ class PeerClient:
 
     def __init__(self, session: Any, base_url: str, *, device: str, branch: str, key: Ed25519PrivateKey,
                  verifier: Verifier | None = None, peer_device: str | None = None, timeout_s: float = 10.0,
-                 connect_timeout_s: float | None = None) -> None:
+                 connect_timeout_s: float | None = None, server_hostname: str | None = None) -> None:
         self._session = session
         self.base_url = base_url.rstrip("/")
         self._device, self._branch, self._key = device, branch, key
         self._verifier, self.peer_device = verifier, peer_device
         self._timeout_s = timeout_s
         self._connect_timeout_s = connect_timeout_s
+        self._extra = {"server_hostname": server_hostname} if server_hostname else {}  # TLS SNI
         self.last_signer: str | None = None
 
     async def request(self, method: str, path: str, message: Any = None) -> Any:
@@ -193,7 +194,7 @@ class PeerClient:
         timeout = aiohttp.ClientTimeout(total=self._timeout_s, sock_connect=self._connect_timeout_s)
         try:
             async with self._session.request(method, self.base_url + path, data=body or None, headers=headers,
-                                             timeout=timeout) as resp:
+                                             timeout=timeout, **self._extra) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
                     detail = raw[:300].decode("utf-8", "replace")

@@ -86,12 +86,12 @@ def free_port() -> int:
 class HQProcess:
     """`python -m hq --config` on 127.0.0.1:port; stop() by PID (also restartable on the same port)."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, extra: dict[str, Any] | None = None) -> None:
         self.folder = folder
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         folder.mkdir(parents=True, exist_ok=True)
-        settings = hq_settings(folder / "data", self.port)
+        settings = {**hq_settings(folder / "data", self.port), **(extra or {})}
         lines = ["[hq]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
         (folder / "hq.toml").write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
