@@ -11,7 +11,8 @@ PYTEST_ARGS ?=
 # Debian packages the suite and the demo use (real ptys, speech, namespaces, Xvfb, mDNS peers).
 APT_PACKAGES := python3-venv python3-dev xvfb xauth socat espeak-ng sox iproute2 curl \
                 avahi-daemon avahi-utils dbus libnss-mdns zbar-tools \
-                libgl1 libgl1-mesa-dri libegl1 libmtdev1 libsdl2-2.0-0 xclip
+                libgl1 libgl1-mesa-dri libegl1 libmtdev1 libsdl2-2.0-0 xclip \
+                chromium fonts-dejavu-core
 
 .PHONY: test test-fast demo bench system-deps venv clean
 

@@ -302,7 +302,7 @@ def _insert_booking(conn: sqlite3.Connection, ctx: BookingContext, values: tuple
         return {"id": cur.lastrowid, "code": code, "branch_id": branch_id, "service_id": service_id,
                 "slot_start": start, "slot_end": end, "status": "booked", "name": name, "phone": phone,
                 "email": email, "language": language, "created_at": ctx.now, "updated_at": ctx.now,
-                "purged_at": None}
+                "purged_at": None, "citizen_id": None}
     raise conflict("could not allocate a booking code, try again", "busy")  # pragma: no cover - 32^8 codes
 
 

@@ -6,6 +6,7 @@ import asyncio
 import random
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,6 +34,14 @@ class HQ:
     clock: Clock = field(default_factory=WallClock)
     rng: random.Random = field(default_factory=secrets.SystemRandom)
     notify_wakeup: asyncio.Event | None = None
+    # Called with the ids of branches whose events were just ingested (live status pages).
+    branch_listeners: list[Callable[[set[str]], None]] = field(default_factory=list)
+    # Branch id -> unix s of the last authenticated link request this process answered.
+    last_heard: dict[str, int] = field(default_factory=dict)
+
+    def branches_changed(self, branches: set[str]) -> None:
+        for listener in list(self.branch_listeners):
+            listener(branches)
 
     def now(self) -> int:
         return int(self.clock.now())

@@ -164,7 +164,8 @@ def _turn_near(conn: sqlite3.Connection, branch_id: str, now: int, places: int) 
             b = conn.execute("SELECT phone FROM bookings WHERE code = ?", (t["booking_code"],)).fetchone()
             phone = b[0] if b else None
         if phone:
-            notifications.enqueue_turn_near(conn, branch, t["id"], t["label"] or t["id"], phone, t["position"] - 1, now)
+            notifications.enqueue_turn_near(conn, branch, t["id"], t["label"] or t["id"], phone, t["position"] - 1, now,
+                                            t["language"])
 
 
 async def ingest_branch_events(hq: HQ, envelopes: list[dict[str, Any]], *, branch: str | None = None) -> IngestResult:
@@ -176,6 +177,7 @@ async def ingest_branch_events(hq: HQ, envelopes: list[dict[str, Any]], *, branc
     result = await hq.db.write(lambda c: ingest_sync(c, envelopes, now=now, turn_near_places=places, branch=branch))
     if result.accepted:
         hq.wake_notifier()
+        hq.branches_changed({e["branch"] for e in envelopes if isinstance(e, dict) and isinstance(e.get("branch"), str)})
     if result.rejected:
         logger.warning("rejected %d branch events: %s", len(result.rejected), result.rejected[:5])
     return result

@@ -163,6 +163,7 @@ def _endpoint(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamR
             return _error(413, "too_large", "request body too large")
         try:
             signed = await link.authenticate(request, raw)
+            link.hq.last_heard[signed.branch] = link.hq.now()
             message = decode(raw)
             return link.answer(request, signed, await handler(request, link, signed, message))
         except AuthError as err:

@@ -177,6 +177,30 @@ def _m8(conn: sqlite3.Connection) -> None:
     """)
 
 
+@migration(9, "citizen_web")
+def _m9(conn: sqlite3.Connection) -> None:
+    """The citizens' web pages: branch addresses, citizen accounts (Argon2id), their sessions,
+    one-time codes (hashed) for verification and password reset, bookings linked to accounts."""
+    conn.executescript("""
+    ALTER TABLE branches ADD COLUMN address TEXT NOT NULL DEFAULT '';
+    CREATE TABLE citizens (
+        id INTEGER PRIMARY KEY, email TEXT UNIQUE, phone TEXT UNIQUE, password_hash TEXT NOT NULL,
+        language TEXT NOT NULL DEFAULT 'en', verified INTEGER NOT NULL DEFAULT 0,
+        failed_logins INTEGER NOT NULL DEFAULT 0, locked_until INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL);
+    CREATE TABLE citizen_sessions (
+        token_hash TEXT PRIMARY KEY, citizen_id INTEGER NOT NULL REFERENCES citizens(id) ON DELETE CASCADE,
+        expires_at INTEGER NOT NULL);
+    CREATE INDEX citizen_sessions_citizen ON citizen_sessions(citizen_id);
+    CREATE TABLE citizen_codes (
+        citizen_id INTEGER NOT NULL REFERENCES citizens(id) ON DELETE CASCADE, purpose TEXT NOT NULL,
+        code_hash TEXT NOT NULL, expires_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (citizen_id, purpose));
+    ALTER TABLE bookings ADD COLUMN citizen_id INTEGER REFERENCES citizens(id) ON DELETE SET NULL;
+    CREATE INDEX bookings_citizen ON bookings(citizen_id) WHERE citizen_id IS NOT NULL;
+    """)
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"

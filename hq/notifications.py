@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from hq.pages.i18n import N_, translator
+
+# Msgids of the web catalogs (hq/pages/locale): each message goes out in the citizen's language.
 TEXTS = {
-    "confirmation": ("Your booking {code}", "Booking {code} confirmed: {service} at {branch}, {when}. "
-                     "Show code {code} or the QR at the kiosk."),
-    "reminder": ("Reminder: booking {code} tomorrow", "Reminder: {service} at {branch}, {when}. Booking code {code}."),
-    "reschedule": ("Booking {code} moved", "Booking {code} moved to {when} ({service} at {branch})."),
-    "cancellation": ("Booking {code} cancelled", "Booking {code} ({service} at {branch}, {when}) is cancelled."),
-    "turn_near": ("Your turn is near", "Ticket {label}: {ahead} people ahead of you at {branch}. Please come to the waiting area."),
+    "confirmation": (N_("Your booking {code}"), N_("Booking {code} confirmed: {service} at {branch}, {when}. "
+                                                   "Show code {code} or the QR at the kiosk.")),
+    "reminder": (N_("Reminder: booking {code} tomorrow"), N_("Reminder: {service} at {branch}, {when}. Booking code {code}.")),
+    "reschedule": (N_("Booking {code} moved"), N_("Booking {code} moved to {when} ({service} at {branch}).")),
+    "cancellation": (N_("Booking {code} cancelled"), N_("Booking {code} ({service} at {branch}, {when}) is cancelled.")),
+    "turn_near": (N_("Your turn is near"), N_("Ticket {label}: {ahead} people ahead of you at {branch}. "
+                                              "Please come to the waiting area.")),
 }
 
 
@@ -44,10 +46,11 @@ def enqueue_for_booking(conn: sqlite3.Connection, booking: sqlite3.Row, branch: 
         service_names = service["names"] if service else "{}"
     names = json.loads(service_names)
     service_name = names.get(booking["language"]) or next(iter(names.values()), booking["service_id"])
-    when = datetime.fromtimestamp(booking["slot_start"], ZoneInfo(branch["timezone"])).strftime("%Y-%m-%d %H:%M")
+    t = translator(booking["language"])
+    when = t.datetime(booking["slot_start"], branch["timezone"], "medium")
     subject_t, body_t = TEXTS[kind]
     fields = {"code": booking["code"], "service": service_name, "branch": branch["name"], "when": when}
-    subject, body = subject_t.format(**fields), body_t.format(**fields)
+    subject, body = t(subject_t, **fields), t(body_t, **fields)
     new = 0
     if booking["email"]:
         new += _insert(conn, f"{idem_key}:email", kind, "email", booking["email"], subject, body, booking["id"], now)
@@ -57,11 +60,12 @@ def enqueue_for_booking(conn: sqlite3.Connection, booking: sqlite3.Row, branch: 
 
 
 def enqueue_turn_near(conn: sqlite3.Connection, branch: sqlite3.Row, ticket_id: str, label: str, phone: str,
-                      ahead: int, now: int) -> bool:
+                      ahead: int, now: int, language: str | None = None) -> bool:
     subject_t, body_t = TEXTS["turn_near"]
-    fields = {"label": label, "ahead": ahead, "branch": branch["name"]}
+    t = translator(language or json.loads(branch["languages"])[0])
+    fields = {"label": label, "ahead": t.number(ahead), "branch": branch["name"]}
     return _insert(conn, f"near:{branch['id']}:{ticket_id}:sms", "turn_near", "sms", phone,
-                   subject_t.format(**fields), body_t.format(**fields), None, now)
+                   t(subject_t, **fields), t(body_t, **fields), None, now)
 
 
 def enqueue_reminders(conn: sqlite3.Connection, now: int, lead_s: int) -> int:

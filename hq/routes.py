@@ -77,12 +77,14 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{V}/orgs/{{org}}/branches", A.create_branch, "Create a branch", "tenants", auth=True, ok=201, body={
         "type": "object", "required": ["id", "name", "timezone"], "properties": {
             "id": ID, "name": {"type": "string"}, "timezone": {"type": "string", "example": "Europe/Zurich"},
-            "languages": {"type": "array", "items": {"type": "string"}}, "queue": QUEUE, "notices": NOTICES}}),
+            "languages": {"type": "array", "items": {"type": "string"}}, "queue": QUEUE, "notices": NOTICES,
+            "address": {"type": "string", "maxLength": 300, "description": "shown on the citizens' office page"}}}),
     Route("GET", f"{V}/branches/{{branch}}", A.get_branch, "A branch with services, counters and hours", "tenants", auth=True),
     Route("PATCH", f"{V}/branches/{{branch}}", A.update_branch, "Change a branch (emits config.branch)", "tenants",
           auth=True, body={"type": "object", "properties": {"name": {"type": "string"}, "timezone": {"type": "string"},
                                                             "languages": {"type": "array", "items": {"type": "string"}},
-                                                            "queue": QUEUE, "notices": NOTICES}}),
+                                                            "queue": QUEUE, "notices": NOTICES,
+                                                            "address": {"type": "string", "maxLength": 300}}}),
     Route("GET", f"{V}/branches/{{branch}}/services", A.list_services, "Services of a branch", "config", auth=True),
     Route("PUT", f"{V}/branches/{{branch}}/services/{{service}}", A.put_service,
           "Create or change a service and its slot rule (emits config.service)", "config", auth=True, body={

@@ -69,6 +69,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sms_token", "", "Bearer token sent to the HTTP SMS gateway (empty: none)."),
     Setting("sms_timeout_s", 10, "HTTP SMS gateway timeout in seconds."),
     Setting("log_level", "INFO", "Logging level of `python -m hq`."),
+    Setting("branch_silent_after_s", 90, "The status page says the office works offline when HQ has not heard from the branch for this long."),
+    Setting("citizen_code_ttl_s", 900, "How long a one-time code (account verification, password reset) is valid."),
+    Setting("citizen_max_failures", 5, "Failed logins (or code attempts) of one citizen account before it is locked for citizen_lockout_s."),
+    Setting("citizen_lockout_s", 300, "How long a citizen account stays locked after too many failed logins."),
+    Setting("web_rate_per_minute", 120, "Citizen page form posts (login, register, book, manage) allowed per client address per minute (0: no limit)."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -104,7 +104,7 @@ def org_json(row: sqlite3.Row) -> dict[str, Any]:
 def branch_json(row: sqlite3.Row) -> dict[str, Any]:
     return {"id": row["id"], "org": row["org_id"], "name": row["name"], "timezone": row["timezone"],
             "languages": json.loads(row["languages"]), "notices": json.loads(row["notices"]),
-            "queue": json.loads(row["queue"])}
+            "queue": json.loads(row["queue"]), "address": row["address"]}
 
 
 def service_json(row: sqlite3.Row) -> dict[str, Any]:
@@ -231,10 +231,12 @@ class Writer:
         langs = check_languages(body.get("languages", ["en"]))
         queue = check_rules(body.get("queue"), QUEUE_KEYS, "queue")
         notices = check_notices(body.get("notices", []))
+        address = check_str(body.get("address", ""), "address", max_len=300, required=False) or ""
         try:
-            self.conn.execute("INSERT INTO branches (id, org_id, name, timezone, languages, queue, notices)"
-                              " VALUES (?, ?, ?, ?, ?, ?, ?)", (branch_id, org_id, name, tz, json.dumps(langs),
-                                                                json.dumps(queue), json.dumps(notices, ensure_ascii=False)))
+            self.conn.execute("INSERT INTO branches (id, org_id, name, timezone, languages, queue, notices, address)"
+                              " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (branch_id, org_id, name, tz, json.dumps(langs),
+                                                                   json.dumps(queue), json.dumps(notices, ensure_ascii=False),
+                                                                   address))
         except sqlite3.IntegrityError as err:
             raise conflict(f"branch {branch_id} exists") from err
         return self._branch_changed(branch_id)
@@ -247,8 +249,11 @@ class Writer:
         langs = check_languages(body["languages"]) if "languages" in body else json.loads(row["languages"])
         queue = check_rules(body["queue"], QUEUE_KEYS, "queue") if "queue" in body else json.loads(row["queue"])
         notices = check_notices(body["notices"]) if "notices" in body else json.loads(row["notices"])
-        self.conn.execute("UPDATE branches SET name = ?, timezone = ?, languages = ?, queue = ?, notices = ? WHERE id = ?",
-                          (name, tz, json.dumps(langs), json.dumps(queue), json.dumps(notices, ensure_ascii=False), branch_id))
+        address = (check_str(body["address"], "address", max_len=300, required=False) or ""
+                   if "address" in body else row["address"])
+        self.conn.execute("UPDATE branches SET name = ?, timezone = ?, languages = ?, queue = ?, notices = ?, address = ?"
+                          " WHERE id = ?", (name, tz, json.dumps(langs), json.dumps(queue),
+                                            json.dumps(notices, ensure_ascii=False), address, branch_id))
         return self._branch_changed(branch_id)
 
     def _branch_changed(self, branch_id: str) -> dict[str, Any]:

@@ -1,0 +1,109 @@
+"""Languages of the web pages and of citizens' messages: Babel catalogs read from .po at run time.
+
+As the Kivy apps do (kiosk_ui/i18n.py), only the .po sources are in the repository; they are
+parsed once per process (a few ms). Dates, times and numbers are formatted by Babel for the
+visitor's locale, in the branch's time zone.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from babel import Locale
+from babel.dates import format_date, format_time
+from babel.messages.pofile import read_po
+from babel.numbers import format_decimal
+
+logger = logging.getLogger(__name__)
+
+LOCALE_DIR = Path(__file__).with_name("locale")
+DOMAIN = "web"
+#: The offered languages, each named in itself, in the switcher's order.
+LANGUAGES: dict[str, str] = {"en": "English", "fr": "Français", "rw": "Kinyarwanda", "sw": "Kiswahili", "es": "Español"}
+DEFAULT = "en"
+
+
+def N_(msgid: str) -> str:
+    """Marks a msgid for extraction (python -m hq.pages.catalogs); translated where shown."""
+    return msgid
+
+
+@cache
+def messages(language: str) -> dict[str, str]:
+    path = LOCALE_DIR / language / "LC_MESSAGES" / f"{DOMAIN}.po"
+    if language == DEFAULT or not path.exists():
+        return {}
+    with path.open("rb") as f:
+        catalog = read_po(f, locale=None)
+    return {str(m.id): str(m.string) for m in catalog if m.id and isinstance(m.id, str) and m.string and not m.fuzzy}
+
+
+class Translator:
+    """gettext for one language (falls back to the English msgid) plus Babel formatting."""
+
+    def __init__(self, language: str) -> None:
+        self.language = language if language in LANGUAGES else DEFAULT
+        self._messages = messages(self.language)
+        self.locale = Locale.parse(self.language)
+
+    def gettext(self, msgid: str, **values: Any) -> str:
+        text = self._messages.get(msgid) or msgid
+        if values:
+            try:
+                return text.format(**values)
+            except (KeyError, IndexError, ValueError):  # a broken translation: the English text
+                logger.warning("bad %s translation of %r", self.language, msgid)
+                return msgid.format(**values)
+        return text
+
+    __call__ = gettext
+
+    # -- formatting in the branch's time zone --------------------------------------------
+    def datetime(self, ts: int | float, tz: str, fmt: str = "medium") -> str:
+        """The date (``fmt``: medium or full) and the time to the minute, in ``tz``."""
+        dt = datetime.fromtimestamp(ts, ZoneInfo(tz))
+        return f"{format_date(dt.date(), fmt, locale=self.locale)}, {format_time(dt, 'short', locale=self.locale)}"
+
+    def date(self, value: date | int | float, tz: str | None = None, fmt: str = "full") -> str:
+        if not isinstance(value, date):
+            value = datetime.fromtimestamp(value, ZoneInfo(tz or "UTC")).date()
+        return format_date(value, fmt, locale=self.locale)
+
+    def time(self, ts: int | float, tz: str) -> str:
+        return format_time(datetime.fromtimestamp(ts, ZoneInfo(tz)), "short", locale=self.locale)
+
+    def number(self, n: int | float) -> str:
+        return format_decimal(n, locale=self.locale)
+
+    def minutes(self, seconds: int | None) -> str:
+        """A wait as whole minutes, e.g. "12 min" (Babel's number, a catalog unit)."""
+        if seconds is None:
+            return "–"
+        return self.gettext("{n} min", n=self.number(max(0, round(seconds / 60))))
+
+
+@cache
+def translator(language: str) -> Translator:
+    return Translator(language)
+
+
+def negotiate(accept_language: str) -> str:
+    """The best offered language for an Accept-Language header (q-values honoured)."""
+    choices: list[tuple[float, int, str]] = []
+    for i, part in enumerate(accept_language.split(",")[:20]):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        primary = tag.strip().lower().split("-")[0]
+        if primary in LANGUAGES and q > 0:
+            choices.append((-q, i, primary))
+    return min(choices)[2] if choices else DEFAULT

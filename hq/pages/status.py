@@ -1,0 +1,141 @@
+"""The live status page of a ticket, /t/{status_token}, and its server-sent events.
+
+A branch's events reach HQ over the branch link; ingest tells the hub which branches changed
+and every open status stream of those branches re-reads its ticket at once. Streams also
+re-read every KEEPALIVE_S (another HQ worker process may have ingested the events, and the
+"works offline" banner depends on time passing). The page works without JavaScript (a
+<noscript> meta refresh); live.js adds the push, a banner and a chime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from hq.core import HQ
+from hq.pages import data
+from hq.pages.app import LANG, T, PageError, render
+from hq.pages.i18n import Translator
+from hq.web import HQ_KEY, hq_of
+
+logger = logging.getLogger(__name__)
+
+KEEPALIVE_S = 10.0
+
+
+class LiveHub:
+    """Per process: one asyncio.Event per branch, set (and replaced) when its events arrive."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def changed(self, branches: set[str]) -> None:
+        for b in branches:
+            event = self._events.pop(b, None)
+            if event is not None:
+                event.set()
+
+    def waiter(self, branch: str) -> asyncio.Event:
+        event = self._events.get(branch)
+        if event is None:
+            event = self._events[branch] = asyncio.Event()
+        return event
+
+
+HUB = web.AppKey("live_hub", LiveHub)
+
+
+def present(view: dict[str, Any], t: Translator, now: int, near_places: int, silent_after_s: int) -> dict[str, Any]:
+    """The page's words for a ticket view, in the visitor's language (the stream sends the same)."""
+    status, pos = view["status"], view["position"]
+    alert = None
+    if status == "called":
+        alert = "called"
+        headline = t("Called: please go to {counter}", counter=view["counter"] or t("the counter"))
+    elif status == "serving":
+        headline = t("Being served at {counter}", counter=view["counter"] or t("the counter"))
+    elif status == "waiting" and pos is not None and pos <= near_places:
+        alert = "near"
+        headline = t("Your turn is near: please come to the waiting area")
+    elif status == "waiting":
+        headline = t("Waiting")
+    else:
+        headline = {"completed": t("Served. Thank you for your visit."), "no_show": t("Missed: your number was called"
+                    " but nobody came. Ask at the reception."), "cancelled": t("This ticket was cancelled.")}.get(status, status)
+    heard = view["heard_at"]
+    offline = None
+    if heard is None or now - heard > silent_after_s:
+        offline = (t("The office works offline right now; last heard at {time}. The place shown may be out of date.",
+                     time=t.time(heard, view["timezone"])) if heard else
+                   t("The office has not reached us yet; the place shown may be out of date."))
+    return {"label": view["label"], "service": view["service"], "branch": view["branch"], "status": status,
+            "headline": headline, "alert": alert,
+            "position": t.number(pos) if pos is not None else "–",
+            "ahead": t.number(view["people_ahead"]) if view["people_ahead"] is not None else "–",
+            "wait": t.minutes(view["wait_s"]) if status == "waiting" else "–",
+            "serving": [{"counter": s["counter"], "label": s["label"]} for s in view["serving"]],
+            "offline": offline}
+
+
+async def _view(request: web.Request, token: str) -> dict[str, Any] | None:
+    hq: HQ = hq_of(request)
+    now, lang = hq.now(), request[LANG]
+
+    def load(c: Any) -> dict[str, Any] | None:
+        found = data.live.ticket_by_token(c, token)
+        heard = hq.last_heard.get(found[0]) if found else None
+        return data.ticket_view(c, token, now, lang, hq.settings.default_service_s, heard)
+    view = await hq.db.read(load)
+    if view is None:
+        return None
+    s = hq.settings
+    return present(view, request[T], now, s.turn_near_places, s.branch_silent_after_s)
+
+
+async def status_page(request: web.Request) -> web.Response:
+    token = request.match_info["token"]
+    shown = await _view(request, token)
+    if shown is None:
+        raise PageError(404, "We do not know this ticket. Check the link, or scan the QR code on your ticket again.")
+    return render(request, "status.html", s=shown, token=token)
+
+
+async def status_events(request: web.Request) -> web.StreamResponse:
+    hq: HQ = hq_of(request)
+    token = request.match_info["token"]
+    found = await hq.db.read(lambda c: data.live.ticket_by_token(c, token))
+    if found is None:
+        raise PageError(404, "We do not know this ticket. Check the link, or scan the QR code on your ticket again.")
+    hub = request.app[HUB]
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                           "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    await response.write(b"retry: 2000\n\n")
+    last = b""
+    try:
+        while True:
+            waiter = hub.waiter(found[0])
+            shown = await _view(request, token)
+            body = orjson.dumps(shown)
+            if body != last:
+                await response.write(b"event: status\ndata: " + body + b"\n\n")
+                last = body
+            else:
+                await response.write(b": keep-alive\n\n")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(waiter.wait(), KEEPALIVE_S)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    hub = app[HUB] = LiveHub()
+    app[HQ_KEY].branch_listeners.append(hub.changed)
+    app.router.add_get("/t/{token}", status_page)
+    app.router.add_get("/t/{token}/events", status_events)

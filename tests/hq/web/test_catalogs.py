@@ -1,0 +1,34 @@
+"""Every message of the pages and of citizens' notifications exists in the five languages."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from hq.pages.catalogs import extract, missing
+from hq.pages.i18n import LANGUAGES, messages, negotiate, translator
+
+TEMPLATE = extract()
+
+
+@pytest.mark.parametrize("language", [lang for lang in LANGUAGES if lang != "en"])
+def test_catalog_translates_every_message_with_the_same_placeholders(language):
+    assert missing(language, TEMPLATE) == []
+    catalog = messages(language)
+    for m in TEMPLATE:
+        if m.id:
+            assert sorted(re.findall(r"\{\w+\}", catalog[m.id])) == sorted(re.findall(r"\{\w+\}", m.id)), m.id
+
+
+def test_extraction_finds_pages_and_notifications():
+    ids = {m.id for m in TEMPLATE}
+    assert {"Find an office", "Your turn is near", "Choose a time from the list.", "This page does not exist."} <= ids
+    assert len(ids) > 150
+
+
+def test_accept_language_negotiation_and_locale_formatting():
+    assert negotiate("de-CH, fr;q=0.8, en;q=0.5") == "fr"
+    assert negotiate("rw-RW") == "rw" and negotiate("") == "en" and negotiate("xx;q=bad,,") == "en"
+    assert translator("es").number(12345.5) == "12.345,5"
+    assert translator("fr").datetime(1894000500, "Africa/Kigali", "full").startswith("lundi 7 janvier 2030")
