@@ -11,7 +11,7 @@ import secrets
 import sqlite3
 from typing import Any
 
-from sync.envelope import loads
+from sync.envelope import Event, loads
 from sync.tokens import TokenError, verify_token
 
 from appliance import events as ev
@@ -49,6 +49,15 @@ class Branch(Queries):
         return appended
 
     # -- commands (writer thread) --------------------------------------------------------
+    def append_ticket(self, conn: sqlite3.Connection, type_: str, payload: dict[str, Any]) -> Event:
+        """Append an event about an existing ticket, saying which of the ticket's events this
+        device had folded (`seen`: {origin: highest seq}), so the fold can tell an action made
+        knowing of another from one made concurrently (docs/conflicts.md)."""
+        seen = {origin: seq for origin, seq in conn.execute(
+            "SELECT origin, max(seq) FROM events WHERE subject = ? AND origin != ? GROUP BY origin",
+            (payload["ticket"], self.device_id))}
+        return self.log.append(conn, type_, {**payload, "seen": seen})
+
     def issue(self, conn: sqlite3.Connection, body: dict[str, Any]) -> dict[str, Any]:
         m = self.model(conn, writer=True)
         now = self.now_ms()
@@ -134,7 +143,7 @@ class Branch(Queries):
         chosen = self.next_waiting(conn, m, counter, q.business_day(now, m.tz), now)
         if chosen is None:
             return None
-        self.log.append(conn, ev.TICKET_CALLED, {"ticket": chosen, "counter": counter})
+        self.append_ticket(conn, ev.TICKET_CALLED, {"ticket": chosen, "counter": counter})
         return self.ticket(conn, chosen, model=m)
 
     def call_ticket(self, conn: sqlite3.Connection, counter: str, ticket_id: str) -> dict[str, Any]:
@@ -144,7 +153,7 @@ class Branch(Queries):
         if row["status"] != "waiting":
             raise Conflict(f"ticket {row['label']} is {row['status']}, not waiting", code="not_waiting")
         self._finish_current(conn, m, counter)
-        self.log.append(conn, ev.TICKET_CALLED, {"ticket": ticket_id, "counter": counter})
+        self.append_ticket(conn, ev.TICKET_CALLED, {"ticket": ticket_id, "counter": counter})
         return self.ticket(conn, ticket_id, model=m)
 
     def act(self, conn: sqlite3.Connection, counter: str, ticket_id: str, action: str,
@@ -166,6 +175,10 @@ class Branch(Queries):
             if status in ("completed", "cancelled"):
                 raise Conflict(f"ticket {label} is {status}; cannot {action} it", code="invalid_transition")
             if own is None:
+                if counter in state.get("lost", ()):
+                    by = f" by {self._counter_name(m, won[0])}" if won is not None else ""
+                    raise Conflict(f"ticket {label} was taken{by} or moved meanwhile; call the next ticket",
+                                   code="superseded")
                 if won is not None:
                     raise Conflict(f"ticket {label} is at {self._counter_name(m, won[0])}", code="not_your_ticket")
                 raise Conflict(f"ticket {label} is {status.replace('_', '-')}; call it first", code="invalid_transition")
@@ -182,22 +195,22 @@ class Branch(Queries):
             require(1)
             rules = m.rules_for(row["service"])
             if own["recalls"] >= rules.max_recalls:
-                self.log.append(conn, ev.TICKET_NO_SHOW, {**payload, "reason": "max_recalls"})
+                self.append_ticket(conn, ev.TICKET_NO_SHOW, {**payload, "reason": "max_recalls"})
             else:
-                self.log.append(conn, ev.TICKET_RECALLED, payload)
+                self.append_ticket(conn, ev.TICKET_RECALLED, payload)
         elif action == "start":
             require(1)
-            self.log.append(conn, ev.TICKET_STARTED, payload)
+            self.append_ticket(conn, ev.TICKET_STARTED, payload)
         elif action == "complete":
             require(2)
-            self.log.append(conn, ev.TICKET_COMPLETED, payload)
+            self.append_ticket(conn, ev.TICKET_COMPLETED, payload)
         elif action == "no-show":
             require(1)
-            self.log.append(conn, ev.TICKET_NO_SHOW, payload)
+            self.append_ticket(conn, ev.TICKET_NO_SHOW, payload)
         elif action == "requeue":
             if status != "no_show":
                 require(1, 2)
-            self.log.append(conn, ev.TICKET_REQUEUED, payload)
+            self.append_ticket(conn, ev.TICKET_REQUEUED, payload)
         else:  # transfer
             to_service, to_counter = body.get("to_service"), body.get("to_counter")
             if (to_service is None) == (to_counter is None):
@@ -212,7 +225,7 @@ class Branch(Queries):
                 payload["to_service"] = to_service
             else:
                 payload["to_counter"] = to_counter
-            self.log.append(conn, ev.TICKET_TRANSFERRED, payload)
+            self.append_ticket(conn, ev.TICKET_TRANSFERRED, payload)
         return self.ticket(conn, ticket_id, model=m)
 
     def cancel(self, conn: sqlite3.Connection, ticket_id: str, reason: str | None = None) -> dict[str, Any]:
@@ -223,7 +236,7 @@ class Branch(Queries):
         payload: dict[str, Any] = {"ticket": ticket_id}
         if reason:
             payload["reason"] = reason[:200]
-        self.log.append(conn, ev.TICKET_CANCELLED, payload)
+        self.append_ticket(conn, ev.TICKET_CANCELLED, payload)
         return self.ticket(conn, ticket_id)
 
     def set_counter(self, conn: sqlite3.Connection, counter: str, status: str, staff: str | None) -> dict[str, Any]:
@@ -249,7 +262,7 @@ class Branch(Queries):
             won = fold.winner(json.loads(row["state"]))
             if won is None or won[1]["call_key"][1] != self.device_id:
                 continue  # the device that made the call expires it
-            self.log.append(conn, ev.TICKET_NO_SHOW, {"ticket": row["id"], "counter": won[0], "reason": "timeout"})
+            self.append_ticket(conn, ev.TICKET_NO_SHOW, {"ticket": row["id"], "counter": won[0], "reason": "timeout"})
             expired += 1
         return expired
 
@@ -266,5 +279,5 @@ class Branch(Queries):
             "SELECT id, status FROM tickets WHERE counter = ? AND status IN ('called', 'serving')", (counter,)
         ).fetchall():
             type_ = ev.TICKET_COMPLETED if row["status"] == "serving" else ev.TICKET_NO_SHOW
-            self.log.append(conn, type_, {"ticket": row["id"], "counter": counter})
+            self.append_ticket(conn, type_, {"ticket": row["id"], "counter": counter})
 

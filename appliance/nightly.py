@@ -131,11 +131,11 @@ def close_past_days(conn: sqlite3.Connection, node: Node, now_ms: int) -> int:
         if not (issued_by == me or issued_by not in model.roster or day <= orphan_day):
             continue
         if status == "waiting":
-            node.log.append(conn, ev.TICKET_CANCELLED, {"ticket": ticket, "reason": CLOSE_REASON})
+            node.branch.append_ticket(conn, ev.TICKET_CANCELLED, {"ticket": ticket, "reason": CLOSE_REASON})
         elif status == "called":
-            node.log.append(conn, ev.TICKET_NO_SHOW, {"ticket": ticket, "counter": counter, "reason": CLOSE_REASON})
+            node.branch.append_ticket(conn, ev.TICKET_NO_SHOW, {"ticket": ticket, "counter": counter, "reason": CLOSE_REASON})
         else:
-            node.log.append(conn, ev.TICKET_COMPLETED, {"ticket": ticket, "counter": counter, "reason": CLOSE_REASON})
+            node.branch.append_ticket(conn, ev.TICKET_COMPLETED, {"ticket": ticket, "counter": counter, "reason": CLOSE_REASON})
         closed += 1
     return closed
 

@@ -81,7 +81,12 @@ def _index_call_order(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX tickets_held ON tickets (counter) WHERE status IN ('called', 'serving')")
 
 
-MIGRATIONS = [_create_projection, _index_lines, _index_call_order]
+def _refold_causal(conn: sqlite3.Connection) -> None:
+    """Re-fold every ticket under the causal conflict rules (fold state gained fields)."""
+    Projection().rebuild(conn)
+
+
+MIGRATIONS = [_create_projection, _index_lines, _index_call_order, _refold_causal]
 PROJECTION_TABLES = ("tickets", "counter_status", "config", "bookings")
 
 CONFIG_KINDS = {ev.CONFIG_BRANCH: "branch", ev.CONFIG_SERVICE: "service",
@@ -136,8 +141,9 @@ class Projection:
         state = loads(row[0]) if row else None
         if state is None and event.type != ev.TICKET_ISSUED:
             return  # folded when its ticket.issued arrives
-        if state is not None and event.key > tuple(state["last_key"]):
-            state = fold.apply(state, event)
+        if state is not None and event.key > tuple(state["last_key"]) and \
+                (applied := fold.apply(state, event)) is not fold.REFOLD:
+            state = applied  # type: ignore[assignment]
         elif state is None and conn.execute(
             "SELECT count(*) FROM events WHERE subject = ?", (ticket_id,)
         ).fetchone()[0] == 1:
