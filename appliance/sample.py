@@ -37,9 +37,9 @@ footer = "Thank you for waiting"
 """,
     "display": """
 [hardware.announcer]
-engine = "none"              # "espeak-ng" to speak; languages default to the branch's
-sink = "silent"              # "player" for the speakers
-chime = false
+engine = "espeak-ng"         # a chime, then each call spoken in the branch's languages
+sink = "auto"                # the speakers (aplay/paplay) when installed, else silent
+chime = true
 """,
     "counter": """
 [hardware.keypad]

@@ -227,7 +227,7 @@ def build_announcer_from_config(data: Mapping[str, Any]) -> Announcer:
     """Build an (unstarted) announcer from a ``[hardware.announcer]`` dict; see docs."""
     r = ConfigReader("hardware.announcer", data)
     engine_name = r.choice("engine", ("espeak-ng", "clips", "none"), "espeak-ng")
-    sink_name = r.choice("sink", ("player", "wav", "silent"), "player")
+    sink_name = r.choice("sink", ("player", "auto", "wav", "silent"), "player")
     languages = r.str_list("languages", ["en"])
     unknown = [lang for lang in languages if lang.split("-")[0] not in RULES]
     if unknown:
@@ -264,6 +264,14 @@ def build_announcer_from_config(data: Mapping[str, Any]) -> Announcer:
         sink = WavFileSink(wav_path)
     elif sink_name == "silent":
         sink = SilentSink()
+    elif sink_name == "auto":
+        # The sample's choice: the speakers when this machine has a player, else silent (a
+        # test machine or a container), said once in the log.
+        try:
+            sink = PlayerSink(player)
+        except AnnouncerError as err:
+            logger.warning("announcer: %s; calls stay silent", err)
+            sink = SilentSink()
     else:
         sink = PlayerSink(player)
     return Announcer(engine, sink, languages=tuple(languages), chime=chime,

@@ -110,6 +110,13 @@ def spoken_call(label: str, counter: str, language: str) -> SpokenCall:
                       " ".join(plain_parts), tuple(tokens))
 
 
+def spoken_text(text: str, language: str) -> SpokenCall:
+    """Any sentence (the kiosk's audio guidance) in ``language``, for the same engines as a
+    call: the language's voice reads ``text`` as written (Kinyarwanda: the Swahili voice)."""
+    lang, _ = rule_for(language)
+    return SpokenCall(lang, "<speak>" + escape(text) + "</speak>", text, ())
+
+
 class SpeechEngine(Protocol):
     """Turns a call into WAV bytes (blocking; runs on the announcer thread)."""
 
@@ -144,6 +151,15 @@ class EspeakEngine:
     def synthesize(self, call: SpokenCall) -> bytes:
         voice = self.voices.get(call.language, "en")
         return self._run(["-m", "-v", voice, "-s", str(self.rate), "--stdout"], call.ssml)
+
+    def synthesize_traced(self, call: SpokenCall) -> tuple[bytes, str]:
+        """The WAV and, from the same espeak-ng run (``-x -w``), the phonemes it spoke."""
+        import tempfile
+
+        voice = self.voices.get(call.language, "en")
+        with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+            phonemes = self._run(["-m", "-x", "-v", voice, "-s", str(self.rate), "-w", f.name], call.ssml)
+            return Path(f.name).read_bytes(), phonemes.decode("utf-8", "replace").strip()
 
     def phonemes(self, call: SpokenCall) -> str:
         """The phonemes espeak-ng actually speaks (``-x``), for tests and for tuning."""

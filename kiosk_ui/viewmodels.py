@@ -34,9 +34,12 @@ PRIORITY_CLASS = 1  # "elderly, disabled, pregnant": the node's first priority c
 
 
 class Speaker(Protocol):
-    """Speaks a text aloud in a language (the hardware team's espeak-ng announcer)."""
+    """Speaks a text aloud in a language (``hardware.guidance.Guide``: the announcer's engine)."""
 
     def say(self, text: str, language: str) -> None: ...
+
+    def hush(self) -> None:
+        """Drop what is still queued (the citizen moved on)."""
 
 
 class SilentSpeaker:
@@ -47,6 +50,9 @@ class SilentSpeaker:
 
     def say(self, text: str, language: str) -> None:
         self.said.append((text, language))
+
+    def hush(self) -> None:
+        pass
 
 
 def minutes(seconds: float | None) -> int:
@@ -340,6 +346,12 @@ class KioskViewModel(NodeViewModel):
 
     def speak_screen(self) -> None:
         if not self.audio:
+            return
+        self.speaker.hush()
+        if self.screen == "language":
+            # Each language's name in its own voice: a citizen hears the one they speak.
+            for code, name in LANGUAGES.items():
+                self.speaker.say(name, code)
             return
         for text in self.speech_for_screen():
             if text:

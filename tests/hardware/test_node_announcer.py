@@ -24,6 +24,8 @@ from sync.log import all_events
 from .test_node_config import hardware, sample_device, start_node, wait_for
 
 BRANCH_LANGUAGES = ["en", "fr", "rw", "sw", "es"]
+#: The silent fake (the sample's display speaks through the speakers when it can).
+SILENT = '[hardware.announcer]\nengine = "none"\nsink = "silent"\nchime = false\n'
 
 
 def display_config(directory: Path, hardware_toml: str | None = None) -> Path:
@@ -51,7 +53,7 @@ def staff_call_twice(node) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_display_announces_calls_in_order_in_the_branch_languages(tmp_path: Path) -> None:
-    node = start_node(display_config(tmp_path / "branch"), tmp_path, "display")  # the sample: silent sink
+    node = start_node(display_config(tmp_path / "branch", SILENT), tmp_path, "display")
     try:
         first, second = staff_call_twice(node)
         view = wait_for(lambda: (v := hardware(node)["announcer"])["calls_played"] == 3 and v, what="3 calls played")
@@ -102,6 +104,8 @@ async def until(predicate, timeout: float = 20.0) -> None:
 
 async def test_calls_ingested_from_a_counter_are_announced_and_stale_ones_are_not(tmp_path: Path) -> None:
     write_sample(tmp_path / "branch")
+    # The sample's display speaks through the speakers when it can; here, the silent fake.
+    sample_device(tmp_path / "branch", "display", SILENT)
     now = {"ms": 1_795_000_000_000}
     counter = Node(load_config(tmp_path / "branch" / "counter-1.toml"), clock=lambda: now["ms"])
     display = Node(load_config(tmp_path / "branch" / "display.toml"), clock=lambda: now["ms"])
