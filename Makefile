@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 # Debian packages the suite and the demo use (real ptys, speech, namespaces, Xvfb, mDNS peers).
 APT_PACKAGES := python3-venv python3-dev xvfb xauth socat espeak-ng sox iproute2 curl \
-                avahi-daemon avahi-utils dbus libnss-mdns zbar-tools \
+                avahi-daemon avahi-utils dbus libnss-mdns zbar-tools tcpdump \
                 libgl1 libgl1-mesa-dri libegl1 libmtdev1 libsdl2-2.0-0 xclip \
                 chromium fonts-dejavu-core
 

@@ -3,7 +3,7 @@
     python driver.py URL OP JSON-ARGS      -> prints one JSON line with the result
 
 Ops:
-  issue     {"n", "services": [..]}                 issue n tickets (round robin over services)
+  issue     {"n", "services": [..], "phone"?}       issue n tickets (round robin over services)
   serve     {"counter", "idle_s", "max"}            open the counter, then call-next/start/complete
                                                     until call-next answered 204 for idle_s seconds
   call      {"counter", "ticket"}                   call one ticket at a counter
@@ -39,10 +39,14 @@ async def request(session: aiohttp.ClientSession, method: str, url: str, body: A
             return resp.status, text
 
 
-async def issue(session: aiohttp.ClientSession, base: str, n: int, services: list[str]) -> dict[str, Any]:
+async def issue(session: aiohttp.ClientSession, base: str, n: int, services: list[str],
+                phone: str | None = None) -> dict[str, Any]:
     issued, errors = [], []
     for i in range(n):
-        status, body = await request(session, "POST", f"{base}/api/v1/tickets", {"service": services[i % len(services)]})
+        body_in: dict[str, Any] = {"service": services[i % len(services)]}
+        if phone:
+            body_in["phone"] = phone
+        status, body = await request(session, "POST", f"{base}/api/v1/tickets", body_in)
         if status == 201:
             issued.append({"id": body["id"], "label": body["label"]})
         else:
@@ -133,7 +137,7 @@ async def stream(session: aiohttp.ClientSession, base: str, seconds: float) -> N
 async def main(base: str, op: str, args: dict[str, Any]) -> Any:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         if op == "issue":
-            return await issue(session, base, args["n"], args["services"])
+            return await issue(session, base, args["n"], args["services"], args.get("phone"))
         if op == "serve":
             return await serve(session, base, args["counter"], args.get("idle_s", 3.0), args.get("max", 10**6))
         if op == "calls":
