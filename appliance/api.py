@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from appliance.branch import iso
-from appliance.errors import BadRequest, DomainError, NotFound
+from appliance.errors import BadRequest, DomainError, Forbidden, NotFound
 from appliance.node import Node
 from appliance.openapi import openapi_document
 from appliance.projection import state_hash
@@ -59,6 +59,28 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         response = json_error(500, "internal", "internal error; the incident was logged")
     node.metrics.requests.labels(route, str(response.status)).inc()
     return response
+
+
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
+
+
+@web.middleware
+async def origin_guard(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Only this device's own clients: a web page in a browser on the device (or one that
+    rebinds its DNS name to 127.0.0.1) must not drive the node. The Host must name this
+    listener by a loopback name, and a request a browser marks as coming from a page
+    (Origin, Sec-Fetch-Site) must come from this very origin. The UIs' own client sends neither."""
+    node = request.app[NODE]
+    host = request.host or ""
+    name = host[1:].split("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0] if ":" in host else host
+    if name.lower() not in LOOPBACK_NAMES | {node.config.listen_host}:
+        raise Forbidden(f"Host {host!r} is not this device's local API", code="bad_host")
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"http://{host}":
+        raise Forbidden("cross-origin requests are refused (a web page cannot drive the node)", code="bad_origin")
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        raise Forbidden("cross-site requests are refused", code="bad_origin")
+    return await handler(request)
 
 
 LONG_FIELDS = {"booking_code": 4096}  # a booking QR token is a few hundred characters
@@ -149,7 +171,10 @@ async def get_ticket(request: web.Request) -> web.Response:
 
 
 async def cancel_ticket(request: web.Request) -> web.Response:
+    """A kiosk cancels (the citizen at its screen); any other device needs a staff session."""
     node = request.app[NODE]
+    if node.config.role != "kiosk":
+        node.staff.any_session(bearer(request))
     body = await read_body(request, {"reason": (str, False)})
     ticket_id = request.match_info["ticket"]
     return json_response(await node.write(lambda conn: node.branch.cancel(conn, ticket_id, body.get("reason"))))
@@ -291,7 +316,7 @@ async def _close_streams(app: web.Application) -> None:
 
 
 def create_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=node.config.max_body_bytes)
+    app = web.Application(middlewares=[error_middleware, origin_guard], client_max_size=node.config.max_body_bytes)
     app[NODE] = node
     app.on_shutdown.append(_close_streams)
     r = app.router

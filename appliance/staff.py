@@ -86,6 +86,18 @@ class StaffSessions:
         with self._lock:
             self._sessions.pop(token, None)
 
+    def any_session(self, token: str | None) -> Session | None:
+        """A valid session at any counter of this device (None when logins are not required)."""
+        if token is None:
+            if self.required:
+                raise Unauthorized("log in with a staff PIN first (Authorization: Bearer <token>)")
+            return None
+        with self._lock:
+            session = self._sessions.get(token)
+        if session is None or session.expires_ms <= self._now_ms():
+            raise Unauthorized("staff session expired or unknown; log in again", code="session_expired")
+        return session
+
     def check(self, token: str | None, counter: str) -> Session | None:
         """The session allowed to act at `counter`; None when logins are not required."""
         if token is None:

@@ -10,6 +10,7 @@ import pytest
 from appliance.api import create_app
 from appliance.config import load_config
 from appliance.node import Node
+from sync.log import all_events
 
 from .conftest import ManualClock, copy_branch
 
@@ -146,3 +147,43 @@ async def test_health_metrics_and_openapi(api):
     assert 'smartq_tickets_waiting{service="general"} 1.0' in text
     doc = await (await api.get("/api/v1/openapi.json")).json()
     assert doc["openapi"].startswith("3.") and "/api/v1/tickets" in doc["paths"]
+
+
+async def test_a_web_page_cannot_drive_the_node(api):
+    """A page in a browser on the device (another origin) or a DNS-rebound name is refused;
+    the UIs' own client (no Origin) and same-origin requests are served."""
+    ok = await api.post("/api/v1/tickets", json={"service": "general"})
+    assert ok.status == 201
+    for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"},
+                    {"Origin": "http://127.0.0.1:1"}, {"Sec-Fetch-Site": "cross-site"},
+                    {"Host": "evil.example:8401"}, {"Host": "attacker.example"}):
+        r = await api.post("/api/v1/tickets", json={"service": "general"}, headers=headers)
+        assert r.status == 403, (headers, r.status)
+        assert (await r.json())["error"]["code"] in ("bad_origin", "bad_host")
+        r = await api.get("/api/v1/state", headers=headers)
+        assert r.status == 403, headers
+    same = f"http://{api.server.host}:{api.server.port}"
+    assert (await api.get("/api/v1/state", headers={"Origin": same, "Sec-Fetch-Site": "same-origin"})).status == 200
+    assert (await api.get("/api/v1/state", headers={"Host": f"localhost:{api.server.port}"})).status == 200
+
+
+async def test_cancel_at_a_counter_device_needs_a_staff_session(sample_template, tmp_path, aiohttp_client):
+    """A kiosk cancels for the citizen at its screen; any other device only with a staff session."""
+    paths = copy_branch(sample_template, tmp_path / "b")
+    node = Node(load_config(paths["counter-1"]), clock=ManualClock())
+    await asyncio.to_thread(node.open)
+    await node.start()
+    try:
+        client = await aiohttp_client(create_app(node))
+        kiosk = Node(load_config(paths["kiosk"]), clock=ManualClock())
+        await asyncio.to_thread(kiosk.open)
+        ticket = kiosk.writer.call(lambda c: kiosk.branch.issue(c, {"service": "general"}))
+        events = kiosk.writer.call(lambda c: [e.to_dict() for e in all_events(c)])
+        await asyncio.to_thread(kiosk.close)
+        await node.write(lambda c: node.log.ingest(c, events))
+        r = await client.post(f"/api/v1/tickets/{ticket['id']}/cancel")
+        assert r.status == 401
+        r = await client.post(f"/api/v1/tickets/{ticket['id']}/cancel", headers=await login(client))
+        assert r.status == 200 and (await r.json())["status"] == "cancelled"
+    finally:
+        await node.stop()
