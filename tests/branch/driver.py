@@ -7,7 +7,12 @@ Ops:
   serve     {"counter", "idle_s", "max"}            open the counter, then call-next/start/complete
                                                     until call-next answered 204 for idle_s seconds
   call      {"counter", "ticket"}                   call one ticket at a counter
-  act       {"counter", "ticket", "action"}         start/complete/... (status and body back)
+  act       {"counter", "ticket", "action", "body"?} start/complete/transfer... (status and body back)
+  seq       {"requests": [[method, path, body]..]} several requests in order, [[status, body]..] back
+  snapshot  {"ids": [..]}                           GET each ticket and /api/v1/state: {"tickets", "state"}
+  random    {"counter", "n", "seed", "services"}    n random counter actions (call-next, start, complete,
+                                                    no-show, recall, requeue, transfer, serve); returns
+                                                    every answer and the acknowledged completions
   open      {"counter"}
   tickets   {"ids": [..]}                           GET each ticket
   state     {}                                      GET /api/v1/state
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sys
 import time
 from typing import Any
@@ -83,6 +89,41 @@ async def serve(session: aiohttp.ClientSession, base: str, counter: str, idle_s:
         if ok:
             served.append(ticket)
     return {"served": served, "lost": lost, "errors": errors}
+
+
+async def random_actions(session: aiohttp.ClientSession, base: str, counter: str, n: int, seed: int,
+                         services: list[str]) -> dict[str, Any]:
+    """What a busy counter does, at random (seeded): acts on the ticket it holds, or calls."""
+    rnd = random.Random(seed)
+    await request(session, "POST", f"{base}/api/v1/counters/{counter}/open")
+    answers, completed = [], []
+    for _ in range(n):
+        status, view = await request(session, "GET", f"{base}/api/v1/counters/{counter}")
+        current = view.get("current") if status == 200 else None
+        if current is None or rnd.random() < 0.15:
+            op = rnd.choice(["call-next", "call-next", "serve"])
+        else:
+            op = rnd.choices(["start", "complete", "no-show", "recall", "requeue", "transfer"], [4, 4, 1, 1, 1, 1])[0]
+        if op in ("call-next", "serve"):
+            status, body = await request(session, "POST", f"{base}/api/v1/counters/{counter}/call-next")
+            answers.append([op, None, status])
+            if op == "serve" and status == 200:
+                for action in ("start", "complete"):
+                    status, done = await request(
+                        session, "POST", f"{base}/api/v1/counters/{counter}/tickets/{body['id']}/{action}")
+                    answers.append([action, body["id"], status])
+                    if status != 200:
+                        break
+                    if action == "complete" and done["status"] == "completed":
+                        completed.append(body["id"])
+            continue
+        ticket = current["id"]
+        payload = {"to_service": rnd.choice(services)} if op == "transfer" else None
+        status, body = await request(session, "POST", f"{base}/api/v1/counters/{counter}/tickets/{ticket}/{op}", payload)
+        answers.append([op, ticket, status])
+        if op == "complete" and status == 200 and body["status"] == "completed":
+            completed.append(ticket)
+    return {"answers": answers, "completed": completed}
 
 
 async def calls(session: aiohttp.ClientSession, base: str, counter: str, n: int) -> dict[str, Any]:
@@ -150,7 +191,15 @@ async def main(base: str, op: str, args: dict[str, Any]) -> Any:
             return await request(session, "POST", f"{base}/api/v1/counters/{args['counter']}/tickets/{args['ticket']}/call")
         if op == "act":
             return await request(session, "POST",
-                                 f"{base}/api/v1/counters/{args['counter']}/tickets/{args['ticket']}/{args['action']}")
+                                 f"{base}/api/v1/counters/{args['counter']}/tickets/{args['ticket']}/{args['action']}",
+                                 args.get("body"))
+        if op == "seq":
+            return [await request(session, method, f"{base}{path}", body) for method, path, body in args["requests"]]
+        if op == "snapshot":
+            tickets = {t: await request(session, "GET", f"{base}/api/v1/tickets/{t}") for t in args["ids"]}
+            return {"tickets": tickets, "state": await request(session, "GET", f"{base}/api/v1/state")}
+        if op == "random":
+            return await random_actions(session, base, args["counter"], args["n"], args["seed"], args["services"])
         if op == "tickets":
             out = {}
             for ticket in args["ids"]:
