@@ -12,6 +12,8 @@ import orjson
 from aiohttp import web
 
 from appliance.branch import iso
+from sync.text import clean_text
+
 from appliance.errors import BadRequest, DomainError, Forbidden, NotFound
 from appliance.node import Node
 from appliance.openapi import openapi_document
@@ -113,8 +115,10 @@ async def read_body(request: web.Request, spec: dict[str, tuple[type | tuple[typ
         if not isinstance(value, types):
             raise BadRequest(f"{name} has the wrong type ({type(value).__name__})")
         limit = LONG_FIELDS.get(name, 200)
-        if isinstance(value, str) and (not value.strip() or len(value) > limit):
-            raise BadRequest(f"{name} must be 1 to {limit} characters")
+        if isinstance(value, str):
+            value = body[name] = clean_text(value)  # NFC, no control or bidi characters
+            if not value or len(value) > limit:
+                raise BadRequest(f"{name} must be 1 to {limit} characters")
     return body
 
 

@@ -97,7 +97,11 @@ class Branch(Queries):
         if phone is not None:
             if not PHONE_RE.match(phone):
                 raise BadRequest("phone must be a telephone number such as +250 788 123 456")
-            payload["phone"] = re.sub(r"[^0-9+]", "", phone)
+            # Never in the log in clear: sealed to HQ's personal-data key (HQ sends the SMS);
+            # without a key (never linked to HQ) the number is not kept at all.
+            sealed = self.seal_phone(re.sub(r"[^0-9+]", "", phone))
+            if sealed is not None:
+                payload["phone_sealed"] = sealed
         entry = m.roster.get(self.device_id)
         if entry is None or entry.numbers is None:
             raise Conflict("this device has no ticket number range on the roster", code="cannot_issue")

@@ -180,6 +180,8 @@ class Node:
         )
         self.branch = Branch(config, self.log, self.projection)
         self.branch.hq_key = self.hq_key
+        self._pd_key: tuple[str, Any] | None = None
+        self._load_pd_key()
         self.writer = Writer(self.db_path)
         self.writer.add_listener(self.log)
         self.writer.add_listener(self.branch)
@@ -194,6 +196,37 @@ class Node:
 
     def keyring(self, origin: str) -> Ed25519PublicKey | None:
         return self._keys.get(origin)
+
+    # -- personal data: sealed to HQ's current key (sync.sealed, hq/personal.py) -------------
+    PD_KEY_FILE = "pd_key.json"
+
+    def _load_pd_key(self) -> None:
+        try:
+            known = json.loads((self.data_dir / self.PD_KEY_FILE).read_text("utf-8"))
+            self._use_pd_key(str(known["id"]), str(known["public_key"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
+    def _use_pd_key(self, key_id: str, public_key: str) -> None:
+        from sync.sealed import parse_public_key as parse_x25519
+        from sync.sealed import seal
+
+        key = parse_x25519(public_key)
+        self._pd_key = (key_id, key)
+        self.branch.seal_phone = lambda phone: seal(key, phone, key_id=key_id)
+
+    def set_pd_key(self, value: Any) -> None:
+        """HQ's current personal-data key, from the link's hello; kept for when HQ is away."""
+        from sync.sealed import SealedError
+        if not isinstance(value, dict) or (self._pd_key is not None and self._pd_key[0] == value.get("id")):
+            return
+        try:
+            self._use_pd_key(str(value["id"]), str(value["public_key"]))
+        except (KeyError, SealedError) as err:
+            logger.warning("HQ sent an unusable personal-data key: %s", err)
+            return
+        from sync.certs import write_file
+        write_file(self.data_dir / self.PD_KEY_FILE, json.dumps(value).encode("utf-8"))
 
     def _apply(self, conn: sqlite3.Connection, event: Event) -> None:
         """Writer thread: fold the event; HQ's revocations take effect before the next event."""

@@ -47,6 +47,8 @@ class Queries:
         self.config_generation = 0
         self._cache: tuple[int, Model] | None = None
         self.hq_key: Ed25519PublicKey | None = None  # verifies HQ booking tokens offline
+        # Seals a phone number to HQ's personal-data key (sync.sealed); None: no key yet.
+        self.seal_phone: Callable[[str], str | None] = lambda phone: None
 
     # -- transaction listener: readers reload the model after a config change commits ------
     def job_started(self) -> None: ...

@@ -266,6 +266,7 @@ class UplinkService:
             report = SyncReport()
             hello = await self.client.hello()
             self.hq_vv = _vv(hello.get("vv"))
+            self.node.set_pd_key(hello.get("pd_key"))
             await self._push(report)
             await self._pull(report)
             report.hq_vv = dict(self.hq_vv)

@@ -40,9 +40,12 @@ def check_id(value: Any, field: str) -> str:
 def check_str(value: Any, field: str, *, max_len: int = 200, required: bool = True) -> str:
     if value is None and not required:
         return ""
-    if not isinstance(value, str) or (required and not value.strip()) or len(value) > max_len:
+    if isinstance(value, str):
+        from sync.text import clean_text
+        value = clean_text(value)  # NFC, no control or bidi characters
+    if not isinstance(value, str) or (required and not value) or len(value) > max_len:
         raise bad_request(f"{field} must be a non-empty string of at most {max_len} characters")
-    return value.strip()
+    return value
 
 
 def check_int(value: Any, field: str, lo: int, hi: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import logging
 import smtplib
 import ssl
@@ -36,12 +37,33 @@ class Gateway(Protocol):
     async def send(self, message: Message) -> None: ...
 
 
+_CODE_RE = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{4}-?[0-9A-HJKMNP-TV-Z]{4}\b")
+_PHONE_RE = re.compile(r"\+?\d[\d ]{6,}\d")
+
+
+def mask_recipient(recipient: str | None) -> str:
+    """`+25078•••••56`, `a•••@example.org`: enough to tell messages apart, not to reach anyone."""
+    if not recipient:
+        return "-"
+    if "@" in recipient:
+        user, _, domain = recipient.partition("@")
+        return f"{user[:1]}•••@{domain}"
+    return recipient[:6] + "•" * max(0, len(recipient) - 8) + recipient[-2:]
+
+
+def mask_text(text: str) -> str:
+    """A message body for the log: booking codes and phone numbers blanked."""
+    return _PHONE_RE.sub("•••", _CODE_RE.sub("••••-••••", text))
+
+
 class LogGateway:
-    """Writes notifications to the log: the safe default before real gateways are configured."""
+    """Writes notifications to the log: the safe default before real gateways are configured.
+    It never writes a full phone number, e-mail address or booking code (logs are kept and
+    copied far longer than personal data may be)."""
 
     async def send(self, message: Message) -> None:
         logger.info("notification %s via %s to %s: %s", message.idem_key, message.channel,
-                    message.recipient, message.body)
+                    mask_recipient(message.recipient), mask_text(message.body))
 
 
 def message_id(idem_key: str) -> str:

@@ -132,7 +132,7 @@ def _project(conn: sqlite3.Connection, e: dict[str, Any]) -> None:
             " phone = ?, language = ?, status_token = ? WHERE branch_id = ? AND id = ?",
             (_s(p.get("service")), (_s(p.get("day")) or day or "").replace("-", "") or None, _s(p.get("label")),
              p.get("priority") if isinstance(p.get("priority"), int) else 0, ms, _s(p.get("booking")),
-             _s(p.get("phone")), _s(p.get("language")), live.valid_token(p.get("status_token")), branch, ticket))
+             _s(p.get("phone")) or _sealed_phone(conn, p.get("phone_sealed")), _s(p.get("language")), live.valid_token(p.get("status_token")), branch, ticket))
     elif kind in TIME_FIELDS:
         col = TIME_FIELDS[kind]
         # the first occurrence counts (a recall or a duplicate call does not move the time)
@@ -145,6 +145,14 @@ def _project(conn: sqlite3.Connection, e: dict[str, Any]) -> None:
     elif kind == "ticket.requeued":
         conn.execute("UPDATE tickets SET called_ms = NULL, started_ms = NULL, no_show_ms = NULL, counter = NULL"
                      " WHERE branch_id = ? AND id = ? AND completed_ms IS NULL", (branch, ticket))
+
+
+def _sealed_phone(conn: sqlite3.Connection, sealed: Any) -> str | None:
+    """A phone number the kiosk sealed to HQ's personal-data key (None once the key is destroyed)."""
+    if not isinstance(sealed, str):
+        return None
+    from hq.personal import open_value
+    return open_value(conn, sealed)
 
 
 def _s(value: Any) -> str | None:

@@ -203,9 +203,13 @@ def _raise(name: str) -> str:
 
 
 async def hello(request: web.Request, link: BranchLink, signed: Signed, message: Any) -> Any:
+    from hq import personal
     vv = await link.hq.db.read(lambda c: branch_vv(c, signed.branch))
+    now = link.hq.now()
+    pd_key = await link.hq.db.write(lambda c: personal.current_key(c, now))
     return {"protocol": PROTOCOL_VERSION, "device": outbox.hq_origin(signed.branch), "role": "hq",
-            "branch": signed.branch, "fingerprint": fingerprint(link.hq.key.public_key()), "vv": vv}
+            "branch": signed.branch, "fingerprint": fingerprint(link.hq.key.public_key()), "vv": vv,
+            "pd_key": pd_key}
 
 
 async def push(request: web.Request, link: BranchLink, signed: Signed, message: Any) -> Any:

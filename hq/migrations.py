@@ -201,6 +201,16 @@ def _m9(conn: sqlite3.Connection) -> None:
     """)
 
 
+@migration(10, "personal_data_keys")
+def _m10(conn: sqlite3.Connection) -> None:
+    """Daily X25519 keys devices seal phone numbers to (hq/personal.py); destroyed after retention."""
+    conn.executescript("""
+    CREATE TABLE pd_keys (
+        id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, private_pem TEXT, public_key TEXT NOT NULL,
+        destroyed_at INTEGER);
+    """)
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"

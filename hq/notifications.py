@@ -84,10 +84,16 @@ def purge_personal_data(conn: sqlite3.Connection, now: int, after_days: int) -> 
     cutoff = now - after_days * 86400
     b = conn.execute("UPDATE bookings SET name = NULL, phone = NULL, email = NULL, purged_at = ?"
                      " WHERE slot_end < ? AND purged_at IS NULL", (now, cutoff)).rowcount
-    n = conn.execute("UPDATE notifications SET recipient = NULL, body = '', subject = ''"
-                     " WHERE created_at < ? AND recipient IS NOT NULL AND status IN ('sent', 'failed')", (cutoff,)).rowcount
+    # Anything that old is stale even if never sent (a "turn near" a month late): erased too.
+    n = conn.execute("UPDATE notifications SET recipient = NULL, body = '', subject = '',"
+                     " status = CASE WHEN status IN ('sent', 'failed') THEN status ELSE 'failed' END,"
+                     " last_error = CASE WHEN status IN ('sent', 'failed') THEN last_error"
+                     " ELSE 'purged before it was sent' END"
+                     " WHERE created_at < ? AND recipient IS NOT NULL", (cutoff,)).rowcount
     t = conn.execute("UPDATE tickets SET phone = NULL WHERE issued_ms < ? AND phone IS NOT NULL", (cutoff * 1000,)).rowcount
-    return {"bookings": b, "notifications": n, "tickets": t}
+    from hq.personal import destroy_keys
+    k = destroy_keys(conn, now, after_days)  # phones sealed in events that old become unreadable
+    return {"bookings": b, "notifications": n, "tickets": t, "pd_keys": k}
 
 
 def notification_json(row: sqlite3.Row) -> dict[str, Any]:

@@ -187,3 +187,16 @@ async def test_cancel_at_a_counter_device_needs_a_staff_session(sample_template,
         assert r.status == 200 and (await r.json())["status"] == "cancelled"
     finally:
         await node.stop()
+
+
+async def test_free_text_is_normalized_and_stripped_of_control_and_bidi_characters(api):
+    r = await api.post("/api/v1/tickets", json={"service": "general"})
+    ticket = await r.json()
+    reason = "Cafe\u0301\u202e gauche\x1b[2J\nleft"
+    r = await api.post(f"/api/v1/tickets/{ticket['id']}/cancel", json={"reason": reason})
+    assert r.status == 200
+    stored = api.node.writer.call(lambda c: c.execute(
+        "SELECT payload FROM events WHERE type = 'ticket.cancelled'").fetchone()[0])
+    assert json.loads(stored)["reason"] == "Café gauche[2J left"
+    r = await api.post(f"/api/v1/tickets/{ticket['id']}/cancel", json={"reason": "\u202e\u2066\x00"})
+    assert r.status == 400  # nothing left once cleaned
