@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel import Locale
-from babel.dates import format_date, format_time
+from babel.dates import get_date_format, get_time_format
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
 
@@ -50,6 +50,9 @@ class Translator:
         self.language = language if language in LANGUAGES else DEFAULT
         self._messages = messages(self.language)
         self.locale = Locale.parse(self.language)
+        # Parsed once: Babel's format_* would parse the CLDR pattern on every call.
+        self._time = get_time_format("short", locale=self.locale)
+        self._dates = {f: get_date_format(f, locale=self.locale) for f in ("short", "medium", "long", "full")}
 
     def gettext(self, msgid: str, **values: Any) -> str:
         text = self._messages.get(msgid) or msgid
@@ -67,15 +70,15 @@ class Translator:
     def datetime(self, ts: int | float, tz: str, fmt: str = "medium") -> str:
         """The date (``fmt``: medium or full) and the time to the minute, in ``tz``."""
         dt = datetime.fromtimestamp(ts, ZoneInfo(tz))
-        return f"{format_date(dt.date(), fmt, locale=self.locale)}, {format_time(dt, 'short', locale=self.locale)}"
+        return f"{self._dates[fmt].apply(dt.date(), self.locale)}, {self._time.apply(dt, self.locale)}"
 
     def date(self, value: date | int | float, tz: str | None = None, fmt: str = "full") -> str:
         if not isinstance(value, date):
             value = datetime.fromtimestamp(value, ZoneInfo(tz or "UTC")).date()
-        return format_date(value, fmt, locale=self.locale)
+        return self._dates[fmt].apply(value, self.locale)
 
     def time(self, ts: int | float, tz: str) -> str:
-        return format_time(datetime.fromtimestamp(ts, ZoneInfo(tz)), "short", locale=self.locale)
+        return self._time.apply(datetime.fromtimestamp(ts, ZoneInfo(tz)), self.locale)
 
     def number(self, n: int | float) -> str:
         return format_decimal(n, locale=self.locale)

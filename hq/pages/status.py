@@ -33,6 +33,12 @@ class LiveHub:
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
+        self.closing = False
+
+    async def close(self, app: web.Application) -> None:
+        """on_shutdown: wake every stream so it ends now instead of holding the shutdown."""
+        self.closing = True
+        self.changed(set(self._events))
 
     def changed(self, branches: set[str]) -> None:
         for b in branches:
@@ -118,7 +124,7 @@ async def status_events(request: web.Request) -> web.StreamResponse:
     await response.write(b"retry: 2000\n\n")
     last = b""
     try:
-        while True:
+        while not hub.closing:
             waiter = hub.waiter(found[0])
             shown = await _view(request, token)
             body = orjson.dumps(shown)
@@ -137,5 +143,6 @@ async def status_events(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     hub = app[HUB] = LiveHub()
     app[HQ_KEY].branch_listeners.append(hub.changed)
+    app.on_shutdown.append(hub.close)
     app.router.add_get("/t/{token}", status_page)
     app.router.add_get("/t/{token}/events", status_events)
