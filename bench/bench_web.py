@@ -5,13 +5,14 @@ to it (the branch-link test helpers start them), all on 127.0.0.1:
 
 1. load: --visitors simulated visitors (own cookies each), each looping through the booking
    flow's pages: the office, a day's slots, the booking form, a ticket's status page, and every
-   --book-every rounds a booking POST; page views/s and latency p50/p99 over --seconds;
+   --book-every rounds a booking POST; page views/s and latency p50/p99 over --seconds, first
+   paced (together they offer --rate views/s, the budget's 300), then closed loop (the ceiling);
 2. push: a status page open in Debian's chromium (Playwright); --calls times the node calls a
    ticket at counter 1 and the time until that ticket appears in the page's "now serving" list
    is taken from the page itself (a MutationObserver): node call -> HQ -> SSE -> DOM;
 3. weight: each page's transferred size gzipped, with the CSS and (status page) JS it loads.
 
-    .venv/bin/python -m bench.bench_web [--visitors 200] [--seconds 10] [--calls 50] [--workers 1]
+    .venv/bin/python -m bench.bench_web [--visitors 200] [--rate 300] [--seconds 10] [--calls 50] [--workers 1]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
 import sys
@@ -68,7 +70,8 @@ class Site:
         self.hq.stop()
 
 
-async def load(site: Site, visitors: int, seconds: float, book_every: int) -> dict[str, Any]:
+async def load(site: Site, visitors: int, seconds: float, book_every: int, rate: float) -> dict[str, Any]:
+    """Closed loop when ``rate`` is 0, else each visitor paced so that all offer ``rate`` views/s."""
     day = datetime.now(ZoneInfo(site.tz)).date().isoformat()
     async with aiohttp.ClientSession() as s:
         async with s.get(f"{site.url}/b/{BRANCH}/book/slot?service=bench&date={day}") as r:
@@ -80,7 +83,8 @@ async def load(site: Site, visitors: int, seconds: float, book_every: int) -> di
     await asyncio.sleep(1.0)  # the link delivers them to HQ
     pages = ["/", f"/b/{BRANCH}", f"/b/{BRANCH}/book/slot?service=bench&date={day}"]
     latencies: dict[str, list[float]] = {"office": [], "slots": [], "book": [], "status": [], "book_post": []}
-    errors = 0
+    errors: dict[str, int] = {}
+    gap = visitors / rate if rate else 0.0
     stop_at = time.monotonic() + seconds
     rng = random.Random(7)
 
@@ -100,7 +104,10 @@ async def load(site: Site, visitors: int, seconds: float, book_every: int) -> di
                         await r.read()
                         ok = r.status == 200
                     latencies[kind].append(time.perf_counter() - t0)
-                    errors += not ok
+                    if not ok:
+                        errors[f"{kind} {r.status}"] = errors.get(f"{kind} {r.status}", 0) + 1
+                    if gap:
+                        await asyncio.sleep(gap * (0.5 + rng.random()))
                 rounds += 1
                 if book_every and rounds % book_every == 0:
                     csrf = jar.filter_cookies(aiohttp.client.URL(site.url)).get("smartq_csrf")
@@ -109,15 +116,21 @@ async def load(site: Site, visitors: int, seconds: float, book_every: int) -> di
                             "csrf_token": csrf.value if csrf else "", "service": "bench", "start": start,
                             "email": f"v{n}@example.org"}) as r:
                         await r.read()
-                        errors += r.status != 303
+                        if r.status != 303:
+                            errors[f"book_post {r.status}"] = errors.get(f"book_post {r.status}", 0) + 1
                     latencies["book_post"].append(time.perf_counter() - t0)
 
+    cpu0, load0 = server_cpu_s(site), os.getloadavg()[0]
     began = time.monotonic()
     await asyncio.gather(*(visitor(i) for i in range(visitors)))
     elapsed = time.monotonic() - began
+    cpu = server_cpu_s(site) - cpu0
     views = [x for k, v in latencies.items() for x in v]
-    return {"visitors": visitors, "seconds": round(elapsed, 2), "page_views": len(views),
-            "views_per_s": round(len(views) / elapsed, 1), "errors": errors, "all": latency_summary(views),
+    return {"visitors": visitors, "offered_views_per_s": rate or "closed loop", "seconds": round(elapsed, 2), "page_views": len(views),
+            "views_per_s": round(len(views) / elapsed, 1), "errors": errors,
+            # the server's own cost, comparable when other work steals the cores; and that work
+            "server_cpu_ms_per_view": round(cpu * 1000 / max(1, len(views)), 3),
+            "loadavg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)], "all": latency_summary(views),
             **{k: latency_summary(v) for k, v in latencies.items() if v}}
 
 
@@ -132,7 +145,8 @@ async def push(site: Site, calls: int) -> dict[str, Any]:
     auth = {"Authorization": f"Bearer {login['token']}"}
     site.node.request("POST", "/api/v1/counters/c1/open", headers=auth)
     wait_for(lambda: _ok(watched["status_url"]))
-    samples = []
+    samples: list[float] = []
+    missed = 0
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = await browser.new_page()
@@ -150,11 +164,30 @@ async def push(site: Site, calls: int) -> dict[str, Any]:
             t0 = time.time()
             await asyncio.to_thread(site.node.request, "POST", f"/api/v1/counters/c1/tickets/{t['id']}/call",
                                     headers=auth)
-            at_ms = await asyncio.wait_for(shown, 10)
+            try:
+                at_ms = await asyncio.wait_for(shown, 30)
+            except asyncio.TimeoutError:
+                missed += 1  # counted, not hidden: the page did not show it within 30 s
+                continue
             samples.append(at_ms / 1000 - t0)
             await asyncio.sleep(0.1)
         await browser.close()
-    return {"calls": calls, "call_to_dom": latency_summary(samples)}
+    return {"calls": calls, "missed": missed, "call_to_dom": latency_summary(samples)}
+
+
+def server_cpu_s(site: Site) -> float:
+    """User+system CPU seconds of the HQ process and its worker children (/proc)."""
+    assert site.hq.proc is not None
+    root, total = site.hq.proc.pid, 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(entry.name) == root or int(fields[1]) == root:
+                total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _ok(url: str) -> bool:
@@ -207,13 +240,15 @@ def main() -> None:
     parser.add_argument("--book-every", type=int, default=5, help="each visitor books every N rounds (0: never)")
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1, help="HQ server processes")
+    parser.add_argument("--rate", type=float, default=300.0, help="page views/s all visitors offer in the paced phase")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
         site = Site(Path(tmp), args.workers)
         try:
             figures = {"workers": args.workers, "weight": asyncio.run(weight(site)),
                        "push": asyncio.run(push(site, args.calls)),
-                       "load": asyncio.run(load(site, args.visitors, args.seconds, args.book_every))}
+                       "paced": asyncio.run(load(site, args.visitors, args.seconds, args.book_every, args.rate)),
+                       "saturated": asyncio.run(load(site, args.visitors, args.seconds, args.book_every, 0))}
         finally:
             site.stop()
     write("web", figures)
