@@ -178,3 +178,18 @@ def test_bad_hash_pin_and_init_input_is_one_line(fresh, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     fails_in_one_line(smartq("init", str(blocker / "branch")), "cannot write")
+
+
+def test_bad_enroll_input_is_one_line(tmp_path):
+    data = tmp_path / "device"
+    out = tmp_path / "device.toml"
+    fails_in_one_line(smartq("enroll", "--data-dir", str(data), "--config-out", str(out),
+                             "--bundle", str(tmp_path / "nowhere.json")), "No such file")
+    garbage = tmp_path / "bundle.json"
+    garbage.write_text("a power cut wrote this")
+    fails_in_one_line(smartq("enroll", "--data-dir", str(data), "--config-out", str(out), "--bundle", str(garbage)))
+    garbage.write_text('{"version": 1}')
+    fails_in_one_line(smartq("enroll", "--data-dir", str(data), "--config-out", str(out), "--bundle", str(garbage)))
+    fails_in_one_line(smartq("enroll", "--data-dir", str(data)), "--config-out")
+    fails_in_one_line(smartq("enroll", "--data-dir", str(data), "--config-out", str(out)), "--hq URL")
+    assert not out.exists()
