@@ -162,7 +162,10 @@ def secure_headers(response: web.StreamResponse) -> None:
 
 
 async def check_csrf(request: web.Request, cookie: str | None) -> None:
-    form = await request.post()
+    try:
+        form = await request.post()  # parsed once here; handlers get aiohttp's cached copy
+    except (UnicodeDecodeError, ValueError) as err:
+        raise PageError(400, N_("This request could not be handled.")) from err
     supplied = form.get("csrf_token")
     if cookie is None or not isinstance(supplied, str) or not hmac.compare_digest(cookie, supplied):
         raise PageError(403, "This form has expired. Please go back, reload the page and try again.")

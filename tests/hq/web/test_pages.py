@@ -255,3 +255,25 @@ async def test_no_public_endpoint_enumerates_tickets_or_shows_personal_data(web,
     assert "phone" not in r and r["label"] == "A001"
     paths = {p for p in (await api(session, "GET", f"{web.url}/api/v1/openapi.json", 200))["paths"] if "/public/" in p}
     assert not any("{ticket}" in p for p in paths)  # tickets only by token
+
+
+@pytest.mark.parametrize("path, body, ctype", [
+    ("/b/acme-main/book/contact", b"service=passport&start=" + b"9" * 40 + b"&email=a%40b.org", None),
+    ("/b/acme-main/book/contact", b"service=passport&start=1894000500&email=%FF%FE%00", None),
+    ("/manage", b"code=" + b"%00" * 50 + b"&contact=x", None),
+    ("/account/login", b"contact=" + b"a" * 5000 + b"&password=" + b"p" * 5000, None),
+    ("/account/register", b"\xff\xfe\xfd", None),
+    ("/account/verify", b"--x\r\nContent-Disposition: form-data; name=code\r\n\r\n1\r\n--x--\r\n",
+     "multipart/form-data; boundary=x"),
+    ("/manage/AAAA-BBBB/reschedule", b"start=1", None),
+    ("/b/acme-main/book/contact", b"x" * 300_000, None),
+])
+async def test_junk_form_posts_get_a_4xx_page_never_a_500(web, path, body, ctype):
+    b = web.browser()
+    await b.get("/")
+    csrf = b.cookie("smartq_csrf")
+    data = body.replace(b"service=", f"csrf_token={csrf}&service=".encode(), 1) if b"service=" in body else body
+    headers = {"Content-Type": ctype or "application/x-www-form-urlencoded"}
+    async with b.session.post(web.url + path, data=data, headers=headers, allow_redirects=False) as r:
+        assert 400 <= r.status < 500 or r.status in (200, 303), (path, r.status, (await r.text())[:300])
+        assert r.status != 500
