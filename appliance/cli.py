@@ -177,7 +177,7 @@ def _verify_store(node: Node) -> tuple[list[str], list[str]]:
         memory.execute("ROLLBACK")
         stored = _projection_digest(conn, only)
         if stored == refolded and only is not None:
-            report.append(f"projection: the {len(only)} tickets of the days kept equal a re-fold of the log"
+            report.append(f"projection: the tickets of the days kept ({len(only)}) equal a re-fold of the log"
                           " (older days were compacted after HQ confirmed them)")
         elif stored == refolded:
             report.append(f"projection: equal to a whole re-fold of the log (state hash {state_hash(conn)[:16]})")

@@ -193,3 +193,39 @@ def test_bad_enroll_input_is_one_line(tmp_path):
     fails_in_one_line(smartq("enroll", "--data-dir", str(data)), "--config-out")
     fails_in_one_line(smartq("enroll", "--data-dir", str(data), "--config-out", str(out)), "--hq URL")
     assert not out.exists()
+
+
+def test_verify_after_a_nightly_compaction_checks_the_days_kept(sample_template, tmp_path):
+    """Compaction deletes old days' events (HQ keeps them) but keeps their projection rows: a
+    re-fold can only rebuild the days kept, so verify compares those and says so."""
+    from appliance import nightly
+    from appliance.config import load_config
+    from sync.log import version_vector
+
+    from .conftest import Device, ManualClock, copy_branch
+
+    paths = copy_branch(sample_template, tmp_path / "branch")
+    clock = ManualClock()
+    kiosk = Device(load_config(paths["kiosk"]), clock)
+    try:
+        old_day = nightly.utc_day(kiosk.do(lambda c: c.execute("SELECT max(hlc) FROM events").fetchone()[0]))
+        kiosk.do(lambda c: kiosk.node.branch.set_counter(c, "c1", "open", None))
+        for _ in range(3):
+            kiosk.do(lambda c: kiosk.node.branch.issue(c, {"service": "general"}))
+        clock.ms += 3 * 24 * 3600 * 1000
+        kept = kiosk.do(lambda c: kiosk.node.branch.issue(c, {"service": "general"}))
+        deleted = kiosk.do(lambda c: nightly.compact(c, cutoff_day=nightly.utc_day(clock.ms << 16), good_days={old_day},
+                                                     hq_vv=version_vector(c), now_ms=clock.ms))
+        assert deleted
+    finally:
+        kiosk.close()
+    result = smartq("verify", "--config", str(paths["kiosk"]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "projection: the tickets of the days kept (1) equal a re-fold of the log" in result.stdout
+    db = paths["kiosk"].parent / "data" / "kiosk" / "smartq.db"
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE tickets SET status = 'cancelled' WHERE id = ?", (kept["id"],))
+    conn.close()
+    result = smartq("verify", "--config", str(paths["kiosk"]))
+    assert result.returncode == 1 and "projection differs from a whole re-fold" in result.stdout
