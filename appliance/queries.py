@@ -125,8 +125,8 @@ class Queries:
     # (effective_ms, id). Promotion is a time threshold, so a class splits at `cut` into a
     # promoted part (effective_ms <= cut) and the rest: every part is one index range with one
     # effective priority. Call-next reads the head of each class; position counts ranges.
-    _CLASSES_SQL = ("SELECT max(priority) FROM tickets WHERE status = 'waiting' AND service = ? AND day = ?"
-                    " AND priority < ?")
+    _CLASSES_SQL = ("SELECT priority FROM tickets WHERE status = 'waiting' AND service = ? AND day = ?"
+                    " AND priority < ? ORDER BY priority DESC LIMIT 1")  # one seek, not a scan
     _HEAD_SQL = ("SELECT id, effective_ms FROM tickets WHERE status = 'waiting' AND service = ? AND day = ?"
                  " AND priority = ? AND reserved_counter IS NULL ORDER BY effective_ms, id LIMIT 1")
 
@@ -135,9 +135,10 @@ class Queries:
         out: list[int] = []
         below = 1 << 62
         while True:
-            top = conn.execute(self._CLASSES_SQL, (service, day, below)).fetchone()[0]
-            if top is None:
+            row = conn.execute(self._CLASSES_SQL, (service, day, below)).fetchone()
+            if row is None:
                 return out
+            top = row[0]
             out.append(top)
             below = top
 
@@ -169,8 +170,9 @@ class Queries:
                 if row is not None:
                     consider(row[0], service, priority, row[1], rank[service])
         for ticket_id, service, priority, effective_ms in conn.execute(
-                "SELECT id, service, priority, effective_ms FROM tickets WHERE status = 'waiting'"
-                " AND reserved_counter IS NOT NULL AND reserved_counter = ? AND day = ?", (counter, day)):
+                "SELECT id, service, priority, effective_ms FROM tickets INDEXED BY tickets_reserved"
+                " WHERE status = 'waiting' AND reserved_counter IS NOT NULL AND reserved_counter = ? AND day = ?",
+                (counter, day)):
             consider(ticket_id, service, priority, effective_ms, rank.get(service, -1))
         return best[1] if best is not None else None
 
