@@ -45,7 +45,7 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
     With ``branch`` (the branch link), events of any other branch are refused.
     """
     result = IngestResult()
-    keys: dict[str, tuple[str, Ed25519PublicKey, int | None] | None] = {}
+    keys: dict[tuple[str, str], tuple[str, Ed25519PublicKey, int | None] | None] = {}
     touched: dict[str, set[str]] = {}
     for e in envelopes:
         ref = {"origin": e.get("origin") if isinstance(e, dict) else None, "seq": e.get("seq") if isinstance(e, dict) else None}
@@ -58,14 +58,15 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
         if branch is not None and event.branch != branch:
             result.rejected.append(ref | {"reason": "wrong_branch"})
             continue
-        if origin not in keys:
-            row = conn.execute("SELECT branch_id, public_key, revoked_after_seq FROM devices WHERE id = ?",
-                               (origin,)).fetchone()
+        if (event.branch, origin) not in keys:
+            # Device ids are unique per organization: the device of the event's branch.
+            row = conn.execute("SELECT branch_id, public_key, revoked_after_seq FROM devices WHERE id = ? AND branch_id = ?",
+                               (origin, event.branch)).fetchone()
             try:
-                keys[origin] = (row[0], parse_public_key(row[1]), row[2]) if row else None
+                keys[(event.branch, origin)] = (row[0], parse_public_key(row[1]), row[2]) if row else None
             except KeyError_:
-                keys[origin] = None
-        known = keys[origin]
+                keys[(event.branch, origin)] = None
+        known = keys[(event.branch, origin)]
         if known is None:
             result.rejected.append(ref | {"reason": "unknown_device"})
             continue
@@ -79,7 +80,8 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
             result.rejected.append(ref | {"reason": "bad_signature"})
             continue
         digest = event.hash
-        existing = conn.execute("SELECT hash FROM events WHERE origin = ? AND seq = ?", (origin, event.seq)).fetchone()
+        existing = conn.execute("SELECT hash FROM events WHERE branch = ? AND origin = ? AND seq = ?",
+                                (event.branch, origin, event.seq)).fetchone()
         if existing is not None:
             if existing[0] == digest:
                 result.duplicates += 1
@@ -103,17 +105,18 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
 
 def advance_head(conn: sqlite3.Connection, branch_id: str, origin: str) -> int:
     """Move the origin's contiguous head over every stored successor; returns the head."""
-    row = conn.execute("SELECT seq FROM sync_heads WHERE origin = ?", (origin,)).fetchone()
+    row = conn.execute("SELECT seq FROM sync_heads WHERE branch = ? AND origin = ?", (branch_id, origin)).fetchone()
     head = row[0] if row else 0
     # The first missing seq above the head, found with one indexed query.
     nxt = conn.execute(
-        "SELECT min(e.seq) FROM events e WHERE e.origin = ? AND e.seq >= ?"
-        " AND NOT EXISTS (SELECT 1 FROM events n WHERE n.origin = e.origin AND n.seq = e.seq + 1)",
-        (origin, head + 1)).fetchone()[0]
-    if nxt is None or not conn.execute("SELECT 1 FROM events WHERE origin = ? AND seq = ?", (origin, head + 1)).fetchone():
+        "SELECT min(e.seq) FROM events e WHERE e.branch = ? AND e.origin = ? AND e.seq >= ?"
+        " AND NOT EXISTS (SELECT 1 FROM events n WHERE n.branch = e.branch AND n.origin = e.origin"
+        " AND n.seq = e.seq + 1)", (branch_id, origin, head + 1)).fetchone()[0]
+    if nxt is None or not conn.execute("SELECT 1 FROM events WHERE branch = ? AND origin = ? AND seq = ?",
+                                       (branch_id, origin, head + 1)).fetchone():
         return head
     conn.execute("INSERT INTO sync_heads (origin, branch, seq) VALUES (?, ?, ?)"
-                 " ON CONFLICT(origin) DO UPDATE SET seq = excluded.seq", (origin, branch_id, nxt))
+                 " ON CONFLICT(branch, origin) DO UPDATE SET seq = excluded.seq", (origin, branch_id, nxt))
     return nxt
 
 

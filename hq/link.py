@@ -33,7 +33,7 @@ from hq.ingest import ingest_branch_events
 from hq.signing import KeyError_, parse_public_key
 from sync.certs import CertError, identity_der, peer_der
 from sync.keys import fingerprint
-from sync.protocol import H_DEVICE, H_NONCE, H_TIME, MAX_SKEW_MS, PREFIX, PROTOCOL_VERSION, AuthError, Signed, Verifier, decode, encode, sign_response
+from sync.protocol import H_BRANCH, H_DEVICE, H_NONCE, H_TIME, MAX_SKEW_MS, PREFIX, PROTOCOL_VERSION, AuthError, Signed, Verifier, decode, encode, sign_response
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +54,12 @@ class BranchLink:
         self.verifier = Verifier(self._keys.get, lambda branch: True)
 
     async def authenticate(self, request: web.Request, body: bytes) -> Signed:
-        device = request.headers.get(H_DEVICE, "")
+        device, claimed = request.headers.get(H_DEVICE, ""), request.headers.get(H_BRANCH, "")
+        # Device ids are unique per organization: look the device up in the branch it claims
+        # (signed, checked below), so another organization's `kiosk` never answers for it.
         row = await self.hq.db.read(lambda c: c.execute(
-            "SELECT branch_id, public_key, revoked_at FROM devices WHERE id = ?", (device,)).fetchone()) if device else None
+            "SELECT branch_id, public_key, revoked_at FROM devices WHERE id = ? AND branch_id = ?",
+            (device, claimed)).fetchone()) if device else None
         if row is not None and row["revoked_at"] is not None:
             raise AuthError(403, f"device {device!r} is revoked")
         # Refreshed on every request, so a device removed at HQ is refused at once.
@@ -138,8 +141,9 @@ def events_for(conn: sqlite3.Connection, branch: str, vv: dict[str, int], limit:
         have = int(vv.get(origin, 0))
         if head <= have:
             continue
-        rows = conn.execute("SELECT envelope FROM events WHERE origin = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-                            (origin, have, head, limit - len(out))).fetchall()
+        rows = conn.execute("SELECT envelope FROM events WHERE branch = ? AND origin = ? AND seq > ? AND seq <= ?"
+                            " ORDER BY seq LIMIT ?",
+                            (branch, origin, have, head, limit - len(out))).fetchall()
         out += [decode(r[0].encode("utf-8")) for r in rows]
     return out
 

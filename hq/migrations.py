@@ -211,6 +211,39 @@ def _m10(conn: sqlite3.Connection) -> None:
     """)
 
 
+@migration(11, "device_ids_per_org")
+def _m11(conn: sqlite3.Connection) -> None:
+    """Device ids are unique per organization, not across HQ: a second organization can name a
+    device `kiosk`. Devices are keyed (branch, id) and unique (org, id); events and heads are
+    keyed by branch too, since two organizations' `kiosk` both have a seq 1."""
+    conn.executescript("""
+    CREATE TABLE devices_new (
+        id TEXT NOT NULL, branch_id TEXT NOT NULL REFERENCES branches(id), org_id TEXT NOT NULL,
+        role TEXT NOT NULL, public_key TEXT NOT NULL, name TEXT NOT NULL DEFAULT '', numbers TEXT,
+        revoked_at INTEGER, revoked_after_seq INTEGER,
+        PRIMARY KEY (branch_id, id), UNIQUE (org_id, id));
+    INSERT INTO devices_new (id, branch_id, org_id, role, public_key, name, numbers, revoked_at, revoked_after_seq)
+        SELECT d.id, d.branch_id, b.org_id, d.role, d.public_key, d.name, d.numbers, d.revoked_at, d.revoked_after_seq
+        FROM devices d JOIN branches b ON b.id = d.branch_id ORDER BY d.rowid;
+    DROP TABLE devices;
+    ALTER TABLE devices_new RENAME TO devices;
+    CREATE TABLE events_new (
+        origin TEXT NOT NULL, seq INTEGER NOT NULL, hlc INTEGER NOT NULL, type TEXT NOT NULL,
+        branch TEXT NOT NULL, envelope TEXT NOT NULL, received_at INTEGER NOT NULL, hash TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (branch, origin, seq));
+    INSERT INTO events_new (origin, seq, hlc, type, branch, envelope, received_at, hash)
+        SELECT origin, seq, hlc, type, branch, envelope, received_at, hash FROM events;
+    DROP TABLE events;
+    ALTER TABLE events_new RENAME TO events;
+    CREATE INDEX events_branch_hlc ON events(branch, hlc);
+    CREATE TABLE sync_heads_new (
+        origin TEXT NOT NULL, branch TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (branch, origin));
+    INSERT INTO sync_heads_new (origin, branch, seq) SELECT origin, branch, seq FROM sync_heads;
+    DROP TABLE sync_heads;
+    ALTER TABLE sync_heads_new RENAME TO sync_heads;
+    """)
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"

@@ -375,11 +375,13 @@ class Writer:
                 o_low, o_high = (int(x) for x in rng.split("-"))
                 if low <= o_high and o_low <= high:
                     raise conflict(f"numbers {numbers} overlap device {other}'s {rng}", "numbers_overlap")
+        org = self.conn.execute("SELECT org_id FROM branches WHERE id = ?", (branch_id,)).fetchone()
         try:
-            self.conn.execute("INSERT INTO devices (id, branch_id, role, public_key, name, numbers) VALUES (?, ?, ?, ?, ?, ?)",
-                              (device_id, branch_id, role, public_key, name, numbers))
+            # Unique per organization: another organization's ids are neither taken nor revealed.
+            self.conn.execute("INSERT INTO devices (id, branch_id, org_id, role, public_key, name, numbers)"
+                              " VALUES (?, ?, ?, ?, ?, ?, ?)", (device_id, branch_id, org[0], role, public_key, name, numbers))
         except sqlite3.IntegrityError as err:
-            raise conflict(f"device {device_id} exists") from err
+            raise conflict(f"device {device_id} exists in this organization") from err
         self._emit(branch_id, "config.roster", roster_event(self.conn, branch_id))
         return {"id": device_id, "branch": branch_id, "role": role, "name": name, "public_key": public_key,
                 "numbers": numbers}

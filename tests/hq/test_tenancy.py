@@ -146,3 +146,21 @@ async def test_rate_limit_on_booking_endpoints(tmp_path):
             assert statuses == [404, 404, 404, 429, 429]
     finally:
         await runner.cleanup()
+
+
+async def test_device_ids_are_per_organization_and_a_clash_reveals_nothing_of_others(server, session):
+    """Two organizations each have a `kiosk`; a clash is reported only inside one's own org."""
+    def key(n: int) -> str:
+        return f"{n:02x}" * 32
+    made = await api(session, "POST", f"{server.url}{V}/branches/acme-main/devices", 201, headers=server.h("acme-admin"),
+                     json={"id": "kiosk", "role": "kiosk", "public_key": key(1)})
+    assert made["id"] == "kiosk"
+    await api(session, "POST", f"{server.url}{V}/branches/beta-main/devices", 201, headers=server.h("beta-admin"),
+              json={"id": "kiosk", "role": "kiosk", "public_key": key(2)})
+    async with session.post(f"{server.url}{V}/branches/acme-main/devices", headers=server.h("acme-admin"),
+                            json={"id": "kiosk", "role": "kiosk", "public_key": key(3)}) as resp:
+        assert resp.status == 409 and "this organization" in (await resp.json())["error"]["message"]
+    for who, branch, mine in (("acme-admin", "acme-main", key(1)), ("beta-admin", "beta-main", key(2))):
+        listed = await api(session, "GET", f"{server.url}{V}/branches/{branch}/devices", 200, headers=server.h(who))
+        assert [d["public_key"] for d in listed["devices"] if d["id"] == "kiosk"] != []
+        assert len([d for d in listed["devices"] if d["id"] == "kiosk"]) == 1
