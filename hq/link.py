@@ -167,13 +167,28 @@ def _endpoint(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamR
             return _error(413, "too_large", "request body too large")
         try:
             signed = await link.authenticate(request, raw)
-            link.hq.last_heard[signed.branch] = link.hq.now()
+            await heard_from(link.hq, signed.branch)
             message = decode(raw)
             return link.answer(request, signed, await handler(request, link, signed, message))
         except AuthError as err:
             code = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 409: "protocol"}.get(err.status, "error")
             return _error(err.status, code, err.message)
     return wrapped
+
+
+CONTACT_WRITE_S = 15
+
+
+async def heard_from(hq: HQ, branch: str) -> None:
+    """Remember that `branch` reached HQ now: in this process at once, in the database (for the
+    other workers' status pages) at most every CONTACT_WRITE_S."""
+    now = hq.now()
+    before = hq.last_heard.get(branch)
+    hq.last_heard[branch] = now
+    if before is None or now - before >= CONTACT_WRITE_S or now < before:
+        await hq.db.write(lambda c: c.execute(
+            "INSERT INTO branch_contact (branch_id, heard_at) VALUES (?, ?) ON CONFLICT (branch_id)"
+            " DO UPDATE SET heard_at = max(heard_at, excluded.heard_at)", (branch, now)))
 
 
 def _error(status: int, code: str, message: str) -> web.Response:

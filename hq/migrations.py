@@ -244,6 +244,15 @@ def _m11(conn: sqlite3.Connection) -> None:
     """)
 
 
+@migration(12, "branch_contact")
+def _m12(conn: sqlite3.Connection) -> None:
+    # When HQ last heard from each branch, shared by HQ's worker processes (the status page's
+    # "works offline" banner); written at most every CONTACT_WRITE_S per process.
+    conn.executescript("""
+    CREATE TABLE branch_contact (branch_id TEXT PRIMARY KEY, heard_at INTEGER NOT NULL) WITHOUT ROWID;
+    """)
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"

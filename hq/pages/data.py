@@ -132,10 +132,12 @@ def now_serving(conn: sqlite3.Connection, branch_id: str, day: str) -> list[dict
 
 
 def last_heard(conn: sqlite3.Connection, branch_id: str, now: int) -> int | None:
-    """Unix s of the last branch event HQ received (events in the last day, via the hlc index)."""
+    """Unix s HQ last heard from the branch: a link request (any HQ process) or a received event
+    (events of the last day, via the hlc index)."""
     since = (now - 86400) * 1000 << 16
     row = conn.execute("SELECT max(received_at) FROM events WHERE branch = ? AND hlc >= ?", (branch_id, since)).fetchone()
-    return row[0] if row and row[0] else None
+    contact = conn.execute("SELECT heard_at FROM branch_contact WHERE branch_id = ?", (branch_id,)).fetchone()
+    return max(filter(None, (row[0] if row else None, contact[0] if contact else None)), default=None)
 
 
 def ticket_view(conn: sqlite3.Connection, token: str, now: int, lang: str, default_s: int,

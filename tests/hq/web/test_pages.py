@@ -277,3 +277,21 @@ async def test_junk_form_posts_get_a_4xx_page_never_a_500(web, path, body, ctype
     async with b.session.post(web.url + path, data=data, headers=headers, allow_redirects=False) as r:
         assert 400 <= r.status < 500 or r.status in (200, 303), (path, r.status, (await r.text())[:300])
         assert r.status != 500
+
+
+async def test_a_link_request_seen_by_another_worker_keeps_the_page_online(web, session):
+    from hq.link import heard_from
+
+    hq = web.app[HQ_KEY]
+    kiosk = Device("kiosk-7")
+    await kiosk.register(web, session)
+    token = "Ww" + "w" * 20
+    await ingest_branch_events(hq, [issued(kiosk, "20300107", 1, T0, token)])
+    web.clock.t += 300  # the events are old now, but the branch keeps saying hello
+    await heard_from(hq, "acme-main")
+    hq.last_heard.clear()  # as if that hello reached another HQ worker process: only the database knows
+    _, html, _ = await web.browser().get(f"/t/{token}")
+    assert 'id="offline" role="status" hidden>' in html
+    web.clock.t += 120
+    _, html, _ = await web.browser().get(f"/t/{token}")
+    assert "The office works offline right now; last heard at" in html
