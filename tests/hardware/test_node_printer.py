@@ -69,7 +69,9 @@ def test_issued_ticket_arrives_at_the_network_printer(sample_dir: Path, tmp_path
             assert "Renseignements généraux".encode("cp858") in data
             assert "Votre numéro".encode("cp858") in data and b"Merci de votre patience" in data
             assert b"Kigali Main Office" in data
-            printer_view = wait_for(lambda: (v := hardware(node)["printer"])["jobs_ok"] == 1 and v, what="job ok")
+            # jobs_ok counts in the spooler's thread; last_job is set when the result reaches the loop
+            printer_view = wait_for(lambda: (v := hardware(node)["printer"])["jobs_ok"] == 1 and v["last_job"] and v,
+                                    what="job ok")
             assert printer_view["status"] == "ok" and printer_view["state"] == "ok"
             assert printer_view["last_job"]["ticket"] == ticket["id"] and printer_view["last_job"]["ok"]
             assert printer_view["last_failed_job"] is None
