@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_FILE = "enroll-code.json"
+COUNTER_KEY_FILE = "counter.key"  # the branch's counter key: opens HQ's sealed config.staff
 
 
 class EnrollError(Exception):
@@ -51,6 +52,20 @@ def new_code() -> str:
 
 def qr_text(code: str) -> str:
     return f"smartq-enroll:{code}"
+
+
+def open_staff(data_dir: Path, payload: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A counter's reading of HQ's sealed `config.staff` (None without the branch's counter key)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from sync.sealed import SealedError, open_sealed
+    try:
+        key = serialization.load_pem_private_key((data_dir / COUNTER_KEY_FILE).read_bytes(), password=None)
+        assert isinstance(key, X25519PrivateKey)
+        return json.loads(open_sealed(key, payload["sealed"]))["staff"]
+    except (OSError, ValueError, KeyError, TypeError, AssertionError, SealedError):
+        return None
 
 
 def pending_code(data_dir: Path) -> dict[str, str] | None:
@@ -105,6 +120,9 @@ def install(bundle: Any, data_dir: Path, config_out: Path, *, key: Ed25519Privat
     write_file(data_dir / "device.crt", bundle["cert"].encode("ascii"))
     write_file(data_dir / "ca.pem", bundle["ca"].encode("ascii"))
     write_file(data_dir / "crl.pem", bundle["crl"].encode("ascii"))
+    if isinstance(bundle.get("counter_key"), str):  # a counter: it may read the sealed staff list
+        from sync.certs import write_private
+        write_private(data_dir / COUNTER_KEY_FILE, bundle["counter_key"].encode("ascii"))
     write_file(config_out, config.encode("utf-8"))
     (data_dir / CODE_FILE).unlink(missing_ok=True)
     logger.info("enrolled as %s (%s) of %s/%s; config in %s", me.device, me.role, me.org, me.branch, config_out)

@@ -253,6 +253,14 @@ def _m12(conn: sqlite3.Connection) -> None:
     """)
 
 
+@migration(13, "branch_counter_keys")
+def _m13(conn: sqlite3.Connection) -> None:
+    """Each branch's X25519 counter key; HQ seals config.staff to it (hq/branchkeys.py)."""
+    conn.executescript("""
+    CREATE TABLE branch_keys (branch_id TEXT PRIMARY KEY, private_pem TEXT NOT NULL, public_key TEXT NOT NULL);
+    """)
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"

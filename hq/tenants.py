@@ -144,8 +144,12 @@ def roster_event(conn: sqlite3.Connection, branch_id: str) -> dict[str, Any]:
 
 
 def staff_event(conn: sqlite3.Connection, branch_id: str) -> dict[str, Any]:
-    return {"staff": [{"id": r["id"], "name": r["name"], "pin_hash": r["pin_hash"]}
-                      for r in conn.execute("SELECT * FROM staff WHERE branch_id = ? ORDER BY id", (branch_id,))]}
+    """`{sealed}`: names and PIN hashes sealed to the branch's counter key (hq/branchkeys.py),
+    so only counter devices can read them; kiosks, displays and the LAN see ciphertext."""
+    from hq.branchkeys import sealed_staff
+    return sealed_staff(conn, branch_id, [
+        {"id": r["id"], "name": r["name"], "pin_hash": r["pin_hash"]}
+        for r in conn.execute("SELECT * FROM staff WHERE branch_id = ? ORDER BY id", (branch_id,))])
 
 
 def config_snapshot(conn: sqlite3.Connection, branch_id: str) -> list[tuple[str, dict[str, Any]]]:

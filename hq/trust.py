@@ -32,6 +32,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hq import outbox
+from hq.branchkeys import counter_key
 from hq.errors import bad_request, conflict, not_found
 from hq.signing import KeyError_, canonical_public_key, parse_public_key, public_key_b64
 from hq.tenants import Writer as TenantWriter
@@ -186,6 +187,8 @@ def approve(conn: sqlite3.Connection, *, key: Ed25519PrivateKey, data_dir: Path 
         "config": device_config(conn, branch=branch, device=device, role=role, counters=counters, link_url=link_url,
                                 hq_public_key=public_key_b64(key.public_key())),
         "hq_public_key": public_key_b64(key.public_key()), "issued_at": now,
+        # Only a counter verifies staff PINs: only it can open the sealed config.staff.
+        **({"counter_key": counter_key(conn, branch)[0]} if role == "counter" else {}),
     })
     conn.execute("UPDATE enrollments SET status = 'approved', branch_id = ?, device_id = ?, bundle = ? WHERE code = ?",
                  (branch, device, json.dumps(bundle), code))

@@ -129,6 +129,27 @@ def test_fresh_devices_enroll_by_code_and_replicate_over_mutual_tls_then_one_is_
             with sqlite3.connect(f"file:{hq.folder / 'data' / 'hq.sqlite3'}?mode=ro", uri=True) as c:
                 return c.execute("SELECT count(*) FROM events WHERE origin = ?", (origin,)).fetchone()[0]
         wait_for(lambda: hq_has("kiosk") > 0, 30)  # and reached HQ over the mutual-TLS link
+
+        # Staff PIN hashes travel sealed to the branch's counter key: the kiosk holds only
+        # ciphertext, the counter (whose bundle brought the key) can read them.
+        async def put_staff() -> None:
+            async with aiohttp.ClientSession() as session:
+                token = await admin_token(session, hq.url)
+                async with session.put(f"{hq.url}/api/v1/branches/{BRANCH}/staff/amina", json={
+                        "name": "Amina Uwase", "pin": "4821"}, headers={"Authorization": f"Bearer {token}"}) as r:
+                    assert r.status == 200, await r.text()
+        asyncio.run(put_staff())
+
+        def staff_at(device: str) -> dict | None:
+            with sqlite3.connect(f"file:{tmp_path / device / 'data' / 'smartq.db'}?mode=ro", uri=True) as c:
+                row = c.execute("SELECT payload FROM events WHERE type = 'config.staff' ORDER BY hlc DESC").fetchone()
+            return json.loads(row[0]) if row else None
+        sealed = wait_for(lambda: staff_at("kiosk"), 30)
+        assert set(sealed) == {"sealed"} and "argon2" not in json.dumps(sealed) and "Amina" not in json.dumps(sealed)
+        from appliance.enroll import open_staff
+        assert open_staff(tmp_path / "kiosk" / "data", sealed) is None
+        staff = open_staff(tmp_path / "counter-1" / "data", wait_for(lambda: staff_at("counter-1"), 30))
+        assert staff is not None and staff[0]["name"] == "Amina Uwase" and staff[0]["pin_hash"].startswith("$argon2id$")
         for node in nodes:
             status, state = node.request("GET", "/api/v1/state")
             assert state["hq"]["status"] == "online" and state["hq"]["url"].startswith("https://"), state["hq"]
