@@ -13,13 +13,17 @@ Figures, written to bench/results/replication.json:
   state hashes are equal then: checked through the API afterwards).
 - discovery after link-up: measured by bench_discovery.py; copied from its results.
 
-Run: .venv/bin/python -m bench.bench_replication [--calls 1000] [--events 10000] [--rounds 3]
+The nodes replicate over mutual TLS (the sample branch's local CA), as deployed; `--plain`
+runs the same over plain HTTP (results in replication-plain.json) to show what TLS costs.
+
+Run: .venv/bin/python -m bench.bench_replication [--calls 1000] [--events 10000] [--rounds 3] [--plain]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -130,6 +134,8 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--events", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--plain", action="store_true",
+                        help="replicate over plain HTTP ([lan] tls = false): the baseline for the cost of mutual TLS")
     args = parser.parse_args()
     reason = unavailable_reason()
     if reason is not None:
@@ -139,7 +145,11 @@ def main() -> int:
         branch = Path(tmp) / "branch"
         net = Network.create(Path(tmp) / "lan")
         try:
-            configs = make_branch(branch)
+            lan = None
+            if args.plain:
+                from tests.branch.replicated import LAN_PORT, LAN_SECTION
+                lan = LAN_SECTION.format(port=LAN_PORT) + "tls = false\n"
+            configs = make_branch(branch, lan=lan)
             nodes = start_nodes(net, configs, DEVICES, python=PY, env=ENV)
             latency = call_latency(net, nodes, args.calls)
             heals = [heal_round(net, nodes, branch, args.events) for _ in range(args.rounds)]
@@ -150,9 +160,11 @@ def main() -> int:
     if path.exists():
         discovery = json.loads(path.read_text()).get("link_up_to_all_tables_complete", {})
     heal_times = [h["heal_s"] for h in heals]
-    write("replication", {
+    write("replication-plain" if args.plain else "replication", {
         "setup": "5 smartq nodes (kiosk, display, counter-1..3), one network namespace each, one bridge, mDNS; "
+                 f"{'plain HTTP (tls = false)' if args.plain else 'mutual TLS 1.3 pinned to the org CA'}; "
                  "2-core machine shared with other work",
+        "load_average": os.getloadavg(),
         "call_to_display_stream": latency,
         "targets": {"call_to_display_stream_p99_ms": 50, "heal_10000_events_s": 2.0},
         "heal": {"rounds": heals, "p50_s": percentile(heal_times, 50), "max_s": max(heal_times)},
