@@ -14,7 +14,9 @@ from aiohttp import web
 from appliance.branch import iso
 from sync.text import clean_text
 
-from appliance.errors import BadRequest, DomainError, Forbidden, NotFound
+from appliance.errors import BadRequest, DomainError, Forbidden, NotFound, Unauthorized
+from appliance.events import STAFF_PIN_FAILED
+from appliance.staff import recent_failures
 from appliance.node import Node
 from appliance.openapi import openapi_document
 from appliance.projection import state_hash
@@ -237,12 +239,22 @@ async def get_counter(request: web.Request) -> web.Response:
 
 async def staff_login(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    body = await read_body(request, {"counter": (str, True), "pin": (str, True)})
-    counter = body["counter"]
+    body = await read_body(request, {"counter": (str, True), "pin": (str, True), "staff": (str, False)})
+    counter, staff_id = body["counter"], body.get("staff")
     model = await node.read(node.branch.model)
     if counter not in model.counters:
         raise NotFound(f"unknown counter {counter!r}", code="unknown_counter")
-    session = await asyncio.to_thread(node.staff.login, counter, body["pin"])
+    since = node.clock.wall_ms() - node.config.security.lockout_s * 1000
+    failures = await node.read(lambda c: recent_failures(c, since_ms=since, staff=staff_id, counter=counter))
+    try:
+        session = await asyncio.to_thread(node.staff.login, counter, body["pin"], staff_id=staff_id,
+                                          branch_failures=failures)
+    except Unauthorized:
+        # Recorded in the log, so every counter of the branch counts it (a guesser moving from
+        # counter to counter stays locked out). The PIN itself is never recorded.
+        payload = {"counter": counter, **({"staff": staff_id} if staff_id else {})}
+        await node.write(lambda c: node.log.append(c, STAFF_PIN_FAILED, payload))
+        raise
     return json_response({"token": session.token, "staff": {"id": session.staff_id, "name": session.staff_name},
                               "counter": counter, "expires_at": iso(session.expires_ms, model.tz)})
 

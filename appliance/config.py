@@ -39,7 +39,7 @@ SETTINGS: list[tuple[str, Any, str]] = [
      " the next thousand (ten thousand) of its own, so numbers never run out."),
     ("security.require_staff_login", True, "Counter actions need a staff PIN session (Authorization: Bearer)."),
     ("security.session_ttl_s", 43200, "How long a staff session lasts."),
-    ("security.max_pin_failures", 5, "Failed PIN attempts per counter before a lock-out."),
+    ("security.max_pin_failures", 5, "Wrong PINs per staff member or counter, across the branch's counters, before a lock-out."),
     ("security.lockout_s", 60, "Length of the PIN lock-out."),
     ("api.max_body_bytes", 65536, "Largest request body the local API accepts."),
     ("hq.public_url", None, "HQ's public web address (e.g. https://hq.example.org): each ticket gets"

@@ -21,6 +21,10 @@ CONFIG_SERVICE = "config.service"
 CONFIG_COUNTER = "config.counter"
 CONFIG_ROSTER = "config.roster"
 
+# A wrong staff PIN at a counter: {counter, staff?}. Stored and replicated, not folded; every
+# counter counts the branch's recent ones for its lock-out (appliance/staff.py).
+STAFF_PIN_FAILED = "staff.pin_failed"
+
 BOOKING_CREATED = "booking.created"
 BOOKING_RESCHEDULED = "booking.rescheduled"
 BOOKING_CANCELLED = "booking.cancelled"

@@ -102,7 +102,8 @@ SCHEMAS: dict[str, Any] = {
         "to_service": {"type": "string"}, "to_counter": {"type": "string"}},
         "description": "exactly one of to_service, to_counter"},
     "LoginRequest": {"type": "object", "additionalProperties": False, "required": ["counter", "pin"], "properties": {
-        "counter": {"type": "string"}, "pin": {"type": "string", "pattern": "^[0-9]{1,32}$"}}},
+        "counter": {"type": "string"}, "pin": {"type": "string", "pattern": "^[0-9]{1,32}$"},
+        "staff": {"type": "string", "description": "the staff member the PIN is of (lock-out per member)"}}},
 }
 
 

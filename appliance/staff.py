@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,16 @@ def check_pin(pin: str, pin_hash: str) -> bool:
     return hmac.compare_digest(got, dec(digest))
 
 
+def recent_failures(conn: sqlite3.Connection, *, since_ms: int, staff: str | None, counter: str) -> int:
+    """Wrong PINs anywhere in the branch since `since_ms` (replicated `staff.pin_failed` events):
+    aimed at `staff` when a staff id is given, else at `counter`."""
+    from appliance.events import STAFF_PIN_FAILED
+    field, value = ("$.staff", staff) if staff is not None else ("$.counter", counter)
+    return int(conn.execute(
+        "SELECT count(*) FROM events WHERE type = ? AND hlc >= ? AND json_extract(payload, ?) = ?",
+        (STAFF_PIN_FAILED, since_ms << 16, field, value)).fetchone()[0])
+
+
 @dataclass(frozen=True)
 class Session:
     token: str
@@ -60,17 +71,21 @@ class StaffSessions:
     def required(self) -> bool:
         return self._security.require_staff_login
 
-    def login(self, counter: str, pin: str) -> Session:
-        """Blocking (scrypt): call it off the event loop."""
+    def login(self, counter: str, pin: str, *, staff_id: str | None = None, branch_failures: int = 0) -> Session:
+        """Blocking (scrypt): call it off the event loop. `staff_id`: the member the PIN must be
+        of (the lock-out then follows that member); `branch_failures`: wrong PINs for this
+        member (or counter) at every counter of the branch within the lock-out window."""
         if not pin or len(pin) > 32 or not pin.isdigit():
             raise BadRequest("pin must be 1 to 32 digits")
         now = self._now_ms()
         with self._lock:
             window = [t for t in self._failures.get(counter, []) if now - t < self._security.lockout_s * 1000]
             self._failures[counter] = window
-            if len(window) >= self._security.max_pin_failures:
-                raise TooManyRequests("too many wrong PINs at this counter; wait a minute", code="locked_out")
-        staff = next((s for s in self._staff if check_pin(pin, s.pin_hash)), None)
+            if max(len(window), branch_failures) >= self._security.max_pin_failures:
+                who = f"for {staff_id}" if staff_id else "at this counter"
+                raise TooManyRequests(f"too many wrong PINs {who}; wait a minute", code="locked_out")
+        candidates = [s for s in self._staff if staff_id is None or s.id == staff_id]
+        staff = next((s for s in candidates if check_pin(pin, s.pin_hash)), None)
         if staff is None:
             with self._lock:
                 self._failures.setdefault(counter, []).append(now)

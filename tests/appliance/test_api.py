@@ -200,3 +200,40 @@ async def test_free_text_is_normalized_and_stripped_of_control_and_bidi_characte
     assert json.loads(stored)["reason"] == "Café gauche[2J left"
     r = await api.post(f"/api/v1/tickets/{ticket['id']}/cancel", json={"reason": "\u202e\u2066\x00"})
     assert r.status == 400  # nothing left once cleaned
+
+
+async def test_a_pin_guesser_stays_locked_out_when_moving_to_another_counter(sample_template, tmp_path, aiohttp_client):
+    """Wrong PINs for a staff member are events: counter-2 counts those made at counter-1."""
+    paths = copy_branch(sample_template, tmp_path / "b")
+    clock = ManualClock()
+    nodes = []
+    try:
+        for device in ("counter-1", "counter-2"):
+            node = Node(load_config(paths[device]), clock=clock)
+            await asyncio.to_thread(node.open)
+            await node.start()
+            nodes.append(node)
+        one, two = [await aiohttp_client(create_app(n)) for n in nodes]
+        limit = nodes[0].config.security.max_pin_failures
+        for _ in range(limit):
+            r = await one.post("/api/v1/staff/login", json={"counter": "c1", "pin": "9999", "staff": "amina"})
+            assert r.status == 401
+        r = await one.post("/api/v1/staff/login", json={"counter": "c1", "pin": "1234", "staff": "amina"})
+        assert r.status == 429  # locked out, even with her right PIN
+        # Replication (the real log: counter-1's events ingested by counter-2).
+        events = nodes[0].writer.call(lambda c: [e.to_dict() for e in all_events(c)])
+        await nodes[1].write(lambda c: nodes[1].log.ingest(c, events))
+        r = await two.post("/api/v1/staff/login", json={"counter": "c2", "pin": "1234", "staff": "amina"})
+        assert r.status == 429 and "amina" in (await r.json())["error"]["message"]
+        # Another member is not locked out; nor is amina once the lock-out has passed.
+        r = await two.post("/api/v1/staff/login", json={"counter": "c2", "pin": "2345", "staff": "jean"})
+        assert r.status == 200
+        clock.ms += nodes[0].config.security.lockout_s * 1000 + 1
+        r = await two.post("/api/v1/staff/login", json={"counter": "c2", "pin": "1234", "staff": "amina"})
+        assert r.status == 200
+        stored = nodes[1].writer.call(lambda c: [p for (p,) in c.execute(
+            "SELECT payload FROM events WHERE type = 'staff.pin_failed'")])
+        assert len(stored) == limit and not any("9999" in p for p in stored)  # no PIN recorded
+    finally:
+        for node in nodes:
+            await node.stop()
