@@ -32,10 +32,18 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
     data_dir = Path(args.data_dir)
     try:
+        printer = None
+        if args.printer:
+            import tomllib
+            try:
+                printer = tomllib.loads(Path(args.printer).read_text(encoding="utf-8"))["hardware"]["printer"]
+            except (KeyError, tomllib.TOMLDecodeError) as err:
+                print(f"smartq enroll: {args.printer}: no [hardware.printer] table ({err})", file=sys.stderr)
+                return 2
         if args.request_out:
             _, request = enroll.request(data_dir)
             Path(args.request_out).write_text(json.dumps(request), encoding="utf-8")
-            enroll.show_code(data_dir, request["code"])
+            enroll.show_code(data_dir, request["code"], printer)
             print(f"SMARTQ_ENROLL_CODE {request['code']}", flush=True)
             print(f"request written to {args.request_out}: take it to HQ with the code above", flush=True)
             return 0
@@ -49,7 +57,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                                  hq_key=args.hq_key)
         elif args.hq:
             out = asyncio.run(enroll.enroll_online(
-                args.hq, data_dir, Path(args.config_out), hq_key=args.hq_key, poll_s=args.poll_s,
+                args.hq, data_dir, Path(args.config_out), hq_key=args.hq_key, poll_s=args.poll_s, printer=printer,
                 on_code=lambda code: print(f"SMARTQ_ENROLL_CODE {code}", flush=True)))
         else:
             print("smartq enroll: give --hq URL, --bundle FILE or --request-out FILE", file=sys.stderr)
@@ -280,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--request-out", help="offline: write the enrollment request to this file (USB stick)")
     p.add_argument("--bundle", help="offline: import the signed bundle HQ wrote for this device")
     p.add_argument("--poll-s", type=float, default=2.0, help="how often to ask HQ whether the code was entered")
+    p.add_argument("--printer", help="a TOML file with this device's [hardware.printer]: print the code on it")
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser("hash-pin", help="print the pin_hash of a staff PIN")

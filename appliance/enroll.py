@@ -5,7 +5,8 @@
 1. The device makes its Ed25519 key (data dir, 0600) and draws an 8-character code
    (Crockford base32, `7KQ2-M9XD`); it registers `{code, public_key}` at HQ.
 2. It shows the code: `enroll-code.json` in the data dir is the hook a UI reads
-   (`pending_code`, with the QR text), and the log and standard output always have it.
+   (`pending_code`, with the QR text), a kiosk prints it (`--printer` names a TOML file with
+   its `[hardware.printer]`), and the log and standard output always have it.
 3. An admin enters the code at HQ (`smartq-hq enroll --code ... --branch --role --id`).
 4. The device polls with a signature of its key and receives the bundle HQ signed: its
    certificate from the org CA, the CA, the CRL, its configuration (with the HQ-signed
@@ -82,10 +83,37 @@ def request(data_dir: Path) -> tuple[Ed25519PrivateKey, dict[str, str]]:
     return key, {"code": new_code(), "public_key": public_key_text(key.public_key())}
 
 
-def show_code(data_dir: Path, code: str) -> None:
-    """Where a device shows its code: the file its UI reads (`pending_code`) and the log."""
+def show_code(data_dir: Path, code: str, printer: dict[str, Any] | None = None) -> None:
+    """Where a device shows its code: the file its UI reads (`pending_code`), the log, and its
+    printer when it has one (`printer`: a `[hardware.printer]` table)."""
     write_file(data_dir / CODE_FILE, json.dumps({"code": code, "qr": qr_text(code)}).encode("utf-8"))
     logger.warning("enrollment code %s: enter it at HQ (smartq-hq enroll --code %s ...)", code, code)
+    if printer is not None:
+        try:
+            print_code(printer, code)
+        except Exception:  # the screen and the log have the code: a printer problem is not fatal
+            logger.exception("could not print the enrollment code")
+
+
+def print_code(printer: dict[str, Any], code: str) -> None:
+    """The code (large) and its QR on the device's ESC/POS printer."""
+    from escpos.printer import Dummy
+
+    from hardware.printer import make_connection_factory, parse_printer_config
+
+    slip = Dummy()
+    slip.set(align="center", double_height=True, double_width=True)
+    slip.text(f"{code}\n")
+    slip.set(align="center")
+    slip.text("SmartQ: enter this code at HQ\n")
+    slip.qr(qr_text(code), native=True, size=6)  # the printer draws it: the text travels as is
+    slip.cut()
+    connection = make_connection_factory(parse_printer_config(printer))()
+    connection.open()
+    try:
+        connection.write(slip.output)
+    finally:
+        connection.close()
 
 
 def install(bundle: Any, data_dir: Path, config_out: Path, *, key: Ed25519PrivateKey, hq_key: str | None = None,
@@ -130,7 +158,8 @@ def install(bundle: Any, data_dir: Path, config_out: Path, *, key: Ed25519Privat
 
 
 async def enroll_online(hq_url: str, data_dir: Path, config_out: Path, *, hq_key: str | None = None,
-                        poll_s: float = 2.0, timeout_s: float = 24 * 3600, on_code: Any = None) -> dict[str, Any]:
+                        poll_s: float = 2.0, timeout_s: float = 24 * 3600, on_code: Any = None,
+                        printer: dict[str, Any] | None = None) -> dict[str, Any]:
     """Register a code at HQ, show it, wait for the admin, install the bundle."""
     import aiohttp
 
@@ -147,7 +176,7 @@ async def enroll_online(hq_url: str, data_dir: Path, config_out: Path, *, hq_key
         else:
             raise EnrollError("HQ refused five codes in a row")
         code = req["code"]
-        show_code(data_dir, code)
+        show_code(data_dir, code, printer)
         if on_code is not None:
             on_code(code)
         deadline = time.monotonic() + timeout_s

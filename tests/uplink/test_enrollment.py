@@ -189,9 +189,15 @@ def test_offline_enrollment_with_request_and_bundle_files(tmp_path: Path) -> Non
         hq.stop()  # the branch has no WAN: everything travels on a USB stick
         data_dir, stick = tmp_path / "display" / "data", tmp_path / "usb"
         stick.mkdir()
-        made = smartq("enroll", "--data-dir", str(data_dir), "--request-out", str(stick / "request.json"))
-        assert made.returncode == 0, made.stderr
-        code = re.search(r"SMARTQ_ENROLL_CODE (\S+)", made.stdout)[1]
+        from hardware.fake_network_printer import FakeNetworkPrinter
+        with FakeNetworkPrinter(port=0) as printer:  # a kiosk prints its code too
+            (tmp_path / "printer.toml").write_text(
+                f'[hardware.printer]\nbackend = "network"\nhost = "127.0.0.1"\nport = {printer.port}\n')
+            made = smartq("enroll", "--data-dir", str(data_dir), "--request-out", str(stick / "request.json"),
+                          "--printer", str(tmp_path / "printer.toml"))
+            assert made.returncode == 0, made.stderr
+            code = re.search(r"SMARTQ_ENROLL_CODE (\S+)", made.stdout)[1]
+            assert printer.wait_for(lambda data: code.encode() in data and b"smartq-enroll:" in data)
         # A stick swapped on the way: the code on the screen does not match the request.
         wrong = hq_admin(hq, "enroll", "--request", str(stick / "request.json"), "--code", "ZZZZ-ZZZZ",
                          "--out", str(stick / "bundle.json"), "--branch", BRANCH, "--role", "display", "--id", "display")
