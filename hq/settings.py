@@ -26,7 +26,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("hq_key_file", "hq_ed25519.pem", "HQ Ed25519 private key (PKCS#8 PEM, mode 0600), relative to data_dir; created on first start."),
     Setting("link_url", "", "Base URL of the branch link written into enrolled devices' [hq] url, e.g. https://hq.example.org:8443 (empty: http://host:port of this server)."),
     Setting("link_tls_port", 0, "Port of the mutual-TLS branch link listener (certificates of each organization's CA, chosen by SNI); 0: none."),
-    Setting("cert_days", 7, "Lifetime of device certificates in days; devices renew theirs over the link at half-life."),
+    Setting("cert_days", 7.0, "Lifetime of device certificates in days (fractions allowed); devices renew theirs over the link at half-life."),
     Setting("enroll_code_ttl_s", 86400, "How long a device's one-time enrollment code waits for an admin."),
     Setting("workers", 1, "HQ server processes sharing the port (SO_REUSEPORT, Linux), each with its own SQLite writer; worker 0 alone runs the scheduler and notification dispatcher."),
     Setting("read_connections", 4, "Number of read-only SQLite connections (threads) for queries."),

@@ -220,3 +220,38 @@ def test_offline_enrollment_with_request_and_bundle_files(tmp_path: Path) -> Non
         assert [r.id for r in loaded.roster] == ["display"]
     finally:
         hq.stop()
+
+
+def test_a_short_lived_certificate_is_renewed_over_the_link_and_used_at_once(tmp_path: Path) -> None:
+    """Certificates of 3 minutes (cert_days = 0.002): past half their life at once, so the node
+    renews over the mutual-TLS link; the new certificate is used for the next connections."""
+    from cryptography import x509
+    tls_port = free_port()
+    hq = HQProcess(tmp_path / "hq", extra={"link_tls_port": tls_port, "link_url": f"https://127.0.0.1:{tls_port}",
+                                           "cert_days": 0.002}).start()
+    node = None
+    try:
+        make_branch_at_hq(hq, tmp_path)
+        data_dir, config = tmp_path / "kiosk" / "data", tmp_path / "kiosk" / "device.toml"
+        proc, code = start_enroll(hq, data_dir, config)
+        assert hq_admin(hq, "enroll", "--code", code, "--branch", BRANCH, "--role", "kiosk", "--id", "kiosk",
+                        "--numbers", "1-499").returncode == 0
+        assert proc.wait(30) == 0
+        first = x509.load_pem_x509_certificate((data_dir / "device.crt").read_bytes()).serial_number
+        local_lan(config, free_port(), {})
+        node = NodeProcess(config, log_path=tmp_path / "kiosk.log")
+
+        def serial() -> int:
+            return x509.load_pem_x509_certificate((data_dir / "device.crt").read_bytes()).serial_number
+        wait_for(lambda: serial() != first, 30)
+        second = serial()
+        wait_for(lambda: serial() != second, 30)  # and again, over a connection made with the renewed one
+        status, state = node.request("GET", "/api/v1/state")
+        assert state["hq"]["status"] == "online", state["hq"]
+        with sqlite3.connect(f"file:{hq.folder / 'data' / 'hq.sqlite3'}?mode=ro", uri=True) as c:
+            issued = c.execute("SELECT count(*) FROM certificates WHERE device_id = 'kiosk'").fetchone()[0]
+        assert issued >= 3
+    finally:
+        if node is not None:
+            node.stop()
+        hq.stop()
