@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from appliance.hours import parse_hours
+
 ROLES = ("kiosk", "display", "counter")
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 LETTER_RE = re.compile(r"^[A-Z]{1,2}$")
@@ -42,6 +44,10 @@ SETTINGS: list[tuple[str, Any, str]] = [
     ("security.max_pin_failures", 5, "Wrong PINs per staff member or counter, across the branch's counters, before a lock-out."),
     ("security.lockout_s", 60, "Length of the PIN lock-out."),
     ("api.max_body_bytes", 65536, "Largest request body the local API accepts."),
+    ("hours.weekdays", None, "Opening hours until HQ sends its own (config.hours): a table \"0\" (Monday)"
+     " to \"6\" (Sunday) of { opens = \"08:00\", closes = \"17:00\" }; the kiosk says \"closed\" and"
+     " \"opens at\" from them. No [hours] and none from HQ: always open."),
+    ("hours.closed_days", [], "Dates the branch is closed, e.g. [\"2026-12-25\"] (or { day, reason } tables)."),
     ("hq.public_url", None, "HQ's public web address (e.g. https://hq.example.org): each ticket gets"
      " status_url = public_url/t/<status_token>, printed as its QR and shown by the kiosk."),
     ("services[].id", None, "Service id."),
@@ -146,6 +152,7 @@ class Config:
     staff: tuple[StaffConfig, ...]
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
     public_url: str | None = None  # [hq] public_url, without a trailing slash
+    hours: dict[str, Any] | None = None  # [hours], until HQ's config.hours arrives
 
     def status_url(self, status_token: str | None) -> str | None:
         """The ticket's live status page at HQ, or None (no public_url, or no token)."""
@@ -334,6 +341,12 @@ def parse_config(raw: dict[str, Any], *, path: Path, role: str | None = None, li
                                  _require(item, "name", str, where), _require(item, "pin_hash", str, where)))
     _unique([s.id for s in staff], "staff: duplicate id")
 
+    hours = None
+    if "hours" in raw:
+        try:
+            hours = parse_hours(raw["hours"])
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
     public_url = None
     hq_raw = raw.get("hq")
     if isinstance(hq_raw, dict) and "public_url" in hq_raw:
@@ -348,7 +361,7 @@ def parse_config(raw: dict[str, Any], *, path: Path, role: str | None = None, li
         timezone=timezone, languages=languages, notices=notices, device_id=device_id, role=config_role, data_dir=data_dir,
         listen_host=host, listen_port=port, device_counters=device_counters, queue=queue, security=security,
         max_body_bytes=max_body, services=tuple(services), counters=tuple(counters), roster=tuple(roster),
-        staff=tuple(staff), raw=raw, public_url=public_url,
+        staff=tuple(staff), raw=raw, public_url=public_url, hours=hours,
     )
 
 

@@ -20,6 +20,8 @@ CONFIG_BRANCH = "config.branch"
 CONFIG_SERVICE = "config.service"
 CONFIG_COUNTER = "config.counter"
 CONFIG_ROSTER = "config.roster"
+#: Opening hours from HQ: {weekdays: {"0".."6": {opens, closes}}, closed_days: [{day, reason}]}.
+CONFIG_HOURS = "config.hours"
 
 # A wrong staff PIN at a counter: {counter, staff?}. Stored and replicated, not folded; every
 # counter counts the branch's recent ones for its lock-out (appliance/staff.py).
@@ -34,7 +36,7 @@ TICKET_TYPES = frozenset({
     TICKET_NO_SHOW, TICKET_REQUEUED, TICKET_TRANSFERRED, TICKET_CANCELLED,
 })
 COUNTER_TYPES = {COUNTER_OPENED: "open", COUNTER_PAUSED: "paused", COUNTER_CLOSED: "closed"}
-CONFIG_TYPES = frozenset({CONFIG_BRANCH, CONFIG_SERVICE, CONFIG_COUNTER, CONFIG_ROSTER})
+CONFIG_TYPES = frozenset({CONFIG_BRANCH, CONFIG_SERVICE, CONFIG_COUNTER, CONFIG_ROSTER, CONFIG_HOURS})
 BOOKING_TYPES = frozenset({BOOKING_CREATED, BOOKING_RESCHEDULED, BOOKING_CANCELLED})
 
 # The schema version this code folds; newer events are stored and forwarded, not folded.

@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from appliance.config import Config, CounterConfig, QueueRules, RosterEntry, ServiceConfig, parse_range
+from appliance.hours import parse_hours
 from appliance.queue import rules_for
 
 
@@ -23,6 +24,8 @@ class Model:
     services: dict[str, ServiceConfig] = field(default_factory=dict)
     counters: dict[str, CounterConfig] = field(default_factory=dict)
     roster: dict[str, RosterEntry] = field(default_factory=dict)
+    #: Opening hours (appliance.hours): HQ's config.hours, else the device file's [hours].
+    hours: dict[str, Any] | None = None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -90,4 +93,15 @@ def load_model(conn: sqlite3.Connection, fallback: Config) -> Model:
         services=services or {s.id: s for s in fallback.services},
         counters=counters or {c.id: c for c in fallback.counters},
         roster=roster,
+        hours=_hours(bodies.get(("hours", "branch")), fallback),
     )
+
+
+def _hours(body: dict[str, Any] | None, fallback: Config) -> dict[str, Any] | None:
+    """HQ's hours when a config.hours event was folded (a bad one is ignored), else the file's."""
+    if body is not None:
+        try:
+            return parse_hours(body, "config.hours")
+        except ValueError:
+            pass
+    return fallback.hours

@@ -90,7 +90,7 @@ MIGRATIONS = [_create_projection, _index_lines, _index_call_order, _refold_causa
 PROJECTION_TABLES = ("tickets", "counter_status", "config", "bookings")
 
 CONFIG_KINDS = {ev.CONFIG_BRANCH: "branch", ev.CONFIG_SERVICE: "service",
-                ev.CONFIG_COUNTER: "counter", ev.CONFIG_ROSTER: "roster"}
+                ev.CONFIG_COUNTER: "counter", ev.CONFIG_ROSTER: "roster", ev.CONFIG_HOURS: "hours"}
 
 
 def subject_of(event: Event) -> str | None:
@@ -170,7 +170,7 @@ class Projection:
     def _apply_config(self, conn: sqlite3.Connection, event: Event) -> None:
         kind = CONFIG_KINDS[event.type]
         self.config_dirty = True
-        entity = "branch" if kind in ("branch", "roster") else event.payload["id"]
+        entity = "branch" if kind in ("branch", "roster", "hours") else event.payload["id"]
         if not isinstance(entity, str):
             raise TypeError("config id must be a string")
         conn.execute(

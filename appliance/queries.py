@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sync.log import EventLog
 
-from appliance import counter_stats
+from appliance import counter_stats, hours
 from appliance import queue as q
 from appliance.config import Config
 from appliance.errors import NotFound
@@ -324,7 +324,8 @@ class Queries:
                            "recalls": r["recalls"]})
         return {
             "branch": {"id": m.branch_id, "name": m.name, "timezone": m.timezone, "languages": list(m.languages),
-                       "notices": list(m.notices)},
+                       "notices": list(m.notices),
+                       "hours": hours.status(m.hours, datetime.fromtimestamp(now / 1000, m.tz))},
             "device": {"id": self.device_id, "role": self.config.role},
             "now": iso(now, m.tz),
             "day": day,
