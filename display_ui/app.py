@@ -73,10 +73,15 @@ class DisplayApp(shell.NodeApp):
 def build(node: str, *, announcer: Announcer | None = None, notices: list[str] | None = None,
           language: str = "en", screenshot_dir: Path | None = None, screenshot_every: float = 0,
           on_call_shown: Callable[[str], None] | None = None,
+          cycle_languages: tuple[str, ...] | list[str] | None = (), cycle_s: float = 10.0,
+          directions: dict[str, str] | None = None,
           ) -> tuple[DisplayApp, NodeClient]:
+    """``cycle_languages``: None takes the branch's languages in turn; () keeps one language."""
     client = NodeClient(node)
     vm = DisplayViewModel(announcer=announcer, clock=time.monotonic, notices=notices,
-                          language=language, on_call_shown=on_call_shown)
+                          language=language, on_call_shown=on_call_shown,
+                          cycle_languages=None if cycle_languages is None else list(cycle_languages),
+                          cycle_s=cycle_s, directions=directions)
     return DisplayApp(vm, screenshot_dir=screenshot_dir, screenshot_every=screenshot_every), client
 
 

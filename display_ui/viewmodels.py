@@ -71,9 +71,12 @@ class DisplayViewModel(NodeViewModel):
     catalogs = CATALOGS
     newest_label = StringProperty("")
     newest_counter = StringProperty("")
+    #: The newest call's citizen has reached the counter (no more flashing, "Being served").
+    newest_serving = BooleanProperty(False)
     #: True for ``flash_s`` seconds after a call; the layout blinks the newest call meanwhile.
     flashing = BooleanProperty(False)
-    #: [{label, counter_name}] newest first, excluding the newest call.
+    #: [{label, counter_name, note}] newest first, excluding the newest call; ``note`` says
+    #: whether the citizen is still awaited ("Please come") or already being served.
     recent = ListProperty([])
     #: [{id, letter, name, waiting, wait_text}]
     services = ListProperty([])
@@ -98,9 +101,21 @@ class DisplayViewModel(NodeViewModel):
         language: str = "en",
         notices: list[str] | None = None,
         on_call_shown: Callable[[str], None] | None = None,
+        cycle_languages: list[str] | None = None,
+        cycle_s: float = 10.0,
+        directions: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(language=language, **kwargs)
+        #: Languages the screen takes in turn, ``cycle_s`` each (None: the branch's languages
+        #: once /state names them; [] or one language: no cycling).
+        self.cycle_languages = cycle_languages
+        self.cycle_s = cycle_s
+        self._cycle_at: float | None = None
+        #: Counter id -> where it is ("→ left, 1st floor"), shown after its name.
+        self.directions = dict(directions or {})
+        #: Ticket label -> status, from the stream: tells "called" from "being served".
+        self._status: dict[str, str] = {}
         self.announcer = announcer or SilentAnnouncer()
         self.clock = clock
         self.flash_s = flash_s
@@ -120,6 +135,7 @@ class DisplayViewModel(NodeViewModel):
     # --- strings --------------------------------------------------------------------------
 
     def retranslate(self) -> None:
+        self._rebuild_calls()
         self._rebuild_services()
         self._update_status()
         if self._now is not None:
@@ -132,12 +148,14 @@ class DisplayViewModel(NodeViewModel):
         self._update_status()
 
     def _update_status(self) -> None:
+        # For staff only: a small note in a corner, never a banner that alarms the waiting room
+        # (the branch is built to run without internet; nothing here concerns the public).
         if self._connecting:
             self.status_text = self.t("Connecting…")
         elif self.offline:
-            self.status_text = self.t("Offline: reconnecting…")
+            self.status_text = self.t("Staff: this screen is not linked to its device; retrying")
         else:
-            self.status_text = self.t("Degraded: some devices unreachable") if self.degraded else ""
+            self.status_text = self.t("Staff: some devices do not answer") if self.degraded else ""
 
     # --- data -----------------------------------------------------------------------------
 
@@ -148,9 +166,11 @@ class DisplayViewModel(NodeViewModel):
         self._counters = {c["id"]: dict(c) for c in state.get("counters", [])}
         self._waiting = {t["id"]: t for t in state.get("waiting", []) if t.get("id")}
         self._calls = [
-            {"label": str(c.get("label", "")), "counter_name": self._counter_name(c)}
+            {"label": str(c.get("label", "")), "counter": str(c.get("counter") or "")}
             for c in state.get("recent_calls", [])
         ][: RECENT_MAX + 1]
+        if self.cycle_languages is None:
+            self.cycle_languages = [str(x) for x in (state.get("branch") or {}).get("languages") or []]
         branch_notices = (state.get("branch") or {}).get("notices") or []
         self.notices = [*self._local_notices, *map(str, branch_notices)]
         self._set_peers(state.get("peers") or [])
@@ -182,6 +202,10 @@ class DisplayViewModel(NodeViewModel):
                 self._waiting[ticket["id"]] = ticket
             else:
                 self._waiting.pop(ticket["id"], None)
+        if isinstance(ticket, dict) and ticket.get("label"):
+            self._status[str(ticket["label"])] = str(ticket.get("status") or "")
+            if any(c["label"] == ticket["label"] for c in self._calls):
+                self._rebuild_calls()
         if event.type in CALL_EVENTS and isinstance(ticket, dict):
             payload = (event.data.get("event") or {}).get("payload") or {}
             counter_id = payload.get("counter") or ticket.get("counter") or ""
@@ -189,19 +213,29 @@ class DisplayViewModel(NodeViewModel):
                 str(ticket.get("label", "")),
                 self._counter_name({"counter": counter_id}),
                 str(ticket.get("language") or self.language),
+                counter=str(counter_id),
             )
         self._rebuild_services()
 
     def _counter_name(self, call: dict[str, Any]) -> str:
-        if call.get("counter_name"):
-            return str(call["counter_name"])
-        cid = call.get("counter") or ""
-        return str(self._counters.get(cid, {}).get("name") or cid)
+        """A counter's name in the screen's current language (``names`` from configuration)."""
+        cid = str(call.get("counter") or "")
+        row = self._counters.get(cid)
+        if row:
+            return self.localized(row.get("names"), str(row.get("name") or cid))
+        return str(call.get("counter_name") or cid)
 
-    def show_call(self, label: str, counter_name: str, language: str) -> None:
+    def _where(self, call: dict[str, str]) -> str:
+        """The counter's name and, when configured, where to find it."""
+        name = self._counter_name(call) if call.get("counter") else call.get("counter_name", "")
+        hint = self.directions.get(call.get("counter", ""), "")
+        return f"{name}  {hint}" if hint else name
+
+    def show_call(self, label: str, counter_name: str, language: str, *, counter: str = "") -> None:
         """Put a call on top, flash it, announce it."""
         self._calls = [c for c in self._calls if c["label"] != label]
-        self._calls.insert(0, {"label": label, "counter_name": counter_name})
+        self._calls.insert(0, {"label": label, "counter": counter, "counter_name": counter_name})
+        self._status[label] = "called"
         del self._calls[RECENT_MAX + 1 :]
         self._flash_until = self.clock() + self.flash_s
         self.flashing = True
@@ -214,14 +248,20 @@ class DisplayViewModel(NodeViewModel):
         if self.on_call_shown is not None:
             self.on_call_shown(label)
 
+    def _note(self, label: str) -> str:
+        return self.t("Being served") if self._status.get(label) == "serving" else self.t("Please come")
+
     def _rebuild_calls(self) -> None:
         if self._calls:
             self.newest_label = self._calls[0]["label"]
-            self.newest_counter = self._calls[0]["counter_name"]
+            self.newest_counter = self._where(self._calls[0])
+            self.newest_serving = self._status.get(self.newest_label) == "serving"
         else:
             self.newest_label = ""
             self.newest_counter = ""
-        self.recent = [dict(c) for c in self._calls[1:]]
+            self.newest_serving = False
+        self.recent = [{"label": c["label"], "counter_name": self._where(c), "note": self._note(c["label"]),
+                        "serving": self._status.get(c["label"]) == "serving"} for c in self._calls[1:]]
 
     def _rebuild_services(self) -> None:
         rows = []
@@ -274,3 +314,18 @@ class DisplayViewModel(NodeViewModel):
             self.date_text = format_date(now, "EEE d MMM y", locale=SOURCE_LANGUAGE)
         if self.flashing and self.clock() >= self._flash_until:
             self.flashing = False
+        self._cycle()
+
+    def _cycle(self) -> None:
+        """Next language of the cycle when its turn is over (never while a call flashes)."""
+        langs = [lang for lang in (self.cycle_languages or []) if lang]
+        if len(langs) < 2 or self.cycle_s <= 0 or self.flashing:
+            return
+        now = self.clock()
+        if self._cycle_at is None:  # the first language gets its full turn
+            self._cycle_at = now + self.cycle_s
+        if now < self._cycle_at:
+            return
+        self._cycle_at = now + self.cycle_s
+        i = langs.index(self.language) if self.language in langs else -1
+        self.language = langs[(i + 1) % len(langs)]

@@ -99,7 +99,8 @@ async def test_a_call_on_the_stream_is_shown_flashing_and_announced(
         assert announcer.calls[-1] == (a["label"], "Counter 1", "en")
         await staff.call_ticket("c1", b["id"])
         await wait_for(lambda: vm.newest_label == b["label"], what="second call shown")
-        assert vm.recent[0] == {"label": a["label"], "counter_name": "Counter 1"}
+        assert vm.recent[0] == {"label": a["label"], "counter_name": "Counter 1", "note": "Please come",
+                                "serving": False}
         assert announcer.calls[-1] == (b["label"], "Counter 1", "fr")
         assert payments()["waiting"] == waiting - 2
         await staff.ticket_action("c1", b["id"], "recall")
@@ -111,8 +112,43 @@ async def test_a_call_on_the_stream_is_shown_flashing_and_announced(
         assert not vm.flashing
         # Local notices first, then the branch's own (from the node's configuration).
         assert vm.ticker_text.startswith("Welcome   •   Please keep your ticket")
+        # The citizen reached the counter: the screen says "being served", not "please come".
+        assert not vm.newest_serving
+        await staff.ticket_action("c1", b["id"], "start")
+        await wait_for(lambda: vm.newest_serving, what="serving shown")
     finally:
         await stop(task, client)
+
+
+def test_the_display_takes_its_languages_in_turn_and_shows_where_each_counter_is() -> None:
+    clock = FakeClock()
+    vm = DisplayViewModel(clock=clock, language="rw", cycle_languages=["rw", "en", "fr"], cycle_s=10,
+                          directions={"c1": "→ left"})
+    vm.apply_state({"branch": {"name": "B", "languages": ["en"]},
+                    "services": [{"id": "general", "letter": "A", "names": {"en": "General", "rw": "Rusange"}}],
+                    "counters": [{"id": "c1", "name": "Counter 1", "names": {"fr": "Guichet 1"}, "status": "open"}],
+                    "waiting": [], "recent_calls": [{"label": "A001", "counter": "c1"}]})
+    assert vm.cycle_languages == ["rw", "en", "fr"]  # given: the branch's list does not replace it
+    now = datetime(2026, 1, 1, 9, 0)
+    vm.tick(now)
+    assert vm.language == "rw" and vm.services[0]["name"] == "Rusange"
+    clock.now += 10
+    vm.tick(now)
+    assert vm.language == "en" and vm.newest_counter == "Counter 1  → left"
+    clock.now += 10
+    vm.tick(now)
+    # Counter names from configuration in the screen's language, labels too.
+    assert vm.language == "fr" and vm.newest_counter == "Guichet 1  → left"
+    assert vm.t("Please come") == "Présentez-vous"
+    clock.now += 9
+    vm.show_call("A002", "Counter 1", "fr", counter="c1")  # a call: the language holds while it flashes
+    clock.now += 2
+    vm.tick(now)
+    assert vm.language == "fr" and vm.flashing
+    clock.now += 7
+    vm.tick(now)
+    assert vm.language == "rw" and not vm.flashing
+    assert vm.recent[0]["note"] == vm.t("Please come") and vm.recent[0]["counter_name"].endswith("→ left")
 
 
 async def test_the_display_speaks_the_waiting_rooms_language(shared_node: NodeProcess) -> None:
@@ -146,7 +182,8 @@ async def test_unreachable_node_shows_offline(dead_client: NodeClient) -> None:
                                                   on_connection=on_conn))
     try:
         await wait_for(lambda: bool(states))
-        assert vm.offline and vm.status_text == "Offline: reconnecting…"
+        # For staff, small and in a corner: never "no internet" to the waiting room.
+        assert vm.offline and vm.status_text == "Staff: this screen is not linked to its device; retrying"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -161,7 +198,7 @@ async def test_a_node_that_stops_turns_the_display_offline(nodes: Nodes) -> None
         assert not vm.offline
         node.stop()
         await wait_for(lambda: vm.offline, what="offline noticed")
-        assert vm.status_text == "Sin conexión: reconectando…"
+        assert vm.status_text == "Personal: pantalla sin enlace con su equipo; reintentando"
         assert vm.services  # the last picture stays up
     finally:
         await stop(task, client)
@@ -211,9 +248,9 @@ async def test_a_hung_peer_marks_the_display_degraded_until_it_answers_again(bra
 
         b.pause("kiosk")
         await wait_for_async(degraded, lambda d: d, what="the stream telling the kiosk is unreachable")
-        assert vm.status_text == "Degraded: some devices unreachable"
+        assert vm.status_text == "Staff: some devices do not answer"
         vm.language = "fr"
-        assert vm.status_text == "Fonctionnement dégradé : appareils injoignables"
+        assert vm.status_text == "Personnel : des appareils ne répondent pas"
         vm.language = "en"
 
         b.resume("kiosk")
