@@ -11,13 +11,17 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Protocol
 
 import phonenumbers
+from babel.core import UnknownLocaleError
+from babel.dates import format_date
 from kivy.properties import (
     BooleanProperty,
     DictProperty,
     ListProperty,
+    NumericProperty,
     OptionProperty,
     StringProperty,
 )
@@ -55,6 +59,13 @@ class SilentSpeaker:
         pass
 
 
+def parse_iso(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text)) if text else None
+    except ValueError:
+        return None
+
+
 def minutes(seconds: float | None) -> int:
     """Whole minutes, rounded up, of an estimate in seconds (None -> 0)."""
     return max(0, math.ceil((seconds or 0) / 60))
@@ -81,6 +92,12 @@ PRINT_MESSAGES: dict[str, str] = {
     "no_printer": "Note your number or scan this code.",
 }
 PRINT_STATES = ("", *PRINT_MESSAGES)
+#: The same without a QR code (the node has no ``[hq] public_url``: no status page to link).
+PRINT_MESSAGES_NO_QR: dict[str, str] = {
+    "failed": "The printer is not working. Please note your number.",
+    "unconfirmed": "If no ticket came out, please note your number.",
+    "no_printer": "Please note your number.",
+}
 
 
 def print_state_of_reply(reply: dict[str, Any]) -> str:
@@ -145,6 +162,14 @@ class KioskViewModel(NodeViewModel):
     busy = BooleanProperty(False)
     error = StringProperty("")
     audio = BooleanProperty(False)
+    #: The citizen asked for an SMS alert: a tap on a service then asks for the phone number.
+    want_sms = BooleanProperty(False)
+    #: The branch is closed now (its opening hours, from the node); ``closed_text`` says until when.
+    closed = BooleanProperty(False)
+    closed_text = StringProperty("")
+    #: Large-text mode (a button on the first screen): every text 1.35 times larger.
+    large_text = BooleanProperty(False)
+    text_scale = NumericProperty(1.0)
 
     def __init__(
         self,
@@ -178,6 +203,7 @@ class KioskViewModel(NodeViewModel):
     # --- strings --------------------------------------------------------------------------
 
     def retranslate(self) -> None:
+        self._rebuild_hours()
         self._rebuild_services()
         self._rebuild_ticket_lines()
         self._set_print_state(self.print_state)
@@ -192,6 +218,7 @@ class KioskViewModel(NodeViewModel):
         """Take a fresh /state (on connect, on stream events, after issuing)."""
         self._state = state
         self.offline = False
+        self._rebuild_hours()
         self._rebuild_services()
         if self.print_state == "checking":
             self._take_print_outcome(print_outcome(state.get("hardware"), self._print_job))
@@ -210,7 +237,8 @@ class KioskViewModel(NodeViewModel):
                     "name": self._service_name(s),
                     "waiting": int(s.get("waiting", 0)),
                     "waiting_text": self.t("Waiting: {n}", n=int(s.get("waiting", 0))),
-                    "wait_text": self.t("About {m} min", m=wait) if wait else self.t("No wait"),
+                    "wait_text": self._wait_text(s, wait),
+                    "open": not self._closed(s),
                 }
             )
         self.services = rows
@@ -218,6 +246,40 @@ class KioskViewModel(NodeViewModel):
             for row in rows:
                 if row["id"] == self.selected_service:
                     self.selected_service_name = row["name"]
+
+    def _rebuild_hours(self) -> None:
+        """"Closed. Opens at 08:00" (or "tomorrow", or the day) from the node's opening hours."""
+        hours = (self._state.get("branch") or {}).get("hours") or {}
+        self.closed = hours.get("open") is False
+        if not self.closed:
+            self.closed_text = ""
+            return
+        opens, now = parse_iso(hours.get("opens_at")), parse_iso(self._state.get("now"))
+        if opens is None:
+            self.closed_text = self.t("Closed.")
+        elif now is not None and opens.date() == now.date():
+            self.closed_text = self.t("Closed. Opens at {time}.", time=opens.strftime("%H:%M"))
+        elif now is not None and (opens.date() - now.date()).days == 1:
+            self.closed_text = self.t("Closed. Opens tomorrow at {time}.", time=opens.strftime("%H:%M"))
+        else:
+            try:
+                day = format_date(opens, "EEEE", locale=self.language)
+            except (UnknownLocaleError, ValueError):
+                day = format_date(opens, "EEEE", locale=SOURCE_LANGUAGE)
+            self.closed_text = self.t("Closed. Opens {day} at {time}.", day=day, time=opens.strftime("%H:%M"))
+
+    @staticmethod
+    def _closed(service: dict[str, Any]) -> bool:
+        """No counter serving this service is open now (the node says ``open_counters``)."""
+        return service.get("open_counters") == 0
+
+    def _wait_text(self, service: dict[str, Any], minutes_: int) -> str:
+        """An honest estimate: with no counter open, no promise of "no wait"."""
+        if self.closed:
+            return self.t("Closed")
+        if self._closed(service):
+            return self.t("No counter open now")
+        return self.t("About {m} min", m=minutes_) if minutes_ else self.t("No wait")
 
     def _rebuild_ticket_lines(self) -> None:
         t = self.ticket
@@ -227,7 +289,10 @@ class KioskViewModel(NodeViewModel):
         lines = [self.t("Please wait to be called")]
         if t.get("people_ahead") is not None:
             lines.append(self.t("People ahead of you: {n}", n=t["people_ahead"]))
-        if t.get("estimated_wait_s") is not None:
+        service = next((s for s in self._state.get("services", []) if s.get("id") == t.get("service")), {})
+        if self._closed(service):
+            lines.append(self.t("No counter is open for this service now."))
+        elif t.get("estimated_wait_s") is not None:
             lines.append(self.t("Estimated wait: {m} min", m=minutes(t["estimated_wait_s"])))
         self.ticket_lines = lines
 
@@ -250,13 +315,52 @@ class KioskViewModel(NodeViewModel):
         self.go("service")
 
     def choose_service(self, service_id: str) -> None:
+        """Select a service and go to its details (the phone number for an SMS alert)."""
+        if self._select(service_id):
+            self.go("details")
+
+    async def tap_service(self, service_id: str) -> bool:
+        """A tap on a service: one tap to a ticket, unless the citizen asked for an SMS alert
+        (then the phone number screen comes first). True when a ticket was issued."""
+        if self.closed:
+            self.error = self.closed_text
+            return False
+        if not self._select(service_id):
+            return False
+        if self.want_sms:
+            self.go("details")
+            return False
+        return await self.issue()
+
+    def _select(self, service_id: str) -> bool:
         for row in self.services:
             if row["id"] == service_id:
                 self.selected_service = service_id
                 self.selected_service_name = row["name"]
-                self.go("details")
-                return
+                return True
         self.error = self.t("Something went wrong. Please ask staff.")
+        return False
+
+    def set_sms(self, value: bool) -> None:
+        self.touch()
+        self.want_sms = bool(value)
+
+    def toggle_large_text(self) -> None:
+        self.touch()
+        self.large_text = not self.large_text
+
+    def on_large_text(self, _: Any, value: bool) -> None:
+        self.text_scale = 1.35 if value else 1.0
+
+    def press_key(self, field: str, key: str) -> None:
+        """The on-screen pads: ``key`` is a character, or "back" to delete the last one.
+        ``field``: "phone" (digits and +) or "booking" (the booking code's letters and digits)."""
+        current = self.phone if field == "phone" else self.booking_code
+        text = current[:-1] if key == "back" else current + key
+        if field == "phone":
+            self.set_phone(text)
+        else:
+            self.set_booking_code(text)
 
     def set_priority(self, value: bool) -> None:
         self.touch()
@@ -295,6 +399,8 @@ class KioskViewModel(NodeViewModel):
         self.selected_service = ""
         self.selected_service_name = ""
         self.priority = False
+        self.want_sms = False
+        self.large_text = False
         self.phone = ""
         self.phone_error = ""
         self.booking_code = ""
@@ -325,7 +431,10 @@ class KioskViewModel(NodeViewModel):
         if self.screen == "language":
             return [f"{name}" for name in LANGUAGES.values()]
         if self.screen == "service":
-            out = [self.t("Choose a service")]
+            out = [self.closed_text] if self.closed else []
+            out += [self.t("Choose a service"),
+                   self.t("Priority for elderly, disabled or pregnant people?"),
+                   self.t("Yes") if self.priority else self.t("No")]
             for row in self.services:
                 out.append(f"{row['name']}. {row['waiting_text']}. {row['wait_text']}")
             out.append(self.t("I have a booking"))
@@ -436,9 +545,13 @@ class KioskViewModel(NodeViewModel):
     def _set_print_state(self, state: str) -> None:
         self.print_state = state
         self.printer_failed = state in ("failed", "unconfirmed", "no_printer")
-        self.show_qr = bool(state) and state != "printed"
-        self.qr_payload = str(self.ticket.get("id", "")) if self.show_qr else ""
-        self.print_message = self.t(PRINT_MESSAGES[state]) if state else ""
+        # The QR is the ticket's live status page at HQ (status_url), the same link as on
+        # the paper; no status page configured, no QR (a bare ticket id helps no phone).
+        link = str(self.ticket.get("status_url") or "")
+        self.show_qr = bool(state) and state != "printed" and bool(link)
+        self.qr_payload = link if self.show_qr else ""
+        messages = PRINT_MESSAGES if link else {**PRINT_MESSAGES, **PRINT_MESSAGES_NO_QR}
+        self.print_message = self.t(messages[state]) if state else ""
 
     def _take_print_outcome(self, outcome: str | None) -> bool:
         """Apply a verdict from /state while checking; True once the question is settled."""

@@ -7,6 +7,7 @@ from typing import Any
 from kivy.factory import Factory
 from kivy.properties import ListProperty, StringProperty
 from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.gridlayout import GridLayout
 from kivy.uix.image import Image
 
 from .qr import qr_texture
@@ -34,6 +35,36 @@ class ChoiceList(BoxLayout):
         pass
 
 
+class KeyPad(GridLayout):
+    """A pad of big keys (the phone number's digits, the booking code's characters): one
+    ``button_class`` button per entry of ``keys``; dispatches ``on_key(key)``. The key
+    "back" shows ``back_text`` and deletes."""
+
+    keys = ListProperty([])
+    button_class = StringProperty("PadButton")
+    back_text = StringProperty("←")
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.register_event_type("on_key")
+        super().__init__(**kwargs)
+
+    def on_keys(self, *_: Any) -> None:
+        self.clear_widgets()
+        for key in self.keys:
+            button = getattr(Factory, self.button_class)(text=self.back_text if key == "back" else key)
+            button.pad_key = key
+            button.bind(on_release=lambda b: self.dispatch("on_key", b.pad_key))
+            self.add_widget(button)
+
+    def on_back_text(self, *_: Any) -> None:
+        for button in self.children:
+            if getattr(button, "pad_key", None) == "back":
+                button.text = self.back_text
+
+    def on_key(self, key: str) -> None:
+        pass
+
+
 class QRImage(Image):
     """Shows ``data`` as a QR code; empty data shows nothing."""
 
@@ -45,3 +76,4 @@ class QRImage(Image):
 
 Factory.register("ChoiceList", cls=ChoiceList)
 Factory.register("QRImage", cls=QRImage)
+Factory.register("KeyPad", cls=KeyPad)

@@ -80,6 +80,15 @@ def ui_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+PUBLIC_URL = "https://hq.example.org"
+
+
+def with_public_url(config: Path) -> None:
+    """``[hq] public_url``: each ticket gets its status page link (status_url), the kiosk's QR."""
+    with config.open("a", encoding="utf-8") as fh:
+        fh.write(f'\n[hq]\npublic_url = "{PUBLIC_URL}"\n')
+
+
 class NodeOnPort(NodeProcess):
     """A node on a given port (to restart a stopped node where its clients expect it)."""
 
@@ -136,7 +145,7 @@ def shared_node(ui_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     Tests using it must not depend on what earlier tests left in the queue."""
     n = Nodes(ui_sample, tmp_path_factory.mktemp("shared-node"))
     try:
-        yield n.start("kiosk")
+        yield n.start("kiosk", edit=with_public_url)
     finally:
         n.stop_all()
 

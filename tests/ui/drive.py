@@ -128,20 +128,32 @@ async def kiosk_script(app: Any, args: argparse.Namespace, result: dict[str, Any
         vm.selected_service = vm.services[-1]["id"]
         vm.selected_service_name = max((s["name"] for s in vm.services), key=len)
         vm.ticket = {"id": "20260101-A000", "label": "A000", "people_ahead": 12,
+                     "status_url": "https://hq.example.org/t/AAAAAAAAAAAAAAAAAAAAAA",
                      "estimated_wait_s": 3600}
         vm.ticket_label = "A000"
         vm._rebuild_ticket_lines()
-        for screen in SCREENS:
-            vm.screen = screen
-            # The confirmation in each state of the paper ticket (QR shown or not).
-            for print_state in (PRINT_MESSAGES if screen == "confirm" else [""]):
-                vm._set_print_state(print_state)
-                await frames(4)
-                where = f"{lang}/{screen}" + (f"/{print_state}" if print_state else "")
-                problems += layout_problems(sm.current_screen, where)
-                problems += layout_problems(app.root.ids.offline_banner, f"{where}/banner")
-                if lang in ("en", "rw") and print_state in ("", "failed", "printed"):
-                    app.screenshot(f"kiosk-{lang}-{screen}{'-' + print_state if print_state else ''}.png")
+        vm.phone = "+250788123456"
+        vm.booking_code = "K7Q2MX8A"
+        for large in (False, True):  # normal and large-text mode
+            vm.large_text = large
+            vm.priority = vm.want_sms = large
+            # Large text with the longest closed notice (the hours say when it opens).
+            vm.closed_text = vm.t("Closed. Opens {day} at {time}.", day="Wednesday", time="08:00") if large else ""
+            for screen in SCREENS:
+                vm.screen = screen
+                # The confirmation in each state of the paper ticket (QR shown or not).
+                for print_state in (PRINT_MESSAGES if screen == "confirm" else [""]):
+                    vm._set_print_state(print_state)
+                    await frames(4)
+                    where = (f"{lang}/{screen}" + (f"/{print_state}" if print_state else "")
+                             + ("/large" if large else ""))
+                    problems += layout_problems(sm.current_screen, where)
+                    problems += layout_problems(app.root.ids.offline_banner, f"{where}/banner")
+                    if lang in ("en", "rw") and print_state in ("", "failed", "printed"):
+                        app.screenshot(f"kiosk-{lang}-{screen}{'-' + print_state if print_state else ''}"
+                                       f"{'-large' if large else ''}.png")
+        vm.large_text = vm.priority = vm.want_sms = False
+        vm.phone = vm.booking_code = vm.closed_text = ""
     result["layout_problems"] = problems
     vm.offline = False
     vm.reset()
@@ -153,12 +165,13 @@ async def kiosk_script(app: Any, args: argparse.Namespace, result: dict[str, Any
     await tap(english)
     await wait_until(lambda: vm.screen == "service", 10, "service screen")
     service_id = args.service
+    # Priority: Yes, then one tap on the service takes the ticket.
+    await tap(app.root.ids.priority_yes)
+    await wait_until(lambda: vm.priority, 10, "priority chosen")
     button = next(b for b in app.root.ids.services.children if b.choice_key == service_id)
     await tap(button)
-    await wait_until(lambda: vm.screen == "details", 10, "details screen")
-    await tap(app.root.ids.priority)
-    await tap(app.root.ids.take)
     await wait_until(lambda: vm.screen == "confirm", 15, "confirmation")
+    result["taps_to_ticket"] = 3  # language, priority answer, service
     await frames(4)
     app.screenshot("kiosk-confirm-issued.png")
     result["ticket"] = dict(vm.ticket)
@@ -248,7 +261,13 @@ async def display_script(app: Any, args: argparse.Namespace, result: dict[str, A
     app.screenshot(f"display-{args.size}-called.png")
     result.update(newest_label=vm.newest_label, newest_counter=vm.newest_counter,
                   flashing=vm.flashing, announced=list(vm.announcer.calls))
-    # Every language: the call screen, and the banner of a display that lost its node.
+    # Every language: the call screen (with a direction hint, one recent call still awaited
+    # and one being served), and the staff note of a display that lost its node.
+    vm.directions = {"c1": "→ 1st floor, left", "c2": "← right"}
+    vm._calls += [{"label": "B123", "counter": "c2", "counter_name": "Counter 2"},
+                  {"label": "C045", "counter": "c1", "counter_name": "Counter 1"}]
+    vm._status["B123"] = "serving"
+    vm._rebuild_calls()
     problems: list[str] = []
     for lang in LANGUAGES:
         vm.language = lang
@@ -257,7 +276,7 @@ async def display_script(app: Any, args: argparse.Namespace, result: dict[str, A
             await frames(4)
             problems += layout_problems(app.root, f"display-{args.size}/{lang}{'/offline' if offline else ''}",
                                         shortened=True)
-        if lang == "rw":
+        if lang in ("rw", "fr"):
             app.screenshot(f"display-{args.size}-{lang}-offline.png")
     vm.language = "en"
     vm.set_connected(True)

@@ -13,6 +13,7 @@ from kiosk_ui.i18n import KIOSK, LANGUAGES
 from ui_common.i18n import used_msgids
 from kiosk_ui.viewmodels import (
     PRINT_MESSAGES,
+    PRINT_MESSAGES_NO_QR,
     KioskViewModel,
     SilentSpeaker,
     normalize_phone,
@@ -21,7 +22,16 @@ from kiosk_ui.viewmodels import (
 )
 from tests.appliance.procs import NodeProcess
 
-from .conftest import Nodes, free_port, network_printer, set_hardware, wait_for
+from .conftest import (
+    PUBLIC_URL,
+    Nodes,
+    free_port,
+    network_printer,
+    set_hardware,
+    staff_client,
+    wait_for,
+    with_public_url,
+)
 
 KIOSK_DIR = Path(__file__).resolve().parents[2] / "kiosk_ui"
 
@@ -59,7 +69,17 @@ async def test_services_show_waiting_count_and_estimate(vm: KioskViewModel, clie
     docs = next(s for s in vm.services if s["id"] == "documents")
     assert docs["waiting"] == before["documents"] + 2
     assert docs["waiting_text"] == f"Waiting: {docs['waiting']}"
-    assert docs["wait_text"].startswith("About ") and docs["wait_text"].endswith(" min")
+    # No counter serving documents is open: no promise of "No wait".
+    assert docs["wait_text"] == "No counter open now" and not docs["open"]
+    staff = await staff_client(client.base_url, "c2", "2345")
+    try:
+        await staff.set_counter_status("c2", "open")
+        await vm.refresh()
+        docs = next(s for s in vm.services if s["id"] == "documents")
+        assert docs["open"] and docs["wait_text"].startswith("About ") and docs["wait_text"].endswith(" min")
+    finally:
+        await staff.set_counter_status("c2", "close")
+        await staff.close()
 
 
 async def test_walk_in_with_priority_and_phone_is_issued_in_the_chosen_language(
@@ -85,7 +105,9 @@ async def test_a_ticket_the_printer_confirmed_hides_the_qr(vm: KioskViewModel) -
     assert await vm.issue()
     assert vm.ticket["print"]["status"] == "queued"
     # Until the printer confirms, the number and its QR stay on screen.
-    assert vm.print_state == "checking" and vm.show_qr and vm.qr_payload == vm.ticket["id"]
+    # The QR is the ticket's status page at HQ, the link printed on the paper too.
+    assert vm.ticket["status_url"].startswith(PUBLIC_URL + "/t/")
+    assert vm.print_state == "checking" and vm.show_qr and vm.qr_payload == vm.ticket["status_url"]
     await wait_for(lambda: vm.print_state != "checking", what="print outcome")
     assert vm.print_state == "printed"
     assert not vm.show_qr and not vm.printer_failed and vm.qr_payload == ""
@@ -247,14 +269,15 @@ async def issue_one(node: NodeProcess, clock: FakeClock, language: str = "en", *
 async def test_a_printer_that_jams_after_queued_leaves_the_ticket_on_screen(nodes: Nodes, clock: FakeClock) -> None:
     """The printer answers its status (so the job is "queued"), then stops reading mid-ticket."""
     with FakeNetworkPrinter(port=0, hang_after=60) as jammed:
-        node = nodes.start("kiosk", edit=lambda c: set_hardware(c, network_printer(jammed.port)))
+        node = nodes.start("kiosk", edit=lambda c: (set_hardware(c, network_printer(jammed.port)),
+                                                     with_public_url(c)))
         vm = await issue_one(node, clock, "fr", print_watch_s=15)
         try:
             assert vm.ticket["print"]["status"] == "queued"
             assert vm.print_state == "checking" and vm.show_qr
             await wait_for(lambda: vm.print_state != "checking", 20, "print outcome")
             assert vm.print_state == "failed" and vm.printer_failed
-            assert vm.show_qr and vm.qr_payload == vm.ticket["id"]
+            assert vm.show_qr and vm.qr_payload == vm.ticket["status_url"]
             assert vm.print_message == ("L'imprimante ne fonctionne pas. "
                                         "Notez votre numéro ou scannez ce code.")
             # The node now knows: the next ticket is refused at once (201 "failed").
@@ -271,12 +294,12 @@ async def test_a_printer_that_jams_after_queued_leaves_the_ticket_on_screen(node
 async def test_a_refusing_printer_leaves_the_ticket_on_screen(nodes: Nodes, clock: FakeClock) -> None:
     """Nothing listens at the printer's address (unplugged, switched off)."""
     port = free_port()
-    node = nodes.start("kiosk", edit=lambda c: set_hardware(c, network_printer(port)))
+    node = nodes.start("kiosk", edit=lambda c: (set_hardware(c, network_printer(port)), with_public_url(c)))
     vm = await issue_one(node, clock, print_watch_s=15)
     try:
         assert vm.ticket["print"]["status"] in ("queued", "failed")
         await wait_for(lambda: vm.print_state != "checking", 20, "print outcome")
-        assert vm.print_state == "failed" and vm.show_qr and vm.qr_payload == vm.ticket["id"]
+        assert vm.print_state == "failed" and vm.show_qr and vm.qr_payload == vm.ticket["status_url"]
     finally:
         await vm.client.close()
 
@@ -290,6 +313,7 @@ async def test_a_print_not_confirmed_in_time_is_not_promised(nodes: Nodes, clock
             # kiosk stopped watching. (Stopping the printer at the end ends the job.)
             slow = network_printer(jammed.port).replace("write_timeout = 1.0", "write_timeout = 30.0")
             set_hardware(config, slow.replace("status_timeout = 0.5", "status_timeout = 30.0"))
+            with_public_url(config)
 
         node = nodes.start("kiosk", edit=slow_jam)
         vm = await issue_one(node, clock, print_watch_s=0.5)
@@ -303,12 +327,14 @@ async def test_a_print_not_confirmed_in_time_is_not_promised(nodes: Nodes, clock
 
 
 async def test_a_kiosk_without_a_printer_shows_the_ticket(nodes: Nodes, clock: FakeClock) -> None:
+    """No printer and no status page configured: the number alone, no QR, no "scan this"."""
     node = nodes.start("kiosk", edit=lambda c: set_hardware(c, ""))
     vm = await issue_one(node, clock, "sw")
     try:
-        assert vm.ticket["print"]["status"] == "no_printer"
-        assert vm.print_state == "no_printer" and vm.printer_failed and vm.show_qr
-        assert vm.print_message == "Andika nambari yako au changanua msimbo huu."
+        assert vm.ticket["print"]["status"] == "no_printer" and vm.ticket["status_url"] is None
+        assert vm.print_state == "no_printer" and vm.printer_failed and not vm.show_qr
+        assert vm.qr_payload == "" and vm.ticket_label
+        assert vm.print_message == vm.t("Please note your number.") != "Please note your number."
         vm.reset()
         assert vm.print_state == "" and not vm.show_qr and vm.print_message == ""
     finally:
@@ -339,5 +365,71 @@ def test_every_language_translates_every_message() -> None:
 
 
 def test_every_message_the_kiosk_shows_is_in_the_template() -> None:
-    used = used_msgids(KIOSK_DIR / "kiosk.kv", KIOSK_DIR / "viewmodels.py") | set(PRINT_MESSAGES.values())
+    used = used_msgids(KIOSK_DIR / "kiosk.kv", KIOSK_DIR / "viewmodels.py") | set(PRINT_MESSAGES.values()) | set(PRINT_MESSAGES_NO_QR.values())
     assert used - set(KIOSK.template_ids()) == set()
+
+
+async def test_one_tap_on_a_service_takes_a_ticket_with_the_priority_answer(
+    vm: KioskViewModel, client: NodeClient
+) -> None:
+    vm.choose_language("en")
+    vm.set_priority(True)  # "Priority ...?" answered Yes on the same screen
+    assert await vm.tap_service("general")
+    assert vm.screen == "confirm" and vm.ticket["priority"] == 1 and vm.ticket["service"] == "general"
+    vm.reset()
+    assert not vm.priority and not vm.want_sms and not vm.large_text
+
+
+async def test_an_sms_alert_asks_for_the_phone_on_a_number_pad(vm: KioskViewModel) -> None:
+    vm.choose_language("en")
+    vm.set_sms(True)
+    assert not await vm.tap_service("payments")
+    assert vm.screen == "details" and vm.selected_service == "payments"
+    for key in "+25078812345":
+        vm.press_key("phone", key)
+    vm.press_key("phone", "9")
+    vm.press_key("phone", "back")
+    vm.press_key("phone", "6")
+    assert vm.phone == "+250788123456"
+    assert await vm.issue()
+    assert vm.screen == "confirm"
+
+
+def test_the_booking_pad_types_the_code_and_large_text_scales() -> None:
+    vm = KioskViewModel(None, clock=lambda: 0.0)  # type: ignore[arg-type]
+    for key in "k7q2":
+        vm.press_key("booking", key)
+    vm.press_key("booking", "back")
+    assert vm.booking_code == "K7Q"
+    assert vm.text_scale == 1.0
+    vm.toggle_large_text()
+    assert vm.large_text and vm.text_scale > 1.3
+    vm.reset()
+    assert vm.text_scale == 1.0
+
+
+async def test_a_closed_branch_says_when_it_opens_and_takes_no_ticket(nodes: Nodes, clock: FakeClock) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    today = datetime.now(ZoneInfo("Africa/Kigali")).date().isoformat()
+
+    def closed_today(config: Path) -> None:
+        week = "".join(f'"{d}" = {{ opens = "08:00", closes = "17:00" }}\n' for d in range(7))
+        with config.open("a", encoding="utf-8") as fh:
+            fh.write(f'\n[hours]\nclosed_days = ["{today}"]\n[hours.weekdays]\n{week}')
+
+    node = nodes.start("kiosk", edit=closed_today)
+    client = NodeClient(node.url, timeout=5.0)
+    try:
+        vm = make_vm(client, clock, language="fr")
+        await vm.refresh()
+        assert vm.closed and vm.closed_text == "Fermé. Ouvre demain à 08:00."
+        assert all(s["wait_text"] == "Fermé" for s in vm.services)
+        vm.choose_language("fr")
+        assert not await vm.tap_service("general")
+        assert vm.error == vm.closed_text and vm.screen == "service"
+        vm.language = "en"
+        assert vm.closed_text == "Closed. Opens tomorrow at 08:00."
+    finally:
+        await client.close()

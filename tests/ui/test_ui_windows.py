@@ -133,14 +133,15 @@ def test_ticket_from_kiosk_touches_is_called_at_counter_and_shown_on_display(
         procs.append(kiosk)
         displays = {
             size: driver("display", xvfb, node_url, ARTIFACTS, results / f"display-{size}.json",
-                         "--size", size, "--expect", "A001")
+                         "--size", size, "--expect", "A001", "--timeout", "420")
             for size in ("1920x1080", "1280x720")
         }
         procs += displays.values()
-        k = read(results / "kiosk.json", kiosk, 240)
+        k = read(results / "kiosk.json", kiosk, 360)
         label = k["ticket"]["label"]
         assert label == "A001" and k["ticket"]["priority"] == 1
         assert k["checker_catches"] == [True, True]
+        assert k["taps_to_ticket"] == 3  # language, the priority answer, the service
         assert k["layout_problems"] == []
         # The node has no printer configured: the kiosk says so and shows the QR.
         assert k["printer_failed"] is True
@@ -162,7 +163,9 @@ def test_ticket_from_kiosk_touches_is_called_at_counter_and_shown_on_display(
             assert d["announced"][-1][:2] == [label, "Counter 1"]
             assert d["layout_problems"] == []
         for name in ("kiosk-en-language", "kiosk-confirm-issued", "counter-called",
-                     "display-1920x1080-called", "display-1280x720-called"):
+                     "display-1920x1080-called", "display-1280x720-called",
+                     "kiosk-rw-service-large", "kiosk-en-details", "kiosk-en-booking",
+                     "counter-fr-confirm-undo", "display-1280x720-fr-offline"):
             assert (ARTIFACTS / f"{name}.png").stat().st_size > 0
     finally:
         for proc in procs:
