@@ -140,7 +140,9 @@ class NodeTLS:
             raise AuthError(403, f"certificate of organization {peer.org!r}")
         if peer.serial in self.revoked:
             raise AuthError(403, f"certificate of {peer.device!r} is revoked")
-        if peer.role == "hq":
+        if peer.role == "hq":  # HQ's link certificate: only HQ itself may present it
+            if device is not None and device != f"hq:{self.branch}":
+                raise AuthError(403, f"HQ's certificate, the request is signed by {device!r}")
             return peer
         if peer.branch != self.branch:
             raise AuthError(403, f"certificate of branch {peer.branch!r}")
