@@ -85,6 +85,28 @@ def child(app_name: str, node: str) -> None:
         app, client = build(node, "c1", login_required=False)  # type: ignore[assignment]
         ready = lambda: not app.vm.offline  # noqa: E731
 
+    if app_name == "kiosk":
+        from kivy.core.window import Window
+
+        tapped: dict = {}
+
+        def kiosk_flip(*_: object) -> None:
+            # The first flip with the confirmation screen and the new number: the citizen sees it.
+            vm = app.vm
+            if tapped and vm.screen == "confirm" and vm.ticket_label and vm.ticket_label != tapped.get("before"):
+                say("SHOWN", vm.ticket_label, repr(tapped.pop("t0")), repr(time.monotonic()))
+                tapped.clear()
+
+        Window.bind(on_flip=kiosk_flip)
+
+        def tap(service: str) -> None:
+            vm = app.vm
+            vm.reset()
+            vm.choose_language("en")
+            vm.choose_service(service)
+            tapped.update(before=vm.ticket_label, t0=time.monotonic())
+            vm.take_ticket()  # what the "Take a ticket" button's on_release does
+
     async def report_ready() -> None:
         while not (app.root is not None and ready()):
             await asyncio.sleep(0.005)
@@ -92,7 +114,13 @@ def child(app_name: str, node: str) -> None:
         Clock.schedule_once(lambda dt: Clock.schedule_once(lambda dt2: done.set(), 0), 0)
         await done.wait()
         say("READY", repr(time.monotonic()))
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        loop = asyncio.get_running_loop()
+        while True:  # a line "TAP <service>" (the kiosk) or an empty line (stop)
+            words = (await loop.run_in_executor(None, sys.stdin.readline)).split()
+            if not words:
+                break
+            if words[0] == "TAP" and app_name == "kiosk":
+                Clock.schedule_once(lambda dt, s=words[1]: tap(s), 0)
         app.stop()
 
     asyncio.run(run(app, client, report_ready()))
@@ -110,9 +138,21 @@ def start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
     return proc, f":{number}"
 
 
-def start_node(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+def twenty_counters(config: Path) -> None:
+    """The sample branch with 20 counters over its three services, no staff login."""
+    text = config.read_text().replace("require_staff_login = true", "require_staff_login = false")
+    services = ["general", "payments", "documents"]
+    for i in range(4, 21):
+        chosen = [services[i % 3], services[(i + 1) % 3]]
+        text += f'\n[[counters]]\nid = "c{i}"\nname = "Counter {i}"\nservices = ["{chosen[0]}", "{chosen[1]}"]\n'
+    config.write_text(text)
+
+
+def start_node(folder: Path, *, counters20: bool = False) -> tuple[subprocess.Popen[bytes], str]:
     subprocess.run([sys.executable, "-m", "appliance.cli", "init", str(folder)], check=True,
                    capture_output=True, cwd=REPO)
+    if counters20:
+        twenty_counters(folder / "kiosk.toml")
     proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "node", "--config",
                              str(folder / "kiosk.toml"), "--listen", "127.0.0.1:0"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=folder)
@@ -168,12 +208,53 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
                 proc.kill()
 
 
+def twenty_counter_day(folder: Path, display: str, calls: int, waiting: int,
+                       procs: list[subprocess.Popen[bytes]]) -> dict:
+    """On a 20-counter branch with `waiting` tickets: display call -> frame, and kiosk tap -> screen."""
+    node_proc, node = start_node(folder, counters20=True)
+    procs.append(node_proc)
+    services = ["general", "payments", "documents"]
+    for i in range(waiting):
+        api(node, "POST", "/tickets", {"service": services[i % 3]})
+    counters = [f"c{i}" for i in range(1, 21)]
+    for c in counters:
+        api(node, "POST", f"/counters/{c}/open")
+    proc, _ = spawn_app("display", node, display)
+    procs.append(proc)
+    read_line(proc, "READY")
+    call_latencies = []
+    for i in range(calls):
+        counter = counters[i % 20]
+        t0 = time.monotonic()
+        called = api(node, "POST", f"/counters/{counter}/call-next")
+        assert called is not None
+        words = read_line(proc, "SHOWN")
+        assert words[1] == called["label"], (words, called["label"])
+        call_latencies.append(float(words[2]) - t0)
+        api(node, "POST", "/tickets", {"service": services[i % 3]})  # the line holds its length
+    stop(proc)
+    kiosk, _ = spawn_app("kiosk", node, display)
+    procs.append(kiosk)
+    read_line(kiosk, "READY")
+    taps = []
+    assert kiosk.stdin is not None
+    for i in range(calls):
+        kiosk.stdin.write(f"TAP {services[i % 3]}\n".encode())
+        kiosk.stdin.flush()
+        words = read_line(kiosk, "SHOWN")
+        taps.append(float(words[3]) - float(words[2]))
+    stop(kiosk)
+    return {"counters": 20, "waiting": waiting, "call_to_display": latency_summary(call_latencies),
+            "kiosk_tap_to_screen": latency_summary(taps)}
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--child", choices=APPS)
     p.add_argument("--node")
     p.add_argument("--calls", type=int, default=200)
     p.add_argument("--starts", type=int, default=3)
+    p.add_argument("--waiting", type=int, default=2000, help="tickets waiting on the 20-counter day")
     args = p.parse_args()
     if args.child:
         child(args.child, args.node)
@@ -215,8 +296,13 @@ def main() -> int:
                 api(node, "POST", f"/counters/c1/tickets/{called['id']}/start", token=token)
                 api(node, "POST", f"/counters/c1/tickets/{called['id']}/complete", token=token)
             figures["call_to_display"] = latency_summary(latencies)
+            stop(proc)
+            figures["day20"] = twenty_counter_day(Path(tmp) / "day20", display, args.calls, args.waiting, procs)
             figures["notes"] = ("one real node; display at 1920x1080 on Xvfb (Mesa llvmpipe, software "
-                                "GL); latency = POST call-next sent -> first buffer flip after the display view-model took the call")
+                                "GL); latency = POST call-next sent -> first buffer flip after the display "
+                                "view-model took the call; day20: a branch of 20 open counters and "
+                                f"{args.waiting} waiting, kiosk tap = the Take-a-ticket action -> first flip "
+                                "showing the confirmation with the new number")
             write("ui", figures)
     finally:
         for proc in reversed(procs):
