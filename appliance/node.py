@@ -235,6 +235,8 @@ class Node:
                 self._revoke(event.payload)
             elif event.type == "config.roster":
                 self._learn_roster(event.payload)
+            elif event.type == "config.staff":
+                self._learn_staff(event.payload)
         self.projection.apply(conn, event)
 
     def _learn_roster(self, payload: dict[str, Any]) -> None:
@@ -261,12 +263,30 @@ class Node:
         if self.tls is not None and isinstance(payload.get("crl"), str):
             self.tls.apply_crl(payload["crl"])
 
+    def _learn_staff(self, payload: dict[str, Any]) -> None:
+        """A counter opens HQ's sealed staff list with the branch's counter key (its bundle
+        brought it) and takes its members and PIN hashes beside those of its config file."""
+        if self.staff is None:
+            return
+        from appliance.enroll import open_staff
+        members = open_staff(self.data_dir, payload)
+        if members is None:
+            return  # not a counter (no key): the list stays sealed here
+        from appliance.config import StaffConfig
+        from_hq = tuple(StaffConfig(str(m["id"]), str(m["name"]), str(m["pin_hash"]))
+                        for m in members if isinstance(m, dict) and m.get("pin_hash"))
+        own = tuple(s for s in self.config.staff if s.id not in {m.id for m in from_hq})
+        self.staff.replace_staff(own + from_hq)
+        logger.info("staff from HQ: %s", ", ".join(m.id for m in from_hq) or "none")
+
     def _load_revocations(self, conn: sqlite3.Connection) -> None:
         """At start: HQ's rosters and revocations already in the log."""
+        learn = {REVOKED: self._revoke, "config.roster": self._learn_roster, "config.staff": self._learn_staff}
         for origin, type_, payload in conn.execute(
-                "SELECT origin, type, payload FROM events WHERE type IN (?, 'config.roster') ORDER BY hlc", (REVOKED,)):
+                "SELECT origin, type, payload FROM events WHERE type IN (?, 'config.roster', 'config.staff') ORDER BY hlc",
+                (REVOKED,)):
             if origin == f"hq:{self.config.branch_id}":
-                (self._revoke if type_ == REVOKED else self._learn_roster)(json.loads(payload))
+                learn[type_](json.loads(payload))
 
     # -- life cycle --------------------------------------------------------------------
     def open(self) -> None:

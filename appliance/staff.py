@@ -25,7 +25,26 @@ def hash_pin(pin: str, *, salt: bytes | None = None) -> str:
     return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${enc(salt)}${enc(digest)}"
 
 
+def _check_argon2id(pin: str, pin_hash: str) -> bool:
+    """HQ's staff PIN hashes (PHC `$argon2id$v=19$m=..,t=..,p=..$salt$hash`, standard base64)."""
+    from cryptography.exceptions import InvalidKey
+    from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+    def dec(text: str) -> bytes:
+        return base64.b64decode(text + "=" * (-len(text) % 4))
+    try:
+        _, algo, _version, params, salt, digest = pin_hash.split("$")
+        p = dict(item.split("=") for item in params.split(","))
+        Argon2id(salt=dec(salt), length=len(dec(digest)), iterations=int(p["t"]), lanes=int(p["p"]),
+                 memory_cost=int(p["m"])).verify(pin.encode("utf-8"), dec(digest))
+    except (InvalidKey, ValueError, KeyError, TypeError):
+        return False
+    return algo == "argon2id"
+
+
 def check_pin(pin: str, pin_hash: str) -> bool:
+    if pin_hash.startswith("$argon2id$"):
+        return _check_argon2id(pin, pin_hash)
     try:
         scheme, n, r, p, salt, digest = pin_hash.split("$")
         dec = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))  # noqa: E731
@@ -66,6 +85,11 @@ class StaffSessions:
         self._sessions: dict[str, Session] = {}
         self._failures: dict[str, list[int]] = {}
         self._lock = threading.Lock()
+
+    def replace_staff(self, staff: tuple[StaffConfig, ...]) -> None:
+        """The staff list changed (HQ's sealed config.staff, opened by a counter)."""
+        with self._lock:
+            self._staff = staff
 
     @property
     def required(self) -> bool:

@@ -150,6 +150,13 @@ def test_fresh_devices_enroll_by_code_and_replicate_over_mutual_tls_then_one_is_
         assert open_staff(tmp_path / "kiosk" / "data", sealed) is None
         staff = open_staff(tmp_path / "counter-1" / "data", wait_for(lambda: staff_at("counter-1"), 30))
         assert staff is not None and staff[0]["name"] == "Amina Uwase" and staff[0]["pin_hash"].startswith("$argon2id$")
+
+        def logged_in() -> dict | None:  # the enrolled counter takes HQ's staff: Amina's PIN works
+            status, body = counter.request("POST", "/api/v1/staff/login", {"counter": "c1", "pin": "4821"})
+            return body if status == 200 else None
+        assert wait_for(logged_in, 30)["staff"] == {"id": "amina", "name": "Amina Uwase"}
+        status, _ = kiosk.request("POST", "/api/v1/staff/login", {"counter": "c1", "pin": "4821"})
+        assert status == 401  # the kiosk cannot read the sealed list, so it knows no such PIN
         for node in nodes:
             status, state = node.request("GET", "/api/v1/state")
             assert state["hq"]["status"] == "online" and state["hq"]["url"].startswith("https://"), state["hq"]
