@@ -66,14 +66,18 @@ def digests(rows: Iterable[tuple[str, int, str, int]]) -> dict[str, dict[str, ob
 
 import logging  # noqa: E402
 import sqlite3  # noqa: E402
-from typing import Any, Protocol  # noqa: E402
+from typing import TYPE_CHECKING, Any, Protocol  # noqa: E402
 
 from sync.log import EVENT_COLUMNS, row_to_event  # noqa: E402
-from sync.protocol import PeerClient, PeerError  # noqa: E402
+from sync.protocol import PeerError  # noqa: E402
 
 from appliance import events as ev  # noqa: E402
-from appliance.node import Node  # noqa: E402
 from appliance.queue import business_day  # noqa: E402
+
+if TYPE_CHECKING:  # for annotations only: HQ imports the digests above and must not load the node
+    from sync.protocol import PeerClient
+
+    from appliance.node import Node
 
 
 class NightlySettings(Protocol):

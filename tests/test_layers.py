@@ -34,6 +34,16 @@ def test_the_nightly_job_and_the_hq_link_do_not_import_each_other():
     assert "appliance.uplink" not in imports_of(ROOT / "appliance" / "nightly.py")
 
 
+def test_hq_loads_no_device_node_or_store():
+    """HQ shares the event contract, the fold and the day digests, never the node (DESIGN §3)."""
+    code = ("import sys, hq.app, hq.link, hq.ingest; "
+            "print(sorted(m for m in sys.modules if m in ('appliance.node', 'appliance.server', 'appliance.lan',"
+            " 'appliance.devices', 'appliance.uplink')))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 def test_the_smartq_command_has_no_hq_subcommand_and_hq_has_its_own_entry_point():
     proc = subprocess.run([sys.executable, "-m", "appliance.cli", "hq", "--config", "x.toml"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
