@@ -40,7 +40,7 @@ async def _check_credentials(request: web.Request, body: Any) -> sqlite3.Row:
         _DUMMY_HASH["h"] = await asyncio.to_thread(_hash, request, "dummy-password")
     encoded = row["password_hash"] if row is not None else _DUMMY_HASH["h"]
     ok = await asyncio.to_thread(verify_password, password, encoded)
-    if row is None or not ok:
+    if row is None or not ok or row["disabled"]:  # a disabled account cannot log in (docs/console.md)
         raise ApiError(401, "bad_credentials", "wrong e-mail or password")
     return row
 
@@ -51,7 +51,7 @@ async def login(request: web.Request) -> web.Response:
     user = await _check_credentials(request, await read_json(request))
     hq = hq_of(request)
     expires = hq.now() + hq.settings.session_ttl_s
-    token, csrf = await hq.db.write(lambda c: create_session(c, user["id"], "cookie", expires))
+    token, csrf = await hq.db.write(lambda c: create_session(c, user["id"], "cookie", expires, hq.now()))
     resp = jresp({"user": _user_json(user), "csrf_token": csrf, "expires_at": expires})
     resp.set_cookie(COOKIE_NAME, token, max_age=hq.settings.session_ttl_s, httponly=True,
                     secure=hq.settings.cookie_secure, samesite=hq.settings.cookie_samesite, path="/")
@@ -64,7 +64,7 @@ async def issue_token(request: web.Request) -> web.Response:
     user = await _check_credentials(request, await read_json(request))
     hq = hq_of(request)
     expires = hq.now() + hq.settings.api_token_ttl_s
-    token, _ = await hq.db.write(lambda c: create_session(c, user["id"], "bearer", expires))
+    token, _ = await hq.db.write(lambda c: create_session(c, user["id"], "bearer", expires, hq.now()))
     return jresp({"token": token, "expires_at": expires, "user": _user_json(user)}, 201)
 
 

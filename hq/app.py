@@ -18,6 +18,7 @@ from hq.link import add_link_routes
 from hq.gateways import Gateway, HttpSmsGateway, LogGateway, SmtpGateway
 from hq.migrations import apply_migrations
 from hq.notify import Dispatcher
+from hq.console.views import setup_console
 from hq.pages.app import setup_pages
 from hq.ratelimit import RateLimiter
 from hq.routes import add_routes
@@ -64,6 +65,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, rng: random.Ra
     add_routes(app)
     add_link_routes(app, hq)
     setup_pages(app)  # the citizens' web pages (hq/pages, docs/web.md)
+    setup_console(app)  # the staff console (hq/console, docs/console.md)
     app.cleanup_ctx.append(_background(gateways is None))
     return app
 

@@ -74,18 +74,19 @@ class Principal:
                 "org": self.org_id, "branch": self.branch_id}
 
 
-def create_session(conn: sqlite3.Connection, user_id: int, kind: str, expires_at: int) -> tuple[str, str]:
+def create_session(conn: sqlite3.Connection, user_id: int, kind: str, expires_at: int,
+                   created_at: int = 0) -> tuple[str, str]:
     token = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(24) if kind == "cookie" else ""
-    conn.execute("INSERT INTO sessions (token_hash, user_id, kind, csrf, expires_at) VALUES (?, ?, ?, ?, ?)",
-                 (token_digest(token), user_id, kind, csrf, expires_at))
+    conn.execute("INSERT INTO sessions (token_hash, user_id, kind, csrf, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                 (token_digest(token), user_id, kind, csrf, expires_at, created_at))
     return token, csrf
 
 
 def lookup_session(conn: sqlite3.Connection, token: str, kind: str, now: int) -> Principal | None:
     row = conn.execute(
         "SELECT u.id, u.email, u.role, u.org_id, u.branch_id, s.csrf FROM sessions s JOIN users u ON u.id = s.user_id"
-        " WHERE s.token_hash = ? AND s.kind = ? AND s.expires_at > ?", (token_digest(token), kind, now)).fetchone()
+        " WHERE s.token_hash = ? AND s.kind = ? AND s.expires_at > ? AND u.disabled = 0", (token_digest(token), kind, now)).fetchone()
     if row is None:
         return None
     return Principal(row[0], row[1], row[2], row[3], row[4], kind, row[5])

@@ -261,6 +261,20 @@ def _m13(conn: sqlite3.Connection) -> None:
     """)
 
 
+@migration(14, "console")
+def _m14(conn: sqlite3.Connection) -> None:
+    """The console (issue 10): accounts can be disabled, sessions know when they began, and an
+    audit log keeps who changed what, when."""
+    conn.executescript("""
+    ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor_id INTEGER, actor_email TEXT NOT NULL,
+        org_id TEXT, action TEXT NOT NULL, target TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '');
+    CREATE INDEX audit_org ON audit(org_id, id);
+    """)
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"

@@ -1,6 +1,6 @@
 """Maintain the web pages' catalogs: ``python -m hq.pages.catalogs extract|update|check``.
 
-- extract: every msgid of the templates (``_("...")``) and of hq/pages and hq/notifications
+- extract: every msgid of the templates (``_("...")``) and of hq/pages, hq/console and hq/notifications
   (``_``, ``t``, ``N_``, ``PageError`` second argument) into locale/web.pot;
 - update: merge the .pot into each language's web.po (new msgids empty, old ones kept fuzzy);
 - check: exit 1 listing msgids a language lacks (tests/hq/web/test_catalogs.py runs the same).
@@ -26,7 +26,8 @@ OPTIONS = {"**/templates/**.html": {"trim_blocks": "true", "lstrip_blocks": "tru
 def extract() -> Catalog:
     catalog = Catalog(project="SmartQ web", domain="web", charset="utf-8")
     for root in (HERE, HERE.parent):
-        methods = METHODS if root == HERE else [("notifications.py", "python")]
+        # hq/notifications.py writes to citizens; hq/console/ is the staff console (issue 10).
+        methods = METHODS if root == HERE else [("notifications.py", "python"), ("console/**.py", "python")]
         for filename, lineno, message, comments, _ctx in extract_from_dir(
                 root, methods, options_map=OPTIONS if root == HERE else {}, keywords=KEYWORDS, strip_comment_tags=True):
             if isinstance(message, str) and message:

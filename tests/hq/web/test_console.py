@@ -1,0 +1,237 @@
+"""The console's accounts over real HTTP on a real HQ (no browser): log in, navigation by role,
+403 pages for roles and other tenants, account management, the password policy, the audit log.
+The browser, axe-core and screenshots are in test_console_browser.py."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+
+import pytest
+
+from hqtest import PASSWORD, Server, api
+from webtest import Browser, db, h1
+
+NEW_PASSWORD = "tiger lily on the moon"
+
+
+@pytest.fixture()
+async def console(server: Server):
+    browsers: list[Browser] = []
+
+    async def login(email: str, password: str = PASSWORD, language: str | None = None) -> Browser:
+        b = Browser(server.url, language)
+        browsers.append(b)
+        status, _, location = await b.post("/console/login", {"email": email, "password": password})
+        assert (status, location) == (303, "/console"), (email, status)
+        return b
+    server.login = login
+    server.anonymous = lambda language=None: browsers.append(Browser(server.url, language)) or browsers[-1]
+    yield server
+    for b in browsers:
+        await b.close()
+
+
+def user_id(srv: Server, email: str) -> int:
+    with db(srv) as c:
+        return c.execute("SELECT id FROM users WHERE email = ?", (email,)).fetchone()[0]
+
+
+def audit_rows(srv: Server) -> list[sqlite3.Row]:
+    with db(srv) as c:
+        return c.execute("SELECT * FROM audit ORDER BY id").fetchall()
+
+
+def menu(html: str) -> list[str]:
+    nav = re.search(r'<nav aria-label="[^"]*">\s*<ul class="menu">(.*?)</ul>', html, re.S)
+    return re.findall(r'href="(/console[^"]*)"', nav[1]) if nav else []
+
+
+async def test_login_wrong_password_then_right_one_and_logout(console):
+    b = console.anonymous()
+    status, html, r = await b.get("/console/accounts", allow_redirects=False)
+    assert status == 303 and r.headers["Location"] == "/console/login?next=/console/accounts"
+    status, html, _ = await b.post("/console/login", {"email": "admin@acme.test", "password": "wrong one!"})
+    assert status == 400 and "Wrong e-mail address or password." in html
+    status, _, location = await b.post("/console/login?next=/console/accounts",
+                                       {"email": "ADMIN@acme.test", "password": PASSWORD})
+    assert (status, location) == (303, "/console/accounts")
+    assert b.cookie("smartq_session")
+    status, html, _ = await b.get("/console")
+    assert status == 200 and "admin@acme.test" in html and "acme main" in html and "beta main" not in html
+    status, _, location = await b.post("/console/logout", {})
+    assert (status, location) == (303, "/console/login")
+    status, _, r = await b.get("/console", allow_redirects=False)
+    assert status == 303
+    # a login form without the CSRF token is refused; an open redirect is not possible
+    status, html, _ = await b.post("/console/login", {"email": "admin@acme.test", "password": PASSWORD}, csrf=False)
+    assert status == 403
+    status, _, location = await b.post("/console/login?next=//evil.example/", {"email": "admin@acme.test",
+                                                                              "password": PASSWORD})
+    assert location == "/console"
+
+
+async def test_navigation_is_shaped_by_role(console):
+    menus = {}
+    for email in ("root@hq.test", "admin@acme.test", "manager@acme.test", "staff@acme.test"):
+        b = await console.login(email)
+        _, html, _ = await b.get("/console")
+        menus[email] = menu(html)
+    assert menus["root@hq.test"] == ["/console", "/console/accounts", "/console/audit", "/console/password"]
+    assert menus["admin@acme.test"] == menus["root@hq.test"]
+    assert menus["manager@acme.test"] == ["/console", "/console/password"]
+    assert menus["staff@acme.test"] == ["/console", "/console/password"]
+
+
+async def test_403_page_for_roles_and_other_tenants_in_the_visitors_language(console):
+    staff = await console.login("staff@acme.test", language="fr")
+    for path in ("/console/accounts", "/console/audit", "/console/accounts/new", "/console/accounts/1"):
+        status, html, _ = await staff.get(path)
+        assert status == 403 and h1(html) == "Non autorisé" and '<html lang="fr">' in html, (path, h1(html))
+    manager = await console.login("manager@acme.test", language="sw")
+    status, html, _ = await manager.get("/console/accounts")
+    assert status == 403 and '<html lang="sw">' in html
+    admin = await console.login("admin@acme.test", language="es")
+    for email in ("admin@beta.test", "staff@beta.test", "root@hq.test"):
+        status, html, _ = await admin.get(f"/console/accounts/{user_id(console, email)}")
+        assert status == 403 and '<html lang="es">' in html, email
+        status, _, _ = await admin.post(f"/console/accounts/{user_id(console, email)}/disable", {})
+        assert status == 403
+    status, _, _ = await admin.get("/console/accounts/999999")  # not revealed whether it exists
+    assert status == 403
+    _, html, _ = await admin.get("/console/accounts")
+    assert "admin@beta.test" not in html and "root@hq.test" not in html and "staff@acme.test" in html
+    with db(console) as c:
+        assert c.execute("SELECT disabled FROM users WHERE email = 'admin@beta.test'").fetchone()[0] == 0
+
+
+async def test_create_account_validates_email_role_place_and_password(console):
+    admin = await console.login("admin@acme.test")
+    base = {"email": "new.clerk@acme.test", "name": "New Clerk", "role": "staff", "org": "", "branch": "acme-main",
+            "password": NEW_PASSWORD}
+    cases = [({"email": "not-an-address"}, "email", "Enter a valid e-mail address"),
+             ({"email": "staff@acme.test"}, "email", "Another account has this e-mail address."),
+             ({"password": "short"}, "password", "at least 10 characters"),
+             ({"password": "1234567890"}, "password", "one of the most common ones"),
+             ({"password": "qwertyuiop"}, "password", "one of the most common ones"),
+             ({"password": "new.clerk-2024!"}, "password", "must not contain the e-mail"),
+             ({"role": "super_admin"}, "role", "Choose a role."),
+             ({"branch": "beta-main"}, "branch", "Choose the branch."),
+             ({"role": "org_admin", "org": "beta"}, "org", "Choose the organization.")]
+    for change, field, text in cases:
+        status, html, _ = await admin.post("/console/accounts/new", {**base, **change})
+        assert status == 400 and text in html and f'href="#{field}"' in html, (change, html[:300])
+    status, _, location = await admin.post("/console/accounts/new", base)
+    assert status == 303 and location.startswith("/console/accounts/")
+    with db(console) as c:
+        row = c.execute("SELECT * FROM users WHERE email = 'new.clerk@acme.test'").fetchone()
+    assert (row["role"], row["org_id"], row["branch_id"], row["name"]) == ("staff", "acme", "acme-main", "New Clerk")
+    assert row["password_hash"].startswith("$argon2id$")
+    await console.login("new.clerk@acme.test", NEW_PASSWORD)
+    last = audit_rows(console)[-2]  # the new clerk's login follows the creation
+    assert (last["actor_email"], last["action"], last["target"], last["org_id"]) == \
+        ("admin@acme.test", "account.create", "new.clerk@acme.test", "acme")
+    _, html, _ = await admin.get("/console/audit")
+    assert "account.create" in html and "new.clerk@acme.test" in html
+    beta = await console.login("admin@beta.test")
+    _, html, _ = await beta.get("/console/audit")
+    assert "new.clerk@acme.test" not in html  # one organization's log is not another's
+
+
+async def test_disable_reset_end_sessions_delete(console, session):
+    admin = await console.login("admin@acme.test")
+    staff = await console.login("staff@acme.test")
+    uid = user_id(console, "staff@acme.test")
+    token = console.tokens["acme-staff"]
+    # disable: its console session and its API token stop working at once, and it cannot log in
+    assert (await admin.post(f"/console/accounts/{uid}/disable", {}))[:2][0] == 303
+    status, _, r = await staff.get("/console", allow_redirects=False)
+    assert status == 303
+    await api(session, "GET", f"{console.url}/api/v1/auth/me", 401, headers={"Authorization": f"Bearer {token}"})
+    await api(session, "POST", f"{console.url}/api/v1/auth/tokens", 401,
+              json={"email": "staff@acme.test", "password": PASSWORD})
+    b = console.anonymous()
+    status, html, _ = await b.post("/console/login", {"email": "staff@acme.test", "password": PASSWORD})
+    assert status == 400 and "Wrong e-mail address or password." in html
+    _, html, _ = await admin.get("/console/accounts")
+    assert "Disabled" in html
+    await admin.post(f"/console/accounts/{uid}/enable", {})
+    staff = await console.login("staff@acme.test")
+    # reset: a common password is refused; a good one ends the sessions, the old password stops working
+    status, html, _ = await admin.post(f"/console/accounts/{uid}/password", {"password": "password123"})
+    assert status == 400 and "one of the most common ones" in html
+    assert (await admin.post(f"/console/accounts/{uid}/password", {"password": NEW_PASSWORD}))[0] == 303
+    assert (await staff.get("/console", allow_redirects=False))[0] == 303
+    await console.login("staff@acme.test", NEW_PASSWORD)
+    # end sessions
+    staff = await console.login("staff@acme.test", NEW_PASSWORD)
+    _, html, _ = await admin.get(f"/console/accounts/{uid}")
+    assert re.search(r"Open sessions</dt><dd>2<", html)
+    await admin.post(f"/console/accounts/{uid}/sessions", {})
+    assert (await staff.get("/console", allow_redirects=False))[0] == 303
+    # nobody disables or deletes themselves; deleting wants the box ticked
+    me = user_id(console, "admin@acme.test")
+    assert (await admin.post(f"/console/accounts/{me}/delete", {"confirm": "yes"}))[0] == 409
+    assert (await admin.post(f"/console/accounts/{me}/disable", {}))[0] == 409
+    assert (await admin.post(f"/console/accounts/{uid}/delete", {}))[0] == 400
+    status, _, location = await admin.post(f"/console/accounts/{uid}/delete", {"confirm": "yes"})
+    assert (status, location) == (303, "/console/accounts?done=deleted")
+    with db(console) as c:
+        assert c.execute("SELECT COUNT(*) FROM users WHERE id = ?", (uid,)).fetchone()[0] == 0
+    actions = [r["action"] for r in audit_rows(console) if r["target"] == "staff@acme.test"]
+    for a in ("account.disable", "account.enable", "account.password_reset", "account.sessions_end", "account.delete"):
+        assert a in actions
+
+
+async def test_change_role_ends_sessions_and_own_role_is_fixed(console):
+    admin = await console.login("admin@acme.test")
+    manager = await console.login("manager@acme.test")
+    uid = user_id(console, "manager@acme.test")
+    form = {"email": "manager@acme.test", "name": "Mia", "role": "staff", "org": "", "branch": "acme-main"}
+    assert (await admin.post(f"/console/accounts/{uid}", form))[0] == 303
+    assert (await manager.get("/console", allow_redirects=False))[0] == 303  # new rights: log in again
+    me = user_id(console, "admin@acme.test")
+    status, _, _ = await admin.post(f"/console/accounts/{me}", {"email": "admin@acme.test", "name": "Ada",
+                                                               "role": "staff", "branch": "acme-main"})
+    assert status == 303
+    with db(console) as c:
+        assert c.execute("SELECT role, name FROM users WHERE id = ?", (me,)).fetchone()[:] == ("org_admin", "Ada")
+        assert c.execute("SELECT role FROM users WHERE id = ?", (uid,)).fetchone()[0] == "staff"
+
+
+async def test_change_my_password_bootstrap_admin_too(console, session):
+    root = await console.login("root@hq.test")
+    other = await console.login("root@hq.test")
+    form = {"current": "not it at all", "password": NEW_PASSWORD, "confirm": NEW_PASSWORD}
+    status, html, _ = await root.post("/console/password", form)
+    assert status == 400 and "This is not your current password." in html
+    status, html, _ = await root.post("/console/password", {**form, "current": PASSWORD, "confirm": "something else"})
+    assert status == 400 and "The two new passwords are not the same." in html
+    status, html, _ = await root.post("/console/password", {**form, "current": PASSWORD, "password": "iloveyou12",
+                                                            "confirm": "iloveyou12"})
+    assert status == 400 and "one of the most common ones" in html
+    status, _, location = await root.post("/console/password", {**form, "current": PASSWORD})
+    assert (status, location) == (303, "/console/password?done=1")
+    assert (await root.get("/console", allow_redirects=False))[0] == 200  # this session goes on
+    assert (await other.get("/console", allow_redirects=False))[0] == 303  # the others end
+    await api(session, "GET", f"{console.url}/api/v1/auth/me", 401, headers=console.h("super"))
+    await console.login("root@hq.test", NEW_PASSWORD)
+    staff = await console.login("staff@acme.test")
+    status, _, _ = await staff.post("/console/password", {"current": PASSWORD, "password": NEW_PASSWORD,
+                                                          "confirm": NEW_PASSWORD})
+    assert status == 303
+    assert [r["action"] for r in audit_rows(console)].count("password.change") == 2
+
+
+async def test_console_pages_translated_and_junk_input_is_a_4xx(console):
+    admin = await console.login("admin@acme.test", language="rw")
+    uid = user_id(console, "staff@acme.test")
+    for path in ("/console", "/console/accounts", "/console/accounts/new", f"/console/accounts/{uid}",
+                 "/console/password", "/console/audit", "/console/audit?before=abc"):
+        status, html, _ = await admin.get(path)
+        assert status == 200 and '<html lang="rw">' in html, path
+    for path, form in (("/console/accounts/new", {"email": "x" * 5000, "role": "x" * 5000}),
+                       (f"/console/accounts/{uid}/nonsense", {}), ("/console/accounts/abc/disable", {}),
+                       (f"/console/accounts/{uid}", {"email": "\x00"}), ("/console/password", {"current": "x" * 9999})):
+        status, _, _ = await admin.post(path, form)
+        assert 400 <= status < 500, (path, status)
