@@ -252,6 +252,12 @@ def cmd_hash_pin(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from appliance.simulate_cli import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smartq", description="SmartQ queue appliance")
     parser.add_argument("--log-level", default=os.environ.get("SMARTQ_LOG_LEVEL", "info"))
@@ -294,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hash-pin", help="print the pin_hash of a staff PIN")
     p.add_argument("pin", nargs="?")
     p.set_defaults(func=cmd_hash_pin)
+
+    p = sub.add_parser("simulate", help="simulate branch days through the queue engine; score the wait estimates")
+    p.add_argument("scenario")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=cmd_simulate)
     return parser
 
 
