@@ -117,7 +117,7 @@ class Branch(Queries):
         payload.update(ticket=ticket_id, service=service, number=number, label=label, day=day,
                        priority=priority, language=language, status_token=secrets.token_urlsafe(16))
         self.log.append(conn, ev.TICKET_ISSUED, payload)
-        return self.ticket(conn, ticket_id, model=m)
+        return self.ticket(conn, ticket_id, model=m, record=True)
 
     def _booking_from_token(self, conn: sqlite3.Connection, m: Model, code: str, now_ms: int) -> str:
         """A typed code is returned as it is; an HQ-signed QR token is verified offline and,

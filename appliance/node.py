@@ -22,12 +22,14 @@ from sync.log import MIGRATIONS as LOG_MIGRATIONS
 from sync.log import EventLog, verify_chains
 from sync.writer import Writer
 
+from appliance import waits, waits_train
 from appliance.branch import Branch
 from appliance.config import Config, ConfigError
 from appliance.metrics import Metrics
 from appliance.model import config_events
 from appliance.projection import MIGRATIONS as PROJECTION_MIGRATIONS
 from appliance.projection import Projection, state_hash, subject_of
+from appliance.queue import business_day
 from appliance.staff import StaffSessions
 
 logger = logging.getLogger(__name__)
@@ -149,6 +151,7 @@ class Node:
         try:
             migrate(conn, "sync", LOG_MIGRATIONS)
             migrate(conn, "appliance", PROJECTION_MIGRATIONS)
+            migrate(conn, "waits", waits.MIGRATIONS)
         finally:
             conn.close()
         self.clock = HybridLogicalClock(clock=clock)
@@ -182,6 +185,8 @@ class Node:
         self.branch.hq_key = self.hq_key
         self._pd_key: tuple[str, Any] | None = None
         self._load_pd_key()
+        self.branch.wait_model = waits.load_model(self.data_dir)
+        self._waits_trained_for = self.branch.wait_model.pooled.meta.get("trained_for") if self.branch.wait_model else None
         self.writer = Writer(self.db_path)
         self.writer.add_listener(self.log)
         self.writer.add_listener(self.branch)
@@ -383,6 +388,21 @@ class Node:
     async def _housekeeping(self) -> None:
         await self.write(self.branch.expire_calls)
         await self.write(self.log.release_quarantine)
+        await self.retrain_waits()
+
+    async def retrain_waits(self) -> None:
+        """Nightly, at the first housekeeping of a new branch day: retrain the learned wait
+        estimator on the history so far (on a reader thread) and keep it as data_dir/wait_model.json."""
+        m = await self.read(self.branch.model)
+        today = business_day(self.clock.wall_ms(), m.tz)
+        if self._waits_trained_for == today:
+            return
+        self._waits_trained_for = today
+        model = await self.read(lambda conn: waits_train.train(conn, m, before_day=today, meta={"trained_for": today}))
+        if model is not None:
+            await asyncio.to_thread(waits.save_model, self.data_dir, model)
+            self.branch.wait_model = model
+            logger.info("wait estimator retrained on %s tickets", model.pooled.meta.get("rows"))
 
     # -- what the other layers add (peers, HQ link, hardware) -----------------------------
     def _view(self, name: str, default: Any) -> Any:

@@ -49,6 +49,10 @@ COUNTER = _path_param("counter", "counter id")
 TICKET = _path_param("ticket", "ticket id, e.g. 20261122-A042")
 EMPTY_BODY = {"type": "object", "additionalProperties": False}
 
+WAIT_RANGE = {"oneOf": [{"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+                        {"type": "null"}],
+              "description": "[p10, p90] of the learned wait estimate (s); null before it is trained or when not waiting"}
+
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["code", "message"],
@@ -59,6 +63,7 @@ SCHEMAS: dict[str, Any] = {
                    "status": {"enum": ["waiting", "called", "serving", "completed", "no_show", "cancelled"]},
                    "priority": {"type": "integer"}, "language": NULLABLE_STR,
                    "position": NULLABLE_INT, "people_ahead": NULLABLE_INT, "estimated_wait_s": NULLABLE_INT,
+                   "estimated_wait_range_s": WAIT_RANGE,
                    "issued_at": {"type": "string", "format": "date-time"},
                    "called_at": NULLABLE_STR, "started_at": NULLABLE_STR, "finished_at": NULLABLE_STR,
                    "counter": NULLABLE_STR, "recalls": {"type": "integer"}, "booking_code": NULLABLE_STR,
@@ -78,7 +83,8 @@ SCHEMAS: dict[str, Any] = {
     "Service": {"type": "object", "properties": {
         "id": {"type": "string"}, "letter": {"type": "string"},
         "names": {"type": "object", "additionalProperties": {"type": "string"}},
-        "waiting": {"type": "integer"}, "estimated_wait_s": {"type": "integer"}, "open_counters": {"type": "integer"}}},
+        "waiting": {"type": "integer"}, "estimated_wait_s": {"type": "integer"},
+        "estimated_wait_range_s": WAIT_RANGE, "open_counters": {"type": "integer"}}},
     "State": {"type": "object", "required": ["branch", "services", "counters", "recent_calls", "peers", "hq", "state_hash"],
               "properties": {
                   "branch": {"type": "object"}, "device": {"type": "object"}, "now": {"type": "string"},

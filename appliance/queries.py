@@ -19,6 +19,7 @@ from sync.log import EventLog
 
 from appliance import counter_stats, hours
 from appliance import queue as q
+from appliance import waits
 from appliance.config import Config
 from appliance.errors import NotFound
 from appliance.model import Model, load_model
@@ -49,6 +50,7 @@ class Queries:
         self.hq_key: Ed25519PublicKey | None = None  # verifies HQ booking tokens offline
         # Seals a phone number to HQ's personal-data key (sync.sealed); None: no key yet.
         self.seal_phone: Callable[[str], str | None] = lambda phone: None
+        self.wait_model: waits.BranchModel | None = None  # the learned estimator, once trained
 
     # -- transaction listener: readers reload the model after a config change commits ------
     def job_started(self) -> None: ...
@@ -209,20 +211,29 @@ class Queries:
         opened = open_counters
         return lambda people_ahead: q.estimate_wait_s(people_ahead, opened, mean)
 
-    def _position(self, conn: sqlite3.Connection, m: Model, row: sqlite3.Row) -> dict[str, tuple[int, int]]:
-        """{ticket id: (position, estimated wait s)} for one waiting ticket."""
-        ahead = self._ahead(conn, m, row, self.now_ms())
-        return {row["id"]: (ahead + 1, self.line_estimate(conn, m, row["day"], row["service"])(ahead))}
+    def _position(self, conn: sqlite3.Connection, m: Model, row: sqlite3.Row,
+                  record: bool = False) -> dict[str, tuple[Any, ...]]:
+        """{ticket id: (position, estimated wait s, [p10, p90] or None)} for one waiting ticket;
+        `record` keeps the signals for the nightly training (at issue, on the writer)."""
+        now = self.now_ms()
+        ahead = self._ahead(conn, m, row, now)
+        if self.wait_model is None and not record:
+            return {row["id"]: (ahead + 1, self.line_estimate(conn, m, row["day"], row["service"])(ahead), None)}
+        wait, span = waits.estimate(conn, m, self.wait_model, service=row["service"], priority=row["priority"],
+                                    effective_ms=row["effective_ms"], ahead=ahead, now_ms=now, day=row["day"],
+                                    ticket=row["id"], record_issued_ms=row["issued_ms"] if record else None)
+        return {row["id"]: (ahead + 1, wait, span)}
 
-    def ticket(self, conn: sqlite3.Connection, ticket_id: str, *, model: Model | None = None) -> dict[str, Any]:
+    def ticket(self, conn: sqlite3.Connection, ticket_id: str, *, model: Model | None = None,
+               record: bool = False) -> dict[str, Any]:
         m = model or self.model(conn)
         row = self._ticket_row(conn, ticket_id)
-        positions = self._position(conn, m, row) if row["status"] == "waiting" else {}
+        positions = self._position(conn, m, row, record) if row["status"] == "waiting" else {}
         return self._ticket_view(m, row, positions)
 
-    def _ticket_view(self, m: Model, row: sqlite3.Row, positions: dict[str, tuple[int, int]]) -> dict[str, Any]:
+    def _ticket_view(self, m: Model, row: sqlite3.Row, positions: dict[str, tuple[Any, ...]]) -> dict[str, Any]:
         tz = m.tz
-        position, wait = positions.get(row["id"], (None, None))
+        position, wait, *span = positions.get(row["id"], (None, None))
         state = json.loads(row["state"])
         return {
             "id": row["id"],
@@ -234,6 +245,7 @@ class Queries:
             "position": position,
             "people_ahead": position - 1 if position else None,
             "estimated_wait_s": wait,
+            "estimated_wait_range_s": span[0] if span else None,
             "issued_at": iso(row["issued_ms"], tz),
             "called_at": iso(row["called_ms"], tz),
             "started_at": iso(row["started_ms"], tz),
@@ -289,9 +301,18 @@ class Queries:
         waiting = conn.execute("SELECT count(*) FROM tickets WHERE status = 'waiting' AND day = ? AND service = ?",
                                (day, service)).fetchone()[0]
         opened = self._open_counters(conn, m).get(service, 0)
+        wait, span = self._newcomer_estimate(conn, m, day, service, waiting, opened)
         return {"id": s.id, "letter": s.letter, "names": s.names, "waiting": waiting,
-                "estimated_wait_s": self.line_estimate(conn, m, day, service, opened)(waiting),
-                "open_counters": opened}
+                "estimated_wait_s": wait, "estimated_wait_range_s": span, "open_counters": opened}
+
+    def _newcomer_estimate(self, conn: sqlite3.Connection, m: Model, day: str, service: str,
+                           waiting: int, opened: int) -> tuple[int, list[int] | None]:
+        """What a walk-in taking a ticket of `service` now would be told."""
+        if self.wait_model is None:
+            return self.line_estimate(conn, m, day, service, opened)(waiting), None
+        now = self.now_ms()
+        return waits.estimate(conn, m, self.wait_model, service=service, priority=0, effective_ms=now,
+                              ahead=waiting, now_ms=now, day=day)
 
     def state(self, conn: sqlite3.Connection) -> dict[str, Any]:
         m = self.model(conn)
@@ -308,9 +329,10 @@ class Queries:
             opened = open_counters.get(s.id, 0)
             estimate = self.line_estimate(conn, m, day, s.id, opened)
             positions = {t.id: (i + 1, estimate(i)) for i, t in enumerate(line)}
+            wait, span = self._newcomer_estimate(conn, m, day, s.id, len(line), opened)
             services.append({
                 "id": s.id, "letter": s.letter, "names": s.names, "waiting": len(line),
-                "estimated_wait_s": estimate(len(line)), "open_counters": opened,
+                "estimated_wait_s": wait, "estimated_wait_range_s": span, "open_counters": opened,
             })
             waiting_views += [(q.order_key(t, rules, now), self._ticket_view(m, rows[t.id], positions)) for t in line]
         waiting_views.sort(key=lambda kv: kv[0])

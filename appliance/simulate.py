@@ -25,7 +25,6 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from sync.db import connect, migrate
 from sync.keys import load_or_create_key, public_key_text
 
 from appliance import events as ev
@@ -68,7 +67,7 @@ class Person:
     absent: bool              # not there when called (no-show)
     predictions: dict[str, waits.Estimate]
     signals: dict[str, float]
-    shown_s: int | None = None  # the engine's estimated_wait_s in the issue reply
+    shown_s: int | None = None  # estimated_wait_s in the node's issue reply
     called_ms: int | None = None
     outcome: str = "unserved"
 
@@ -118,11 +117,6 @@ class Simulation:
         raw = scenario_config(scenario, data_dir, public_key_text(key.public_key()))
         self.config = parse_config(raw, path=workdir / "sim.toml")
         self.node = Node(self.config, clock=self.clock)
-        conn = connect(self.node.db_path)
-        try:
-            migrate(conn, "waits", waits.MIGRATIONS)
-        finally:
-            conn.close()
         self.node.open()
         self.model: waits.BranchModel | None = None
         self.days: list[DayResult] = []
@@ -158,6 +152,7 @@ class Simulation:
                                                        meta={"trained_for": next_day.isoformat()}))
         if model is not None:
             self.model = model
+            self.node.branch.wait_model = model  # what the node shows from now on
 
     def run_day(self, day: date, rng: random.Random, kind: str) -> DayResult:
         s = self.scenario
@@ -273,14 +268,9 @@ class Simulation:
 
         def job(conn: Any) -> tuple[dict[str, Any], dict[str, float]]:
             branch = self.node.branch
-            ticket = branch.issue(conn, body)
-            row = conn.execute("SELECT service, priority, effective_ms, issued_ms, day FROM tickets WHERE id = ?",
-                               (ticket["id"],)).fetchone()
-            m = branch.model(conn, writer=True)
-            sig = waits.signals(conn, m, service=row["service"], priority=row["priority"],
-                                effective_ms=row["effective_ms"], ahead=ticket["people_ahead"],
-                                now_ms=self.clock.ms, day=row["day"], ticket=ticket["id"])
-            waits.record(conn, ticket["id"], row["day"], row["service"], row["issued_ms"], sig)
+            ticket = branch.issue(conn, body)  # records the signals it estimated from
+            sig = json.loads(conn.execute("SELECT signals FROM wait_features WHERE ticket = ?",
+                                          (ticket["id"],)).fetchone()[0])
             return ticket, sig
 
         ticket, sig = self.do(job)

@@ -354,6 +354,23 @@ def learned(sig: dict[str, float], model: BranchModel | None, service: str) -> E
     return model.predict(sig, service) if model is not None else naive(sig)
 
 
+def estimate(conn: sqlite3.Connection, m: Model, model: BranchModel | None, *, service: str, priority: int,
+             effective_ms: int, ahead: int, now_ms: int, day: str, ticket: str | None = None,
+             record_issued_ms: int | None = None) -> tuple[int, list[int] | None]:
+    """The node's estimate for one ticket (or a newcomer): (point s, [p10, p90] or None).
+
+    Until a model has been trained it is the naive formula, with no range. With
+    `record_issued_ms` (at issue, on the writer) the signals are kept for training."""
+    sig = signals(conn, m, service=service, priority=priority, effective_ms=effective_ms, ahead=ahead,
+                  now_ms=now_ms, day=day, ticket=ticket)
+    if record_issued_ms is not None and ticket is not None:
+        record(conn, ticket, day, service, record_issued_ms, sig)
+    if model is None:
+        return naive(sig).p50, None
+    est = model.predict(sig, service)
+    return est.p50, [est.p10, est.p90]
+
+
 def record(conn: sqlite3.Connection, ticket: str, day: str, service: str, issued_ms: int,
            sig: dict[str, float]) -> None:
     """Keep a new ticket's signals for the nightly training (writer thread, in the issue transaction)."""

@@ -279,8 +279,12 @@ class DisplayViewModel(NodeViewModel):
             if waiting == int(s.get("waiting", -1)) and s.get("estimated_wait_s") is not None:
                 est = s["estimated_wait_s"]
             mins = max(0, math.ceil(est / 60))
+            span = s.get("estimated_wait_range_s") if waiting == int(s.get("waiting", -1)) else None
             if not waiting:
                 wait_text = self.t("no wait")
+            elif isinstance(span, list) and len(span) == 2 and span[1] > 60:
+                low = int(span[0]) // 60
+                wait_text = self.t("~{lo}-{hi} min", lo=low, hi=max(math.ceil(span[1] / 60), low + 1))
             elif mins:
                 wait_text = self.t("~{m} min", m=mins)
             else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import textwrap
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,6 +31,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "your_number": "Your number",
         "people_ahead": "People ahead of you: {n}",
         "wait": "Estimated wait: about {m} min",
+        "wait_range": "Estimated wait: about {lo}-{hi} min",
         "wait_short": "Estimated wait: less than 1 min",
         "scan": "Scan to follow your turn",
         "copy": "COPY",
@@ -38,6 +40,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "your_number": "Votre numéro",
         "people_ahead": "Personnes avant vous : {n}",
         "wait": "Attente estimée : environ {m} min",
+        "wait_range": "Attente estimée : environ {lo} à {hi} min",
         "wait_short": "Attente estimée : moins d'une minute",
         "scan": "Scannez pour suivre votre tour",
         "copy": "DUPLICATA",
@@ -46,6 +49,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "your_number": "Su número",
         "people_ahead": "Personas delante de usted: {n}",
         "wait": "Espera estimada: unos {m} min",
+        "wait_range": "Espera estimada: unos {lo}-{hi} min",
         "wait_short": "Espera estimada: menos de 1 min",
         "scan": "Escanee para seguir su turno",
         "copy": "COPIA",
@@ -54,6 +58,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "your_number": "Namba yako",
         "people_ahead": "Watu walio mbele yako: {n}",
         "wait": "Muda wa kusubiri: takriban dakika {m}",
+        "wait_range": "Muda wa kusubiri: takriban dakika {lo}-{hi}",
         "wait_short": "Muda wa kusubiri: chini ya dakika 1",
         "scan": "Changanua ili kufuatilia zamu yako",
         "copy": "NAKALA",
@@ -62,6 +67,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "your_number": "Nimero yawe",
         "people_ahead": "Abantu bakuri imbere: {n}",
         "wait": "Igihe cyo gutegereza: nk'iminota {m}",
+        "wait_range": "Igihe cyo gutegereza: nk'iminota {lo}-{hi}",
         "wait_short": "Igihe cyo gutegereza: munsi y'umunota 1",
         "scan": "Sikana kugira ngo ukurikirane",
         "copy": "KOPI",
@@ -85,6 +91,7 @@ class TicketPrint:
     issued_at: datetime
     people_ahead: int | None = None
     estimated_wait_s: int | None = None
+    estimated_wait_range_s: tuple[int, int] | None = None  # [p10, p90] of the learned estimate
     qr_payload: str | None = None
     language: str = "en"
     footer: str = ""
@@ -145,13 +152,29 @@ def to_codepage(text: str, codepage: str) -> str:
     return "".join(out)
 
 
-def format_wait(seconds: int | None, texts: dict[str, str]) -> str | None:
-    """'about N min' rounded up to the minute; None when no estimate is known."""
+def wait_minutes(seconds: int | None, span: Sequence[int] | None = None) -> tuple[int, int] | None:
+    """An estimate as whole minutes (low, high): the range [p10, p90] when there is one (low
+    rounded down, high up), else the point rounded up twice; None when nothing is known."""
+    if span is not None and len(span) == 2:
+        low, high = int(span[0]) // 60, (int(span[1]) + 59) // 60
+        return low, max(high, low + 1)
     if seconds is None:
         return None
-    if seconds < 60:
+    m = (int(seconds) + 59) // 60
+    return m, m
+
+
+def format_wait(seconds: int | None, texts: dict[str, str], span: Sequence[int] | None = None) -> str | None:
+    """'about 10-15 min' from the range, 'about N min' from a point; None when no estimate is known."""
+    minutes = wait_minutes(seconds, span)
+    if minutes is None:
+        return None
+    low, high = minutes
+    if high <= 1:
         return texts["wait_short"]
-    return texts["wait"].format(m=(int(seconds) + 59) // 60)
+    if low == high:
+        return texts["wait"].format(m=high)
+    return texts["wait_range"].format(lo=low, hi=high)
 
 
 def render_ticket(ticket: TicketPrint, options: LayoutOptions | None = None) -> bytes:
@@ -192,7 +215,7 @@ def render_ticket(ticket: TicketPrint, options: LayoutOptions | None = None) -> 
     line(ticket.issued_at.strftime("%d/%m/%Y %H:%M"))
     if ticket.people_ahead is not None:
         line(texts["people_ahead"].format(n=ticket.people_ahead))
-    wait = format_wait(ticket.estimated_wait_s, texts)
+    wait = format_wait(ticket.estimated_wait_s, texts, ticket.estimated_wait_range_s)
     if wait:
         line(wait)
     if ticket.qr_payload:

@@ -71,6 +71,14 @@ def minutes(seconds: float | None) -> int:
     return max(0, math.ceil((seconds or 0) / 60))
 
 
+def minute_range(span: Any) -> tuple[int, int] | None:
+    """[p10, p90] seconds of the learned estimate as whole minutes (low down, high up)."""
+    if not isinstance(span, (list, tuple)) or len(span) != 2:
+        return None
+    low = max(0, int(span[0]) // 60)
+    return low, max(math.ceil(span[1] / 60), low + 1)
+
+
 def normalize_phone(text: str, region: str | None) -> str | None:
     """E.164 form of a phone number typed at the kiosk, or None when it is not valid."""
     text = text.strip()
@@ -279,6 +287,9 @@ class KioskViewModel(NodeViewModel):
             return self.t("Closed")
         if self._closed(service):
             return self.t("No counter open now")
+        span = minute_range(service.get("estimated_wait_range_s"))
+        if span and span[1] > 1:
+            return self.t("About {lo}-{hi} min", lo=span[0], hi=span[1])
         return self.t("About {m} min", m=minutes_) if minutes_ else self.t("No wait")
 
     def _rebuild_ticket_lines(self) -> None:
@@ -290,8 +301,11 @@ class KioskViewModel(NodeViewModel):
         if t.get("people_ahead") is not None:
             lines.append(self.t("People ahead of you: {n}", n=t["people_ahead"]))
         service = next((s for s in self._state.get("services", []) if s.get("id") == t.get("service")), {})
+        span = minute_range(t.get("estimated_wait_range_s"))
         if self._closed(service):
             lines.append(self.t("No counter is open for this service now."))
+        elif span and span[1] > 1:
+            lines.append(self.t("Estimated wait: {lo}-{hi} min", lo=span[0], hi=span[1]))
         elif t.get("estimated_wait_s") is not None:
             lines.append(self.t("Estimated wait: {m} min", m=minutes(t["estimated_wait_s"])))
         self.ticket_lines = lines

@@ -121,7 +121,8 @@ class PrinterService(DeviceService):
         footer = self.footer.get(language, self.footer.get("", ""))
         return TicketPrint(branch_name=model.name, label=ticket["label"], service_name=service_name,
                            issued_at=issued, people_ahead=ticket.get("people_ahead"),
-                           estimated_wait_s=ticket.get("estimated_wait_s"), qr_payload=qr, language=language,
+                           estimated_wait_s=ticket.get("estimated_wait_s"),
+                           estimated_wait_range_s=ticket.get("estimated_wait_range_s"), qr_payload=qr, language=language,
                            footer=footer, ticket_id=ticket["id"])
 
     def _on_print_result(self, job_id: str, ok: bool, error: str | None) -> None:

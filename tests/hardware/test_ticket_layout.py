@@ -66,6 +66,17 @@ def test_french_ticket_exact_bytes_with_e_acute_c_cedilla_and_transliterated_oe(
         + b"\nMerci, bonne journ\x82e. OEuvre\n" + CUT)
 
 
+def test_the_learned_range_prints_as_about_low_to_high_minutes() -> None:
+    out = render_ticket(ticket(
+        "fr", "Mairie", "État civil", label="A042", people_ahead=3, estimated_wait_s=690,
+        estimated_wait_range_s=(610, 890), qr_payload=None, issued_at=datetime(2026, 11, 22, 9, 5)))
+    assert b"Attente estim\x82e : environ 10 \x85 15 min\n" in out
+    english = render_ticket(ticket("en", "Branch", "General", label="A001", people_ahead=0, estimated_wait_s=20,
+                                   estimated_wait_range_s=(0, 50), qr_payload=None,
+                                   issued_at=datetime(2026, 11, 22, 9, 5)))
+    assert b"Estimated wait: less than 1 min\n" in english
+
+
 @pytest.mark.parametrize("language,your_number,ahead,wait,scan", [
     ("rw", b"Nimero yawe", b"Abantu bakuri imbere: 0",
      b"Igihe cyo gutegereza: munsi y'umunota 1", b"Sikana kugira ngo ukurikirane"),

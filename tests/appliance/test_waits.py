@@ -1,0 +1,98 @@
+"""The node's wait estimate: learned from its own history, retrained nightly, shown as a range."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from appliance import waits, waits_train
+from appliance.config import load_config
+
+from tests.appliance.conftest import Device, ManualClock, copy_branch
+
+DAY_MS = 86_400_000
+
+
+def issue(d, service="general", **body):
+    return d.do(lambda c: d.node.branch.issue(c, {"service": service, **body}))
+
+
+def serve_day(d, clock, tickets=80):
+    """A busy morning at counters c1 and c2: every ticket is issued, called, served."""
+    for counter in ("c1", "c2"):
+        d.do(lambda c, counter=counter: d.node.branch.set_counter(c, counter, "open", None))
+    issued = []
+    for i in range(tickets):
+        clock.ms += 45_000
+        issued.append(issue(d, priority=1 if i % 9 == 0 else 0))
+        if i % 2:
+            for counter in ("c1", "c2"):
+                called = d.do(lambda c, counter=counter: d.node.branch.call_next(c, counter))
+                if called:
+                    d.do(lambda c, counter=counter, t=called: d.node.branch.act(c, counter, t["id"], "start", {}))
+    while True:
+        clock.ms += 60_000
+        called = d.do(lambda c: d.node.branch.call_next(c, "c1"))
+        if called is None:
+            break
+        d.do(lambda c, t=called: d.node.branch.act(c, "c1", t["id"], "start", {}))
+    return issued
+
+
+def test_each_issued_ticket_keeps_the_signals_it_was_estimated_from(branch):
+    kiosk, clock = branch["kiosk"], branch["clock"]
+    serve_day(kiosk, clock, tickets=12)
+    rows = kiosk.do(lambda c: c.execute("SELECT ticket, signals FROM wait_features ORDER BY issued_ms").fetchall())
+    assert len(rows) == 12
+    sig = json.loads(rows[-1][1])
+    assert {"ahead", "schedule_s", "les_s", "occupancy_s", "hour"} <= set(sig)
+    # untrained: the point is today's formula and there is no range
+    t = issue(kiosk)
+    assert t["estimated_wait_range_s"] is None
+    assert t["estimated_wait_s"] == waits.naive(json.loads(kiosk.do(
+        lambda c: c.execute("SELECT signals FROM wait_features WHERE ticket = ?", (t["id"],)).fetchone()[0]))).p50
+
+
+def test_the_node_retrains_at_a_new_day_and_shows_a_range(sample_template, tmp_path):
+    paths = copy_branch(sample_template, tmp_path / "branch")
+    clock = ManualClock()
+    kiosk = Device(load_config(paths["kiosk"]), clock)
+    try:
+        served = serve_day(kiosk, clock)
+        assert len(served) == 80
+        clock.ms += DAY_MS
+        asyncio.run(kiosk.node.retrain_waits())
+        model = kiosk.node.branch.wait_model
+        assert model is not None and model.pooled.meta["rows"] >= 60
+        saved = json.loads((kiosk.node.data_dir / waits.MODEL_FILE).read_text())
+        assert waits.BranchModel.from_json(saved) == model
+        assert saved["staffing"]["general"]  # counters usually open, learnt from the counter events
+        for counter in ("c1", "c2"):
+            kiosk.do(lambda c, counter=counter: kiosk.node.branch.set_counter(c, counter, "open", None))
+        for _ in range(6):
+            clock.ms += 20_000
+            t = issue(kiosk)
+        low, high = t["estimated_wait_range_s"]
+        assert 0 <= low <= t["estimated_wait_s"] <= high
+        state = kiosk.do(kiosk.node.branch.state)
+        general = next(s for s in state["services"] if s["id"] == "general")
+        assert general["estimated_wait_range_s"] is not None
+    finally:
+        kiosk.close()
+    # a restarted node uses the model it kept, without retraining
+    again = Device(load_config(paths["kiosk"]), clock)
+    try:
+        assert again.node.branch.wait_model == model
+    finally:
+        again.close()
+
+
+def test_a_model_of_another_version_is_ignored(tmp_path):
+    (tmp_path / waits.MODEL_FILE).write_text(json.dumps({"version": 99}))
+    assert waits.load_model(tmp_path) is None
+    (tmp_path / waits.MODEL_FILE).write_text("{not json")
+    assert waits.load_model(tmp_path) is None
+
+
+def test_training_needs_enough_history():
+    assert waits_train.fit([({"x": 1.0}, 10.0)] * 5) is None
