@@ -223,23 +223,34 @@ def les(sig: dict[str, float]) -> Estimate:
 
 
 def capacity_ahead(profile: list[float] | None, sig: dict[str, float]) -> float:
-    """How much thinner (>1) or richer (<1) the usual staffing of the coming wait is than now's,
-    from the branch's staffing profile (counters usually open per slot of the day)."""
-    if not profile or sig["schedule_s"] <= 0:
+    """How much longer (>1) or shorter (<1) the schedule takes with the counters usually open
+    in the coming slots of the day (the staffing profile) than with those open now: the work
+    ahead, schedule_s x counters open now, is spent slot by slot at each slot's usual staffing
+    (so counters that are finishing their last ticket before a break count as leaving)."""
+    sched = sig["schedule_s"]
+    if not profile or sched <= 0:
         return 1.0
-    now_slot = int(sig["hour"] * 60 // SLOT_MIN)
-    if not 0 <= now_slot < len(profile):
+    minute = sig["hour"] * 60
+    slot = int(minute // SLOT_MIN)
+    if not 0 <= slot < len(profile):
         return 1.0
-    here = max(profile[now_slot], 0.5)
-    horizon = sig["schedule_s"]
-    factor = 1.0
-    for _ in range(2):  # a longer wait reaches further into the day: one fixed-point step
-        last = min(int((sig["hour"] * 60 + horizon * factor / 60) // SLOT_MIN), len(profile) - 1)
-        # Slots nobody usually staffs (after closing) are skipped: those waiting are still served.
-        ahead = [v for v in profile[now_slot:last + 1] if v >= 0.05] or [here]
-        mean = sum(ahead) / len(ahead)
-        factor = min(here / max(mean, 0.25), 4.0)
-    return factor
+    here = max(sig["serving"], 0.5)
+    work = sched / 60 * here  # counter-minutes
+    elapsed = 0.0
+    while work > 1e-9 and slot < len(profile):
+        # Slots nobody usually staffs (after closing) still serve those waiting, at today's rate.
+        rate = profile[slot] if profile[slot] >= 0.25 else here
+        span = (slot + 1) * SLOT_MIN - minute
+        if rate * span >= work:
+            elapsed += work / rate
+            work = 0.0
+            break
+        work -= rate * span
+        elapsed += span
+        minute = (slot + 1) * SLOT_MIN
+        slot += 1
+    elapsed += work / here
+    return min(max(elapsed * 60 / sched, 0.25), 4.0)
 
 
 def features(sig: dict[str, float]) -> list[float]:

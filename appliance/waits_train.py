@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from bisect import bisect_right
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +28,10 @@ logger = logging.getLogger(__name__)
 MIN_ROWS = 60
 PER_SERVICE_ROWS = 400
 IRLS_ROUNDS = 4
-RIDGE = 1e-3
+FOLD_ROUNDS = 2
+FOLD_BLOCK = 150  # rows per calibration block, about a day of a small branch
+RIDGE = 1e-2
+PRIOR_FEATURE = 2  # schedule_x_capacity_s: the schedule with the usual staffing ahead
 
 
 def history(conn: sqlite3.Connection, *, before_day: str | None = None,
@@ -99,6 +103,49 @@ def _quantile(sorted_values: Sequence[float], p: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
+COVERAGE = 0.8
+
+
+def _upper_for_coverage(rows: Sequence[tuple[float, float]], low: float, mid: float, coverage: float) -> float:
+    """The smallest upper residual offset whose ranges, built exactly as WaitModel.predict
+    builds them, hold `coverage` of this bin's waits. Waits pile up at zero (nobody ahead),
+    where the clipped ends cover them all: plain 10th/90th residual percentiles would then
+    cover ~90%, not 80%."""
+    if not rows:
+        return mid
+    always, need = 0, []
+    for d, p in rows:
+        y = d + p
+        p50 = max(p + mid, 0.0)
+        p10 = min(max(p + low, 0.0), p50)
+        if y < round(p10):
+            continue  # below the range, whatever its upper end
+        if y <= round(p50):
+            always += 1  # inside [p10, p50]
+        else:
+            need.append(d)
+    k = int(round(coverage * len(rows))) - always
+    if k <= 0 or not need:
+        return mid
+    need.sort()
+    return need[min(k, len(need)) - 1]
+
+
+def _irls(rows: Sequence[list[tuple[int, float]]], y: Sequence[float], d: int, scale: Sequence[float],
+          delta: float, rounds: int, offset: Sequence[float], prior: Sequence[float]) -> list[float]:
+    """Least absolute deviations by iteratively reweighted ridge least squares, around `prior`
+    (y - offset is fitted, so the ridge pulls towards the prior's prediction)."""
+    weights = [1.0] * len(y)
+    target = [yi - oi for yi, oi in zip(y, offset)]
+    coef = list(prior)
+    for r in range(rounds + 1):
+        coef = [c + p for c, p in zip(_weighted_fit(rows, target, weights, d, scale), prior)]
+        if r < rounds:
+            pred = [sum(coef[i] * v * scale[i] for i, v in xs) for xs in rows]
+            weights = [1.0 / max(abs(yi - pi), delta) for yi, pi in zip(y, pred)]
+    return coef
+
+
 def fit(data: Sequence[tuple[dict[str, float], float]], meta: dict[str, Any] | None = None) -> WaitModel | None:
     """A model from (signals, actual wait s) pairs; None when there is too little history."""
     if len(data) < MIN_ROWS:
@@ -108,26 +155,40 @@ def fit(data: Sequence[tuple[dict[str, float], float]], meta: dict[str, Any] | N
     y = [wait for _, wait in data]
     scale = [1.0] + [math.sqrt(sum(x[i] * x[i] for x in raw) / len(raw)) or 1.0 for i in range(1, d)]
     rows = [[(i, v / scale[i]) for i, v in enumerate(x) if v] for x in raw]
-    weights = [1.0] * len(y)
-    coef = [0.0] * d
     delta = max(_quantile(sorted(y), 0.5) * 0.05, 15.0)
-    for _ in range(IRLS_ROUNDS + 1):
-        coef = _weighted_fit(rows, y, weights, d, scale)
-        pred = [sum(c * v for c, v in zip(coef, x)) for x in raw]
-        weights = [1.0 / max(abs(yi - pi), delta) for yi, pi in zip(y, pred)]
+    # The schedule is the physics; the model learns corrections to it, and the ridge shrinks
+    # those corrections (not the whole prediction) towards zero.
+    prior = [0.0] * d
+    prior[PRIOR_FEATURE] = 1.0
+    offset = [x[PRIOR_FEATURE] for x in raw]
+    coef = _irls(rows, y, d, scale, delta, IRLS_ROUNDS, offset, prior)
     pred = [sum(c * v for c, v in zip(coef, x)) for x in raw]
+    # The range is calibrated on out-of-fold predictions (blocks of about a day, alternately
+    # left out), so it is as wide as tomorrow's errors, not as narrow as the fit's own.
+    folds = [(i // FOLD_BLOCK) % 2 for i in range(len(y))]
+    oof = list(pred)
+    if len(y) >= 2 * FOLD_BLOCK:
+        for k in (0, 1):
+            keep = [i for i, f in enumerate(folds) if f != k]
+            c = _irls([rows[i] for i in keep], [y[i] for i in keep], d, scale, delta, FOLD_ROUNDS,
+                      [offset[i] for i in keep], prior)
+            for i, f in enumerate(folds):
+                if f == k:
+                    oof[i] = sum(a * v for a, v in zip(c, raw[i]))
     bins = max(1, min(6, len(y) // 150))
-    ordered = sorted(pred)
-    edges = tuple(_quantile(ordered, k / bins) for k in range(1, bins))
-    residuals: list[list[float]] = [[] for _ in range(bins)]
-    from bisect import bisect_right
-    for yi, pi in zip(y, pred):
-        residuals[bisect_right(edges, pi)].append(yi - pi)
-    qs = {p: [] for p in (0.1, 0.5, 0.9)}
-    for r in residuals:
-        r.sort()
-        for p in qs:
-            qs[p].append(_quantile(r, p))
+    edges = tuple(_quantile(sorted(pred), k / bins) for k in range(1, bins))
+    residuals: list[list[tuple[float, float]]] = [[] for _ in range(bins)]
+    centre: list[list[float]] = [[] for _ in range(bins)]
+    for yi, pi, oi in zip(y, pred, oof):
+        residuals[bisect_right(edges, oi)].append((yi - oi, oi))
+        centre[bisect_right(edges, pi)].append(yi - pi)
+    qs: dict[float, list[float]] = {0.1: [], 0.5: [], 0.9: []}
+    for b, rows_in_bin in enumerate(residuals):
+        mid = _quantile(sorted(centre[b]), 0.5)
+        low = _quantile(sorted(d for d, _ in rows_in_bin), 0.1) if rows_in_bin else mid
+        qs[0.1].append(low)
+        qs[0.5].append(mid)
+        qs[0.9].append(_upper_for_coverage(rows_in_bin, low, mid, COVERAGE))
     info = {"rows": len(y), **(meta or {})}
     return WaitModel(tuple(coef), edges, tuple(qs[0.1]), tuple(qs[0.5]), tuple(qs[0.9]), info)
 

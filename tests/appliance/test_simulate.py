@@ -175,7 +175,7 @@ def summaries(tmp_path_factory) -> Summaries:
 
 # Scenarios where the learned estimator does not reach the bar yet (see
 # docs/wait-estimates.md, "Results"); strict, so the day it does, this list must shrink.
-SHORT_OF_TARGET = {"calm_bank", "city_bookings", "early_close", "hospital_rush", "shared_priorities"}
+SHORT_OF_TARGET = {"calm_bank", "early_close", "hospital_rush"}
 
 
 def test_six_scenarios_of_different_shapes() -> None:
@@ -188,11 +188,12 @@ def test_six_scenarios_of_different_shapes() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", [p.stem for p in SCENARIOS])
-def test_learned_beats_the_delay_history_estimator(summaries, name) -> None:
+def test_learned_beats_naive_and_les_and_its_80_range_holds_75_to_85_percent(summaries, name) -> None:
     s = summaries[name]
     assert s["learned"]["n"] > 300
+    assert s["learned"]["mae_s"] < s["naive"]["mae_s"]
     assert s["learned"]["mae_s"] <= s["les"]["mae_s"]
-    assert 0.65 <= s["learned"]["coverage_80"] <= 0.9
+    assert 0.75 <= s["learned"]["coverage_80"] <= 0.85
 
 
 @pytest.mark.slow
