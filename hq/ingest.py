@@ -15,12 +15,14 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hq import live, notifications
 from hq.core import HQ
 from hq.signing import KeyError_, parse_public_key, to_event
-from sync.envelope import MalformedEvent, canonical_json
+from sync import verify
+from sync.envelope import GENESIS_PREV, INT_MAX, INT_MIN, Event, MalformedEvent, canonical_json
 
 logger = logging.getLogger(__name__)
 
@@ -32,67 +34,101 @@ TIME_FIELDS = {"ticket.called": "called_ms", "ticket.started": "started_ms", "ti
 class IngestResult:
     accepted: int = 0
     duplicates: int = 0
+    held: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "held": self.held, "rejected": self.rejected}
+
+    def refuse(self, ref: dict[str, Any], refusal: verify.Refusal) -> None:
+        self.rejected.append(ref | {"reason": refusal.code, "message": refusal.message})
 
 
 def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, turn_near_places: int,
-                branch: str | None = None) -> IngestResult:
+                branch: str | None = None, now_ms: int | None = None) -> IngestResult:
     """The whole ingest inside one write transaction (called on the writer thread).
 
-    With ``branch`` (the branch link), events of any other branch are refused.
+    The rules are the branch devices' (sync.verify), applied in the same order; with ``branch``
+    (the branch link), events of any other branch are refused. HQ stores each origin's chain
+    without holes: an event whose predecessor HQ lacks is *held* (not stored, counted), and the
+    branch offers it again after its predecessor (it pushes from HQ's version vector); an event
+    too far in the future is refused as `future` and offered again later (the node's quarantine).
     """
     result = IngestResult()
-    keys: dict[tuple[str, str], tuple[str, Ed25519PublicKey, int | None] | None] = {}
+    now_ms = now * 1000 if now_ms is None else now_ms
+    keys: dict[tuple[str, str], tuple[Ed25519PublicKey, int | None] | None] = {}
     touched: dict[str, set[str]] = {}
+    parsed: list[tuple[Event, dict[str, Any]]] = []
     for e in envelopes:
         ref = {"origin": e.get("origin") if isinstance(e, dict) else None, "seq": e.get("seq") if isinstance(e, dict) else None}
+        if not (isinstance(ref["seq"], int) and verify_int(ref["seq"])):
+            ref["seq"] = None  # never echo an integer we could not store
         try:
-            event = to_event(e)
-        except MalformedEvent:
-            result.rejected.append(ref | {"reason": "malformed"})
-            continue
+            parsed.append((to_event(e), ref))
+        except MalformedEvent as err:
+            result.refuse(ref, verify.malformed(str(err)))
+    # Each origin's events in chain order, whatever order the batch came in.
+    parsed.sort(key=lambda pair: (pair[0].branch, pair[0].origin, pair[0].seq))
+    heads: dict[tuple[str, str], tuple[int, str]] = {}
+    for event, ref in parsed:
         origin = event.origin
         if branch is not None and event.branch != branch:
-            result.rejected.append(ref | {"reason": "wrong_branch"})
+            result.refuse(ref, verify.Refusal("wrong_branch", f"belongs to branch {event.branch!r}"))
             continue
-        if (event.branch, origin) not in keys:
+        where = (event.branch, origin)
+        if where not in keys:
             # Device ids are unique per organization: the device of the event's branch.
-            row = conn.execute("SELECT branch_id, public_key, revoked_after_seq FROM devices WHERE id = ? AND branch_id = ?",
+            row = conn.execute("SELECT public_key, revoked_after_seq FROM devices WHERE id = ? AND branch_id = ?",
                                (origin, event.branch)).fetchone()
             try:
-                keys[(event.branch, origin)] = (row[0], parse_public_key(row[1]), row[2]) if row else None
+                keys[where] = (parse_public_key(row[0]), row[1]) if row else None
             except KeyError_:
-                keys[(event.branch, origin)] = None
-        known = keys[(event.branch, origin)]
-        if known is None:
-            result.rejected.append(ref | {"reason": "unknown_device"})
-            continue
-        if known[0] != event.branch:
-            result.rejected.append(ref | {"reason": "wrong_branch"})
-            continue
-        if known[2] is not None and event.seq > known[2]:
-            result.rejected.append(ref | {"reason": "revoked_device"})  # what it did before stays
-            continue
-        if not event.signature_valid(known[1]):
-            result.rejected.append(ref | {"reason": "bad_signature"})
-            continue
-        digest = event.hash
-        existing = conn.execute("SELECT hash FROM events WHERE branch = ? AND origin = ? AND seq = ?",
-                                (event.branch, origin, event.seq)).fetchone()
-        if existing is not None:
-            if existing[0] == digest:
-                result.duplicates += 1
+                keys[where] = None
+        known = keys[where]
+        stored = conn.execute("SELECT hash FROM events WHERE branch = ? AND origin = ? AND seq = ?",
+                              (event.branch, origin, event.seq)).fetchone()
+        if stored is not None:
+            if verify.equivocates(event, stored[0]):
+                result.refuse(ref, verify.EQUIVOCATION)
             else:
-                result.rejected.append(ref | {"reason": "conflicting_duplicate"})
+                result.duplicates += 1
             continue
+        refusal = verify.authentic(event, branch=event.branch, key=known[0] if known else None,
+                                   revoked_after=known[1] if known else None)
+        if refusal is not None:
+            result.refuse(ref, refusal)
+            continue
+        if verify.too_far_ahead(event, now_ms):
+            result.refuse(ref, verify.FUTURE)
+            continue
+        if where not in heads:
+            heads[where] = chain_head(conn, event.branch, origin)
+        head_seq, head_hash = heads[where]
+        predecessor = _stored_hash(conn, event, event.seq - 1, head_seq, head_hash)
+        if predecessor is None:
+            result.held += 1
+            continue
+        if not verify.chained(event, predecessor):
+            result.refuse(ref, verify.BROKEN_CHAIN)
+            continue
+        if event.seq < head_seq:  # a hole below the head (HQ restored from an older backup)
+            successor = conn.execute("SELECT envelope FROM events WHERE branch = ? AND origin = ? AND seq = ?",
+                                     (event.branch, origin, event.seq + 1)).fetchone()
+            if successor is not None and orjson.loads(successor[0]).get("prev") != event.hash:
+                result.refuse(ref, verify.BROKEN_CHAIN)
+                continue
         envelope = event.to_dict()
         conn.execute("INSERT INTO events (origin, seq, hlc, type, branch, envelope, received_at, hash)"
                      " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                      (origin, event.seq, event.hlc, event.type, event.branch,
-                      canonical_json(envelope).decode("utf-8"), now, digest))
+                      canonical_json(envelope).decode("utf-8"), now, event.hash))
+        if event.seq == head_seq + 1:
+            heads[where] = (event.seq, event.hash)
+            if conn.execute("SELECT 1 FROM events WHERE branch = ? AND origin = ? AND seq = ?",
+                            (event.branch, origin, event.seq + 1)).fetchone():
+                # stored before HQ checked chains (a hole since filled): move past it
+                advance_head(conn, event.branch, origin)
+                heads[where] = chain_head(conn, event.branch, origin)
         _project(conn, envelope)
         result.accepted += 1
         touched.setdefault(event.branch, set()).add(origin)
@@ -101,6 +137,32 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
             advance_head(conn, branch_id, origin)
         _turn_near(conn, branch_id, now, turn_near_places)
     return result
+
+
+def _stored_hash(conn: sqlite3.Connection, event: Event, seq: int, head_seq: int, head_hash: str | None) -> str | None:
+    """The hash of the origin's event `seq` as HQ holds it (genesis before 1, None if missing)."""
+    if seq == head_seq:
+        return head_hash
+    if seq == 0:
+        return GENESIS_PREV
+    if seq > head_seq:
+        return None
+    row = conn.execute("SELECT hash FROM events WHERE branch = ? AND origin = ? AND seq = ?",
+                       (event.branch, event.origin, seq)).fetchone()
+    return row[0] if row else None
+
+
+def verify_int(value: int) -> bool:
+    return INT_MIN <= value <= INT_MAX
+
+
+def chain_head(conn: sqlite3.Connection, branch_id: str, origin: str) -> tuple[int, str | None]:
+    """(seq, hash) of the origin's contiguous head at HQ; (0, genesis) before its first. The hash
+    is None when the head event itself was lost (a restore): its successors wait for it."""
+    row = conn.execute("SELECT h.seq, e.hash FROM sync_heads h LEFT JOIN events e ON e.branch = h.branch AND"
+                       " e.origin = h.origin AND e.seq = h.seq WHERE h.branch = ? AND h.origin = ?",
+                       (branch_id, origin)).fetchone()
+    return (row[0], row[1]) if row else (0, GENESIS_PREV)
 
 
 def advance_head(conn: sqlite3.Connection, branch_id: str, origin: str) -> int:
@@ -184,8 +246,9 @@ async def ingest_branch_events(hq: HQ, envelopes: list[dict[str, Any]], *, branc
     with the branch its caller signed for."""
     if not isinstance(envelopes, list):
         raise TypeError("envelopes must be a list of envelope dicts")
-    now, places = hq.now(), hq.settings.turn_near_places
-    result = await hq.db.write(lambda c: ingest_sync(c, envelopes, now=now, turn_near_places=places, branch=branch))
+    now, now_ms, places = hq.now(), hq.now_ms(), hq.settings.turn_near_places
+    result = await hq.db.write(lambda c: ingest_sync(c, envelopes, now=now, now_ms=now_ms, turn_near_places=places,
+                                                     branch=branch))
     if result.accepted:
         hq.wake_notifier()
         hq.branches_changed({e["branch"] for e in envelopes if isinstance(e, dict) and isinstance(e.get("branch"), str)})

@@ -33,7 +33,8 @@ from hq.ingest import ingest_branch_events
 from hq.signing import KeyError_, parse_public_key
 from sync.certs import CertError, identity_der, peer_der
 from sync.keys import fingerprint
-from sync.protocol import H_BRANCH, H_DEVICE, H_NONCE, H_TIME, MAX_SKEW_MS, PREFIX, PROTOCOL_VERSION, AuthError, Signed, Verifier, decode, encode, sign_response
+from sync.protocol import (H_BRANCH, H_DEVICE, H_NONCE, H_TIME, MAX_SKEW_MS, PREFIX, PROTOCOL_VERSION, PUSH_REFUSED, AuthError,
+                           Signed, Verifier, check_vv, decode, encode, sign_response)
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,9 @@ class BranchLink:
                 self._device_branch[device] = row["branch_id"]
             except KeyError_:
                 logger.warning("device %s has an unusable public key at HQ", device)
-        signed = self.verifier.verify(request.method, request.path, request.headers, body)
+        # Addressed to HQ's identity for the branch: a request captured on the LAN on its way to
+        # a peer (X-SmartQ-To: that device) is refused here, not replayed.
+        signed = self.verifier.verify(request.method, request.path, request.headers, body, audience=outbox.hq_origin)
         if self._device_branch.get(signed.device) != signed.branch:
             raise AuthError(403, f"device {signed.device!r} is not registered for branch {signed.branch!r}")
         await self._check_certificate(request, signed)
@@ -110,11 +113,11 @@ class BranchLink:
         if not await self.hq.db.write(claim):
             raise AuthError(401, "replayed request (nonce already used)")
 
-    def answer(self, request: web.Request, signed: Signed, message: Any) -> web.Response:
+    def answer(self, request: web.Request, signed: Signed, message: Any, status: int = 200) -> web.Response:
         body = encode(message)
         headers = sign_response(self.hq.key, device=outbox.hq_origin(signed.branch), branch=signed.branch,
-                                method=request.method, path=request.path, body=body)
-        return web.Response(body=body, headers=headers, content_type="application/json")
+                                method=request.method, path=request.path, body=body, to=signed.device)
+        return web.Response(body=body, headers=headers, content_type="application/json", status=status)
 
 
 LINK_KEY = web.AppKey("branch_link", BranchLink)
@@ -169,7 +172,9 @@ def _endpoint(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamR
             signed = await link.authenticate(request, raw)
             await heard_from(link.hq, signed.branch)
             message = decode(raw)
-            return link.answer(request, signed, await handler(request, link, signed, message))
+            answer = await handler(request, link, signed, message)
+            status = PUSH_REFUSED if isinstance(answer, dict) and answer.get("error", {}).get("code") == "refused" else 200
+            return link.answer(request, signed, answer, status)
         except AuthError as err:
             code = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 409: "protocol"}.get(err.status, "error")
             return _error(err.status, code, err.message)
@@ -201,13 +206,7 @@ def _obj(message: Any) -> dict[str, Any]:
     return message
 
 
-def _vv(value: Any) -> dict[str, int]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
-                                              for k, v in value.items()):
-        raise AuthError(400, "vv must be an object {origin: seq}")
-    return value
+_vv = check_vv
 
 
 def _day(value: Any, name: str) -> str:
@@ -237,8 +236,14 @@ async def push(request: web.Request, link: BranchLink, signed: Signed, message: 
         raise AuthError(400, f"events must be a list of at most {MAX_PUSH} envelopes")
     result = await ingest_branch_events(link.hq, events, branch=signed.branch)
     vv = await link.hq.db.read(lambda c: branch_vv(c, signed.branch))
-    return {"accepted": result.accepted, "duplicates": result.duplicates, "held": 0, "quarantined": 0,
-            "rejected": len(result.rejected), "reasons": result.rejected[:50], "vv": vv}
+    answer = {"accepted": result.accepted, "duplicates": result.duplicates, "held": result.held, "quarantined": 0,
+              "rejected": len(result.rejected), "reasons": result.rejected[:50], "vv": vv}
+    if result.rejected:
+        # 422 with a reason per refused event; the good events of the batch are kept (and counted).
+        first = result.rejected[0]
+        answer["error"] = {"code": "refused", "message": f"{len(result.rejected)} event(s) refused, first"
+                                                         f" {first.get('origin')}/{first.get('seq')}: {first['message']}"}
+    return answer
 
 
 async def pull(request: web.Request, link: BranchLink, signed: Signed, message: Any) -> Any:

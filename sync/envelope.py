@@ -19,8 +19,10 @@ from sync.keys import verify
 
 GENESIS_PREV = ""
 FIELDS = ("origin", "seq", "hlc", "type", "schema", "payload", "branch", "prev", "sig")
-MAX_HLC = (1 << 64) - 1
 INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
+# Every integer of the envelope is stored as a signed 64-bit column (SQLite INTEGER, PostgreSQL
+# bigint): an event that could not be stored is malformed, refused like any other, never a crash.
+MAX_HLC = INT_MAX
 
 
 class MalformedEvent(ValueError):
@@ -158,8 +160,10 @@ class Event:
                 raise MalformedEvent(f"{name} must be an integer")
         if not data["origin"] or len(data["origin"]) > 64:
             raise MalformedEvent("origin must be 1-64 characters")
-        if data["seq"] < 1 or not 0 <= data["hlc"] <= MAX_HLC or data["schema"] < 1:
-            raise MalformedEvent("seq and schema start at 1; hlc is a 64-bit unsigned integer")
+        if not 1 <= data["seq"] <= INT_MAX or not 1 <= data["schema"] <= INT_MAX:
+            raise MalformedEvent(f"seq and schema must be from 1 to {INT_MAX}")
+        if not 0 <= data["hlc"] <= MAX_HLC:
+            raise MalformedEvent(f"hlc must be from 0 to {MAX_HLC}")
         if not isinstance(data["payload"], dict):
             raise MalformedEvent("payload must be an object")
         check_payload_value(data["payload"])

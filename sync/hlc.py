@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 COUNTER_BITS = 16
 COUNTER_MASK = (1 << COUNTER_BITS) - 1
-MAX_HLC = (1 << 64) - 1
+MAX_HLC = (1 << 63) - 1  # a signed 64-bit column holds it (sync.envelope.MAX_HLC)
 
 
 def wall_ms() -> int:
@@ -46,7 +46,7 @@ class HybridLogicalClock:
         """A new timestamp, strictly greater than every one issued or observed before."""
         with self._lock:
             candidate = max(self._last + 1, pack(self._clock()))
-            if candidate > MAX_HLC:  # pragma: no cover - year 10889
+            if candidate > MAX_HLC:  # pragma: no cover - year 6429
                 raise OverflowError("hybrid logical clock overflow")
             self._last = candidate
             return candidate

@@ -24,13 +24,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from sync import verify
 from sync.db import run_script
-from sync.envelope import GENESIS_PREV, Event, MalformedEvent, canonical_json, check_payload_value, loads
+from sync.envelope import GENESIS_PREV, INT_MAX, Event, MalformedEvent, canonical_json, check_payload_value, loads
 from sync.hlc import HybridLogicalClock, physical_ms
 
 logger = logging.getLogger(__name__)
 
-MAX_FUTURE_MS = 5 * 60 * 1000
+MAX_FUTURE_MS = verify.MAX_FUTURE_MS
 REJECTED_KEEP = 1000
 
 Keyring = Callable[[str], Ed25519PublicKey | None]
@@ -208,7 +209,8 @@ class EventLog:
                 origin = raw.get("origin") if isinstance(raw, Mapping) else None
                 seq = raw.get("seq") if isinstance(raw, Mapping) else None
                 self._reject(conn, result, str(origin) if origin is not None else None,
-                             seq if isinstance(seq, int) else None, f"malformed: {err}", raw)
+                             seq if isinstance(seq, int) and 0 <= seq <= INT_MAX else None,
+                             verify.malformed(str(err)).message, raw)
         parsed.sort(key=lambda e: (e.origin, e.seq))
         runs = _ChainRuns(parsed, self._keyring)
         for index, event in enumerate(parsed):
@@ -232,29 +234,22 @@ class EventLog:
             "SELECT hash FROM events WHERE origin = ? AND seq = ?", (event.origin, event.seq)
         ).fetchone()
         if existing is not None:
-            if existing[0] == event.hash:
+            if not verify.equivocates(event, existing[0]):
                 result.duplicates += 1
             else:
-                self._reject(conn, result, event.origin, event.seq, "conflicting event for an existing (origin, seq)", event.to_dict())
+                self._reject(conn, result, event.origin, event.seq, verify.EQUIVOCATION.message, event.to_dict())
             return
-        if event.branch != self.branch:
-            self._reject(conn, result, event.origin, event.seq, f"belongs to branch {event.branch!r}", event.to_dict())
+        refusal = verify.authentic(event, branch=self.branch, key=self._keyring(event.origin),
+                                   revoked_after=self.revoked.get(event.origin),
+                                   verified=verified is not None and verified())
+        if refusal is not None:
+            self._reject(conn, result, event.origin, event.seq, refusal.message, event.to_dict())
             return
-        public_key = self._keyring(event.origin)
-        if public_key is None:
-            self._reject(conn, result, event.origin, event.seq, "origin is not on the roster", event.to_dict())
-            return
-        if event.origin in self.revoked and event.seq > self.revoked[event.origin]:
-            self._reject(conn, result, event.origin, event.seq, "origin is revoked", event.to_dict())
-            return
-        if not (verified is not None and verified()) and not event.signature_valid(public_key):
-            self._reject(conn, result, event.origin, event.seq, "bad signature", event.to_dict())
-            return
-        if not allow_future and physical_ms(event.hlc) > self.clock.wall_ms() + self._max_future_ms:
+        if not allow_future and verify.too_far_ahead(event, self.clock.wall_ms(), self._max_future_ms):
             conn.execute(
                 "INSERT OR IGNORE INTO quarantine (origin, seq, body, reason, received_ms) VALUES (?, ?, ?, ?, ?)",
                 (event.origin, event.seq, canonical_json(event.to_dict()).decode("utf-8"),
-                 "more than 5 minutes in the future", self.clock.wall_ms()),
+                 verify.FUTURE.message, self.clock.wall_ms()),
             )
             logger.warning("quarantined %s/%d: hlc %d ms ahead of our clock", event.origin, event.seq,
                            physical_ms(event.hlc) - self.clock.wall_ms())
@@ -271,8 +266,8 @@ class EventLog:
             if cur.rowcount == 0:
                 result.duplicates += 1
             return
-        if event.prev != head_hash:
-            self._reject(conn, result, event.origin, event.seq, "broken hash chain (prev does not match)", event.to_dict())
+        if not verify.chained(event, head_hash):
+            self._reject(conn, result, event.origin, event.seq, verify.BROKEN_CHAIN.message, event.to_dict())
             return
         self._accept(conn, event, result)
         # Fill the gap: held successors that now connect.
@@ -284,10 +279,10 @@ class EventLog:
                 break
             conn.execute("DELETE FROM held WHERE origin = ? AND seq = ?", (event.origin, event.seq + 1))
             successor = Event.from_dict(loads(nxt[0]))
-            if successor.prev != event.hash:
-                self._reject(conn, result, successor.origin, successor.seq, "broken hash chain (prev does not match)", successor.to_dict())
+            if not verify.chained(successor, event.hash):
+                self._reject(conn, result, successor.origin, successor.seq, verify.BROKEN_CHAIN.message, successor.to_dict())
                 break
-            if physical_ms(successor.hlc) > self.clock.wall_ms() + self._max_future_ms:
+            if verify.too_far_ahead(successor, self.clock.wall_ms(), self._max_future_ms):
                 self._ingest_one(conn, successor, result, allow_future=False)
                 break
             self._accept(conn, successor, result)

@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from sync.envelope import INT_MAX
 from sync.keys import verify
 
 PROTOCOL_VERSION = 1
@@ -42,6 +43,7 @@ MAX_SKEW_MS = 60 * 60 * 1000
 H_PROTOCOL, H_BRANCH, H_DEVICE = "X-SmartQ-Protocol", "X-SmartQ-Branch", "X-SmartQ-Device"
 H_TIME, H_NONCE, H_SIGNATURE = "X-SmartQ-Time", "X-SmartQ-Nonce", "X-SmartQ-Signature"
 H_TO = "X-SmartQ-To"
+PUSH_REFUSED = 422  # a push of which some events were refused (the rest are kept); reasons in the body
 
 
 class AuthError(Exception):
@@ -62,6 +64,17 @@ def decode(body: bytes) -> Any:
         return orjson.loads(body) if body else {}
     except orjson.JSONDecodeError as err:
         raise AuthError(400, f"body is not JSON: {err}") from err
+
+
+def check_vv(value: Any) -> dict[str, int]:
+    """A version vector from a peer: {origin: seq} with seqs a store can hold; raises AuthError(400)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= INT_MAX
+            for k, v in value.items()):
+        raise AuthError(400, f"vv must be an object {{origin: seq}} with seqs from 0 to {INT_MAX}")
+    return value
 
 
 def string_to_sign(method: str, path: str, branch: str, device: str, time_ms: int, nonce: str, body: bytes,
@@ -110,10 +123,11 @@ class Verifier:
 
     def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes, *,
                expect_device: str | None = None, check_replay: bool = True,
-               unaddressed_ok: bool = False) -> Signed:
+               unaddressed_ok: bool = False, audience: Callable[[str], str] | None = None) -> Signed:
         """Who signed this message; raises AuthError. `unaddressed_ok` accepts a message
         without X-SmartQ-To even with an audience (a hello to a static peer whose id is
-        not known yet)."""
+        not known yet). `audience` names our device id per signed branch (HQ answers as
+        "hq:<branch>"), in place of the fixed one."""
         try:
             protocol = int(headers.get(H_PROTOCOL, "0"))
             time_ms = int(headers[H_TIME])
@@ -133,8 +147,9 @@ class Verifier:
             raise AuthError(403, f"device {device!r} is not on the roster")
         if not verify(key, signature, string_to_sign(method, path, branch, device, time_ms, nonce, body, to)):
             raise AuthError(401, "bad request signature")
-        if self.audience is not None and to != self.audience and not (unaddressed_ok and not to):
-            raise AuthError(401, f"addressed to {to or 'nobody'!r}, not to {self.audience!r}")
+        us = audience(branch) if audience is not None else self.audience
+        if us is not None and to != us and not (unaddressed_ok and not to):
+            raise AuthError(401, f"addressed to {to or 'nobody'!r}, not to {us!r}")
         now = self._clock_ms()
         if abs(now - time_ms) > self._max_skew_ms:
             raise AuthError(401, f"request time is {abs(now - time_ms) // 1000} s off this device's clock")
@@ -183,7 +198,9 @@ class PeerClient:
         self._extra = {"server_hostname": server_hostname} if server_hostname else {}  # TLS SNI
         self.last_signer: str | None = None
 
-    async def request(self, method: str, path: str, message: Any = None) -> Any:
+    async def request(self, method: str, path: str, message: Any = None, *, answer_statuses: tuple[int, ...] = ()) -> Any:
+        """`answer_statuses`: error statuses that still carry a signed answer (a push whose
+        batch had refused events is 422 with the counts and the version vector)."""
         import aiohttp
 
         body = encode(message) if message is not None else b""
@@ -196,7 +213,7 @@ class PeerClient:
             async with self._session.request(method, self.base_url + path, data=body or None, headers=headers,
                                              timeout=timeout, **self._extra) as resp:
                 raw = await resp.read()
-                if resp.status >= 400:
+                if resp.status >= 400 and resp.status not in answer_statuses:
                     detail = raw[:300].decode("utf-8", "replace")
                     raise PeerError(f"{method} {path} -> {resp.status}: {detail}", resp.status)
                 if self._verifier is not None:
@@ -216,7 +233,7 @@ class PeerClient:
         return await self.request("GET", f"{PREFIX}/hello")
 
     async def push(self, events: list[dict[str, Any]]) -> dict[str, Any]:
-        return await self.request("POST", f"{PREFIX}/push", {"events": events})
+        return await self.request("POST", f"{PREFIX}/push", {"events": events}, answer_statuses=(PUSH_REFUSED,))
 
     async def pull(self, vv: Mapping[str, int], limit: int = 1000) -> dict[str, Any]:
         return await self.request("POST", f"{PREFIX}/pull", {"vv": dict(vv), "limit": limit})

@@ -38,6 +38,7 @@ from sync.protocol import (
     PREFIX,
     PROTOCOL_VERSION,
     AuthError,
+    check_vv,
     PeerClient,
     PeerError,
     Verifier,
@@ -164,8 +165,11 @@ def create_sync_app(
         message = decode(body)
         vv = message.get("vv") if isinstance(message, dict) else None
         limit = message.get("limit", settings.pull_batch) if isinstance(message, dict) else None
-        if not isinstance(vv, dict) or not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
-                                               for k, v in vv.items()):
+        try:
+            vv = check_vv(vv) if isinstance(vv, dict) else None
+        except AuthError as err:
+            return _error(400, "bad_request", err.message)
+        if vv is None:
             return _error(400, "bad_request", "pull needs {vv: {origin: seq}, limit}")
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             return _error(400, "bad_request", "limit must be a positive integer")

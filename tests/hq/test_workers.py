@@ -34,11 +34,13 @@ async def test_a_link_replay_is_refused_by_another_hq_process_on_the_same_databa
         await api(session, "POST", f"{server.url}/api/v1/branches/acme-main/devices", 201, headers=server.h("super"),
                   json={"id": "kiosk-1", "role": "kiosk", "public_key": public_key_hex(key.public_key())})
         body = b""
-        headers = sign_headers(key, device="kiosk-1", branch="acme-main", method="GET", path="/sync/v1/hello", body=body)
+        headers = sign_headers(key, device="kiosk-1", branch="acme-main", method="GET", path="/sync/v1/hello", body=body,
+                               to="hq:acme-main")
         for url, expect in ((server.url, 200), (second.url, 401), (server.url, 401)):
             async with session.get(f"{url}/sync/v1/hello", headers=headers) as resp:
                 assert resp.status == expect, (url, await resp.text())
-        fresh = sign_headers(key, device="kiosk-1", branch="acme-main", method="GET", path="/sync/v1/hello", body=body)
+        fresh = sign_headers(key, device="kiosk-1", branch="acme-main", method="GET", path="/sync/v1/hello", body=body,
+                             to="hq:acme-main")
         async with session.get(f"{second.url}/sync/v1/hello", headers=fresh) as resp:
             assert resp.status == 200
     finally:

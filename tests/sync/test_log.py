@@ -113,6 +113,17 @@ def test_malformed_envelopes_are_rejected_not_raised(make_log):
     assert len(r.rejected) == 3 and all(reason.startswith("malformed") for _, _, reason in r.rejected)
 
 
+def test_integers_a_store_cannot_hold_are_malformed_not_a_crash(make_log, keys, clock):
+    """seq, hlc and schema are stored as signed 64-bit integers: 2^63 is refused with a reason,
+    and the good event of the same batch is kept."""
+    b = make_log("b")
+    good = Event("a", 1, pack(clock.ms), "t", 1, {}, "b1", "").signed(keys["a"])
+    huge = [dict(good.to_dict(), **{name: 1 << 63}) for name in ("seq", "hlc", "schema")]
+    r = b.ingest([*huge, good.to_dict()])
+    assert [e.seq for e in r.accepted] == [1]
+    assert len(r.rejected) == 3 and all("must be from" in reason for _, _, reason in r.rejected)
+
+
 def test_events_since_a_vector_come_in_batches(make_log):
     a, b = make_log("a"), make_log("b")
     for _ in range(7):

@@ -84,11 +84,14 @@ async def test_hq_refuses_unknown_devices_and_other_branches(tmp_path, hq):
     await enroll_sample(session, url, folder, tz="UTC")
     key = load_or_create_key(folder / "data" / "kiosk")
     stranger = load_or_create_key(tmp_path / "stranger")
-    good = PeerClient(session, url, device="kiosk", branch="kigali-main", key=key)
+    good = PeerClient(session, url, device="kiosk", branch="kigali-main", key=key, peer_device="hq:kigali-main")
     assert (await good.hello())["device"] == "hq:kigali-main"
-    for client in (PeerClient(session, url, device="kiosk", branch="other-branch", key=key),
-                   PeerClient(session, url, device="ghost", branch="kigali-main", key=stranger),
-                   PeerClient(session, url, device="kiosk", branch="kigali-main", key=stranger)):
+    for client in (PeerClient(session, url, device="kiosk", branch="other-branch", key=key, peer_device="hq:other-branch"),
+                   PeerClient(session, url, device="ghost", branch="kigali-main", key=stranger, peer_device="hq:kigali-main"),
+                   PeerClient(session, url, device="kiosk", branch="kigali-main", key=stranger, peer_device="hq:kigali-main"),
+                   # the branch's own key, but a request meant for a LAN peer or for nobody in particular
+                   PeerClient(session, url, device="kiosk", branch="kigali-main", key=key, peer_device="counter-1"),
+                   PeerClient(session, url, device="kiosk", branch="kigali-main", key=key)):
         with pytest.raises(PeerError) as err:
             await client.hello()
         assert err.value.status in (401, 403)
@@ -121,3 +124,54 @@ async def test_hq_config_events_have_exactly_the_shapes_the_branch_writes(tmp_pa
     for type_, payload in config_events(load_config(folder / "kiosk.toml")):
         key = (type_, payload["id"] if type_ in ("config.service", "config.counter") else "branch")
         assert latest[key] == payload, type_
+
+
+async def test_hq_refuses_broken_chain_equivocation_future_and_huge_integers_and_keeps_the_good(tmp_path, hq):
+    """One push holding good events and every kind of bad one: a 422 with a reason for each bad
+    event (never a 500), and the good events stored and acknowledged in the version vector."""
+    import time
+
+    from sync.envelope import Event
+    from sync.protocol import H_TO, PREFIX, encode, sign_headers
+
+    url, session, app = hq
+    folder = tmp_path / "branch"
+    await enroll_sample(session, url, folder, tz="UTC")
+    key = load_or_create_key(folder / "data" / "kiosk")
+    now = int(time.time() * 1000)
+
+    def event(seq: int, prev: str, payload: dict, hlc: int | None = None) -> Event:
+        return Event("kiosk", seq, (now << 16) + seq if hlc is None else hlc, "note", 1, payload, "kigali-main",
+                     prev).signed(key)
+
+    e1 = event(1, "", {"n": 1})
+    e2 = event(2, e1.hash, {"n": 2})
+    twin = event(2, e1.hash, {"n": "other"})  # kiosk signs a second event for seq 2: equivocation
+    broken = event(3, "00" * 32, {"n": 3})  # prev is not e2's hash
+    future = event(3, e2.hash, {"n": 3}, hlc=(now + 3_600_000) << 16)  # an hour ahead of HQ
+    huge_seq = {**e1.to_dict(), "seq": 1 << 63}
+    huge_hlc = {**e1.to_dict(), "hlc": 1 << 63}
+    huge_payload = event(4, e2.hash, {"n": 1 << 63}).to_dict()
+    body = encode({"events": [huge_seq, e1.to_dict(), twin.to_dict(), e2.to_dict(), broken.to_dict(),
+                              future.to_dict(), huge_hlc, huge_payload]})
+    path = f"{PREFIX}/push"
+    headers = sign_headers(key, device="kiosk", branch="kigali-main", method="POST", path=path, body=body,
+                           to="hq:kigali-main")
+    async with session.post(url + path, data=body, headers={**headers, "Content-Type": "application/json"}) as r:
+        assert r.status == 422, await r.text()
+        answer = await r.json()
+    reasons = sorted((x["seq"] or 0, x["reason"]) for x in answer["reasons"])
+    # twin and e2 arrive in one batch: whichever is stored first, the other equivocates
+    assert reasons == [(0, "malformed"), (1, "malformed"), (2, "equivocation"), (3, "broken_chain"),
+                       (3, "future"), (4, "malformed")], answer
+    assert answer["accepted"] == 2 and answer["vv"]["kiosk"] == 2
+    assert "refused" == answer["error"]["code"]
+    # The answer is signed by HQ for the asker, like any other.
+    assert r.headers[H_TO] == "kiosk"
+    # A pull with a version vector HQ cannot store is a 400 with the reason, not a 500.
+    body = encode({"vv": {"kiosk": 1 << 63}, "limit": 10})
+    path = f"{PREFIX}/pull"
+    headers = sign_headers(key, device="kiosk", branch="kigali-main", method="POST", path=path, body=body,
+                           to="hq:kigali-main")
+    async with session.post(url + path, data=body, headers={**headers, "Content-Type": "application/json"}) as r:
+        assert r.status == 400 and "vv" in (await r.json())["error"]["message"]
