@@ -54,6 +54,40 @@ class LiveHub:
 
 
 HUB = web.AppKey("live_hub", LiveHub)
+POLL_S = 0.25
+
+
+async def watch_other_workers(hq: HQ, hub: LiveHub) -> None:
+    """With several HQ worker processes, the branch link may deliver events to another one:
+    notice new rows of the shared events table (one indexed read per POLL_S per process) and
+    wake this process's streams of those branches."""
+    last = await hq.db.read(lambda c: c.execute("SELECT max(rowid) FROM events").fetchone()[0] or 0)
+    while not hub.closing:
+        await asyncio.sleep(POLL_S)
+        try:
+            rows = await hq.db.read(lambda c: c.execute(
+                "SELECT rowid, branch FROM events WHERE rowid > ? ORDER BY rowid LIMIT 5000", (last,)).fetchall())
+        except Exception:  # a busy database must not end the watcher
+            logger.exception("live status: reading new events failed")
+            continue
+        if rows:
+            last = rows[-1][0]
+            hub.changed({r[1] for r in rows})
+
+
+WATCH = web.AppKey("live_watch", asyncio.Task)
+
+
+async def _start_watch(app: web.Application) -> None:
+    app[WATCH] = asyncio.create_task(watch_other_workers(app[HQ_KEY], app[HUB]), name="live-status-watch")
+
+
+async def _stop_watch(app: web.Application) -> None:
+    """on_shutdown: before the database closes (cleanup)."""
+    task = app[WATCH]
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def present(view: dict[str, Any], t: Translator, now: int, near_places: int, silent_after_s: int) -> dict[str, Any]:
@@ -144,5 +178,8 @@ def add_routes(app: web.Application) -> None:
     hub = app[HUB] = LiveHub()
     app[HQ_KEY].branch_listeners.append(hub.changed)
     app.on_shutdown.append(hub.close)
+    if app[HQ_KEY].settings.workers > 1:  # one process hears its own ingests directly
+        app.on_startup.append(_start_watch)
+        app.on_shutdown.append(_stop_watch)
     app.router.add_get("/t/{token}", status_page)
     app.router.add_get("/t/{token}/events", status_events)

@@ -295,3 +295,40 @@ async def test_a_link_request_seen_by_another_worker_keeps_the_page_online(web, 
     web.clock.t += 120
     _, html, _ = await web.browser().get(f"/t/{token}")
     assert "The office works offline right now; last heard at" in html
+
+
+async def test_with_several_workers_events_ingested_by_another_process_reach_the_stream(tmp_path, clock, session):
+    """workers > 1: the link may deliver to another HQ process; the stream still updates at once
+    (the events table is watched), not only at the 10 s re-read."""
+    import aiohttp
+    from hq.db import Database
+    from hq.ingest import ingest_sync
+    from hqtest import make_settings, seed, start_server
+
+    settings = make_settings(tmp_path, workers=2)
+    runner, srv = await start_server(settings, clock)
+    try:
+        await seed(srv, session, settings.database_path)
+        hq = srv.app[HQ_KEY]
+        kiosk, counter = Device("kiosk-6"), Device("counter-6")
+        await kiosk.register(srv, session)
+        await counter.register(srv, session, "counter")
+        token = "Mw" + "m" * 20
+        await ingest_branch_events(hq, [issued(kiosk, "20300107", 1, T0, token)])
+        other = Database(settings.database_path, readers=1)  # "another worker": its own writer, no hub
+        try:
+            async with aiohttp.ClientSession() as s, s.get(f"{srv.url}/t/{token}/events") as stream:
+                async def next_status() -> dict:
+                    while True:
+                        line = await asyncio.wait_for(stream.content.readline(), 5)
+                        if line.startswith(b"data: "):
+                            return json.loads(line[6:])
+                assert (await next_status())["status"] == "waiting"
+                event = counter.event("ticket.called", {"ticket": "20300107-A001", "counter": "c1"}, T0 + 30)
+                await other.write(lambda c: ingest_sync(c, [event], now=hq.now(), turn_near_places=3))
+                called = await next_status()  # within 5 s, though the keep-alive re-read is every 10 s
+            assert called["alert"] == "called"
+        finally:
+            other.close()
+    finally:
+        await runner.cleanup()
