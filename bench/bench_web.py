@@ -66,8 +66,10 @@ class Site:
                 assert r.status == 200, await r.text()
 
     def stop(self) -> None:
-        self.node.stop()
-        self.hq.stop()
+        try:
+            self.node.stop()
+        finally:
+            self.hq.stop()  # even when the node did not stop cleanly
 
 
 async def load(site: Site, visitors: int, seconds: float, book_every: int, rate: float) -> dict[str, Any]:

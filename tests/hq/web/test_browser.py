@@ -61,8 +61,10 @@ class Site:
         return token
 
     def stop(self) -> None:
-        self.node.stop()
-        self.hq.stop()
+        try:
+            self.node.stop()
+        finally:
+            self.hq.stop()  # even when the node did not stop cleanly
 
     def log(self) -> str:
         return (self.folder / "hq" / "hq.log").read_text(encoding="utf-8", errors="replace")
