@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from hq import analytics, live, outbox, tenants
+from hq import analytics, engine, live, outbox, tenants
 from hq.auth import COOKIE_NAME, ROLES, Principal, check_branch, check_org, create_session, hash_password, \
     token_digest, verify_password
 from hq.booking import iso_local
@@ -345,6 +345,20 @@ async def branch_live(request: web.Request, p: Principal) -> web.Response:
     hq = hq_of(request)
     day = datetime.fromtimestamp(hq.now(), ZoneInfo(b["timezone"])).strftime("%Y%m%d")
     return jresp(await hq.db.read(lambda c: live.branch_summary(c, b["id"], day, hq.settings.default_service_s)))
+
+
+@authed
+async def branch_link(request: web.Request, p: Principal) -> web.Response:
+    """The branch link's status and HQ's state of the branch, folded by the branch's engine:
+    its state hash equals every node's that holds the same events (`vv`)."""
+    b = await _branch(request, p, "read")
+    hq = hq_of(request)
+    database = str(hq.settings.database_path)
+
+    def read(c: sqlite3.Connection) -> dict[str, Any]:
+        heard = c.execute("SELECT heard_at FROM branch_contact WHERE branch_id = ?", (b["id"],)).fetchone()
+        return {**engine.branch_state(c, b["id"], database=database), "heard_at": heard[0] if heard else None}
+    return jresp(await hq.db.read(read))
 
 
 @authed

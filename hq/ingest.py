@@ -12,13 +12,16 @@ import logging
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
+from collections.abc import Iterable
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from hq import live, notifications
+from appliance import events as ev
+from appliance.projection import subject_of
+from hq import engine, live, notifications
 from hq.core import HQ
 from hq.signing import KeyError_, parse_public_key, to_event
 from sync import verify
@@ -26,8 +29,6 @@ from sync.envelope import GENESIS_PREV, INT_MAX, INT_MIN, Event, MalformedEvent,
 
 logger = logging.getLogger(__name__)
 
-TIME_FIELDS = {"ticket.called": "called_ms", "ticket.started": "started_ms", "ticket.completed": "completed_ms",
-               "ticket.no_show": "no_show_ms", "ticket.cancelled": "cancelled_ms"}
 
 
 @dataclass
@@ -58,6 +59,7 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
     now_ms = now * 1000 if now_ms is None else now_ms
     keys: dict[tuple[str, str], tuple[Ed25519PublicKey, int | None] | None] = {}
     touched: dict[str, set[str]] = {}
+    folds: set[tuple[str, str]] = set()
     parsed: list[tuple[Event, dict[str, Any]]] = []
     for e in envelopes:
         ref = {"origin": e.get("origin") if isinstance(e, dict) else None, "seq": e.get("seq") if isinstance(e, dict) else None}
@@ -118,10 +120,13 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
                 result.refuse(ref, verify.BROKEN_CHAIN)
                 continue
         envelope = event.to_dict()
-        conn.execute("INSERT INTO events (origin, seq, hlc, type, branch, envelope, received_at, hash)"
-                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        subject = subject_of(event)
+        conn.execute("INSERT INTO events (origin, seq, hlc, type, branch, envelope, received_at, hash, subject)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      (origin, event.seq, event.hlc, event.type, event.branch,
-                      canonical_json(envelope).decode("utf-8"), now, event.hash))
+                      canonical_json(envelope).decode("utf-8"), now, event.hash, subject))
+        if subject is not None:
+            folds.add((event.branch, subject))
         if event.seq == head_seq + 1:
             heads[where] = (event.seq, event.hash)
             if conn.execute("SELECT 1 FROM events WHERE branch = ? AND origin = ? AND seq = ?",
@@ -132,6 +137,7 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
         _project(conn, envelope)
         result.accepted += 1
         touched.setdefault(event.branch, set()).add(origin)
+    refold_tickets(conn, sorted(folds))
     for branch_id, origins in touched.items():
         for origin in origins:
             advance_head(conn, branch_id, origin)
@@ -183,33 +189,46 @@ def advance_head(conn: sqlite3.Connection, branch_id: str, origin: str) -> int:
 
 
 def _project(conn: sqlite3.Connection, e: dict[str, Any]) -> None:
+    """What only the issue says (contact, language, status token, booking) goes to HQ's ticket
+    row as it arrives; the rest of the row is the branch fold's (refold_tickets)."""
     p, kind = e["payload"], e["type"]
     ticket = p.get("ticket")
-    if not kind.startswith("ticket.") or not isinstance(ticket, str):
+    if kind != ev.TICKET_ISSUED or not isinstance(ticket, str):
         return
-    ms = e["hlc"] >> 16
     branch = e["branch"]
+    day = ticket.split("-")[0] if "-" in ticket else None
     conn.execute("INSERT OR IGNORE INTO tickets (branch_id, id) VALUES (?, ?)", (branch, ticket))
-    if kind == "ticket.issued":
-        day = ticket.split("-")[0] if "-" in ticket else None
-        conn.execute(
-            "UPDATE tickets SET service = ?, day = ?, label = ?, priority = ?, issued_ms = ?, booking_code = ?,"
-            " phone = ?, language = ?, status_token = ? WHERE branch_id = ? AND id = ?",
-            (_s(p.get("service")), (_s(p.get("day")) or day or "").replace("-", "") or None, _s(p.get("label")),
-             p.get("priority") if isinstance(p.get("priority"), int) else 0, ms, _s(p.get("booking")),
-             _s(p.get("phone")) or _sealed_phone(conn, p.get("phone_sealed")), _s(p.get("language")), live.valid_token(p.get("status_token")), branch, ticket))
-    elif kind in TIME_FIELDS:
-        col = TIME_FIELDS[kind]
-        # the first occurrence counts (a recall or a duplicate call does not move the time)
-        conn.execute(f"UPDATE tickets SET {col} = MIN(COALESCE({col}, ?), ?) WHERE branch_id = ? AND id = ?",
-                     (ms, ms, branch, ticket))
-        if isinstance(p.get("counter"), str):
-            conn.execute("UPDATE tickets SET counter = ? WHERE branch_id = ? AND id = ?", (p["counter"], branch, ticket))
-    elif kind == "ticket.transferred" and isinstance(p.get("to_service"), str):
-        conn.execute("UPDATE tickets SET service = ? WHERE branch_id = ? AND id = ?", (p["to_service"], branch, ticket))
-    elif kind == "ticket.requeued":
-        conn.execute("UPDATE tickets SET called_ms = NULL, started_ms = NULL, no_show_ms = NULL, counter = NULL"
-                     " WHERE branch_id = ? AND id = ? AND completed_ms IS NULL", (branch, ticket))
+    conn.execute(
+        "UPDATE tickets SET service = COALESCE(service, ?), day = ?, label = ?, priority = ?, issued_ms = ?, booking_code = ?,"
+        " phone = ?, language = ?, status_token = ? WHERE branch_id = ? AND id = ?",
+        (_s(p.get("service")), (_s(p.get("day")) or day or "").replace("-", "") or None, _s(p.get("label")),
+         p.get("priority") if isinstance(p.get("priority"), int) else 0, e["hlc"] >> 16, _s(p.get("booking")),
+         _s(p.get("phone")) or _sealed_phone(conn, p.get("phone_sealed")), _s(p.get("language")),
+         live.valid_token(p.get("status_token")), branch, ticket))
+
+
+FOLDED = ("service", "label", "priority", "issued_ms", "effective_ms", "counter", "called_ms", "started_ms",
+          "completed_ms", "no_show_ms", "cancelled_ms")
+
+
+def refold_tickets(conn: sqlite3.Connection, tickets: Iterable[tuple[str, str]]) -> int:
+    """Set each (branch, ticket)'s folded columns from the branch fold of its stored events."""
+    n = 0
+    for branch, ticket in tickets:
+        rows = conn.execute("SELECT envelope FROM events WHERE branch = ? AND subject = ?", (branch, ticket)).fetchall()
+        try:
+            fields = engine.ticket_fields([Event.from_dict(orjson.loads(r[0])) for r in rows])
+        except (KeyError, TypeError, ValueError, AttributeError, MalformedEvent) as err:
+            # a signed but ill-formed payload: the node folds nothing from it either
+            logger.warning("not folding ticket %s/%s at HQ: %r", branch, ticket, err)
+            continue
+        if fields is None:
+            continue
+        conn.execute("INSERT OR IGNORE INTO tickets (branch_id, id) VALUES (?, ?)", (branch, ticket))
+        conn.execute(f"UPDATE tickets SET {', '.join(f'{c} = ?' for c in FOLDED)} WHERE branch_id = ? AND id = ?",
+                     (*(fields[c] for c in FOLDED), branch, ticket))
+        n += 1
+    return n
 
 
 def _sealed_phone(conn: sqlite3.Connection, sealed: Any) -> str | None:

@@ -48,7 +48,9 @@ def status_of(t: sqlite3.Row | dict[str, Any]) -> str:
 def waiting_in_order(conn: sqlite3.Connection, branch_id: str, day: str) -> list[dict[str, Any]]:
     """Waiting tickets of the day with their 1-based position within their service's queue."""
     rows = [dict(r) for r in conn.execute(WAITING_SQL, (branch_id, day))]
-    rows.sort(key=lambda r: (r["service"] or "", -(r["priority"] or 0), r["issued_ms"], r["id"]))
+    # The branch's call order (appliance.queries): priority class, then effective time, then id.
+    rows.sort(key=lambda r: (r["service"] or "", -(r["priority"] or 0),
+                             r["effective_ms"] if r["effective_ms"] is not None else r["issued_ms"], r["id"]))
     pos: dict[str, int] = {}
     for r in rows:
         pos[r["service"] or ""] = pos.get(r["service"] or "", 0) + 1

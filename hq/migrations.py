@@ -275,6 +275,22 @@ def _m14(conn: sqlite3.Connection) -> None:
     """)
 
 
+@migration(15, "ticket_fold")
+def _m15(conn: sqlite3.Connection) -> None:
+    """HQ's ticket rows come from the branch fold (hq/engine.py): events are indexed by the
+    ticket they are about, tickets carry the node's queue order, and every ticket is re-folded."""
+    conn.executescript("""
+    ALTER TABLE events ADD COLUMN subject TEXT;
+    UPDATE events SET subject = json_extract(envelope, '$.payload.ticket')
+        WHERE type LIKE 'ticket.%' AND json_type(envelope, '$.payload.ticket') = 'text';
+    CREATE INDEX events_subject ON events(branch, subject) WHERE subject IS NOT NULL;
+    ALTER TABLE tickets ADD COLUMN effective_ms INTEGER;
+    """)
+    from hq.ingest import refold_tickets
+    pairs = conn.execute("SELECT DISTINCT branch, subject FROM events WHERE subject IS NOT NULL").fetchall()
+    refold_tickets(conn, [(r[0], r[1]) for r in pairs])  # type: ignore[arg-type]
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"

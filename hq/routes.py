@@ -123,6 +123,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{V}/branches/{{branch}}/bookings", A.list_bookings, "Bookings of a branch-local day", "booking",
           auth=True, query=(("date", True, {"type": "string", "format": "date"}),)),
     Route("GET", f"{V}/branches/{{branch}}/live", A.branch_live, "Today's queues as pushed by the branch", "live", auth=True),
+    Route("GET", f"{V}/branches/{{branch}}/link", A.branch_link,
+          "Link status and HQ's state hash of the branch (the branch fold of the events HQ holds)", "live", auth=True),
     Route("GET", f"{V}/branches/{{branch}}/analytics", A.branch_analytics,
           "Tickets, waits, service times, no-show and abandonment per service, day and hour", "analytics", auth=True,
           query=(("from", False, {"type": "string", "format": "date"}), ("to", False, {"type": "string", "format": "date"}),

@@ -125,3 +125,34 @@ async def test_analytics_per_service_day_and_hour(server, session):
     assert data["rows"] == [{"service": "general", "day": "2030-01-07", "hour": 9, "tickets": 5,
                              "wait_mean_s": 240.0, "wait_p90_s": 600.0, "service_mean_s": 200.0,
                              "no_show_rate": 0.25, "abandonment_rate": 0.2}]
+
+
+async def test_hq_ticket_view_is_the_branch_fold(server, session):
+    """A transferred ticket waits in its new line (it was "called" at HQ before); of two
+    counters that called one ticket concurrently the fold's winner holds it, not whoever came
+    last; the state hash the link route shows moves with the events."""
+    hq = server.app[HQ_KEY]
+    kiosk, c1, c2 = Device("kiosk-1"), Device("counter-1"), Device("counter-2")
+    for d in (kiosk, c1, c2):
+        await register(server, session, d)
+    await ingest_branch_events(hq, [issue(kiosk, i, T0 + i) for i in (1, 2)])
+    before = await api(session, "GET", f"{server.url}{V}/branches/acme-main/link", 200, headers=server.h("acme-admin"))
+    a1, a2 = "20300107-A001", "20300107-A002"
+    server.clock.t = T0 + 600
+    # c1 calls A001 first; c2, not knowing of it (seen: nothing of c1's), calls it later.
+    await ingest_branch_events(hq, [
+        c1.event("ticket.called", {"ticket": a1, "counter": "c1", "seen": {"kiosk-1": 1}}, T0 + 100),
+        c2.event("ticket.called", {"ticket": a1, "counter": "c2", "seen": {"kiosk-1": 1}}, T0 + 110),
+        c1.event("ticket.called", {"ticket": a2, "counter": "c1", "seen": {"kiosk-1": 2}}, T0 + 200),
+        c1.event("ticket.transferred", {"ticket": a2, "counter": "c1", "to_service": "payments",
+                                        "seen": {"kiosk-1": 2, "counter-1": 3}}, T0 + 210)])
+    with sqlite3.connect(hq.settings.database_path) as c:
+        rows = dict(((r[0]), r[1:]) for r in c.execute(
+            "SELECT id, service, counter, called_ms FROM tickets WHERE branch_id = 'acme-main'"))
+    assert rows[a1][1] == "c1"  # the earliest call wins, not the last to arrive
+    assert rows[a2] == ("payments", None, None)  # transferred: waiting again, in its new line
+    st = await api(session, "GET", f"{server.url}{V}/public/tickets/{token(2)}", 200)
+    assert (st["status"], st["service"], st["position"]) == ("waiting", "payments", 1)
+    after = await api(session, "GET", f"{server.url}{V}/branches/acme-main/link", 200, headers=server.h("acme-admin"))
+    assert len(after["state_hash"]) == 64 and after["state_hash"] != before["state_hash"]
+    assert after["vv"]["counter-1"] == 3 and after["events"] >= 6
