@@ -7,6 +7,7 @@ import concurrent.futures
 import json
 import logging
 import sqlite3
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -392,15 +393,25 @@ class Node:
 
     async def retrain_waits(self) -> None:
         """Nightly, at the first housekeeping of a new branch day: retrain the learned wait
-        estimator on the history so far (on a reader thread) and keep it as data_dir/wait_model.json."""
+        estimator on the history so far, in a process of its own (appliance/waits_train.py:
+        the node's memory stays within budget), and use the data_dir/wait_model.json it writes."""
         m = await self.read(self.branch.model)
         today = business_day(self.clock.wall_ms(), m.tz)
         if self._waits_trained_for == today:
             return
         self._waits_trained_for = today
-        model = await self.read(lambda conn: waits_train.train(conn, m, before_day=today, meta={"trained_for": today}))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "appliance.waits_train", str(Path(self.config.path).resolve()),
+            str(self.db_path), today, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        if proc.returncode == waits_train.NOT_ENOUGH_HISTORY:
+            return
+        if proc.returncode != 0:
+            logger.warning("training the wait estimator failed (%s): %s", proc.returncode,
+                           err.decode(errors="replace").strip()[-500:])
+            return
+        model = await asyncio.to_thread(waits.load_model, self.data_dir)
         if model is not None:
-            await asyncio.to_thread(waits.save_model, self.data_dir, model)
             self.branch.wait_model = model
             logger.info("wait estimator retrained on %s tickets", model.pooled.meta.get("rows"))
 

@@ -266,3 +266,38 @@ def train(conn: sqlite3.Connection, m: Model, *, before_day: str | None = None, 
     """The nightly job's step: fit on every served ticket recorded before `before_day`."""
     return fit_branch(history(conn, before_day=before_day, since_day=since_day), meta,
                       staffing(conn, m, before_day=before_day))
+
+
+NOT_ENOUGH_HISTORY = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m appliance.waits_train CONFIG DB DAY`: the node's nightly training in a process
+    of its own (the fit's lists would stay in the node's heap and push it past its memory
+    budget); reads the store read-only and writes data_dir/wait_model.json."""
+    import sys
+
+    from sync.db import connect
+
+    from appliance.config import load_config
+    from appliance.model import load_model
+    from appliance.waits import save_model
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 3:
+        print("usage: python -m appliance.waits_train CONFIG DB DAY", file=sys.stderr)
+        return 2
+    config = load_config(args[0])
+    conn = connect(args[1], readonly=True)
+    try:
+        model = train(conn, load_model(conn, config), before_day=args[2], meta={"trained_for": args[2]})
+    finally:
+        conn.close()
+    if model is None:
+        return NOT_ENOUGH_HISTORY
+    save_model(config.data_dir, model)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

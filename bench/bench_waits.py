@@ -1,0 +1,191 @@
+"""Wait estimates: simulator speed, prediction cost, model size, node RSS, learning curves.
+
+- simulated days per second (a scenario run through the real engine, nightly training included);
+- prediction cost per ticket: collecting the signals from the store (SQL) and the model's
+  arithmetic, timed on every issue of a simulated run;
+- model size (the JSON a node keeps, or HQ would ship);
+- node RSS after a 20,000-event day with a trained model loaded and estimating;
+- learning curve: evaluation-day MAE of `learned` trained on the first k days of history,
+  against naive and LES, for every scenario in appliance/scenarios/.
+
+    .venv/bin/python -m bench.bench_waits [--scenario NAME] [--skip-curve] [--skip-rss]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from appliance import waits, waits_train
+from appliance.config import load_config
+from appliance.node import Node
+from appliance.sample import write_sample
+from appliance.scenario import load_scenario
+from appliance.simulate import Simulation, score, workspace
+from bench.common import latency_summary, rss_mb, write
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "appliance" / "scenarios"
+CURVE_DAYS = (1, 2, 4, 8, 12, 16, 20)
+
+
+def speed_figures(name: str) -> dict[str, Any]:
+    """One scenario end to end, timing every signal collection and every prediction."""
+    scenario = load_scenario(SCENARIOS / f"{name}.toml")
+    collect: list[float] = []
+    predict: list[float] = []
+    real_signals = waits.signals
+
+    def timed_signals(*args: Any, **kw: Any) -> dict[str, float]:
+        t0 = time.perf_counter()
+        out = real_signals(*args, **kw)
+        collect.append(time.perf_counter() - t0)
+        return out
+
+    waits.signals = timed_signals  # type: ignore[assignment]
+    try:
+        with workspace() as work:
+            sim = Simulation(scenario, work)
+            t0 = time.perf_counter()
+            days = sim.run()
+            elapsed = time.perf_counter() - t0
+            events = sim.do(lambda c: c.execute("SELECT count(*) FROM events").fetchone()[0])
+            sim.close()
+    finally:
+        waits.signals = real_signals  # type: ignore[assignment]
+    model = sim.model
+    assert model is not None
+    people = [p for d in days for p in d.people]
+    for p in people:
+        t0 = time.perf_counter()
+        model.predict(p.signals, p.service)
+        predict.append(time.perf_counter() - t0)
+    open_days = sum(1 for d in days if d.people)
+    return {
+        "scenario": name,
+        "days": len(days), "open_days": open_days, "tickets": len(people), "events": events,
+        "seconds": round(elapsed, 2),
+        "simulated_days_per_s": round(open_days / elapsed, 2),
+        "tickets_per_s": round(len(people) / elapsed),
+        "signals_per_ticket": latency_summary(collect),
+        "predict_per_ticket": latency_summary(predict),
+        "model_bytes": model.size_bytes,
+        "model_rows": model.pooled.meta.get("rows"),
+    }
+
+
+def curve_figures() -> dict[str, Any]:
+    """Per scenario: eval MAE of learned trained on the first k days (no retraining during eval)."""
+    out: dict[str, Any] = {}
+    for path in sorted(SCENARIOS.glob("*.toml")):
+        scenario = load_scenario(path)
+        with workspace() as work:
+            sim = Simulation(scenario, work, retrain=False)
+            days = sim.run()
+            served = [p for d in days if d.kind == "eval" for p in d.people if p.outcome == "served"]
+            truth = [(p.called_ms - p.issued_ms) / 1000 for p in served]  # type: ignore[operator]
+            row: dict[str, Any] = {
+                "naive_mae_s": score([(p.predictions["naive"], w) for p, w in zip(served, truth)])["mae_s"],
+                "les_mae_s": score([(p.predictions["les"], w) for p, w in zip(served, truth)])["mae_s"],
+                "learned": {},
+            }
+            for k in CURVE_DAYS:
+                if k > scenario.train_days:
+                    break
+                first_day = scenario.start_date.isoformat()
+                until = (scenario.start_date + timedelta(days=k)).isoformat()
+                model = sim.do(lambda c, until=until: waits_train.train(
+                    c, sim.node.branch.model(c), before_day=until, since_day=first_day))
+                if model is None:
+                    continue
+                s = score([(model.predict(p.signals, p.service), w) for p, w in zip(served, truth)])
+                row["learned"][k] = {"mae_s": s["mae_s"], "coverage_80": s["coverage_80"],
+                                     "vs_naive": round(s["mae_s"] / row["naive_mae_s"], 3)}
+            sim.close()
+        out[path.stem] = row
+        print(path.stem, row, flush=True)
+    return out
+
+
+def rss_figure(events: int = 20_000) -> dict[str, Any]:
+    """A sample branch's kiosk after a 20,000-event day, a model trained on it, serving the API
+    (its first housekeeping also retrains, in a process of its own, as every night)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.bench_core import START_MS, Clock, simulate, start_node
+
+    tmp = Path(tempfile.mkdtemp(prefix="smartq-bench-waits-"))
+    try:
+        base = tmp / "branch"
+        write_sample(base)
+        clock = Clock()
+        node = Node(load_config(base / "kiosk.toml"), clock=clock)
+        node.open()
+        simulate(node, clock, events, random.Random(7), per_day=events)
+        day = date.fromtimestamp(START_MS / 1000) + timedelta(days=2)
+        t0 = time.perf_counter()
+        model = node.writer.call(lambda c: waits_train.train(c, node.branch.model(c), before_day=day.isoformat()))
+        train_s = time.perf_counter() - t0
+        node.close()
+        assert model is not None
+        waits.save_model(node.data_dir, model)
+        proc, url = start_node(base / "kiosk.toml")
+        try:
+            latencies: list[float] = []
+
+            async def touch() -> None:
+                async with aiohttp.ClientSession() as s:
+                    for _ in range(50):
+                        async with s.get(f"{url}/api/v1/state") as r:
+                            await r.read()
+                        t1 = time.perf_counter()
+                        async with s.post(f"{url}/api/v1/tickets", json={"service": "general"}) as r:
+                            body = await r.json()
+                        latencies.append(time.perf_counter() - t1)
+                    assert body.get("estimated_wait_range_s") is not None, body
+            asyncio.run(touch())
+            await_retrain = time.monotonic() + 20  # let the first housekeeping's retrain finish
+            while time.monotonic() < await_retrain and "retrained" not in (base / "node.log").read_text():
+                time.sleep(0.5)
+            return {"rss_after_day_with_model_mb": rss_mb(proc.proc.pid), "day_events": events,
+                    "train_s": round(train_s, 2), "trained_rows": model.pooled.meta.get("rows"),
+                    "post_tickets_with_learned_estimate": latency_summary(latencies)}
+        finally:
+            proc.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scenario", default="hospital_rush")
+    parser.add_argument("--skip-curve", action="store_true")
+    parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--only-rss", action="store_true")
+    args = parser.parse_args()
+    figures: dict[str, Any] = {}
+    if args.only_rss:
+        args.skip_curve = True
+    else:
+        figures["speed"] = speed_figures(args.scenario)
+        print(figures["speed"], flush=True)
+    if not args.skip_rss:
+        figures["rss"] = rss_figure()
+        print(figures["rss"], flush=True)
+    if not args.skip_curve:
+        figures["learning_curve"] = curve_figures()
+    figures["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    write("waits", figures)
+
+
+if __name__ == "__main__":
+    main()
