@@ -43,6 +43,8 @@ ConsoleHandler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse
 def nav_for(p: Principal) -> list[tuple[str, str]]:
     """(href, msgid) of the menu: only what the role may use."""
     items = [("/console", N_("Console home"))]
+    if p.branch_id:
+        items.append((f"/console/live/{p.branch_id}", N_("Live queues")))
     if p.role in ADMINS:
         items += [("/console/accounts", N_("Accounts")), ("/console/audit", N_("Audit log"))]
     items += [("/console/password", N_("My password"))]
@@ -471,4 +473,6 @@ def add_routes(app: web.Application) -> None:
 
 
 def setup_console(app: web.Application) -> None:
+    from hq.console import live
     add_routes(app)
+    live.add_routes(app)

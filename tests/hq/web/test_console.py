@@ -4,13 +4,17 @@ The browser, axe-core and screenshots are in test_console_browser.py."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import sqlite3
 
 import pytest
 
-from hqtest import PASSWORD, Server, api
-from webtest import Browser, db, h1
+from hq.ingest import ingest_branch_events
+from hq.web import HQ_KEY
+from hqtest import PASSWORD, T0, Server, api
+from webtest import Browser, Device, db, h1, issued
 
 NEW_PASSWORD = "tiger lily on the moon"
 
@@ -79,8 +83,8 @@ async def test_navigation_is_shaped_by_role(console):
         menus[email] = menu(html)
     assert menus["root@hq.test"] == ["/console", "/console/accounts", "/console/audit", "/console/password"]
     assert menus["admin@acme.test"] == menus["root@hq.test"]
-    assert menus["manager@acme.test"] == ["/console", "/console/password"]
-    assert menus["staff@acme.test"] == ["/console", "/console/password"]
+    assert menus["manager@acme.test"] == ["/console", "/console/live/acme-main", "/console/password"]
+    assert menus["staff@acme.test"] == menus["manager@acme.test"]
 
 
 async def test_403_page_for_roles_and_other_tenants_in_the_visitors_language(console):
@@ -235,3 +239,49 @@ async def test_console_pages_translated_and_junk_input_is_a_4xx(console):
                        (f"/console/accounts/{uid}", {"email": "\x00"}), ("/console/password", {"current": "x" * 9999})):
         status, _, _ = await admin.post(path, form)
         assert 400 <= status < 500, (path, status)
+
+
+async def test_live_page_shows_counters_and_waits_and_pushes_a_call(console, session):
+    hq = console.app[HQ_KEY]
+    kiosk, counter = Device("kiosk-5"), Device("counter-5")
+    await kiosk.register(console, session)
+    await counter.register(console, session, "counter")
+    await api(session, "PUT", f"{console.url}/api/v1/branches/acme-main/staff/s1", 200, headers=console.h("acme-admin"),
+              json={"name": "Amani"})
+    await ingest_branch_events(hq, [issued(kiosk, "20300107", 1, T0 - 1200, "Tk" + "c" * 20),
+                                    issued(kiosk, "20300107", 2, T0 - 60, "Tk" + "d" * 20),
+                                    counter.event("counter.opened", {"counter": "c1", "staff": "s1"}, T0 - 100)])
+    manager = await console.login("manager@acme.test")
+    _, html, _ = await manager.get("/console")
+    assert 'href="/console/live/acme-main"' in html
+    status, html, _ = await manager.get("/console/live/acme-main")
+    assert status == 200 and '<dd id="live-waiting">2</dd>' in html
+    row = re.search(r'<tr data-counter="c1">(.*?)</tr>', html, re.S)[1]
+    assert "Counter 1" in row and "Open" in row and "Amani" in row
+    assert "1 people have waited longer than the target of 15 min." in html  # A001: 20 min
+    assert "20 min" in html  # the longest wait
+    for who, path in (("manager@beta.test", "/console/live/acme-main"), ("staff@acme.test", "/console/live/beta-main"),
+                      ("staff@acme.test", "/console/live/nowhere")):
+        b = await console.login(who)
+        assert (await b.get(path))[0] == 403, (who, path)
+        async with b.session.get(f"{console.url}{path}/events") as r:
+            assert r.status == 403
+    admin = await console.login("admin@acme.test")
+    assert (await admin.get("/console/live/acme-main"))[0] == 200
+    async with manager.session.get(f"{console.url}/console/live/acme-main/events") as stream:
+        assert stream.headers["Content-Type"] == "text/event-stream"
+
+        async def next_live() -> dict:
+            while True:
+                line = await asyncio.wait_for(stream.content.readline(), 10)
+                if line.startswith(b"data: "):
+                    return json.loads(line[6:])
+        first = await next_live()
+        assert first["waiting"] == 2
+        console.clock.t += 30
+        await ingest_branch_events(hq, [counter.event("ticket.called", {"ticket": "20300107-A001", "counter": "c1"},
+                                                      T0 + 30)])
+        pushed = await next_live()
+    assert pushed["waiting"] == 1
+    row = re.search(r'<tr data-counter="c1">(.*?)</tr>', pushed["html"], re.S)[1]
+    assert '<span class="label">A001</span> called' in row and "0 min" in row

@@ -93,7 +93,7 @@ def test_each_role_its_menu_and_403_pages(site: Console, browser: Any):
     admin.context.close()
     for who, lang, title in (("manager@acme.test", "fr", "Non autorisé"), ("staff@acme.test", "es", "No permitido")):
         page = logged_in(browser, site, who, lang=lang)
-        assert menu(page) == ["/console", "/console/password"]
+        assert menu(page) == ["/console", "/console/live/acme-main", "/console/password"]
         for path in ("/console/accounts", "/console/audit", f"/console/accounts/{site.ids['admin@acme.test']}"):
             response = page.goto(site.url + path)
             assert response.status == 403 and page.locator("h1").inner_text() == title, (who, path)

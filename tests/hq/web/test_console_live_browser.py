@@ -1,0 +1,122 @@
+"""The console's live page in a real browser against a real HQ process and a real branch node
+linked to it: a manager watches the queues; a member of staff logs in at the node's counter,
+the node issues and calls a ticket, and the call appears on the manager's page by push (no
+reload). axe-core finds nothing on the live page in the five languages; screenshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from browser import axe_violations, launch, reflow_problems, screenshots
+from linktest import ORG, HQProcess, admin_token, enroll_sample, hq_settings, midday_timezone, wait_for
+from procs import NodeProcess
+
+pytestmark = pytest.mark.slow
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+BRANCH = "kigali-main"
+LANGS = ["en", "fr", "rw", "sw", "es"]
+MANAGER, MANAGER_PASSWORD = "manager@demo.test", "watching the queues today"
+
+
+class Site:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.tz = midday_timezone()
+        self.hq = HQProcess(folder / "hq")
+        settings = {**hq_settings(folder / "hq" / "data", self.hq.port), "web_rate_per_minute": 0}
+        (folder / "hq" / "hq.toml").write_text("[hq]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
+        self.hq.start()
+        self.url = self.hq.url
+        asyncio.run(self._enroll())
+        self.node = NodeProcess(folder / "branch" / "kiosk.toml", log_path=folder / "kiosk.log")
+        wait_for(lambda: self.node.request("GET", "/api/v1/state")[1]["hq"]["status"] == "online")
+
+    async def _enroll(self) -> None:
+        async with aiohttp.ClientSession() as s:
+            await enroll_sample(s, self.url, self.folder / "branch", tz=self.tz)
+            auth = {"Authorization": f"Bearer {await admin_token(s, self.url)}"}
+            async with s.post(f"{self.url}/api/v1/users", headers=auth, json={
+                    "email": MANAGER, "password": MANAGER_PASSWORD, "role": "branch_manager", "org": ORG,
+                    "branch": BRANCH}) as r:
+                assert r.status == 201, await r.text()
+
+    def stop(self) -> None:
+        self.node.stop()
+        self.hq.stop()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory):
+    s = Site(tmp_path_factory.mktemp("console-live"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = launch(p)
+        yield b
+        b.close()
+
+
+def manager_page(browser: Any, site: Site, lang: str = "en") -> Any:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.add_cookies([{"name": "smartq_lang", "value": lang, "url": site.url}])
+    page = context.new_page()
+    page.set_default_timeout(20000)
+    page.goto(f"{site.url}/console/login")
+    page.fill("#email", MANAGER)
+    page.fill("#password", MANAGER_PASSWORD)
+    page.locator("main form button[type=submit]").click()
+    page.wait_for_url(f"{site.url}/console")
+    return page
+
+
+def test_manager_sees_a_node_call_appear_live(site: Site, browser: Any):
+    page = manager_page(browser, site)
+    page.get_by_role("link", name="Live queues").first.click()
+    page.wait_for_url(f"{site.url}/console/live/{BRANCH}")
+    expect = playwright_api.expect
+    expect(page.locator("#console-live")).to_have_attribute("data-live", "open")
+    page.evaluate("window.__sameDocument = true")
+    status, ticket = site.node.request("POST", "/api/v1/tickets", {"service": "general"})
+    assert status == 201, ticket
+    expect(page.locator("#live-waiting")).not_to_have_text("0")  # the issued ticket arrived by push
+    status, login = site.node.request("POST", "/api/v1/staff/login", {"counter": "c1", "pin": "1234"})
+    assert status == 200, login
+    auth = {"Authorization": f"Bearer {login['token']}"}
+    assert site.node.request("POST", "/api/v1/counters/c1/open", headers=auth)[0] == 200
+    for _ in range(20):
+        status, called = site.node.request("POST", "/api/v1/counters/c1/call-next", headers=auth)
+        assert status == 200, called
+        if called["id"] == ticket["id"]:
+            break
+    row = page.locator('#live-counters tr[data-counter="c1"]')
+    expect(row).to_contain_text(ticket["label"])
+    assert "Open" in row.inner_text() and "amina" in row.inner_text().lower()
+    assert page.evaluate("window.__sameDocument") is True  # updated by push, not by a reload
+    screenshots(page, "console-live")
+    page.context.close()
+
+
+def test_live_page_axe_in_five_languages(site: Site, browser: Any):
+    problems: dict[str, Any] = {}
+    for lang in LANGS:
+        page = manager_page(browser, site, lang)
+        page.goto(f"{site.url}/console/live/{BRANCH}")
+        assert page.locator("html").get_attribute("lang") == lang
+        if found := axe_violations(page):
+            problems[lang] = found
+        if lang == "en" and (reflow := reflow_problems(page)):
+            problems["reflow"] = reflow
+        page.context.close()
+    assert problems == {}
