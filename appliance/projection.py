@@ -86,7 +86,38 @@ def _refold_causal(conn: sqlite3.Connection) -> None:
     Projection().rebuild(conn)
 
 
-MIGRATIONS = [_create_projection, _index_lines, _index_call_order, _refold_causal]
+# Waiting tickets counted per line, priority class and minute of effective time, kept by
+# triggers in the same transaction as every ticket write: a position sums the minutes ahead
+# and counts the tickets of at most two minutes, whatever the length of the line.
+BUCKET_MS = 60_000
+LINE_TRIGGERS = (
+    """CREATE TRIGGER line_in AFTER INSERT ON tickets WHEN new.status = 'waiting' BEGIN
+        INSERT INTO line_counts VALUES (new.service, new.day, new.priority, new.effective_ms / 60000, 1)
+        ON CONFLICT DO UPDATE SET n = n + 1; END""",
+    """CREATE TRIGGER line_out AFTER DELETE ON tickets WHEN old.status = 'waiting' BEGIN
+        UPDATE line_counts SET n = n - 1 WHERE service = old.service AND day = old.day
+        AND priority = old.priority AND minute = old.effective_ms / 60000; END""",
+    """CREATE TRIGGER line_move AFTER UPDATE OF status, service, day, priority, effective_ms ON tickets
+        WHEN old.status = 'waiting' OR new.status = 'waiting' BEGIN
+        UPDATE line_counts SET n = n - 1 WHERE old.status = 'waiting' AND service = old.service
+        AND day = old.day AND priority = old.priority AND minute = old.effective_ms / 60000;
+        INSERT INTO line_counts SELECT new.service, new.day, new.priority, new.effective_ms / 60000, 1
+        WHERE new.status = 'waiting' ON CONFLICT DO UPDATE SET n = n + 1; END""",
+)
+COUNT_LINES = ("INSERT INTO line_counts SELECT service, day, priority, effective_ms / 60000, count(*) FROM tickets"
+               " WHERE status = 'waiting' GROUP BY 1, 2, 3, 4")
+
+
+def _line_counts(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE line_counts (service TEXT NOT NULL, day TEXT NOT NULL, priority INTEGER NOT NULL,"
+                 " minute INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (service, day, priority, minute))"
+                 " WITHOUT ROWID")
+    for sql in LINE_TRIGGERS:
+        conn.execute(sql)
+    conn.execute(COUNT_LINES)
+
+
+MIGRATIONS = [_create_projection, _index_lines, _index_call_order, _refold_causal, _line_counts]
 PROJECTION_TABLES = ("tickets", "counter_status", "config", "bookings")
 
 CONFIG_KINDS = {ev.CONFIG_BRANCH: "branch", ev.CONFIG_SERVICE: "service",
@@ -253,15 +284,19 @@ def _store_tickets(conn: sqlite3.Connection, tickets: list[tuple[Any, ...]]) -> 
         conn.executemany(TICKET_UPSERT, changed)
         return
     indexes = conn.execute(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tickets' AND sql IS NOT NULL"
+        "SELECT type, name, sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND tbl_name = 'tickets'"
+        " AND sql IS NOT NULL"
     ).fetchall()
-    for name, _ in indexes:
-        conn.execute(f"DROP INDEX {name}")
+    for kind, name, _ in indexes:
+        conn.execute(f"DROP {kind.upper()} {name}")
     conn.execute("DELETE FROM tickets")
     tickets.sort()  # by id: the primary key's b-tree fills left to right
     conn.executemany(TICKET_INSERT, tickets)
-    for _, sql in indexes:
+    for _, _, sql in indexes:
         conn.execute(sql)
+    if any(kind == "trigger" for kind, _, _ in indexes):
+        conn.execute("DELETE FROM line_counts")  # counted once, as the triggers were off
+        conn.execute(COUNT_LINES)
 
 
 def _total_order(row: tuple[Any, ...]) -> tuple[int, str, int]:
@@ -302,7 +337,9 @@ TICKET_FIELDS = (
     " counter, reserved_counter, called_ms, started_ms, finished_ms, recalls, booking, superseded, state"
 )
 _INTO_TICKETS = f"tickets ({TICKET_FIELDS}) VALUES ({', '.join('?' * 20)})"
-TICKET_UPSERT = "INSERT OR REPLACE INTO " + _INTO_TICKETS
+# An upsert, not INSERT OR REPLACE: a replace's implicit delete fires no trigger.
+TICKET_UPSERT = "INSERT INTO " + _INTO_TICKETS + " ON CONFLICT (id) DO UPDATE SET " + ", ".join(
+    f"{c} = excluded.{c}" for c in TICKET_FIELDS.split(", ") if c != "id")
 TICKET_INSERT = "INSERT INTO " + _INTO_TICKETS  # the whole re-fold, into an empty table
 
 

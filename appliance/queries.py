@@ -23,7 +23,9 @@ from appliance import waits
 from appliance.config import Config
 from appliance.errors import NotFound
 from appliance.model import Model, load_model
-from appliance.projection import Projection
+from appliance.projection import BUCKET_MS, Projection
+
+_LOWEST, _HIGHEST = -(1 << 62), 1 << 62  # effective times beyond any real one
 
 TICKET_COLUMNS = (
     "id, day, label, number, service, issue_service, issued_by, status, priority, effective_ms, issued_ms,"
@@ -181,24 +183,44 @@ class Queries:
     def _ahead(self, conn: sqlite3.Connection, m: Model, row: sqlite3.Row, now: int) -> int:
         """How many of the line's waiting tickets are called before `row` (queue.service_line's
         order): per class and promotion part, all of a part that ranks higher, the earlier
-        ones of the part that ranks the same. Counts index ranges; reads no ticket rows."""
+        ones of the part that ranks the same. Each is a range of effective time, counted from
+        the per-minute counts (projection.line_counts) and the index within its end minutes."""
         rules = m.rules_for(row["service"])
         cut = self._cut(rules, now)
         me = q.effective_priority(q.Waiting(row["id"], row["service"], row["priority"], row["effective_ms"], None),
                                   rules, now)
         line = (row["service"], row["day"])
-        base = "SELECT count(*) FROM tickets WHERE status = 'waiting' AND service = ? AND day = ? AND priority = ?"
+        mine = row["effective_ms"]
         ahead = 0
         for priority in self._classes(conn, *line):
-            parts = ((max(priority, rules.max_priority), " AND effective_ms <= ?", cut),
-                     (priority, " AND effective_ms > ?", cut))
-            for effective, bound, value in parts:
+            for effective, lo, hi in ((max(priority, rules.max_priority), _LOWEST, cut), (priority, cut, _HIGHEST)):
                 if effective > me:
-                    ahead += conn.execute(base + bound, (*line, priority, value)).fetchone()[0]
-                elif effective == me:
-                    ahead += conn.execute(base + bound + " AND (effective_ms, id) < (?, ?)",
-                                          (*line, priority, value, row["effective_ms"], row["id"])).fetchone()[0]
+                    ahead += self._count(conn, line, priority, lo, hi)
+                elif effective == me and lo < mine:
+                    ahead += self._count(conn, line, priority, lo, min(hi, mine - 1))
+                    if mine <= hi:  # same effective time: the smaller id is called first
+                        ahead += conn.execute(
+                            "SELECT count(*) FROM tickets WHERE status = 'waiting' AND service = ? AND day = ?"
+                            " AND priority = ? AND effective_ms = ? AND id < ?",
+                            (*line, priority, mine, row["id"])).fetchone()[0]
         return ahead
+
+    def _count(self, conn: sqlite3.Connection, line: tuple[str, str], priority: int, lo: int, hi: int) -> int:
+        """Waiting tickets of one class with lo < effective_ms <= hi: whole minutes from their
+        counts, the two partial minutes at the ends from the index."""
+        if hi <= lo:
+            return 0
+        direct = ("SELECT count(*) FROM tickets WHERE status = 'waiting' AND service = ? AND day = ?"
+                  " AND priority = ? AND effective_ms > ? AND effective_ms <= ?")
+        first, last = (lo + 1) // BUCKET_MS, hi // BUCKET_MS
+        if last - first < 2:
+            return conn.execute(direct, (*line, priority, lo, hi)).fetchone()[0]
+        head = conn.execute(direct, (*line, priority, lo, (first + 1) * BUCKET_MS - 1)).fetchone()[0]
+        tail = conn.execute(direct, (*line, priority, last * BUCKET_MS - 1, hi)).fetchone()[0]
+        middle = conn.execute(
+            "SELECT coalesce(sum(n), 0) FROM line_counts WHERE service = ? AND day = ? AND priority = ?"
+            " AND minute > ? AND minute < ?", (*line, priority, first, last)).fetchone()[0]
+        return head + middle + tail
 
     def line_estimate(self, conn: sqlite3.Connection, m: Model, day: str, service: str,
                       open_counters: int | None = None) -> Callable[[int], int]:
