@@ -60,6 +60,7 @@ SETTINGS: list[tuple[str, Any, str]] = [
      " thousands a day)."),
     ("counters[].id", None, "Counter id."),
     ("counters[].name", None, "Name shown and announced, e.g. Counter 3."),
+    ("counters[].names", None, "Optional table of the counter's name per language (screens show it in theirs)."),
     ("counters[].services", None, "Service ids this counter serves, in order (the order breaks ties)."),
     ("roster[].id", None, "A device of this branch."),
     ("roster[].role", None, "Its role."),
@@ -104,6 +105,8 @@ class CounterConfig:
     id: str
     name: str
     services: tuple[str, ...]
+    #: The name per language (``names = { fr = "Guichet 1", ... }``); ``name`` is the default.
+    names: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -305,8 +308,11 @@ def parse_config(raw: dict[str, Any], *, path: Path, role: str | None = None, li
         for s in serves:
             if s not in service_ids:
                 raise ConfigError(f"{where}.services: unknown service {s!r}")
+        names = _optional(item, "names", dict, {}, where)
+        if not all(isinstance(v, str) and v for v in names.values()):
+            raise ConfigError(f"{where}.names: expected a table of language = name")
         counters.append(CounterConfig(_ident(_require(item, "id", str, where), f"{where}.id"),
-                                      _require(item, "name", str, where), tuple(serves)))
+                                      _require(item, "name", str, where), tuple(serves), dict(names)))
     _unique([c.id for c in counters], "counters: duplicate id")
     for c in device_counters:
         if c not in {x.id for x in counters}:

@@ -48,7 +48,10 @@ def config_events(config: Config) -> list[tuple[str, dict[str, Any]]]:
         out.append(("config.service", {"id": s.id, "letter": s.letter, "names": dict(s.names),
                                        "rules": dict(s.rules), "order": i}))
     for i, c in enumerate(config.counters):
-        out.append(("config.counter", {"id": c.id, "name": c.name, "services": list(c.services), "order": i}))
+        counter: dict[str, Any] = {"id": c.id, "name": c.name, "services": list(c.services), "order": i}
+        if c.names:
+            counter["names"] = dict(c.names)
+        out.append(("config.counter", counter))
     out.append(("config.roster", {"devices": [
         {"id": r.id, "role": r.role, "public_key": r.public_key,
          "numbers": f"{r.numbers[0]}-{r.numbers[1]}" if r.numbers else None}
@@ -71,7 +74,7 @@ def load_model(conn: sqlite3.Connection, fallback: Config) -> Model:
         for (kind, id_), b in in_order if kind == "service"
     }
     counters = {
-        id_: CounterConfig(b["id"], b["name"], tuple(b["services"]))
+        id_: CounterConfig(b["id"], b["name"], tuple(b["services"]), dict(b.get("names") or {}))
         for (kind, id_), b in in_order if kind == "counter"
     }
     roster_body = bodies.get(("roster", "branch"))

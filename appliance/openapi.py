@@ -75,7 +75,9 @@ SCHEMAS: dict[str, Any] = {
                    "print": {"type": "object", "description": "only on issue: what happened to the printout"},
                }},
     "Counter": {"type": "object", "required": ["id", "name", "status", "current"], "properties": {
-        "id": {"type": "string"}, "name": {"type": "string"}, "services": {"type": "array", "items": {"type": "string"}},
+        "id": {"type": "string"}, "name": {"type": "string"},
+        "names": {"type": "object", "additionalProperties": {"type": "string"}},
+        "services": {"type": "array", "items": {"type": "string"}},
         "status": {"enum": ["open", "paused", "closed"]}, "staff": NULLABLE_STR,
         "current": {"oneOf": [_ref("Ticket"), {"type": "null"}]},
         "superseded": {"type": "array", "items": {"type": "object"}},

@@ -305,7 +305,8 @@ class Queries:
             status, staff = statuses.get(c.id, ("closed", None))
             cur = current.get(c.id)
             out.append({
-                "id": c.id, "name": c.name, "services": list(c.services), "status": status, "staff": staff,
+                "id": c.id, "name": c.name, "names": dict(c.names), "services": list(c.services), "status": status,
+                "staff": staff,
                 "current": self._ticket_view(m, cur, {}) if cur is not None else None,
                 "superseded": lost.get(c.id, []),
             })
