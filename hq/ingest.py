@@ -25,6 +25,7 @@ from hq import engine, live, notifications
 from hq.core import HQ
 from hq.signing import KeyError_, parse_public_key, to_event
 from sync import verify
+from sync.log import ChainRuns
 from sync.envelope import GENESIS_PREV, INT_MAX, INT_MIN, Event, MalformedEvent, canonical_json
 
 logger = logging.getLogger(__name__)
@@ -71,21 +72,18 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
             result.refuse(ref, verify.malformed(str(err)))
     # Each origin's events in chain order, whatever order the batch came in.
     parsed.sort(key=lambda pair: (pair[0].branch, pair[0].origin, pair[0].seq))
-    heads: dict[tuple[str, str], tuple[int, str]] = {}
-    for event, ref in parsed:
+    heads: dict[tuple[str, str], tuple[int, str | None]] = {}
+    above_head: set[tuple[str, str]] = set()
+    # One signature check per chain run of the batch, as a node does (sync.log.ChainRuns).
+    batch_branch = parsed[0][0].branch if parsed else ""
+    runs = ChainRuns([p[0] for p in parsed], lambda origin: _key_of(conn, keys, batch_branch, origin))
+    for index, (event, ref) in enumerate(parsed):
         origin = event.origin
         if branch is not None and event.branch != branch:
             result.refuse(ref, verify.Refusal("wrong_branch", f"belongs to branch {event.branch!r}"))
             continue
         where = (event.branch, origin)
-        if where not in keys:
-            # Device ids are unique per organization: the device of the event's branch.
-            row = conn.execute("SELECT public_key, revoked_after_seq FROM devices WHERE id = ? AND branch_id = ?",
-                               (origin, event.branch)).fetchone()
-            try:
-                keys[where] = (parse_public_key(row[0]), row[1]) if row else None
-            except KeyError_:
-                keys[where] = None
+        _key_of(conn, keys, event.branch, origin)
         known = keys[where]
         stored = conn.execute("SELECT hash FROM events WHERE branch = ? AND origin = ? AND seq = ?",
                               (event.branch, origin, event.seq)).fetchone()
@@ -96,7 +94,8 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
                 result.duplicates += 1
             continue
         refusal = verify.authentic(event, branch=event.branch, key=known[0] if known else None,
-                                   revoked_after=known[1] if known else None)
+                                   revoked_after=known[1] if known else None,
+                                   verified=event.branch == batch_branch and runs.verified(index))
         if refusal is not None:
             result.refuse(ref, refusal)
             continue
@@ -105,6 +104,9 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
             continue
         if where not in heads:
             heads[where] = chain_head(conn, event.branch, origin)
+            top = conn.execute("SELECT max(seq) FROM events WHERE branch = ? AND origin = ?", (event.branch, origin)).fetchone()[0]
+            if top is not None and top > heads[where][0]:
+                above_head.add(where)  # events stored above a hole (a restore, or stored before chains were checked)
         head_seq, head_hash = heads[where]
         predecessor = _stored_hash(conn, event, event.seq - 1, head_seq, head_hash)
         if predecessor is None:
@@ -129,7 +131,7 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
             folds.add((event.branch, subject))
         if event.seq == head_seq + 1:
             heads[where] = (event.seq, event.hash)
-            if conn.execute("SELECT 1 FROM events WHERE branch = ? AND origin = ? AND seq = ?",
+            if where in above_head and conn.execute("SELECT 1 FROM events WHERE branch = ? AND origin = ? AND seq = ?",
                             (event.branch, origin, event.seq + 1)).fetchone():
                 # stored before HQ checked chains (a hole since filled): move past it
                 advance_head(conn, event.branch, origin)
@@ -143,6 +145,22 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
             advance_head(conn, branch_id, origin)
         _turn_near(conn, branch_id, now, turn_near_places)
     return result
+
+
+def _key_of(conn: sqlite3.Connection, keys: dict[tuple[str, str], tuple[Ed25519PublicKey, int | None] | None],
+            branch: str, origin: str) -> Ed25519PublicKey | None:
+    """The public key of `origin` registered at HQ for `branch` (cached in `keys` for the batch)."""
+    where = (branch, origin)
+    if where not in keys:
+        # Device ids are unique per organization: the device of the event's branch.
+        row = conn.execute("SELECT public_key, revoked_after_seq FROM devices WHERE id = ? AND branch_id = ?",
+                           (origin, branch)).fetchone()
+        try:
+            keys[where] = (parse_public_key(row[0]), row[1]) if row else None
+        except KeyError_:
+            keys[where] = None
+    known = keys[where]
+    return known[0] if known else None
 
 
 def _stored_hash(conn: sqlite3.Connection, event: Event, seq: int, head_seq: int, head_hash: str | None) -> str | None:
@@ -214,10 +232,18 @@ FOLDED = ("service", "label", "priority", "issued_ms", "effective_ms", "counter"
 def refold_tickets(conn: sqlite3.Connection, tickets: Iterable[tuple[str, str]]) -> int:
     """Set each (branch, ticket)'s folded columns from the branch fold of its stored events."""
     n = 0
-    for branch, ticket in tickets:
-        rows = conn.execute("SELECT envelope FROM events WHERE branch = ? AND subject = ?", (branch, ticket)).fetchall()
+    wanted = sorted(set(tickets))
+    stored: dict[tuple[str, str], list[str]] = {}
+    for lo in range(0, len(wanted), 400):  # one query per chunk, not one per ticket
+        chunk = wanted[lo:lo + 400]
+        where = " OR ".join(["(branch = ? AND subject = ?)"] * len(chunk))
+        for b, subject, envelope in conn.execute(f"SELECT branch, subject, envelope FROM events WHERE {where}",
+                                                 [x for pair in chunk for x in pair]):
+            stored.setdefault((b, subject), []).append(envelope)
+    for branch, ticket in wanted:
+        rows = stored.get((branch, ticket), [])
         try:
-            fields = engine.ticket_fields([Event.from_dict(orjson.loads(r[0])) for r in rows])
+            fields = engine.ticket_fields([engine.stored_event(r) for r in rows])
         except (KeyError, TypeError, ValueError, AttributeError, MalformedEvent) as err:
             # a signed but ill-formed payload: the node folds nothing from it either
             logger.warning("not folding ticket %s/%s at HQ: %r", branch, ticket, err)

@@ -367,6 +367,9 @@ class _ChainRuns:
         return outcome
 
 
+ChainRuns = _ChainRuns  # HQ's ingest authenticates its batches the same way
+
+
 # -- reads (any connection) ------------------------------------------------------------------
 
 def version_vector(conn: sqlite3.Connection) -> VersionVector:
@@ -441,6 +444,6 @@ def verify_chains(conn: sqlite3.Connection, keyring: Keyring | None = None,
 
 
 __all__ = [
-    "MIGRATIONS", "EventLog", "IngestResult", "Keyring", "VersionVector", "all_events", "events_about", "events_since",
+    "MIGRATIONS", "ChainRuns", "EventLog", "IngestResult", "Keyring", "VersionVector", "all_events", "events_about", "events_since",
     "row_to_event", "verify_chains", "version_vector",
 ]
