@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_FILE = "enroll-code.json"
 COUNTER_KEY_FILE = "counter.key"  # the branch's counter key: opens HQ's sealed config.staff
+BOX_KEY_FILE = "enroll-box.key"  # X25519: HQ seals the counter key in the bundle to it
 
 
 class EnrollError(Exception):
@@ -77,10 +78,29 @@ def pending_code(data_dir: Path) -> dict[str, str] | None:
         return None
 
 
+def _box_key(data_dir: Path) -> Any:
+    """The device's X25519 enrollment key (0600): secrets in its bundle are sealed to it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from sync.certs import write_private
+    path = data_dir / BOX_KEY_FILE
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        assert isinstance(key, X25519PrivateKey)
+        return key
+    key = X25519PrivateKey.generate()
+    write_private(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return key
+
+
 def request(data_dir: Path) -> tuple[Ed25519PrivateKey, dict[str, str]]:
-    """The device key (created if new) and a fresh enrollment request `{code, public_key}`."""
+    """The device key (created if new) and a fresh enrollment request `{code, public_key, box_key}`."""
+    from sync.sealed import public_key_text as box_text
     key = load_or_create_key(data_dir)
-    return key, {"code": new_code(), "public_key": public_key_text(key.public_key())}
+    return key, {"code": new_code(), "public_key": public_key_text(key.public_key()),
+                 "box_key": box_text(_box_key(data_dir).public_key())}
 
 
 def show_code(data_dir: Path, code: str, printer: dict[str, Any] | None = None) -> None:
@@ -148,9 +168,14 @@ def install(bundle: Any, data_dir: Path, config_out: Path, *, key: Ed25519Privat
     write_file(data_dir / "device.crt", bundle["cert"].encode("ascii"))
     write_file(data_dir / "ca.pem", bundle["ca"].encode("ascii"))
     write_file(data_dir / "crl.pem", bundle["crl"].encode("ascii"))
-    if isinstance(bundle.get("counter_key"), str):  # a counter: it may read the sealed staff list
+    if isinstance(bundle.get("counter_key_sealed"), str):  # a counter: it may read the sealed staff list
         from sync.certs import write_private
-        write_private(data_dir / COUNTER_KEY_FILE, bundle["counter_key"].encode("ascii"))
+        from sync.sealed import SealedError, open_sealed
+        try:
+            counter_pem = open_sealed(_box_key(data_dir), bundle["counter_key_sealed"])
+        except SealedError as err:
+            raise EnrollError("the bundle's counter key is not sealed to this device") from err
+        write_private(data_dir / COUNTER_KEY_FILE, counter_pem.encode("ascii"))
     write_file(config_out, config.encode("utf-8"))
     (data_dir / CODE_FILE).unlink(missing_ok=True)
     logger.info("enrolled as %s (%s) of %s/%s; config in %s", me.device, me.role, me.org, me.branch, config_out)

@@ -291,6 +291,14 @@ def _m15(conn: sqlite3.Connection) -> None:
     refold_tickets(conn, [(r[0], r[1]) for r in pairs])  # type: ignore[arg-type]
 
 
+@migration(16, "enrollment_box_key")
+def _m16(conn: sqlite3.Connection) -> None:
+    """A device's X25519 key in its enrollment request: secrets in its bundle are sealed to it."""
+    conn.executescript("""
+    ALTER TABLE enrollments ADD COLUMN box_key TEXT;
+    """)
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"

@@ -131,7 +131,8 @@ ROUTES: tuple[Route, ...] = (
                  ("service", False, ID))),
     Route("POST", f"{V}/enroll", P.enroll_request, "A new device registers the one-time code it shows", "enrollment",
           ok=201, body={"type": "object", "required": ["code", "public_key"], "properties": {
-              "code": {"type": "string", "example": "7KQ2-M9XD"}, "public_key": {"type": "string"}}}),
+              "code": {"type": "string", "example": "7KQ2-M9XD"}, "public_key": {"type": "string"},
+              "box_key": {"type": "string", "description": "X25519 key (base64url) the bundle's secrets are sealed to"}}}),
     Route("POST", f"{V}/enroll/{{code}}/claim", P.enroll_claim,
           "The device fetches its signed enrollment bundle (202 while the code waits for an admin)", "enrollment",
           body={"type": "object", "required": ["time_ms", "sig"], "properties": {

@@ -38,6 +38,8 @@ from hq.signing import KeyError_, canonical_public_key, parse_public_key, public
 from hq.tenants import Writer as TenantWriter
 from sync.certs import CertAuthority, CertError, cert_pem, crl_pem, load_crl, write_file
 from sync.envelope import canonical_json as canonical
+from sync.sealed import SealedError, seal
+from sync.sealed import parse_public_key as parse_box_key
 
 logger = logging.getLogger(__name__)
 
@@ -119,10 +121,16 @@ def request_enrollment(conn: sqlite3.Connection, body: Any, *, now: int, ttl_s: 
         public_key = canonical_public_key(body.get("public_key") if isinstance(body.get("public_key"), str) else "")
     except KeyError_ as err:
         raise bad_request(str(err)) from err
+    box_key = body.get("box_key")
+    if box_key is not None:
+        try:
+            parse_box_key(box_key if isinstance(box_key, str) else "")
+        except SealedError as err:
+            raise bad_request("box_key must be an X25519 public key (base64url)") from err
     conn.execute("DELETE FROM enrollments WHERE expires_at < ? AND status = 'pending'", (now,))
     try:
-        conn.execute("INSERT INTO enrollments (code, public_key, created_at, expires_at) VALUES (?, ?, ?, ?)",
-                     (code, public_key, now, now + ttl_s))
+        conn.execute("INSERT INTO enrollments (code, public_key, created_at, expires_at, box_key) VALUES (?, ?, ?, ?, ?)",
+                     (code, public_key, now, now + ttl_s, box_key))
     except sqlite3.IntegrityError as err:
         raise conflict("this code is taken; draw another", "code_taken") from err
     return {"code": code, "expires_at": now + ttl_s}
@@ -187,8 +195,10 @@ def approve(conn: sqlite3.Connection, *, key: Ed25519PrivateKey, data_dir: Path 
         "config": device_config(conn, branch=branch, device=device, role=role, counters=counters, link_url=link_url,
                                 hq_public_key=public_key_b64(key.public_key())),
         "hq_public_key": public_key_b64(key.public_key()), "issued_at": now,
-        # Only a counter verifies staff PINs: only it can open the sealed config.staff.
-        **({"counter_key": counter_key(conn, branch)[0]} if role == "counter" else {}),
+        # Only a counter verifies staff PINs: only it can open the sealed config.staff. The key
+        # itself travels sealed to the device's own enrollment box key.
+        **({"counter_key_sealed": seal(parse_box_key(row["box_key"]), counter_key(conn, branch)[0],
+                                       key_id="enroll")} if role == "counter" and row["box_key"] else {}),
     })
     conn.execute("UPDATE enrollments SET status = 'approved', branch_id = ?, device_id = ?, bundle = ? WHERE code = ?",
                  (branch, device, json.dumps(bundle), code))

@@ -148,6 +148,10 @@ def test_fresh_devices_enroll_by_code_and_replicate_over_mutual_tls_then_one_is_
         assert set(sealed) == {"sealed"} and "argon2" not in json.dumps(sealed) and "Amina" not in json.dumps(sealed)
         from appliance.enroll import open_staff
         assert open_staff(tmp_path / "kiosk" / "data", sealed) is None
+        with sqlite3.connect(f"file:{hq.folder / 'data' / 'hq.sqlite3'}?mode=ro", uri=True) as c:
+            bundles = dict(c.execute("SELECT device_id, bundle FROM enrollments"))
+        assert "counter_key_sealed" in bundles["counter-1"] and "PRIVATE KEY" not in bundles["counter-1"]
+        assert "counter_key" not in bundles["kiosk"]  # the counter key goes to counters only, sealed
         staff = open_staff(tmp_path / "counter-1" / "data", wait_for(lambda: staff_at("counter-1"), 30))
         assert staff is not None and staff[0]["name"] == "Amina Uwase" and staff[0]["pin_hash"].startswith("$argon2id$")
 
