@@ -45,6 +45,8 @@ def nav_for(p: Principal) -> list[tuple[str, str]]:
     items = [("/console", N_("Console home"))]
     if p.branch_id:
         items.append((f"/console/live/{p.branch_id}", N_("Live queues")))
+        if p.role == "branch_manager":
+            items.append((f"/console/staffing/{p.branch_id}", N_("Staffing advice")))
     if p.role in ADMINS:
         items += [("/console/accounts", N_("Accounts")), ("/console/audit", N_("Audit log"))]
     items += [("/console/password", N_("My password"))]
@@ -473,6 +475,7 @@ def add_routes(app: web.Application) -> None:
 
 
 def setup_console(app: web.Application) -> None:
-    from hq.console import live
+    from hq.console import live, staffing
     add_routes(app)
     live.add_routes(app)
+    staffing.add_routes(app)

@@ -83,8 +83,9 @@ async def test_navigation_is_shaped_by_role(console):
         menus[email] = menu(html)
     assert menus["root@hq.test"] == ["/console", "/console/accounts", "/console/audit", "/console/password"]
     assert menus["admin@acme.test"] == menus["root@hq.test"]
-    assert menus["manager@acme.test"] == ["/console", "/console/live/acme-main", "/console/password"]
-    assert menus["staff@acme.test"] == menus["manager@acme.test"]
+    assert menus["manager@acme.test"] == ["/console", "/console/live/acme-main", "/console/staffing/acme-main",
+                                          "/console/password"]
+    assert menus["staff@acme.test"] == ["/console", "/console/live/acme-main", "/console/password"]
 
 
 async def test_403_page_for_roles_and_other_tenants_in_the_visitors_language(console):
@@ -285,3 +286,54 @@ async def test_live_page_shows_counters_and_waits_and_pushes_a_call(console, ses
     assert pushed["waiting"] == 1
     row = re.search(r'<tr data-counter="c1">(.*?)</tr>', pushed["html"], re.S)[1]
     assert '<span class="label">A001</span> called' in row and "0 min" in row
+
+
+async def test_staffing_advice_from_four_weeks_of_mondays(console, session):
+    """Mondays 09:00-10:00 (Europe/Zurich), 20 arrivals a week, each served 6 minutes: 20 per hour,
+    A = 2 Erlangs; Erlang C by the textbook sum decides how many counters call 80 % within 15 min."""
+    import math
+    from datetime import date, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    hq = console.app[HQ_KEY]
+    kiosk, counter = Device("kiosk-6"), Device("counter-6")
+    await kiosk.register(console, session)
+    await counter.register(console, session, "counter")
+    zone = ZoneInfo("Europe/Zurich")
+    events = []
+    for weeks_back in (4, 3, 2, 1):
+        day = date(2030, 1, 7) - timedelta(days=7 * weeks_back)
+        start = datetime(day.year, day.month, day.day, 9, 0, tzinfo=zone).timestamp()
+        tag = day.strftime("%Y%m%d")
+        for i in range(20):
+            at = start + 180 * i
+            events.append(issued(kiosk, tag, i + 1, at, f"St{tag}{i:02d}".ljust(22, "z")))
+            ticket = f"{tag}-A{i + 1:03d}"
+            for kind, dt in (("ticket.called", 30), ("ticket.started", 60), ("ticket.completed", 420)):
+                events.append(counter.event(kind, {"ticket": ticket, "counter": "c1"}, at + dt))
+    kiosk_events = [e for e in events if e["origin"] == "kiosk-6"]
+    counter_events = [e for e in events if e["origin"] == "counter-6"]
+    result = await ingest_branch_events(hq, kiosk_events + counter_events)
+    assert result.accepted == len(events), result.rejected[:3]
+
+    def textbook(a: float, n: int) -> float:
+        top = a ** n / math.factorial(n) * n / (n - a)
+        return top / (sum(a ** k / math.factorial(k) for k in range(n)) + top)
+    a, service_s, target = 20 * 360 / 3600, 360, 900
+    level = {n: 1 - textbook(a, n) * math.exp(-(n - a) * target / service_s) if n > a else 0.0 for n in range(1, 7)}
+    needed = min(n for n in level if level[n] >= 0.8)
+
+    manager = await console.login("manager@acme.test")
+    status, html, _ = await manager.get("/console/staffing/acme-main?weeks=4&share=80")
+    assert status == 200
+    row = re.search(r'<tr data-key="general-0-9">(.*?)</tr>', html, re.S)[1]
+    cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)]
+    assert cells[:6] == ["General", "Monday", "09:00", "20", "6 min", str(needed)], cells
+    assert cells[6] == "1"  # one counter serves 'general' in the seed
+    assert cells[7:] == [f"{round(level[n] * 100)} %" for n in (needed - 1, needed, needed + 1)]
+    assert len(re.findall(r'<tr data-key="', html)) == 1  # nothing outside that hour
+    staff = await console.login("staff@acme.test")
+    assert (await staff.get("/console/staffing/acme-main"))[0] == 403
+    other = await console.login("manager@beta.test")
+    assert (await other.get("/console/staffing/acme-main"))[0] == 403
+    assert (await manager.get("/console/staffing/acme-main?weeks=abc&share=1000"))[0] == 200
