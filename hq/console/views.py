@@ -47,6 +47,7 @@ def nav_for(p: Principal) -> list[tuple[str, str]]:
         items.append((f"/console/live/{p.branch_id}", N_("Live queues")))
         if p.role == "branch_manager":
             items.append((f"/console/staffing/{p.branch_id}", N_("Staffing advice")))
+            items.append((f"/console/branches/{p.branch_id}", N_("Settings")))
     if p.role in ADMINS:
         items += [("/console/accounts", N_("Accounts")), ("/console/audit", N_("Audit log"))]
     items += [("/console/password", N_("My password"))]
@@ -475,7 +476,8 @@ def add_routes(app: web.Application) -> None:
 
 
 def setup_console(app: web.Application) -> None:
-    from hq.console import live, staffing
+    from hq.console import branches, live, staffing
     add_routes(app)
+    branches.add_routes(app)
     live.add_routes(app)
     staffing.add_routes(app)

@@ -84,7 +84,7 @@ async def test_navigation_is_shaped_by_role(console):
     assert menus["root@hq.test"] == ["/console", "/console/accounts", "/console/audit", "/console/password"]
     assert menus["admin@acme.test"] == menus["root@hq.test"]
     assert menus["manager@acme.test"] == ["/console", "/console/live/acme-main", "/console/staffing/acme-main",
-                                          "/console/password"]
+                                          "/console/branches/acme-main", "/console/password"]
     assert menus["staff@acme.test"] == ["/console", "/console/live/acme-main", "/console/password"]
 
 
@@ -337,3 +337,56 @@ async def test_staffing_advice_from_four_weeks_of_mondays(console, session):
     other = await console.login("manager@beta.test")
     assert (await other.get("/console/staffing/acme-main"))[0] == 403
     assert (await manager.get("/console/staffing/acme-main?weeks=abc&share=1000"))[0] == 200
+
+
+def outbox_events(srv: Server, branch: str, type_: str) -> list[dict]:
+    with db(srv) as c:
+        return [json.loads(r["envelope"])["payload"] for r in c.execute(
+            "SELECT envelope FROM outbox WHERE branch_id = ? AND type = ? ORDER BY seq", (branch, type_))]
+
+
+async def test_branch_settings_become_signed_config_events(console):
+    admin = await console.login("admin@acme.test", language="fr")
+    status, html, _ = await admin.get("/console/branches/acme-main")
+    assert status == 200 and 'id="opens0" name="opens0" type="time" value="08:00"' in html
+    hours = {f"opens{d}": "09:00" for d in range(6)} | {f"closes{d}": "16:30" for d in range(6)}
+    status, _, location = await admin.post("/console/branches/acme-main/hours", hours | {"opens6": "", "closes6": ""})
+    assert (status, location) == (303, "/console/branches/acme-main?done=hours")
+    sent = outbox_events(console, "acme-main", "config.hours")[-1]
+    assert sent["weekdays"] == {str(d): {"opens": "09:00", "closes": "16:30"} for d in range(6)}
+    status, html, _ = await admin.post("/console/branches/acme-main/hours", {"opens0": "17:00", "closes0": "09:00"})
+    assert status == 400 and 'aria-invalid="true"' in html
+    await admin.post("/console/branches/acme-main/closed-days", {"day": "2030-01-14", "reason": "Fête"})
+    assert outbox_events(console, "acme-main", "config.hours")[-1]["closed_days"] == [{"day": "2030-01-14",
+                                                                                        "reason": "Fête"}]
+    await admin.post("/console/branches/acme-main/closed-days/2030-01-14/delete", {})
+    assert outbox_events(console, "acme-main", "config.hours")[-1]["closed_days"] == []
+    assert (await admin.post("/console/branches/acme-main/closed-days", {"day": "2030-13-40"}))[0] == 400
+    status, _, _ = await admin.post("/console/branches/acme-main/details", {"name": "Acme Centre", "address": "1 Main St",
+                                                                            "timezone": "Africa/Kigali"})
+    assert status == 303
+    assert outbox_events(console, "acme-main", "config.branch")[-1]["timezone"] == "Africa/Kigali"
+    assert (await admin.post("/console/branches/acme-main/details", {"name": "X", "timezone": "Mars/Base"}))[0] == 400
+    status, _, _ = await admin.post("/console/branches/acme-main/staff", {"staff_id": "amani", "staff_name": "Amani",
+                                                                          "pin": "4821"})
+    assert status == 303
+    with db(console) as c:
+        row = c.execute("SELECT * FROM staff WHERE branch_id = 'acme-main' AND id = 'amani'").fetchone()
+    assert row["name"] == "Amani" and row["pin_hash"] and "4821" not in row["pin_hash"]
+    assert outbox_events(console, "acme-main", "config.staff")  # the staff list travels to the branch
+    assert (await admin.post("/console/branches/acme-main/staff", {"staff_id": "x", "staff_name": "X", "pin": "12"}))[0] == 400
+    actions = [r["action"] for r in audit_rows(console)]
+    for a in ("branch.hours", "branch.closed_day", "branch.update", "branch.staff"):
+        assert a in actions
+    # a manager sets hours, not details or staff; staff see nothing; other tenants get 403
+    manager = await console.login("manager@acme.test")
+    assert (await manager.get("/console/branches/acme-main"))[0] == 200
+    assert (await manager.post("/console/branches/acme-main/hours", hours))[0] == 303
+    assert (await manager.post("/console/branches/acme-main/details", {"name": "Y", "timezone": "UTC"}))[0] == 403
+    assert (await manager.post("/console/branches/acme-main/staff", {"staff_id": "y", "staff_name": "Y",
+                                                                     "pin": "1234"}))[0] == 403
+    staff = await console.login("staff@acme.test")
+    assert (await staff.get("/console/branches/acme-main"))[0] == 403
+    beta = await console.login("admin@beta.test")
+    assert (await beta.get("/console/branches/acme-main"))[0] == 403
+    assert (await beta.post("/console/branches/acme-main/hours", hours))[0] == 403

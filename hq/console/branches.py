@@ -1,0 +1,180 @@
+"""A branch's settings in the console, /console/branches/{branch}: its details (name, address,
+time zone), opening hours, closed days and holidays, staff and their counter PINs.
+
+Every change goes through hq.tenants.Writer, so it becomes the signed config event the branch
+link carries to the branch (config.branch, config.hours, config.staff), in the same
+transaction as the row and the audit entry. Details and staff: org admins and up; hours and
+closed days: branch managers too (docs/hq.md, "Roles").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import Any
+
+from aiohttp import web
+
+from hq import tenants
+from hq.auth import Principal, check_branch
+from hq.console import audit
+from hq.console.live import _branch
+from hq.console.views import _hash, _text, crender, page
+from hq.errors import ApiError
+from hq.pages.app import PageError, redirect
+from hq.pages.i18n import N_
+from hq.web import hq_of
+
+MANAGERS = ("super_admin", "org_admin", "branch_manager")
+
+
+def _may(p: Principal, branch: sqlite3.Row, level: str) -> bool:
+    try:
+        check_branch(p, branch["org_id"], branch["id"], level)  # type: ignore[arg-type]
+    except ApiError:
+        return False
+    return True
+
+
+def _require(p: Principal, branch: sqlite3.Row, level: str) -> None:
+    if not _may(p, branch, level):
+        raise PageError(403, N_("Your role may not use this page."))
+
+
+async def _page(request: web.Request, p: Principal, branch: sqlite3.Row, errors: dict[str, str] | None = None,
+                values: dict[str, Any] | None = None) -> web.Response:
+    hq = hq_of(request)
+
+    def load(c: sqlite3.Connection) -> dict[str, Any]:
+        staff = [dict(r) for r in c.execute("SELECT id, name, pin_hash != '' AS has_pin FROM staff WHERE branch_id = ?"
+                                            " ORDER BY id", (branch["id"],))]
+        return {"hours": tenants.hours_json(c, branch["id"]), "staff": staff,
+                "b": dict(c.execute("SELECT * FROM branches WHERE id = ?", (branch["id"],)).fetchone())}
+    data = await hq.db.read(load)
+    week = {wd: data["hours"]["weekdays"].get(str(wd), {"opens": "", "closes": ""}) for wd in range(7)}
+    return crender(request, "console/branch.html", status=400 if errors else 200, week=week,
+                   closed=data["hours"]["closed_days"], staff=data["staff"], b=data["b"], errors=errors or {},
+                   values=values or {}, may_admin=_may(p, branch, "admin"), done=request.query.get("done", ""))
+
+
+@page(MANAGERS)
+async def branch_page(request: web.Request, p: Principal) -> web.Response:
+    return await _page(request, p, await _branch(request, p))
+
+
+async def _write(request: web.Request, p: Principal, branch: sqlite3.Row, action: str, detail: str,
+                 fn: Any) -> None:
+    hq = hq_of(request)
+    now = hq.now()
+
+    def write(c: sqlite3.Connection) -> None:
+        fn(tenants.Writer(c, hq.key, hq.now_ms()))
+        audit.record(c, p, branch["org_id"], action, branch["id"], detail, now)
+    await hq.db.write(write)
+
+
+@page(MANAGERS)
+async def branch_details(request: web.Request, p: Principal) -> web.Response:
+    branch = await _branch(request, p)
+    _require(p, branch, "admin")
+    form = await request.post()
+    values = {k: _text(form, k, 300) for k in ("name", "address", "timezone")}
+    errors = {}
+    if not values["name"]:
+        errors["name"] = N_("Enter the branch's name.")
+    try:
+        tenants.check_timezone(values["timezone"])
+    except ApiError:
+        errors["timezone"] = N_("Enter a time zone like Africa/Kigali or Europe/Zurich.")
+    if errors:
+        return await _page(request, p, branch, errors, values)
+    await _write(request, p, branch, "branch.update", f"name={values['name']}, timezone={values['timezone']}",
+                 lambda w: w.update_branch(branch["id"], values))
+    return redirect(f"/console/branches/{branch['id']}?done=details")
+
+
+@page(MANAGERS)
+async def branch_hours(request: web.Request, p: Principal) -> web.Response:
+    branch = await _branch(request, p)
+    _require(p, branch, "manage")
+    form = await request.post()
+    week: dict[str, dict[str, str]] = {}
+    errors: dict[str, str] = {}
+    values: dict[str, str] = {}
+    for wd in range(7):
+        opens, closes = _text(form, f"opens{wd}", 5), _text(form, f"closes{wd}", 5)
+        values[f"opens{wd}"], values[f"closes{wd}"] = opens, closes
+        if not opens and not closes:
+            continue  # closed that weekday
+        if not (tenants.TIME_RE.match(opens) and tenants.TIME_RE.match(closes)) or opens >= closes:
+            errors[f"opens{wd}"] = N_("Enter the opening and closing times as HH:MM, opening first, or leave both empty.")
+            continue
+        week[str(wd)] = {"opens": opens, "closes": closes}
+    if errors:
+        return await _page(request, p, branch, errors, values)
+    await _write(request, p, branch, "branch.hours", ", ".join(f"{k}:{v['opens']}-{v['closes']}" for k, v in week.items()),
+                 lambda w: w.put_hours(branch["id"], {"weekdays": week}))
+    return redirect(f"/console/branches/{branch['id']}?done=hours")
+
+
+@page(MANAGERS)
+async def branch_closed_add(request: web.Request, p: Principal) -> web.Response:
+    branch = await _branch(request, p)
+    _require(p, branch, "manage")
+    form = await request.post()
+    values = {"day": _text(form, "day", 10), "reason": _text(form, "reason", 120)}
+    try:
+        tenants.check_day(values["day"])
+    except ApiError:
+        return await _page(request, p, branch, {"day": N_("Enter the date as YYYY-MM-DD.")}, values)
+    await _write(request, p, branch, "branch.closed_day", f"+{values['day']} {values['reason']}",
+                 lambda w: w.add_closed_day(branch["id"], values))
+    return redirect(f"/console/branches/{branch['id']}?done=closed")
+
+
+@page(MANAGERS)
+async def branch_closed_remove(request: web.Request, p: Principal) -> web.Response:
+    branch = await _branch(request, p)
+    _require(p, branch, "manage")
+    day = request.match_info["day"]
+    try:
+        await _write(request, p, branch, "branch.closed_day", f"-{day}",
+                     lambda w: w.remove_closed_day(branch["id"], day))
+    except ApiError as err:
+        raise PageError(404, N_("This page does not exist.")) from err
+    return redirect(f"/console/branches/{branch['id']}?done=closed")
+
+
+@page(MANAGERS)
+async def branch_staff(request: web.Request, p: Principal) -> web.Response:
+    branch = await _branch(request, p)
+    _require(p, branch, "admin")
+    form = await request.post()
+    values = {"staff_id": _text(form, "staff_id", 40).lower(), "staff_name": _text(form, "staff_name", 120),
+              "pin": _text(form, "pin", 12)}
+    errors = {}
+    try:
+        tenants.check_id(values["staff_id"], "staff id")
+    except ApiError:
+        errors["staff_id"] = N_("Use lowercase letters, digits, - and _ (up to 40).")
+    if not values["staff_name"]:
+        errors["staff_name"] = N_("Enter the person's name.")
+    if not (values["pin"].isdigit() and 4 <= len(values["pin"]) <= 12):
+        errors["pin"] = N_("The PIN is 4 to 12 digits.")
+    if errors:
+        values["pin"] = ""
+        return await _page(request, p, branch, errors, values)
+    pin_hash = await asyncio.to_thread(_hash, request, values["pin"])
+    await _write(request, p, branch, "branch.staff", f"{values['staff_id']} ({values['staff_name']}): PIN set",
+                 lambda w: w.put_staff(branch["id"], values["staff_id"], values["staff_name"], pin_hash))
+    return redirect(f"/console/branches/{branch['id']}?done=staff")
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/console/branches/{branch}", branch_page)
+    r.add_post("/console/branches/{branch}/details", branch_details)
+    r.add_post("/console/branches/{branch}/hours", branch_hours)
+    r.add_post("/console/branches/{branch}/closed-days", branch_closed_add)
+    r.add_post("/console/branches/{branch}/closed-days/{day}/delete", branch_closed_remove)
+    r.add_post("/console/branches/{branch}/staff", branch_staff)
