@@ -1,7 +1,8 @@
-"""The console's live page in a real browser against a real HQ process and a real branch node
-linked to it: a manager watches the queues; a member of staff logs in at the node's counter,
-the node issues and calls a ticket, and the call appears on the manager's page by push (no
-reload). axe-core finds nothing on the live page in the five languages; screenshots.
+"""The console against a real HQ process and a real branch node linked to it, in chromium: a
+manager watches the queues; a member of staff logs in at the node's counter, the node issues and
+calls a ticket, and the call appears on the manager's page by push (no reload); opening hours a
+manager sets in the console reach the node, which then says the branch is closed and when it
+opens. axe-core finds nothing on the live page in the five languages; screenshots.
 """
 
 from __future__ import annotations
@@ -120,3 +121,26 @@ def test_live_page_axe_in_five_languages(site: Site, browser: Any):
             problems["reflow"] = reflow
         page.context.close()
     assert problems == {}
+
+
+def test_hours_set_in_the_console_close_the_nodes_kiosk_with_the_opening_time(site: Site, browser: Any):
+    """It is about noon at the branch (midday_timezone): hours of 06:00-07:00 every day close it;
+    the node folds config.hours and its state says closed, opening tomorrow at 06:00, which the
+    kiosk shows as "Closed. Opens tomorrow at 06:00." (kiosk_ui.viewmodels, tests/kiosk_ui)."""
+    page = manager_page(browser, site)
+    page.get_by_role("link", name="Settings").first.click()
+    for wd in range(7):
+        page.fill(f"#opens{wd}", "06:00")
+        page.fill(f"#closes{wd}", "07:00")
+    page.get_by_role("button", name="Save the opening hours").click()
+    assert "The opening hours were saved and sent to the branch." in page.locator("main").inner_text()
+    page.context.close()
+
+    def hours() -> Any:
+        h = (site.node.request("GET", "/api/v1/state")[1].get("branch") or {}).get("hours") or {}
+        return h if h.get("open") is False else None
+    h = wait_for(hours, timeout=30)
+    assert h["opens_at"][11:16] == "06:00"
+    state = site.node.request("GET", "/api/v1/state")[1]
+    assert h["opens_at"][:10] > state["now"][:10]  # tomorrow: today's hour has passed
+
