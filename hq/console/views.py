@@ -45,6 +45,7 @@ def nav_for(p: Principal) -> list[tuple[str, str]]:
     items = [("/console", N_("Console home"))]
     if p.branch_id:
         items.append((f"/console/live/{p.branch_id}", N_("Live queues")))
+        items.append((f"/console/appointments/{p.branch_id}", N_("Appointments")))
         if p.role == "branch_manager":
             items.append((f"/console/staffing/{p.branch_id}", N_("Staffing advice")))
             items.append((f"/console/branches/{p.branch_id}", N_("Settings")))
@@ -476,8 +477,9 @@ def add_routes(app: web.Application) -> None:
 
 
 def setup_console(app: web.Application) -> None:
-    from hq.console import branches, live, staffing
+    from hq.console import appointments, branches, live, staffing
     add_routes(app)
+    appointments.add_routes(app)
     branches.add_routes(app)
     live.add_routes(app)
     staffing.add_routes(app)

@@ -83,9 +83,11 @@ async def test_navigation_is_shaped_by_role(console):
         menus[email] = menu(html)
     assert menus["root@hq.test"] == ["/console", "/console/accounts", "/console/audit", "/console/password"]
     assert menus["admin@acme.test"] == menus["root@hq.test"]
-    assert menus["manager@acme.test"] == ["/console", "/console/live/acme-main", "/console/staffing/acme-main",
-                                          "/console/branches/acme-main", "/console/password"]
-    assert menus["staff@acme.test"] == ["/console", "/console/live/acme-main", "/console/password"]
+    assert menus["manager@acme.test"] == ["/console", "/console/live/acme-main", "/console/appointments/acme-main",
+                                          "/console/staffing/acme-main", "/console/branches/acme-main",
+                                          "/console/password"]
+    assert menus["staff@acme.test"] == ["/console", "/console/live/acme-main", "/console/appointments/acme-main",
+                                        "/console/password"]
 
 
 async def test_403_page_for_roles_and_other_tenants_in_the_visitors_language(console):
@@ -390,3 +392,44 @@ async def test_branch_settings_become_signed_config_events(console):
     beta = await console.login("admin@beta.test")
     assert (await beta.get("/console/branches/acme-main"))[0] == 403
     assert (await beta.post("/console/branches/acme-main/hours", hours))[0] == 403
+
+
+async def test_todays_appointments_with_what_became_of_each(console, session):
+    """Booked at 08:15 and served; 08:30 never checked in (a no-show once its slot ended);
+    09:00 checked in; 10:00 cancelled. Now is 08:50 in Zurich."""
+    hq = console.app[HQ_KEY]
+    codes = {}
+    for hhmm, who in (("08:15", "Ada"), ("08:30", "Ben"), ("09:00", "Chloé"), ("10:00", "Dan")):
+        booked = await api(session, "POST", f"{console.url}/api/v1/public/bookings", 201, json={
+            "branch": "acme-main", "service": "general", "start": f"2030-01-07T{hhmm}:00+01:00", "name": who,
+            "phone": "+41 44 668 18 00"})
+        codes[who] = booked["code"]
+    await api(session, "POST", f"{console.url}/api/v1/public/bookings/{codes['Dan']}/cancel", 200,
+              json={"contact": "+41446681800"})
+    kiosk, counter = Device("kiosk-4"), Device("counter-4")
+    await kiosk.register(console, session)
+    await counter.register(console, session, "counter")
+    console.clock.t = T0 + 50 * 60
+    base = {"service": "general", "day": "20300107", "priority": 0, "language": "en"}
+    await ingest_branch_events(hq, [
+        kiosk.event("ticket.issued", base | {"ticket": "20300107-A001", "number": 1, "label": "A001",
+                                             "booking": codes["Ada"]}, T0 + 600),
+        kiosk.event("ticket.issued", base | {"ticket": "20300107-A002", "number": 2, "label": "A002",
+                                             "booking": codes["Chloé"]}, T0 + 2900),
+        counter.event("ticket.called", {"ticket": "20300107-A001", "counter": "c1"}, T0 + 700),
+        counter.event("ticket.started", {"ticket": "20300107-A001", "counter": "c1"}, T0 + 720),
+        counter.event("ticket.completed", {"ticket": "20300107-A001", "counter": "c1"}, T0 + 1200)])
+    staff = await console.login("staff@acme.test")
+    status, html, _ = await staff.get("/console/appointments/acme-main")
+    assert status == 200 and "Monday, January 7, 2030" in html
+
+    def state(code: str) -> str:
+        row = re.search(rf'<tr data-code="{code}">(.*?)</tr>', html, re.S)[1]
+        return re.sub(r"<[^>]+>", "", re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)[-1]).strip()
+    assert [state(codes[w]) for w in ("Ada", "Ben", "Chloé", "Dan")] == ["Served", "No-show", "Checked in", "Cancelled"]
+    assert "8:15" in html and "A002" in html and "Chloé" in html  # who, when, which ticket
+    _, other_day, _ = await staff.get("/console/appointments/acme-main?date=2030-01-08")
+    assert "No appointments on this day." in other_day
+    assert (await staff.get("/console/appointments/acme-main?date=junk"))[0] == 200
+    beta = await console.login("staff@beta.test")
+    assert (await beta.get("/console/appointments/acme-main"))[0] == 403

@@ -93,7 +93,8 @@ def test_each_role_its_menu_and_403_pages(site: Console, browser: Any):
     admin.context.close()
     for who, lang, title in (("manager@acme.test", "fr", "Non autorisé"), ("staff@acme.test", "es", "No permitido")):
         page = logged_in(browser, site, who, lang=lang)
-        assert menu(page)[:2] == ["/console", "/console/live/acme-main"] and menu(page)[-1] == "/console/password"
+        assert menu(page)[:3] == ["/console", "/console/live/acme-main", "/console/appointments/acme-main"]
+        assert menu(page)[-1] == "/console/password"
         for path in ("/console/accounts", "/console/audit", f"/console/accounts/{site.ids['admin@acme.test']}"):
             response = page.goto(site.url + path)
             assert response.status == 403 and page.locator("h1").inner_text() == title, (who, path)
@@ -148,7 +149,7 @@ def test_axe_finds_nothing_on_any_console_page_in_five_languages(site: Console, 
              (root, "account", f"/console/accounts/{site.ids['manager@acme.test']}"),
              (root, "password", "/console/password"), (root, "audit", "/console/audit"),
              (root, "live", "/console/live/acme-main"), (root, "staffing", "/console/staffing/acme-main"),
-             (root, "branch", "/console/branches/acme-main"),
+             (root, "branch", "/console/branches/acme-main"), (staff, "appointments", "/console/appointments/acme-main"),
              (staff, "403", "/console/accounts")]
     problems: dict[str, Any] = {}
     for lang in LANGS:
