@@ -134,7 +134,7 @@ class CounterViewModel(NodeViewModel):
     can_undo = BooleanProperty(False)
     #: An action waiting for its second press ("no_show", "call_next"), or "".
     confirming = StringProperty("")
-    #: What Undo would do, e.g. "Undo: A012 back to its place", or "".
+    #: The Undo button's text, e.g. "Undo A012" (the ticket it would put back).
     undo_text = StringProperty("")
     #: Tickets this counter completed today.
     served_today = NumericProperty(0)

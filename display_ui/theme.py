@@ -18,6 +18,7 @@ TEXT_PAIRS = {
     "text on panel": (TEXT, PANEL),
     "dim text on panel": (TEXT_DIM, PANEL),
     "newest call": (ACCENT, BG),
+    "recent call awaited ('Please come')": (ACCENT, PANEL),
     "newest call while flashing": (FLASH_FG, FLASH_BG),
     "offline banner": (TEXT, BANNER_BG),
     "degraded banner": (TEXT, DEGRADED_BG),

@@ -13,56 +13,51 @@ from kivy.uix.image import Image
 from .qr import qr_texture
 
 
-class ChoiceList(BoxLayout):
-    """A column of big buttons, one per item ``{key, text}``; dispatches ``on_choose(key)``."""
+class Choices:
+    """Mixin for a layout of big buttons, one per item ``{key, text}`` of ``items``, made from
+    ``button_class``; a press dispatches ``on_choose(key)``."""
 
     items = ListProperty([])
     button_class = StringProperty("ChoiceButton")
 
     def __init__(self, **kwargs: Any) -> None:
-        self.register_event_type("on_choose")
+        self.register_event_type("on_choose")  # type: ignore[attr-defined]
         super().__init__(**kwargs)
 
     def on_items(self, *_: Any) -> None:
-        self.clear_widgets()
+        self.clear_widgets()  # type: ignore[attr-defined]
         for item in self.items:
             button = getattr(Factory, self.button_class)(text=item["text"])
             button.choice_key = item["key"]
-            button.bind(on_release=lambda b: self.dispatch("on_choose", b.choice_key))
-            self.add_widget(button)
+            button.bind(on_release=lambda b: self.dispatch("on_choose", b.choice_key))  # type: ignore[attr-defined]
+            self.add_widget(button)  # type: ignore[attr-defined]
+
+    def on_button_class(self, *_: Any) -> None:
+        self.on_items()
 
     def on_choose(self, key: str) -> None:
         pass
 
 
-class KeyPad(GridLayout):
-    """A pad of big keys (the phone number's digits, the booking code's characters): one
-    ``button_class`` button per entry of ``keys``; dispatches ``on_key(key)``. The key
-    "back" shows ``back_text`` and deletes."""
+class ChoiceList(Choices, BoxLayout):
+    """A column of big buttons (languages, services)."""
+
+
+class KeyPad(Choices, GridLayout):
+    """A pad of big keys (the phone number's digits, the booking code's characters), one per
+    entry of ``keys``; the key "back" shows ``back_text`` and deletes."""
 
     keys = ListProperty([])
-    button_class = StringProperty("PadButton")
     back_text = StringProperty("←")
 
     def __init__(self, **kwargs: Any) -> None:
-        self.register_event_type("on_key")
+        kwargs.setdefault("button_class", "PadButton")
         super().__init__(**kwargs)
 
     def on_keys(self, *_: Any) -> None:
-        self.clear_widgets()
-        for key in self.keys:
-            button = getattr(Factory, self.button_class)(text=self.back_text if key == "back" else key)
-            button.pad_key = key
-            button.bind(on_release=lambda b: self.dispatch("on_key", b.pad_key))
-            self.add_widget(button)
+        self.items = [{"key": k, "text": self.back_text if k == "back" else k} for k in self.keys]
 
-    def on_back_text(self, *_: Any) -> None:
-        for button in self.children:
-            if getattr(button, "pad_key", None) == "back":
-                button.text = self.back_text
-
-    def on_key(self, key: str) -> None:
-        pass
+    on_back_text = on_keys
 
 
 class QRImage(Image):

@@ -142,7 +142,9 @@ async def kiosk_script(app: Any, args: argparse.Namespace, result: dict[str, Any
             for screen in SCREENS:
                 vm.screen = screen
                 # The confirmation in each state of the paper ticket (QR shown or not).
-                for print_state in (PRINT_MESSAGES if screen == "confirm" else [""]):
+                # Large text: the longest paper-ticket message is enough on the confirmation.
+                states = (["failed"] if large else list(PRINT_MESSAGES)) if screen == "confirm" else [""]
+                for print_state in states:
                     vm._set_print_state(print_state)
                     await frames(4)
                     where = (f"{lang}/{screen}" + (f"/{print_state}" if print_state else "")

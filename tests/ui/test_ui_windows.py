@@ -120,6 +120,7 @@ def read(result: Path, proc: subprocess.Popen[bytes], timeout: float) -> dict:
     return data
 
 
+@pytest.mark.timeout(900)  # every screen of three apps in five languages, on two shared cores
 def test_ticket_from_kiosk_touches_is_called_at_counter_and_shown_on_display(
     xvfb: str, node_url: str, tmp_path: Path
 ) -> None:
