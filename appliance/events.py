@@ -1,6 +1,13 @@
-"""The queue's event types (payloads are listed in docs/events.md)."""
+"""The event contract: every event type and its payload, imported by the branch devices and
+by HQ alike (docs/events.md explains each). HQ emits the `config.*`, `booking.*` and
+`trust.revoked` events (HQ_TYPES); a device folds what `foldable` says and stores and forwards
+the rest. The payload shapes are `TypedDict`s: what a writer must put in, what a reader may rely
+on; readers still check values, since a signed payload is not a well-formed one.
+"""
 
 from __future__ import annotations
+
+from typing import Literal, NotRequired, TypedDict
 
 TICKET_ISSUED = "ticket.issued"
 TICKET_CALLED = "ticket.called"
@@ -22,6 +29,10 @@ CONFIG_COUNTER = "config.counter"
 CONFIG_ROSTER = "config.roster"
 #: Opening hours from HQ: {weekdays: {"0".."6": {opens, closes}}, closed_days: [{day, reason}]}.
 CONFIG_HOURS = "config.hours"
+#: HQ's staff list sealed to the branch's counter key: {sealed}. Not folded; counters open it.
+CONFIG_STAFF = "config.staff"
+#: An HQ-signed revocation: {device, serials, crl, after_seq}. Not folded; every node applies it.
+TRUST_REVOKED = "trust.revoked"
 
 # A wrong staff PIN at a counter: {counter, staff?}. Stored and replicated, not folded; every
 # counter counts the branch's recent ones for its lock-out (appliance/staff.py).
@@ -39,6 +50,10 @@ COUNTER_TYPES = {COUNTER_OPENED: "open", COUNTER_PAUSED: "paused", COUNTER_CLOSE
 CONFIG_TYPES = frozenset({CONFIG_BRANCH, CONFIG_SERVICE, CONFIG_COUNTER, CONFIG_ROSTER, CONFIG_HOURS})
 BOOKING_TYPES = frozenset({BOOKING_CREATED, BOOKING_RESCHEDULED, BOOKING_CANCELLED})
 
+#: What HQ signs and ships to a branch (its chain "hq:<branch>").
+HQ_TYPES = frozenset({CONFIG_BRANCH, CONFIG_SERVICE, CONFIG_COUNTER, CONFIG_ROSTER, CONFIG_HOURS, CONFIG_STAFF,
+                      TRUST_REVOKED}) | BOOKING_TYPES
+
 # The schema version this code folds; newer events are stored and forwarded, not folded.
 SCHEMA = 1
 KNOWN_TYPES = TICKET_TYPES | frozenset(COUNTER_TYPES) | CONFIG_TYPES | BOOKING_TYPES
@@ -46,3 +61,81 @@ KNOWN_TYPES = TICKET_TYPES | frozenset(COUNTER_TYPES) | CONFIG_TYPES | BOOKING_T
 
 def foldable(type_: str, schema: int) -> bool:
     return type_ in KNOWN_TYPES and schema <= SCHEMA
+
+
+# -- payloads (docs/events.md) ----------------------------------------------------------------
+class TicketIssued(TypedDict):
+    ticket: str
+    service: str
+    number: int
+    label: str
+    day: str
+    priority: int
+    language: NotRequired[str]
+    booking: NotRequired[str]
+    effective_ms: NotRequired[int]
+    status_token: NotRequired[str]
+    phone_sealed: NotRequired[str]
+
+
+class TicketAction(TypedDict):
+    """called, recalled, started, completed, no_show, requeued, transferred, cancelled."""
+    ticket: str
+    counter: NotRequired[str]
+    seen: NotRequired[dict[str, int]]
+    reason: NotRequired[str]
+    to_service: NotRequired[str]
+    to_counter: NotRequired[str]
+
+
+class CounterStatus(TypedDict):
+    counter: str
+    staff: NotRequired[str | None]
+
+
+class Span(TypedDict):
+    opens: str
+    closes: str
+
+
+class ClosedDay(TypedDict):
+    day: str
+    reason: NotRequired[str]
+
+
+class ConfigHours(TypedDict):
+    weekdays: dict[str, Span]
+    closed_days: list[ClosedDay]
+
+
+class ConfigStaff(TypedDict):
+    sealed: str
+
+
+class RosterDevice(TypedDict):
+    id: str
+    role: Literal["kiosk", "display", "counter"]
+    public_key: str
+    numbers: NotRequired[str | None]
+
+
+class ConfigRoster(TypedDict):
+    devices: list[RosterDevice]
+
+
+class TrustRevoked(TypedDict):
+    device: str
+    serials: list[str]
+    crl: str
+    after_seq: int
+
+
+class Booking(TypedDict):
+    code: str
+    service: str
+    start: int
+    end: int
+    status: str
+    language: NotRequired[str]
+    source: NotRequired[str]
+

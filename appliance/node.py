@@ -23,6 +23,7 @@ from sync.log import MIGRATIONS as LOG_MIGRATIONS
 from sync.log import EventLog, verify_chains
 from sync.writer import Writer
 
+from appliance import events as ev
 from appliance import waits, waits_train
 from appliance.branch import Branch
 from appliance.config import Config, ConfigError
@@ -36,7 +37,7 @@ from appliance.staff import StaffSessions
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 DB_FILE = "smartq.db"
-REVOKED = "trust.revoked"  # an HQ-signed revocation (hq/trust.py): {device, serials, crl, after_seq}
+REVOKED = ev.TRUST_REVOKED  # an HQ-signed revocation (hq/trust.py): {device, serials, crl, after_seq}
 EventsListener = Callable[[list[Event]], Any]
 
 
@@ -287,7 +288,7 @@ class Node:
 
     def _load_revocations(self, conn: sqlite3.Connection) -> None:
         """At start: HQ's rosters and revocations already in the log."""
-        learn = {REVOKED: self._revoke, "config.roster": self._learn_roster, "config.staff": self._learn_staff}
+        learn = {REVOKED: self._revoke, ev.CONFIG_ROSTER: self._learn_roster, ev.CONFIG_STAFF: self._learn_staff}
         for origin, type_, payload in conn.execute(
                 "SELECT origin, type, payload FROM events WHERE type IN (?, 'config.roster', 'config.staff') ORDER BY hlc",
                 (REVOKED,)):

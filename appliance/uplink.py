@@ -302,6 +302,11 @@ class UplinkService:
             report.pushed += int(answer.get("accepted", 0))
             report.rejected += int(answer.get("rejected", 0))
             stuck = {e.origin for e in events if e.seq > self.hq_vv.get(e.origin, 0)}
+            # Too far ahead of HQ's clock (HQ's quarantine): offered again in a later round.
+            ahead = {r.get("origin") for r in answer.get("reasons") or [] if isinstance(r, dict) and r.get("reason") == "future"}
+            if stuck and ahead and not answer.get("accepted"):
+                logger.warning("HQ holds back events of %s: more than 5 minutes ahead of its clock", sorted(ahead))
+                return
             if stuck and not answer.get("accepted"):
                 # HQ took nothing: those origins are not registered there (or their events are
                 # refused). Stop offering them until the next start; the view says which.

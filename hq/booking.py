@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from appliance import events as ev
 from hq import notifications, outbox, tenants
 from hq.errors import ApiError, bad_request, check_obj, check_str, conflict, not_found
 from sync.tokens import sign_token
@@ -274,7 +275,7 @@ def book_row(conn: sqlite3.Connection, ctx: BookingContext, body: Any) -> Writte
     if _taken(conn, branch_id, service["id"], start) >= service["capacity"]:
         raise conflict("this slot is fully booked", "slot_full")
     row = _insert_booking(conn, ctx, (branch_id, service["id"], start, end, name, phone, email, language))
-    outbox.emit(conn, ctx.key, branch_id, "booking.created", _event_payload(row), ctx.now * 1000)
+    outbox.emit(conn, ctx.key, branch_id, ev.BOOKING_CREATED, _event_payload(row), ctx.now * 1000)
     notifications.enqueue_for_booking(conn, row, branch, "confirmation", f"confirm:{row['code']}", ctx.now,
                                       service_names=service["names"])
     return Written(dict(row), branch["timezone"])
@@ -326,7 +327,7 @@ def reschedule_row(conn: sqlite3.Connection, ctx: BookingContext, code: Any, bod
     conn.execute("UPDATE bookings SET slot_start = ?, slot_end = ?, updated_at = ? WHERE id = ?",
                  (start, end, ctx.now, row["id"]))
     row = conn.execute("SELECT * FROM bookings WHERE id = ?", (row["id"],)).fetchone()
-    outbox.emit(conn, ctx.key, row["branch_id"], "booking.rescheduled", _event_payload(row), ctx.now * 1000)
+    outbox.emit(conn, ctx.key, row["branch_id"], ev.BOOKING_RESCHEDULED, _event_payload(row), ctx.now * 1000)
     notifications.enqueue_for_booking(conn, row, branch, "reschedule", f"reschedule:{row['code']}:{start}:{ctx.now}", ctx.now,
                                       service_names=service["names"])
     return Written(dict(row), branch["timezone"])
@@ -345,6 +346,6 @@ def cancel_row(conn: sqlite3.Connection, ctx: BookingContext, code: Any, body: A
         return Written(dict(row), branch["timezone"])
     conn.execute("UPDATE bookings SET status = 'cancelled', updated_at = ? WHERE id = ?", (ctx.now, row["id"]))
     row = conn.execute("SELECT * FROM bookings WHERE id = ?", (row["id"],)).fetchone()
-    outbox.emit(conn, ctx.key, row["branch_id"], "booking.cancelled", _event_payload(row), ctx.now * 1000)
+    outbox.emit(conn, ctx.key, row["branch_id"], ev.BOOKING_CANCELLED, _event_payload(row), ctx.now * 1000)
     notifications.enqueue_for_booking(conn, row, branch, "cancellation", f"cancel:{row['code']}", ctx.now)
     return Written(dict(row), branch["timezone"])

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from appliance import events as ev
 from appliance import fold
 from appliance.projection import MIGRATIONS as PROJECTION_MIGRATIONS
 from appliance.projection import Projection, state_hash, subject_of
@@ -122,5 +123,5 @@ def ticket_fields(events: list[Event]) -> dict[str, Any] | None:
 
 def _cancelled_ms(events: list[Event]) -> int | None:
     from sync.hlc import physical_ms
-    times = [physical_ms(e.hlc) for e in events if e.type == "ticket.cancelled"]
+    times = [physical_ms(e.hlc) for e in events if e.type == ev.TICKET_CANCELLED]
     return min(times) if times else None

@@ -33,6 +33,7 @@ from hq.ingest import ingest_branch_events
 from hq.signing import KeyError_, parse_public_key
 from sync.certs import CertError, identity_der, peer_der
 from sync.keys import fingerprint
+from sync.replication import error_response
 from sync.protocol import (H_BRANCH, H_DEVICE, H_NONCE, H_TIME, MAX_SKEW_MS, PREFIX, PROTOCOL_VERSION, PUSH_REFUSED, AuthError,
                            Signed, Verifier, check_vv, decode, encode, sign_response)
 
@@ -196,8 +197,7 @@ async def heard_from(hq: HQ, branch: str) -> None:
             " DO UPDATE SET heard_at = max(heard_at, excluded.heard_at)", (branch, now)))
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+_error = error_response
 
 
 def _obj(message: Any) -> dict[str, Any]:

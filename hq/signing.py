@@ -7,8 +7,6 @@ and delegate to `sync.envelope.Event`, so HQ and the branches cannot drift apart
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from sync.envelope import Event, MalformedEvent
+from sync.hlc import tick
+from sync import keys as sync_keys
 from sync.keys import public_key_text
 
 ENVELOPE_FIELDS = ("origin", "seq", "hlc", "type", "schema", "payload", "branch", "prev")
@@ -58,22 +58,12 @@ def public_key_b64(key: Ed25519PublicKey) -> str:
 
 def parse_public_key(text: str) -> Ed25519PublicKey:
     """Accept a raw 32-byte key as 64 hex characters, as unpadded base64url (the branch
-    roster's spelling, 43 characters), or a PEM SubjectPublicKeyInfo."""
-    text = (text or "").strip()
+    roster's spelling, 43 characters), or a PEM SubjectPublicKeyInfo (`sync.keys` parses)."""
+    if not isinstance(text, str) or not (len(text.strip()) in (43, 64) or text.strip().startswith("-----BEGIN")):
+        raise KeyError_("public key must be 64 hex characters, 43 base64url characters or an Ed25519 PEM")
     try:
-        if text.startswith("-----BEGIN"):
-            key = serialization.load_pem_public_key(text.encode("ascii"))
-            if not isinstance(key, Ed25519PublicKey):
-                raise KeyError_("not an Ed25519 public key")
-            return key
-        if len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text):
-            raw = bytes.fromhex(text)
-        elif len(text) == 43:
-            raw = base64.urlsafe_b64decode(text + "=")
-        else:
-            raise ValueError("wrong length")
-        return Ed25519PublicKey.from_public_bytes(raw)
-    except (ValueError, TypeError, binascii.Error) as err:
+        return sync_keys.parse_public_key(text)
+    except sync_keys.KeyFileError as err:
         raise KeyError_("public key must be 64 hex characters, 43 base64url characters or an Ed25519 PEM") from err
 
 
@@ -108,7 +98,4 @@ def event_hash(envelope: dict[str, Any]) -> str:
     return to_event(envelope).hash
 
 
-def next_hlc(previous: int, now_ms: int) -> int:
-    """Hybrid logical clock tick: (unix_ms << 16) | counter, strictly increasing."""
-    candidate = now_ms << 16
-    return candidate if candidate > previous else previous + 1
+next_hlc = tick  # the HLC arithmetic is sync.hlc's

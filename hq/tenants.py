@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from appliance import events as ev
 from hq import outbox
 from hq.errors import bad_request, check_id, check_int, check_obj, check_str, conflict, not_found
 from hq.signing import KeyError_, canonical_public_key
@@ -154,14 +155,14 @@ def staff_event(conn: sqlite3.Connection, branch_id: str) -> dict[str, Any]:
 
 def config_snapshot(conn: sqlite3.Connection, branch_id: str) -> list[tuple[str, dict[str, Any]]]:
     """Every config event a branch needs to be fully configured (used to re-send it all)."""
-    out: list[tuple[str, dict[str, Any]]] = [("config.branch", branch_event(get_branch(conn, branch_id)))]
-    out += [("config.service", service_event(r)) for r in
+    out: list[tuple[str, dict[str, Any]]] = [(ev.CONFIG_BRANCH, branch_event(get_branch(conn, branch_id)))]
+    out += [(ev.CONFIG_SERVICE, service_event(r)) for r in
             conn.execute("SELECT * FROM services WHERE branch_id = ? ORDER BY position, id", (branch_id,))]
-    out += [("config.counter", counter_event(r)) for r in
+    out += [(ev.CONFIG_COUNTER, counter_event(r)) for r in
             conn.execute("SELECT * FROM counters WHERE branch_id = ? ORDER BY position, id", (branch_id,))]
-    out.append(("config.hours", hours_json(conn, branch_id)))
-    out.append(("config.roster", roster_event(conn, branch_id)))
-    out.append(("config.staff", staff_event(conn, branch_id)))
+    out.append((ev.CONFIG_HOURS, hours_json(conn, branch_id)))
+    out.append((ev.CONFIG_ROSTER, roster_event(conn, branch_id)))
+    out.append((ev.CONFIG_STAFF, staff_event(conn, branch_id)))
     return out
 
 
@@ -262,7 +263,7 @@ class Writer:
 
     def _branch_changed(self, branch_id: str) -> dict[str, Any]:
         row = get_branch(self.conn, branch_id)
-        self._emit(branch_id, "config.branch", branch_event(row))
+        self._emit(branch_id, ev.CONFIG_BRANCH, branch_event(row))
         return branch_json(row)
 
     def put_service(self, branch_id: str, service_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -292,7 +293,7 @@ class Writer:
             (branch_id, service_id, letter, json.dumps(names, ensure_ascii=False), int(bookable), slot_minutes, capacity,
              json.dumps(rules), order))
         row = get_service(self.conn, branch_id, service_id)
-        self._emit(branch_id, "config.service", service_event(row))
+        self._emit(branch_id, ev.CONFIG_SERVICE, service_event(row))
         return service_json(row)
 
     def _order(self, table: str, branch_id: str, item_id: str, given: Any) -> int:
@@ -320,7 +321,7 @@ class Writer:
             " position = excluded.position",
             (branch_id, counter_id, name, json.dumps(services), order))
         row = self.conn.execute("SELECT * FROM counters WHERE branch_id = ? AND id = ?", (branch_id, counter_id)).fetchone()
-        self._emit(branch_id, "config.counter", counter_event(row))
+        self._emit(branch_id, ev.CONFIG_COUNTER, counter_event(row))
         return counter_json(row)
 
     def put_hours(self, branch_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -357,7 +358,7 @@ class Writer:
 
     def _hours_changed(self, branch_id: str) -> dict[str, Any]:
         data = hours_json(self.conn, branch_id)
-        self._emit(branch_id, "config.hours", data)
+        self._emit(branch_id, ev.CONFIG_HOURS, data)
         return data
 
     def add_device(self, branch_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -386,7 +387,7 @@ class Writer:
                               " VALUES (?, ?, ?, ?, ?, ?, ?)", (device_id, branch_id, org[0], role, public_key, name, numbers))
         except sqlite3.IntegrityError as err:
             raise conflict(f"device {device_id} exists in this organization") from err
-        self._emit(branch_id, "config.roster", roster_event(self.conn, branch_id))
+        self._emit(branch_id, ev.CONFIG_ROSTER, roster_event(self.conn, branch_id))
         return {"id": device_id, "branch": branch_id, "role": role, "name": name, "public_key": public_key,
                 "numbers": numbers}
 
@@ -394,5 +395,5 @@ class Writer:
         self.conn.execute("INSERT INTO staff (branch_id, id, name, pin_hash) VALUES (?, ?, ?, ?)"
                           " ON CONFLICT(branch_id, id) DO UPDATE SET name = excluded.name, pin_hash = excluded.pin_hash",
                           (branch_id, staff_id, name, pin_hash))
-        self._emit(branch_id, "config.staff", staff_event(self.conn, branch_id))
+        self._emit(branch_id, ev.CONFIG_STAFF, staff_event(self.conn, branch_id))
         return {"id": staff_id, "name": name, "has_pin": bool(pin_hash)}

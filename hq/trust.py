@@ -31,6 +31,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from appliance import events as ev
 from hq import outbox
 from hq.branchkeys import counter_key
 from hq.errors import bad_request, conflict, not_found
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
 CODE_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$")
-REVOKED = "trust.revoked"
+REVOKED = ev.TRUST_REVOKED
 _ca_lock = threading.Lock()
 
 

@@ -30,6 +30,15 @@ def physical_ms(hlc: int) -> int:
     return hlc >> COUNTER_BITS
 
 
+def tick(previous: int, now_ms: int) -> int:
+    """The next timestamp after `previous` at wall time `now_ms`: strictly greater than
+    `previous`, and at least `now_ms`'s (what every device's clock and HQ's outbox issue)."""
+    candidate = max(previous + 1, pack(now_ms))
+    if candidate > MAX_HLC:  # pragma: no cover - year 6429
+        raise OverflowError("hybrid logical clock overflow")
+    return candidate
+
+
 class HybridLogicalClock:
     """Thread-safe HLC. `clock` returns unix milliseconds and is injected for tests."""
 
@@ -45,9 +54,7 @@ class HybridLogicalClock:
     def now(self) -> int:
         """A new timestamp, strictly greater than every one issued or observed before."""
         with self._lock:
-            candidate = max(self._last + 1, pack(self._clock()))
-            if candidate > MAX_HLC:  # pragma: no cover - year 6429
-                raise OverflowError("hybrid logical clock overflow")
+            candidate = tick(self._last, self._clock())
             self._last = candidate
             return candidate
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import logging
 import os
@@ -59,10 +60,20 @@ def public_key_text(key: Ed25519PublicKey) -> str:
 
 
 def parse_public_key(text: str) -> Ed25519PublicKey:
+    """An Ed25519 public key as rosters carry it (unpadded base64url, 43 characters), as 64 hex
+    characters, or as a PEM SubjectPublicKeyInfo: the one parser of nodes and HQ."""
+    text = (text or "").strip() if isinstance(text, str) else text
     try:
+        if text.startswith("-----BEGIN"):
+            key = serialization.load_pem_public_key(text.encode("ascii"))
+            if not isinstance(key, Ed25519PublicKey):
+                raise ValueError("not an Ed25519 public key")
+            return key
+        if len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text):
+            return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text))
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         return Ed25519PublicKey.from_public_bytes(raw)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, AttributeError, binascii.Error) as err:
         raise KeyFileError(f"not an Ed25519 public key: {text!r}") from err
 
 

@@ -88,8 +88,12 @@ def vv_behind(ours: Mapping[str, int], theirs: Mapping[str, int]) -> int:
 REFUSED = web.AppKey("refused", list)
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
+def error_response(status: int, code: str, message: str) -> web.Response:
+    """The error envelope of every SmartQ HTTP API: {"error": {code, message}} (nodes and HQ)."""
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+_error = error_response
 
 
 def create_sync_app(

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from appliance import events as ev
 from hq import booking, outbox, tenants
 from hq.auth import hash_password, token_digest, verify_password
 from hq.errors import ApiError
@@ -345,7 +346,7 @@ def delete_citizen(c: sqlite3.Connection, citizen_id: int, key: Any, now: int) -
     for b in c.execute("SELECT * FROM bookings WHERE citizen_id = ? AND status = 'booked' AND slot_start > ?",
                        (citizen_id, now)).fetchall():
         c.execute("UPDATE bookings SET status = 'cancelled', updated_at = ? WHERE id = ?", (now, b["id"]))
-        outbox.emit(c, key, b["branch_id"], "booking.cancelled", booking._event_payload(
+        outbox.emit(c, key, b["branch_id"], ev.BOOKING_CANCELLED, booking._event_payload(
             {**dict(b), "status": "cancelled"}), now * 1000)
     ids = [r[0] for r in c.execute("SELECT id FROM bookings WHERE citizen_id = ?", (citizen_id,))]
     for bid in ids:

@@ -37,3 +37,13 @@ def test_observing_a_peer_timestamp_orders_our_next_event_after_it():
     assert clock.now() > remote
     clock.observe(pack(10, 0))  # an older one changes nothing
     assert clock.now() > remote
+
+
+def test_tick_is_the_one_hlc_step_of_devices_and_hq():
+    """HQ's outbox and every device's clock take the same step: strictly after the previous
+    timestamp, never behind the wall clock."""
+    from sync.hlc import pack, tick
+
+    assert tick(0, 1000) == pack(1000)
+    assert tick(pack(1000, 5), 1000) == pack(1000, 6)   # same millisecond: the counter moves
+    assert tick(pack(2000), 1000) == pack(2000) + 1     # the wall clock went back: never we

@@ -117,6 +117,8 @@ async def test_hq_config_events_have_exactly_the_shapes_the_branch_writes(tmp_pa
     async with session.get(f"{url}/api/v1/branches/kigali-main/outbox", params={"limit": 1000},
                            headers={"Authorization": f"Bearer {token}"}) as r:
         events = (await r.json())["events"]
+    from appliance.events import HQ_TYPES
+    assert {e["type"] for e in events} <= HQ_TYPES  # HQ emits only what the shared contract names
     latest: dict[tuple[str, str], dict] = {}
     for e in events:
         p = e["payload"]
