@@ -49,6 +49,8 @@ def nav_for(p: Principal) -> list[tuple[str, str]]:
         if p.role == "branch_manager":
             items.append((f"/console/staffing/{p.branch_id}", N_("Staffing advice")))
             items.append((f"/console/branches/{p.branch_id}", N_("Settings")))
+    if p.role == "super_admin":
+        items.append(("/console/orgs", N_("Organizations")))
     if p.role in ADMINS:
         items += [("/console/accounts", N_("Accounts")), ("/console/audit", N_("Audit log"))]
     items += [("/console/password", N_("My password"))]
@@ -477,8 +479,9 @@ def add_routes(app: web.Application) -> None:
 
 
 def setup_console(app: web.Application) -> None:
-    from hq.console import appointments, branches, live, staffing
+    from hq.console import appointments, branches, live, orgs, staffing
     add_routes(app)
+    orgs.add_routes(app)
     appointments.add_routes(app)
     branches.add_routes(app)
     live.add_routes(app)

@@ -81,8 +81,9 @@ async def test_navigation_is_shaped_by_role(console):
         b = await console.login(email)
         _, html, _ = await b.get("/console")
         menus[email] = menu(html)
-    assert menus["root@hq.test"] == ["/console", "/console/accounts", "/console/audit", "/console/password"]
-    assert menus["admin@acme.test"] == menus["root@hq.test"]
+    assert menus["root@hq.test"] == ["/console", "/console/orgs", "/console/accounts", "/console/audit",
+                                     "/console/password"]
+    assert menus["admin@acme.test"] == ["/console", "/console/accounts", "/console/audit", "/console/password"]
     assert menus["manager@acme.test"] == ["/console", "/console/live/acme-main", "/console/appointments/acme-main",
                                           "/console/staffing/acme-main", "/console/branches/acme-main",
                                           "/console/password"]
@@ -433,3 +434,22 @@ async def test_todays_appointments_with_what_became_of_each(console, session):
     assert (await staff.get("/console/appointments/acme-main?date=junk"))[0] == 200
     beta = await console.login("staff@beta.test")
     assert (await beta.get("/console/appointments/acme-main"))[0] == 403
+
+
+async def test_super_admin_creates_an_organization_and_its_admin(console):
+    root = await console.login("root@hq.test", language="sw")
+    status, html, _ = await root.get("/console/orgs")
+    assert status == 200 and 'data-org="acme"' in html and "admin@acme.test" in html
+    assert (await root.post("/console/orgs", {"id": "Bad Id!", "name": "X"}))[0] == 400
+    assert (await root.post("/console/orgs", {"id": "acme", "name": "Again"}))[0] == 400
+    status, _, location = await root.post("/console/orgs", {"id": "gamma", "name": "Gamma Services"})
+    assert (status, location) == (303, "/console/orgs?done=created")
+    status, _, _ = await root.post("/console/accounts/new", {"email": "boss@gamma.test", "name": "Boss", "role": "org_admin",
+                                                             "org": "gamma", "branch": "", "password": NEW_PASSWORD})
+    assert status == 303
+    _, html, _ = await root.get("/console/orgs")
+    assert re.search(r'data-org="gamma">.*?boss@gamma.test', html, re.S)
+    assert "org.create" in [r["action"] for r in audit_rows(console)]
+    admin = await console.login("admin@acme.test")
+    assert (await admin.get("/console/orgs"))[0] == 403
+    assert (await admin.post("/console/orgs", {"id": "delta", "name": "D"}))[0] == 403

@@ -86,7 +86,7 @@ def menu(page: Any) -> list[str]:
 
 def test_each_role_its_menu_and_403_pages(site: Console, browser: Any):
     admin = logged_in(browser, site, "admin@acme.test")
-    assert menu(admin) == ["/console", "/console/accounts", "/console/audit", "/console/password"]
+    assert menu(admin) == ["/console", "/console/accounts", "/console/audit", "/console/password"]  # no organizations
     admin.goto(f"{site.url}/console/accounts/{site.ids['staff@beta.test']}")  # another tenant's account
     assert admin.locator("h1").inner_text() == "Not allowed"
     screenshots(admin, "console-403-other-tenant")
@@ -149,7 +149,7 @@ def test_axe_finds_nothing_on_any_console_page_in_five_languages(site: Console, 
              (root, "account", f"/console/accounts/{site.ids['manager@acme.test']}"),
              (root, "password", "/console/password"), (root, "audit", "/console/audit"),
              (root, "live", "/console/live/acme-main"), (root, "staffing", "/console/staffing/acme-main"),
-             (root, "branch", "/console/branches/acme-main"), (staff, "appointments", "/console/appointments/acme-main"),
+             (root, "branch", "/console/branches/acme-main"), (root, "orgs", "/console/orgs"), (staff, "appointments", "/console/appointments/acme-main"),
              (staff, "403", "/console/accounts")]
     problems: dict[str, Any] = {}
     for lang in LANGS:
