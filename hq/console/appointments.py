@@ -17,7 +17,7 @@ from aiohttp import web
 
 from hq.auth import Principal
 from hq.console.live import _branch
-from hq.console.views import crender, page
+from hq.console.views import crender, csv_response, page
 from hq.pages.i18n import N_
 from hq.web import hq_of
 
@@ -71,6 +71,11 @@ async def appointments_page(request: web.Request, p: Principal) -> web.Response:
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
         r["service_names"] = json.loads(r["service_names"]) if r["service_names"] else {}
+    if request.query.get("format") == "csv":
+        return csv_response(f"appointments-{branch['id']}-{day.isoformat()}.csv",
+                            ["start", "name", "service", "booking_code", "ticket", "state"],
+                            [[datetime.fromtimestamp(r["start"], tz).isoformat(), r["name"], r["service"], r["code"],
+                              r["label"] or "", r["state"]] for r in rows])
     return crender(request, "console/appointments.html", b=dict(branch), rows=rows, day=day, states=STATES,
                    counts=counts, prev=(day - timedelta(days=1)).isoformat(), next=(day + timedelta(days=1)).isoformat())
 

@@ -20,7 +20,7 @@ from aiohttp import web
 from hq.auth import Principal
 from hq.console import erlang
 from hq.console.live import _branch
-from hq.console.views import crender, page
+from hq.console.views import crender, csv_response, page
 from hq.pages.app import LANG
 from hq.web import hq_of
 
@@ -83,6 +83,14 @@ async def staffing_page(request: web.Request, p: Principal) -> web.Response:
     for r in rows:
         names = json.loads(r["names"]) if r["names"] else {}
         r["name"] = names.get(lang) or names.get("en") or r["service"]
+    if request.query.get("format") == "csv":
+        return csv_response(f"staffing-{branch['id']}.csv",
+                            ["service", "weekday", "hour", "arrivals_per_hour", "mean_service_s", "traffic_erlangs",
+                             "counters_needed", "counters_serving", "share_one_less", "share_advised", "share_one_more"],
+                            [[r["service"], r["weekday"], r["hour"], round(r["per_hour"], 3), round(r["service_s"], 1),
+                              round(r["traffic"], 3), r["needed"], r["configured"],
+                              *[round(r["levels"][k], 4) if k in r["levels"] else "" for k in
+                                (r["needed"] - 1, r["needed"], r["needed"] + 1)]] for r in rows])
     return crender(request, "console/staffing.html", b=dict(branch), rows=rows, weeks=weeks, share=share,
                    target_s=target)
 

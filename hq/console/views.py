@@ -10,7 +10,9 @@ from the pages middleware (hq/pages/app.py) like every other HTML page.
 from __future__ import annotations
 
 import asyncio
+import csv
 import functools
+import io
 import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -104,6 +106,19 @@ def page(roles: tuple[str, ...] = EVERYONE) -> Callable[[ConsoleHandler], Callab
                                      else N_("This request could not be handled."))
         return wrapper
     return deco
+
+
+def csv_response(filename: str, header: list[str], rows: list[list[Any]]) -> web.Response:
+    """A table as CSV (UTF-8 with BOM for spreadsheets); cells that a spreadsheet would run as a
+    formula (=, +, -, @ first) are quoted with a leading apostrophe."""
+    def cell(v: Any) -> Any:
+        return "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(header)
+    w.writerows([cell(v) for v in r] for r in rows)
+    return web.Response(body=("\ufeff" + out.getvalue()).encode("utf-8"), content_type="text/csv", charset="utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 def _hash(request: web.Request, password: str) -> str:

@@ -340,6 +340,10 @@ async def test_staffing_advice_from_four_weeks_of_mondays(console, session):
     other = await console.login("manager@beta.test")
     assert (await other.get("/console/staffing/acme-main"))[0] == 403
     assert (await manager.get("/console/staffing/acme-main?weeks=abc&share=1000"))[0] == 200
+    _, text, _ = await manager.get("/console/staffing/acme-main?weeks=4&share=80&format=csv")
+    lines = text.lstrip("\ufeff").splitlines()
+    assert lines[0].startswith("service,weekday,hour,arrivals_per_hour") and len(lines) == 2
+    assert lines[1].startswith(f"general,0,9,20.0,360.0,2.0,{needed},1,")
 
 
 def outbox_events(srv: Server, branch: str, type_: str) -> list[dict]:
@@ -400,12 +404,12 @@ async def test_todays_appointments_with_what_became_of_each(console, session):
     09:00 checked in; 10:00 cancelled. Now is 08:50 in Zurich."""
     hq = console.app[HQ_KEY]
     codes = {}
-    for hhmm, who in (("08:15", "Ada"), ("08:30", "Ben"), ("09:00", "Chloé"), ("10:00", "Dan")):
+    for hhmm, who in (("08:15", "Ada"), ("08:30", "Ben"), ("09:00", "Chloé"), ("10:00", "=1+2 Dan")):
         booked = await api(session, "POST", f"{console.url}/api/v1/public/bookings", 201, json={
             "branch": "acme-main", "service": "general", "start": f"2030-01-07T{hhmm}:00+01:00", "name": who,
             "phone": "+41 44 668 18 00"})
         codes[who] = booked["code"]
-    await api(session, "POST", f"{console.url}/api/v1/public/bookings/{codes['Dan']}/cancel", 200,
+    await api(session, "POST", f"{console.url}/api/v1/public/bookings/{codes['=1+2 Dan']}/cancel", 200,
               json={"contact": "+41446681800"})
     kiosk, counter = Device("kiosk-4"), Device("counter-4")
     await kiosk.register(console, session)
@@ -427,8 +431,18 @@ async def test_todays_appointments_with_what_became_of_each(console, session):
     def state(code: str) -> str:
         row = re.search(rf'<tr data-code="{code}">(.*?)</tr>', html, re.S)[1]
         return re.sub(r"<[^>]+>", "", re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)[-1]).strip()
-    assert [state(codes[w]) for w in ("Ada", "Ben", "Chloé", "Dan")] == ["Served", "No-show", "Checked in", "Cancelled"]
+    assert [state(codes[w]) for w in ("Ada", "Ben", "Chloé", "=1+2 Dan")] == ["Served", "No-show", "Checked in", "Cancelled"]
     assert "8:15" in html and "A002" in html and "Chloé" in html  # who, when, which ticket
+    status, text, r = await staff.get("/console/appointments/acme-main?date=2030-01-07&format=csv")
+    assert status == 200 and r.headers["Content-Type"].startswith("text/csv")
+    import csv
+    import io
+    table = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    assert table[0] == ["start", "name", "service", "booking_code", "ticket", "state"]
+    assert [(row[1], row[3], row[4], row[5]) for row in table[1:]] == [
+        ("Ada", codes["Ada"], "A001", "served"), ("Ben", codes["Ben"], "", "no_show"),
+        ("Chloé", codes["Chloé"], "A002", "checked_in"), ("'=1+2 Dan", codes["=1+2 Dan"], "", "cancelled")]
+    assert table[1][0] == "2030-01-07T08:15:00+01:00"
     _, other_day, _ = await staff.get("/console/appointments/acme-main?date=2030-01-08")
     assert "No appointments on this day." in other_day
     assert (await staff.get("/console/appointments/acme-main?date=junk"))[0] == 200
