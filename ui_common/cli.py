@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,73 @@ def configure_kivy(fullscreen: bool, size: str, title: str) -> None:
     Config.set("kivy", "exit_on_escape", "0" if fullscreen else "1")
 
 
+class NoScreen(SystemExit):
+    """The app has no screen to show its window on: one line, exit status 1."""
+
+    def __init__(self, title: str, reason: str) -> None:
+        super().__init__(f"{title}: no screen: {reason}")
+
+
+def choose_video_driver(title: str) -> None:
+    """Pick SDL's video driver from the environment before Kivy starts, or stop with one line.
+
+    Left alone, SDL falls back to an *offscreen* driver when there is no X or Wayland display:
+    the app then runs without any visible window and never exits (a kiosk started over ssh, or
+    a unit started before the screen, looked hung). So: ``SDL_VIDEODRIVER`` set (the appliance
+    sets ``kmsdrm``) is kept; otherwise ``DISPLAY`` means ``x11`` and ``WAYLAND_DISPLAY`` means
+    ``wayland``; neither is an error. Kivy is held to its ``sdl2`` window, so a driver that
+    cannot open fails instead of falling back to another provider."""
+    if not sys.platform.startswith("linux"):
+        return
+    if not os.environ.get("SDL_VIDEODRIVER"):
+        if os.environ.get("DISPLAY"):
+            os.environ["SDL_VIDEODRIVER"] = "x11"
+        elif os.environ.get("WAYLAND_DISPLAY"):
+            os.environ["SDL_VIDEODRIVER"] = "wayland"
+        else:
+            raise NoScreen(title, "DISPLAY and WAYLAND_DISPLAY are unset; start it inside the "
+                                  "desktop session, or set SDL_VIDEODRIVER=kmsdrm on a console")
+    os.environ.setdefault("KIVY_WINDOW", "sdl2")
+
+
+class _WindowFailure(logging.Filter):
+    """Holds back Kivy's multi-line "no Window provider" report, keeping its reason."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.CRITICAL or "Window" not in record.getMessage():
+            return True
+        for line in record.getMessage().splitlines():
+            if " - " in line and "Error" in line:  # "sdl2 - RuntimeError: b'x11 not available'"
+                self.reason = self.reason or line.strip()
+        return False
+
+
+def open_window(title: str) -> None:
+    """Create Kivy's window now (after ``configure_kivy``); if it cannot be opened, stop with
+    one line naming the driver and the reason instead of Kivy's traceback and a dead app."""
+    kivy_log = logging.getLogger("kivy")
+    failure = _WindowFailure()
+    kivy_log.addFilter(failure)
+    try:
+        from kivy.core.window import Window
+    finally:
+        kivy_log.removeFilter(failure)
+    if Window is None:
+        driver = os.environ.get("SDL_VIDEODRIVER", "default")
+        raise NoScreen(title, f"the {driver} video driver cannot open a window"
+                              + (f" ({failure.reason})" if failure.reason else ""))
+
+
 def launch(args: argparse.Namespace, title: str, start: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Set up logging and Kivy, then run ``start()`` (which imports the app: Kivy's window
-    must not be imported before its config is set) on one asyncio loop."""
+    """Check there is a screen, set up logging and Kivy, open the window, then run ``start()``
+    (which imports the app: Kivy's window must not be imported before its config is set) on
+    one asyncio loop."""
+    choose_video_driver(title)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     configure_kivy(args.fullscreen, args.size, title)
+    open_window(title)
     asyncio.run(start())
