@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from hq import analytics, engine, live, outbox, tenants
+from hq.console import audit
 from hq.auth import COOKIE_NAME, ROLES, Principal, check_branch, check_org, create_session, hash_password, \
     token_digest, verify_password
 from hq.booking import iso_local
@@ -201,8 +202,13 @@ async def _branch(request: web.Request, p: Principal, level: str) -> sqlite3.Row
     return row
 
 
-def _writer(request: web.Request, c: sqlite3.Connection) -> tenants.Writer:
+def _writer(request: web.Request, c: sqlite3.Connection, p: Principal | None = None, b: sqlite3.Row | None = None,
+            action: str = "", target: str = "") -> tenants.Writer:
+    """The config writer of this request; with ``p`` and ``b`` the change also goes into the audit
+    log (the console's /console/audit), in the same transaction, so a refused change leaves none."""
     hq = hq_of(request)
+    if p is not None and b is not None:
+        audit.record(c, p, b["org_id"], action, f"{b['id']}/{target}" if target else b["id"], "API", hq.now())
     return tenants.Writer(c, hq.key, hq.now_ms())
 
 
@@ -221,7 +227,7 @@ async def get_branch(request: web.Request, p: Principal) -> web.Response:
 async def update_branch(request: web.Request, p: Principal) -> web.Response:
     b = await _branch(request, p, "admin")
     body = await read_json(request)
-    return jresp(await hq_of(request).db.write(lambda c: _writer(request, c).update_branch(b["id"], body)))
+    return jresp(await hq_of(request).db.write(lambda c: _writer(request, c, p, b, "branch.update").update_branch(b["id"], body)))
 
 
 @authed
@@ -234,7 +240,7 @@ async def list_services(request: web.Request, p: Principal) -> web.Response:
 async def put_service(request: web.Request, p: Principal) -> web.Response:
     b = await _branch(request, p, "manage")
     body, sid = await read_json(request), request.match_info["service"]
-    return jresp(await hq_of(request).db.write(lambda c: _writer(request, c).put_service(b["id"], sid, body)))
+    return jresp(await hq_of(request).db.write(lambda c: _writer(request, c, p, b, "service.put", sid).put_service(b["id"], sid, body)))
 
 
 @authed
@@ -247,7 +253,7 @@ async def list_counters(request: web.Request, p: Principal) -> web.Response:
 async def put_counter(request: web.Request, p: Principal) -> web.Response:
     b = await _branch(request, p, "manage")
     body, cid = await read_json(request), request.match_info["counter"]
-    return jresp(await hq_of(request).db.write(lambda c: _writer(request, c).put_counter(b["id"], cid, body)))
+    return jresp(await hq_of(request).db.write(lambda c: _writer(request, c, p, b, "counter.put", cid).put_counter(b["id"], cid, body)))
 
 
 @authed
@@ -260,21 +266,21 @@ async def get_hours(request: web.Request, p: Principal) -> web.Response:
 async def put_hours(request: web.Request, p: Principal) -> web.Response:
     b = await _branch(request, p, "manage")
     body = await read_json(request)
-    return jresp(await hq_of(request).db.write(lambda c: _writer(request, c).put_hours(b["id"], body)))
+    return jresp(await hq_of(request).db.write(lambda c: _writer(request, c, p, b, "branch.hours").put_hours(b["id"], body)))
 
 
 @authed
 async def add_closed_day(request: web.Request, p: Principal) -> web.Response:
     b = await _branch(request, p, "manage")
     body = await read_json(request)
-    return jresp(await hq_of(request).db.write(lambda c: _writer(request, c).add_closed_day(b["id"], body)), 201)
+    return jresp(await hq_of(request).db.write(lambda c: _writer(request, c, p, b, "branch.closed_day").add_closed_day(b["id"], body)), 201)
 
 
 @authed
 async def remove_closed_day(request: web.Request, p: Principal) -> web.Response:
     b = await _branch(request, p, "manage")
     day = request.match_info["day"]
-    return jresp(await hq_of(request).db.write(lambda c: _writer(request, c).remove_closed_day(b["id"], day)))
+    return jresp(await hq_of(request).db.write(lambda c: _writer(request, c, p, b, "branch.closed_day", day).remove_closed_day(b["id"], day)))
 
 
 @authed
@@ -289,7 +295,7 @@ async def list_devices(request: web.Request, p: Principal) -> web.Response:
 async def add_device(request: web.Request, p: Principal) -> web.Response:
     b = await _branch(request, p, "admin")
     body = await read_json(request)
-    return jresp(await hq_of(request).db.write(lambda c: _writer(request, c).add_device(b["id"], body)), 201)
+    return jresp(await hq_of(request).db.write(lambda c: _writer(request, c, p, b, "device.add").add_device(b["id"], body)), 201)
 
 
 @authed
@@ -312,7 +318,7 @@ async def put_staff(request: web.Request, p: Principal) -> web.Response:
         if not isinstance(pin, str) or not pin.isdigit() or not 4 <= len(pin) <= 12:
             raise bad_request("pin must be 4-12 digits")
         pin_hash = await asyncio.to_thread(_hash, request, pin)
-    return jresp(await hq_of(request).db.write(lambda c: _writer(request, c).put_staff(b["id"], staff_id, name, pin_hash)))
+    return jresp(await hq_of(request).db.write(lambda c: _writer(request, c, p, b, "branch.staff", staff_id).put_staff(b["id"], staff_id, name, pin_hash)))
 
 
 @authed

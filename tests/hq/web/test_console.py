@@ -467,3 +467,33 @@ async def test_super_admin_creates_an_organization_and_its_admin(console):
     admin = await console.login("admin@acme.test")
     assert (await admin.get("/console/orgs"))[0] == 403
     assert (await admin.post("/console/orgs", {"id": "delta", "name": "D"}))[0] == 403
+
+
+async def test_every_console_page_has_the_strict_csp_and_no_inline_code(console):
+    root = await console.login("root@hq.test")
+    uid = user_id(console, "staff@acme.test")
+    for path in ("/console", "/console/orgs", "/console/accounts", "/console/accounts/new", f"/console/accounts/{uid}",
+                 "/console/password", "/console/audit", "/console/live/acme-main", "/console/staffing/acme-main",
+                 "/console/branches/acme-main", "/console/appointments/acme-main", "/console/login"):
+        status, html, r = await root.get(path)
+        assert status == 200, path
+        csp = r.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp and r.headers["X-Frame-Options"] == "DENY"
+        assert r.headers["Cache-Control"] == "no-store"
+        assert "<script>" not in html and " style=" not in html and "<style" not in html, path
+        assert html.count('name="csrf_token"') == html.count("<form") - html.count('method="get"'), path
+
+
+async def test_config_changes_through_the_api_are_in_the_audit_log(console, session):
+    await api(session, "PUT", f"{console.url}/api/v1/branches/acme-main/hours", 200, headers=console.h("acme-manager"),
+              json={"weekdays": {"0": {"opens": "07:30", "closes": "12:00"}}})
+    await api(session, "PUT", f"{console.url}/api/v1/branches/acme-main/hours", 400, headers=console.h("acme-manager"),
+              json={"weekdays": {"0": {"opens": "12:00", "closes": "07:30"}}})  # refused: nothing recorded
+    await api(session, "PUT", f"{console.url}/api/v1/branches/acme-main/counters/c2", 200, headers=console.h("acme-admin"),
+              json={"name": "Counter 2", "services": ["general"]})
+    rows = [(r["actor_email"], r["action"], r["target"], r["org_id"]) for r in audit_rows(console)]
+    assert rows.count(("manager@acme.test", "branch.hours", "acme-main", "acme")) == 1
+    assert ("admin@acme.test", "counter.put", "acme-main/c2", "acme") in rows
+    admin = await console.login("admin@acme.test")
+    _, html, _ = await admin.get("/console/audit")
+    assert "counter.put" in html and "acme-main/c2" in html
