@@ -117,7 +117,14 @@ def _line_counts(conn: sqlite3.Connection) -> None:
     conn.execute(COUNT_LINES)
 
 
-MIGRATIONS = [_create_projection, _index_lines, _index_call_order, _refold_causal, _line_counts]
+def _index_recent_calls(conn: sqlite3.Connection) -> None:
+    """The wait estimate reads a line's latest calls (appliance.waits): from an index, not by
+    sorting the day's tickets at every issue."""
+    conn.execute("CREATE INDEX tickets_by_call ON tickets (service, day, called_ms) WHERE called_ms IS NOT NULL")
+
+
+MIGRATIONS = [_create_projection, _index_lines, _index_call_order, _refold_causal, _line_counts,
+              _index_recent_calls]
 PROJECTION_TABLES = ("tickets", "counter_status", "config", "bookings")
 
 CONFIG_KINDS = {ev.CONFIG_BRANCH: "branch", ev.CONFIG_SERVICE: "service",
