@@ -25,7 +25,7 @@ SETTINGS: list[tuple[str, Any, str]] = [
     ("branch.name", None, "Branch name shown on tickets and screens."),
     ("branch.timezone", "UTC", "IANA time zone; the ticket day and opening hours follow it."),
     ("branch.languages", ["en"], "Languages offered to citizens, first is the default."),
-    ("branch.notices", [], "Lines the waiting-room display scrolls in its ticker."),
+    ("branch.notices", [], "Lines the waiting-room display scrolls in its ticker: a list, or { en = [...], fr = [...] }."),
     ("device.id", None, "This device's id; must be on the roster."),
     ("device.role", None, "kiosk, display or counter: chooses hardware and UI."),
     ("device.data_dir", "data", "Where the SQLite store and the device key live (relative to the config file)."),
@@ -53,6 +53,7 @@ SETTINGS: list[tuple[str, Any, str]] = [
     ("services[].id", None, "Service id."),
     ("services[].letter", None, "Ticket letter(s), e.g. A for A042; unique in the branch."),
     ("services[].names", None, "Table of names per language code."),
+    ("services[].icon", None, "The kiosk's pictogram for the service (SERVICE_ICONS); unset: chosen from its words."),
     ("services[].promote_after_s", None, "Per-service override of queue.promote_after_s."),
     ("services[].max_recalls", None, "Per-service override of queue.max_recalls."),
     ("services[].default_service_s", None, "Per-service override of queue.default_service_s."),
@@ -87,12 +88,44 @@ class QueueRules:
     digits: int = 3
 
 
+#: The ticker's notices: HQ's limits (hq.tenants.check_notices), per language here.
+MAX_NOTICES = 20
+MAX_NOTICE_CHARS = 200
+LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")
+
+#: The kiosk's service pictograms (drawn by ``kiosk_ui.pictograms``), and the words that choose
+#: one when a service names none (the first match, by word prefix, in the id and English name).
+SERVICE_ICONS = ("person", "money", "document", "id-card", "health", "info", "mail", "calendar")
+_ICON_WORDS = (
+    ("money", ("pay", "cash", "money", "tax", "bill", "fee", "bank", "fine")),
+    ("id-card", ("id", "passport", "identity", "licen", "visa", "card")),
+    ("document", ("doc", "cert", "paper", "form", "permit", "registr", "record")),
+    ("health", ("health", "clinic", "medic", "nurs", "doctor", "pharm", "vaccin")),
+    ("info", ("info", "enquir", "inquir", "question", "help", "reception")),
+    ("mail", ("mail", "post", "parcel", "letter", "courier")),
+    ("calendar", ("book", "appoint", "calendar", "schedul")),
+)
+
+
+def service_icon(service_id: str, names: dict[str, str] | None = None, icon: str | None = None) -> str:
+    """The pictogram for a service: its configured ``icon``, else one chosen from its words."""
+    if icon in SERVICE_ICONS:
+        return str(icon)
+    words = re.findall(r"[a-z]+", f"{service_id} {(names or {}).get('en', '')}".lower())
+    for chosen, prefixes in _ICON_WORDS:
+        if any(w.startswith(p) for w in words for p in prefixes if len(p) > 2 or w == p):
+            return chosen
+    return "person"
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     id: str
     letter: str
     names: dict[str, str]
     rules: dict[str, int] = field(default_factory=dict)
+    #: The kiosk's pictogram (one of ``SERVICE_ICONS``); "" lets the kiosk choose (``service_icon``).
+    icon: str = ""
 
     def name(self, language: str | None = None) -> str:
         if language and language in self.names:
@@ -140,6 +173,8 @@ class Config:
     timezone: str
     languages: tuple[str, ...]
     notices: tuple[str, ...]
+    #: ``notices = { en = [...], fr = [...] }``: the lines per language (``notices`` is then empty).
+    notices_by_language: dict[str, tuple[str, ...]]
     device_id: str
     role: str
     data_dir: Path
@@ -233,12 +268,31 @@ def load_config(path: Path | str, *, role: str | None = None, listen: str | None
     return parse_config(raw, path=path, role=role, listen=listen)
 
 
+def _notice_list(value: Any, where: str) -> tuple[str, ...]:
+    if not (isinstance(value, list) and all(isinstance(x, str) and x.strip() for x in value)):
+        raise ConfigError(f"{where}: expected a list of texts")
+    if len(value) > MAX_NOTICES or any(len(x) > MAX_NOTICE_CHARS for x in value):
+        raise ConfigError(f"{where}: at most {MAX_NOTICES} texts of at most {MAX_NOTICE_CHARS} characters")
+    return tuple(value)
+
+
+def _notices(value: Any) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """``branch.notices``: a list (the same lines in every language), or a table of lists
+    per language code (``{ en = [...], fr = [...] }``): (common lines, lines per language)."""
+    if isinstance(value, dict):
+        for lang in value:
+            if not LANGUAGE_RE.match(lang):
+                raise ConfigError(f"branch.notices: {lang!r} is not a language code such as en or fr")
+        return (), {lang: _notice_list(v, f"branch.notices.{lang}") for lang, v in value.items()}
+    if not isinstance(value, list):
+        raise ConfigError("branch.notices: expected a list of texts or a table of lists per language")
+    return _notice_list(value, "branch.notices"), {}
+
+
 def parse_config(raw: dict[str, Any], *, path: Path, role: str | None = None, listen: str | None = None) -> Config:
     branch = _require(raw, "branch", dict, "config")
     device = _require(raw, "device", dict, "config")
-    notices = tuple(_optional(branch, "notices", list, [], "branch"))
-    if not all(isinstance(x, str) for x in notices):
-        raise ConfigError("branch.notices: expected a list of strings")
+    notices, notices_by_language = _notices(branch.get("notices", []))
     branch_id = _ident(_require(branch, "id", str, "branch"), "branch.id")
     timezone = _optional(branch, "timezone", str, "UTC", "branch")
     try:
@@ -294,7 +348,11 @@ def parse_config(raw: dict[str, Any], *, path: Path, role: str | None = None, li
         rules = {k: _require(item, k, int, where) for k in SERVICE_RULES if k in item}
         if "digits" in rules:
             _digits(rules["digits"], f"{where}.digits")
-        services.append(ServiceConfig(_ident(_require(item, "id", str, where), f"{where}.id"), letter, dict(names), rules))
+        icon = _optional(item, "icon", str, "", where)
+        if icon and icon not in SERVICE_ICONS:
+            raise ConfigError(f"{where}.icon: one of {', '.join(SERVICE_ICONS)}, got {icon!r}")
+        services.append(ServiceConfig(_ident(_require(item, "id", str, where), f"{where}.id"), letter, dict(names),
+                                      rules, icon))
     _unique([s.id for s in services], "services: duplicate id")
     _unique([s.letter for s in services], "services: duplicate letter")
 
@@ -364,7 +422,8 @@ def parse_config(raw: dict[str, Any], *, path: Path, role: str | None = None, li
 
     return Config(
         path=path, branch_id=branch_id, branch_name=_optional(branch, "name", str, branch_id, "branch"),
-        timezone=timezone, languages=languages, notices=notices, device_id=device_id, role=config_role, data_dir=data_dir,
+        timezone=timezone, languages=languages, notices=notices,
+        notices_by_language=notices_by_language, device_id=device_id, role=config_role, data_dir=data_dir,
         listen_host=host, listen_port=port, device_counters=device_counters, queue=queue, security=security,
         max_body_bytes=max_body, services=tuple(services), counters=tuple(counters), roster=tuple(roster),
         staff=tuple(staff), raw=raw, public_url=public_url, hours=hours,

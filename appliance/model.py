@@ -21,6 +21,8 @@ class Model:
     languages: tuple[str, ...]
     rules: QueueRules
     notices: tuple[str, ...] = ()
+    #: Notices per language code (``notices = { en = [...], ... }`` in the device file).
+    notices_by_language: dict[str, tuple[str, ...]] = field(default_factory=dict)
     services: dict[str, ServiceConfig] = field(default_factory=dict)
     counters: dict[str, CounterConfig] = field(default_factory=dict)
     roster: dict[str, RosterEntry] = field(default_factory=dict)
@@ -42,11 +44,16 @@ def config_events(config: Config) -> list[tuple[str, dict[str, Any]]]:
         "config.branch",
         {"id": config.branch_id, "name": config.branch_name, "timezone": config.timezone,
          "languages": list(config.languages), "queue": dict(config.queue.__dict__),
-         "notices": list(config.notices)},
+         "notices": list(config.notices),
+         **({"notices_by_language": {k: list(v) for k, v in config.notices_by_language.items()}}
+            if config.notices_by_language else {})},
     )]
     for i, s in enumerate(config.services):
-        out.append(("config.service", {"id": s.id, "letter": s.letter, "names": dict(s.names),
-                                       "rules": dict(s.rules), "order": i}))
+        service: dict[str, Any] = {"id": s.id, "letter": s.letter, "names": dict(s.names),
+                                   "rules": dict(s.rules), "order": i}
+        if s.icon:
+            service["icon"] = s.icon
+        out.append(("config.service", service))
     for i, c in enumerate(config.counters):
         counter: dict[str, Any] = {"id": c.id, "name": c.name, "services": list(c.services), "order": i}
         if c.names:
@@ -70,7 +77,8 @@ def load_model(conn: sqlite3.Connection, fallback: Config) -> Model:
     rules = QueueRules(**{k: int(v) for k, v in queue.items() if k in QueueRules.__dataclass_fields__}) if queue else fallback.queue
     in_order = sorted(bodies.items(), key=lambda kv: (kv[0][0], kv[1].get("order", 0), kv[0][1]))
     services = {
-        id_: ServiceConfig(b["id"], b["letter"], dict(b["names"]), dict(b.get("rules") or {}))
+        id_: ServiceConfig(b["id"], b["letter"], dict(b["names"]), dict(b.get("rules") or {}),
+                            str(b.get("icon") or ""))
         for (kind, id_), b in in_order if kind == "service"
     }
     counters = {
@@ -93,6 +101,8 @@ def load_model(conn: sqlite3.Connection, fallback: Config) -> Model:
         languages=tuple(branch.get("languages", fallback.languages)),
         rules=rules,
         notices=tuple(branch.get("notices", fallback.notices)),
+        notices_by_language={k: tuple(v) for k, v in (
+            branch["notices_by_language"] if "notices_by_language" in branch else fallback.notices_by_language).items()},
         services=services or {s.id: s for s in fallback.services},
         counters=counters or {c.id: c for c in fallback.counters},
         roster=roster,

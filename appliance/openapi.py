@@ -86,7 +86,8 @@ SCHEMAS: dict[str, Any] = {
         "id": {"type": "string"}, "letter": {"type": "string"},
         "names": {"type": "object", "additionalProperties": {"type": "string"}},
         "waiting": {"type": "integer"}, "estimated_wait_s": {"type": "integer"},
-        "estimated_wait_range_s": WAIT_RANGE, "open_counters": {"type": "integer"}}},
+        "estimated_wait_range_s": WAIT_RANGE, "open_counters": {"type": "integer"},
+        "icon": {"type": "string", "description": "the kiosk's pictogram, when the configuration names one"}}},
     "State": {"type": "object", "required": ["branch", "services", "counters", "recent_calls", "peers", "hq", "state_hash"],
               "properties": {
                   "branch": {"type": "object"}, "device": {"type": "object"}, "now": {"type": "string"},

@@ -325,8 +325,11 @@ class Queries:
                                (day, service)).fetchone()[0]
         opened = self._open_counters(conn, m).get(service, 0)
         wait, span = self._newcomer_estimate(conn, m, day, service, waiting, opened)
-        return {"id": s.id, "letter": s.letter, "names": s.names, "waiting": waiting,
+        view = {"id": s.id, "letter": s.letter, "names": s.names, "waiting": waiting,
                 "estimated_wait_s": wait, "estimated_wait_range_s": span, "open_counters": opened}
+        if s.icon:
+            view["icon"] = s.icon
+        return view
 
     def _newcomer_estimate(self, conn: sqlite3.Connection, m: Model, day: str, service: str,
                            waiting: int, opened: int) -> tuple[int, list[int] | None]:
@@ -356,6 +359,7 @@ class Queries:
             services.append({
                 "id": s.id, "letter": s.letter, "names": s.names, "waiting": len(line),
                 "estimated_wait_s": wait, "estimated_wait_range_s": span, "open_counters": opened,
+                **({"icon": s.icon} if s.icon else {}),
             })
             waiting_views += [(q.order_key(t, rules, now), self._ticket_view(m, rows[t.id], positions)) for t in line]
         waiting_views.sort(key=lambda kv: kv[0])
@@ -370,6 +374,8 @@ class Queries:
         return {
             "branch": {"id": m.branch_id, "name": m.name, "timezone": m.timezone, "languages": list(m.languages),
                        "notices": list(m.notices),
+                       **({"notices_by_language": {k: list(v) for k, v in m.notices_by_language.items()}}
+                          if m.notices_by_language else {}),
                        "hours": hours.status(m.hours, datetime.fromtimestamp(now / 1000, m.tz))},
             "device": {"id": self.device_id, "role": self.config.role},
             "now": iso(now, m.tz),

@@ -126,6 +126,9 @@ class DisplayViewModel(NodeViewModel):
         self._waiting: dict[str, dict[str, Any]] = {}
         self._calls: list[dict[str, str]] = []
         self._local_notices = list(notices or [])
+        #: The branch's notices: the same in every language, and per language code.
+        self._branch_notices: list[str] = []
+        self._notices_by_language: dict[str, list[str]] = {}
         self.notices = list(self._local_notices)
         self._now: datetime | None = None
         self._connecting = True
@@ -135,6 +138,7 @@ class DisplayViewModel(NodeViewModel):
     # --- strings --------------------------------------------------------------------------
 
     def retranslate(self) -> None:
+        self._compose_notices()
         self._rebuild_calls()
         self._rebuild_services()
         self._update_status()
@@ -171,8 +175,12 @@ class DisplayViewModel(NodeViewModel):
         ][: RECENT_MAX + 1]
         if self.cycle_languages is None:
             self.cycle_languages = [str(x) for x in (state.get("branch") or {}).get("languages") or []]
-        branch_notices = (state.get("branch") or {}).get("notices") or []
-        self.notices = [*self._local_notices, *map(str, branch_notices)]
+        branch = state.get("branch") or {}
+        self._branch_notices = [str(x) for x in branch.get("notices") or []]
+        by_language = branch.get("notices_by_language") or {}
+        self._notices_by_language = {str(k): [str(x) for x in v] for k, v in by_language.items()
+                                     if isinstance(v, list)} if isinstance(by_language, dict) else {}
+        self._compose_notices()
         self._set_peers(state.get("peers") or [])
         self.offline = False
         self._connecting = False
@@ -302,6 +310,18 @@ class DisplayViewModel(NodeViewModel):
         self.services = rows
         self.crowd = crowd_level(total_waiting, open_counters)
         self.crowd_text = self.t(CROWD_TEXT[self.crowd])
+
+    def _compose_notices(self) -> None:
+        """The ticker's lines in the current language: ``--notice`` lines, the branch's lines
+        for every language, then its lines in this language (English where it has none)."""
+        by_language = self._notices_by_language
+        own = by_language.get(self.language)
+        if own is None:
+            own = by_language.get(SOURCE_LANGUAGE, [])
+        notices = [*self._local_notices, *self._branch_notices, *own]
+        if notices != list(self.notices):
+            self.notices = notices
+            self._rebuild_ticker()
 
     def _rebuild_ticker(self) -> None:
         self.ticker_text = "   •   ".join(self.notices)

@@ -27,6 +27,7 @@ from kivy.properties import (
 )
 
 from appliance.client import NodeClient, NodeRejected, NodeUnavailable, NotFound
+from appliance.config import service_icon
 from ui_common.viewmodel import NodeViewModel
 
 from .i18n import CATALOGS, LANGUAGES, SOURCE_LANGUAGE
@@ -145,7 +146,7 @@ class KioskViewModel(NodeViewModel):
 
     catalogs = CATALOGS
     screen = OptionProperty("language", options=list(SCREENS))
-    #: Rows for the service screen: {id, letter, name, waiting_text, wait_text}.
+    #: Rows for the service screen: {id, letter, name, icon, waiting_text, wait_text}.
     services = ListProperty([])
     selected_service = StringProperty("")
     selected_service_name = StringProperty("")
@@ -243,6 +244,7 @@ class KioskViewModel(NodeViewModel):
                     "id": s["id"],
                     "letter": s.get("letter", ""),
                     "name": self._service_name(s),
+                    "icon": service_icon(str(s["id"]), s.get("names"), s.get("icon")),
                     "waiting": int(s.get("waiting", 0)),
                     "waiting_text": self.t("Waiting: {n}", n=int(s.get("waiting", 0))),
                     "wait_text": self._wait_text(s, wait),

@@ -10,12 +10,14 @@ from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.gridlayout import GridLayout
 from kivy.uix.image import Image
 
+from .pictograms import Pictogram
 from .qr import qr_texture
 
 
 class Choices:
     """Mixin for a layout of big buttons, one per item ``{key, text}`` of ``items``, made from
-    ``button_class``; a press dispatches ``on_choose(key)``."""
+    ``button_class``; a press dispatches ``on_choose(key)``. An item's ``icon`` (a
+    ``pictograms`` name) goes to the button's ``icon`` (``ServiceButton`` shows it)."""
 
     items = ListProperty([])
     button_class = StringProperty("ChoiceButton")
@@ -28,6 +30,8 @@ class Choices:
         self.clear_widgets()  # type: ignore[attr-defined]
         for item in self.items:
             button = getattr(Factory, self.button_class)(text=item["text"])
+            if "icon" in item:  # a property of the .kv rule: it exists once the button is made
+                button.icon = item["icon"]
             button.choice_key = item["key"]
             button.bind(on_release=lambda b: self.dispatch("on_choose", b.choice_key))  # type: ignore[attr-defined]
             self.add_widget(button)  # type: ignore[attr-defined]
@@ -72,3 +76,4 @@ class QRImage(Image):
 Factory.register("ChoiceList", cls=ChoiceList)
 Factory.register("QRImage", cls=QRImage)
 Factory.register("KeyPad", cls=KeyPad)
+Factory.register("Pictogram", cls=Pictogram)

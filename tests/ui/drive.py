@@ -162,6 +162,21 @@ async def kiosk_script(app: Any, args: argparse.Namespace, result: dict[str, Any
     await frames(4)
     app.screenshot("kiosk-start.png")
 
+    # Each service button shows its pictogram, drawn, inside the button, left of the words.
+    from kiosk_ui.pictograms import Pictogram
+
+    vm.screen = "service"
+    await frames(4)
+    result["pictograms"] = {}
+    for b in app.root.ids.services.children:
+        pict = next(c for c in b.children if isinstance(c, Pictogram))
+        inside = (b.x <= pict.x and pict.right <= b.right and b.y <= pict.y and pict.top <= b.top)
+        left_of_words = pict.right <= b.x + b.padding[0]
+        result["pictograms"][b.choice_key] = [pict.name, len(pict.canvas.children) > 2, inside, left_of_words]
+    app.screenshot("kiosk-en-service-pictograms.png")
+    vm.reset()
+    await frames(2)
+
     # A citizen: English, first service, priority, take a ticket: all by touches.
     english = next(b for b in app.root.ids.languages.children if b.text == "English")
     await tap(english)

@@ -269,3 +269,70 @@ def test_every_display_message_is_in_the_template_and_translated() -> None:
     for lang in LANGUAGES:
         missing = [i for i in ids if i not in CATALOGS.messages(lang)]
         assert not missing, (lang, missing)
+
+
+NOTICES_BY_LANGUAGE = {
+    "en": "Payments close at 15:00 today.",
+    "fr": "Les paiements ferment à 15h00 aujourd'hui.",
+    "rw": "Kwishyura birafunga saa cyenda uyu munsi.",
+    "sw": "Malipo yanafungwa saa tisa leo.",
+}
+
+
+async def test_notices_per_language_follow_the_language_the_display_shows(nodes: Nodes) -> None:
+    """``notices = { en = [...], fr = [...], ... }`` in the device file reaches the display
+    through /state; the ticker shows the lines of the language the screen is cycling through
+    (English for a language the table lacks: es here), after the ``--notice`` lines."""
+
+    def per_language(config: Path) -> None:
+        text = config.read_text(encoding="utf-8")
+        table = ", ".join(f'{lang} = ["{line}"]' for lang, line in NOTICES_BY_LANGUAGE.items())
+        start = text.index("notices = [")
+        end = text.index("\n", start)
+        config.write_text(text[:start] + f"notices = {{ {table} }}" + text[end:], encoding="utf-8")
+
+    node = nodes.start("display", edit=per_language)
+    clock = FakeClock()
+    langs = ["en", "fr", "rw", "sw", "es"]
+    vm = DisplayViewModel(clock=clock, notices=["Welcome"], cycle_languages=langs, cycle_s=10)
+    client = NodeClient(node.url)
+    task = await follow(client, vm)
+    try:
+        state = await client.state()
+        assert state["branch"]["notices"] == []
+        assert state["branch"]["notices_by_language"] == {k: [v] for k, v in NOTICES_BY_LANGUAGE.items()}
+        seen = {}
+        vm.tick(datetime(2026, 1, 1, 9, 0))  # the cycle starts: en gets its full turn
+        for _ in langs:
+            seen[vm.language] = vm.ticker_text
+            clock.now += 10
+            vm.tick(datetime(2026, 1, 1, 9, 0))
+        assert vm.language == "en"  # round the cycle
+        assert seen == {lang: "Welcome   •   " + NOTICES_BY_LANGUAGE.get(lang, NOTICES_BY_LANGUAGE["en"])
+                        for lang in langs}
+    finally:
+        await stop(task, client)
+
+
+def test_notices_in_a_list_are_shown_in_every_language_and_a_bad_table_is_one_line(tmp_path: Path) -> None:
+    from appliance.config import ConfigError, parse_config
+
+    vm = DisplayViewModel(clock=FakeClock(), language="fr")
+    vm.apply_state({"branch": {"notices": ["Wi-Fi: SmartQ"], "notices_by_language": {"en": ["Hello"]}},
+                    "services": [], "counters": [], "waiting": []})
+    assert vm.ticker_text == "Wi-Fi: SmartQ   •   Hello"  # fr has none: English
+    vm.language = "en"
+    assert vm.notices == ["Wi-Fi: SmartQ", "Hello"]
+
+    def branch(notices: object) -> dict[str, Any]:
+        return {"branch": {"id": "b1", "name": "B", "notices": notices}, "device": {"id": "d1", "role": "display"}}
+
+    for notices, error in (
+        ({"en": "one text"}, "branch.notices.en: expected a list of texts"),
+        ({"english": ["x"]}, "branch.notices: 'english' is not a language code such as en or fr"),
+        ({"fr": ["x" * 201]}, "branch.notices.fr: at most 20 texts of at most 200 characters"),
+        ("Welcome", "branch.notices: expected a list of texts or a table of lists per language"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            parse_config(branch(notices), path=tmp_path / "d.toml")
+        assert str(err.value) == error

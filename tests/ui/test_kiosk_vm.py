@@ -433,3 +433,43 @@ async def test_a_closed_branch_says_when_it_opens_and_takes_no_ticket(nodes: Nod
         assert vm.closed_text == "Closed. Opens tomorrow at 08:00."
     finally:
         await client.close()
+
+
+async def test_each_service_has_a_pictogram_from_its_words_or_its_configuration(
+        nodes: Nodes, clock: FakeClock) -> None:
+    """The sample's services name no icon: the kiosk chooses one from their words. A service
+    that names one (here documents: ``icon = "mail"``) gets it through the node's /state."""
+    from kiosk_ui.pictograms import PICTOGRAMS
+
+    def documents_by_mail(config: Path) -> None:
+        text = config.read_text(encoding="utf-8")
+        config.write_text(text.replace('letter = "C"\n', 'letter = "C"\nicon = "mail"\n'), encoding="utf-8")
+
+    for edit, documents_icon in ((None, "document"), (documents_by_mail, "mail")):
+        node = nodes.start("kiosk", edit=edit)
+        async with NodeClient(node.url) as client:
+            vm = make_vm(client, clock)
+            await vm.refresh()
+            icons = {s["id"]: s["icon"] for s in vm.services}
+            assert icons == {"general": "info", "payments": "money", "documents": documents_icon}
+            assert all(icon in PICTOGRAMS for icon in icons.values())
+            state = await client.state()
+            assert [s.get("icon") for s in state["services"]] == [None, None, None if edit is None else "mail"]
+        node.stop()
+
+
+def test_an_unknown_icon_is_a_one_line_configuration_error(ui_sample: Path, tmp_path: Path) -> None:
+    from appliance.config import ConfigError, load_config, service_icon
+
+    config = tmp_path / "kiosk.toml"
+    text = (ui_sample / "kiosk.toml").read_text(encoding="utf-8")
+    config.write_text(text.replace('letter = "B"\n', 'letter = "B"\nicon = "coin"\n'), encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    assert str(err.value) == ("services[1].icon: one of person, money, document, id-card, health, info, "
+                              "mail, calendar, got 'coin'")
+    # Words choose by whole word or prefix: "id" is an identity card, "idle" is not.
+    assert [service_icon(i, {"en": n}) for i, n in [("id", ""), ("idle", ""), ("x", "Passport renewal"),
+                                                    ("x", "Vaccinations"), ("x", "Appointments")]] == [
+        "id-card", "person", "id-card", "health", "calendar"]
+    assert service_icon("payments", {}, "calendar") == "calendar"

@@ -144,6 +144,9 @@ def test_ticket_from_kiosk_touches_is_called_at_counter_and_shown_on_display(
         assert k["checker_catches"] == [True, True]
         assert k["taps_to_ticket"] == 3  # language, the priority answer, the service
         assert k["layout_problems"] == []
+        # Every service button shows its pictogram (drawn, inside it, left of its words).
+        assert k["pictograms"] == {"general": ["info", True, True, True], "payments": ["money", True, True, True],
+                                   "documents": ["document", True, True, True]}
         # The node has no printer configured: the kiosk says so and shows the QR.
         assert k["printer_failed"] is True
 
