@@ -1,0 +1,206 @@
+"""A SmartQ image booted headless in QEMU, for the image tests.
+
+The guest's node is reached over QEMU user networking with one port forwarded on 127.0.0.1
+(restrict=on: the guest reaches nothing outside). The test build adds one test-only unit, a
+root shell on the second serial port (ttyS1); the kernel console goes to a log file (ttyS0).
+Production images have neither (images/build.sh adds --extra files to test builds only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+OVMF = next((p for p in ("/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF.fd") if os.path.exists(p)), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SerialShell:
+    """Runs commands in the guest's test shell and returns (exit status, output)."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(str(path))
+        self.buffer = ""
+        self.lock = threading.Lock()
+        self.count = 0
+        self.closed = False
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                self.closed = True
+                return
+            with self.lock:
+                self.buffer += data.decode("utf-8", "replace").replace("\r", "")
+
+    def _wait_for(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                m = pattern.search(self.buffer)
+                if m:
+                    self.buffer = self.buffer[m.end():]
+                    return m
+            time.sleep(0.05)
+        raise TimeoutError(f"no {pattern.pattern!r} from the guest shell; last output: {self.buffer[-2000:]!r}")
+
+    def ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.sendall(b"\nbind 'set enable-bracketed-paste off'; stty -echo; PS1=; PS2=; echo @@READY\n")
+            try:
+                self._wait_for(re.compile(r"^@@READY$", re.M), 3)
+                return
+            except TimeoutError:
+                continue
+        raise TimeoutError("the guest's test shell never answered")
+
+    def run(self, command: str, timeout: float = 60) -> tuple[int, str]:
+        self.count += 1
+        tag = f"@@END{self.count}"
+        with self.lock:
+            self.buffer = ""
+        self.sock.sendall(f"{command}\nprintf '%s %s\\n' {tag} $?\n".encode())
+        m = self._wait_for(re.compile(rf"(?s)^(.*?)^{tag} (\d+)$", re.M), timeout)
+        return int(m.group(2)), m.group(1).strip()
+
+    def check(self, command: str, timeout: float = 60) -> str:
+        rc, out = self.run(command, timeout)
+        if rc != 0:
+            raise AssertionError(f"guest: {command!r} exited {rc}: {out}")
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Machine:
+    """One QEMU guest booted from a raw disk image."""
+
+    def __init__(self, disk: Path, workdir: Path) -> None:
+        self.disk = disk
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.shell: SerialShell | None = None
+        self.boots = 0
+
+    @property
+    def kvm(self) -> bool:
+        """KVM when it can run a stock kernel: not under kvm-pvm (a nested KVM that runs only
+        PVM-aware guest kernels; Debian's hang at boot). SMARTQ_IMAGE_ACCEL=kvm|tcg decides."""
+        wanted = os.environ.get("SMARTQ_IMAGE_ACCEL")
+        if wanted:
+            return wanted == "kvm"
+        return os.access("/dev/kvm", os.R_OK | os.W_OK) and not os.path.exists("/sys/module/kvm_pvm")
+
+    def start(self) -> None:
+        self.boots += 1
+        self.console = self.workdir / f"console-{self.boots}.log"
+        self.shell_sock = self.workdir / "shell.sock"
+        self.monitor_sock = self.workdir / "monitor.sock"
+        for p in (self.shell_sock, self.monitor_sock):
+            p.unlink(missing_ok=True)
+        # arch-capabilities off: nested KVM (CI machines) refuses that MSR.
+        accel = ["-accel", "kvm", "-cpu", "host,-arch-capabilities"] if self.kvm else ["-accel", "tcg,thread=multi", "-cpu", "max"]
+        cmd = [
+            "qemu-system-x86_64", "-machine", "q35", *accel, "-smp", "2", "-m", "1536",
+            "-bios", str(OVMF), "-nodefaults", "-display", "none", "-vga", "std",
+            "-drive", f"file={self.disk},format=raw,if=virtio,cache=writeback",
+            "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:8401",
+            "-device", "virtio-net-pci,netdev=n0",
+            "-device", "i6300esb", "-device", "qemu-xhci,id=xhci",
+            "-serial", f"file:{self.console}",
+            "-serial", f"unix:{self.shell_sock},server=on,wait=off",
+            "-monitor", f"unix:{self.monitor_sock},server=on,wait=off",
+        ]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.workdir / f"qemu-{self.boots}.log", "wb"))
+        deadline = time.monotonic() + 30
+        while not self.shell_sock.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"qemu did not start: {(self.workdir / f'qemu-{self.boots}.log').read_text()}")
+            time.sleep(0.1)
+        self.shell = SerialShell(self.shell_sock)
+        self.shell.ready(timeout=300 if self.kvm else 900)
+
+    def monitor(self, command: str) -> str:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.monitor_sock))
+            s.settimeout(10)
+            s.sendall(command.encode() + b"\n")
+            time.sleep(0.5)
+            try:
+                return s.recv(65536).decode("utf-8", "replace")
+            except (TimeoutError, OSError):
+                return ""
+
+    def power_off(self) -> None:
+        """Pull the plug: QEMU quits at once, the guest gets no shutdown."""
+        if self.shell:
+            self.shell.close()
+            self.shell = None
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.monitor("quit")
+                self.proc.wait(timeout=20)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    # --- the node's HTTP API through the forwarded port ----------------------------------------
+    def http(self, method: str, path: str, body: dict | None = None, timeout: float = 10) -> tuple[int, dict]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"null")
+
+    def wait_healthy(self, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            try:
+                status, body = self.http("GET", "/healthz", timeout=3)
+                if status == 200:
+                    return body
+                last = (status, body)
+            except (OSError, ValueError) as err:
+                last = err
+            time.sleep(1)
+        raise TimeoutError(f"/healthz never answered 200 (last: {last})")
+
+    def wait_for(self, command: str, timeout: float = 120) -> str:
+        """Repeat a guest command until it exits 0; returns its output."""
+        assert self.shell
+        deadline = time.monotonic() + timeout
+        out = ""
+        while time.monotonic() < deadline:
+            rc, out = self.shell.run(command)
+            if rc == 0:
+                return out
+            time.sleep(1)
+        raise TimeoutError(f"guest: {command!r} never succeeded; last output: {out}")
