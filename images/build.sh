@@ -76,7 +76,10 @@ mapfile -t PACKAGES < <(sed -e 's/#.*//' -e '/^\s*$/d' "$HERE/packages/common" "
 PACKAGES+=($EXTRA_PACKAGES)
 COMPONENTS=main
 [ "$ARCH" = arm64 ] && COMPONENTS="main,non-free-firmware"   # raspi-firmware
-if [ "$ARCH" != "$(dpkg --print-architecture)" ]; then
+if [ "$ARCH" != "$(dpkg --print-architecture)" ] && ! arch-test "$ARCH" >/dev/null 2>&1; then
+    # binfmt_misc is not mounted or qemu's handler is not enabled (e.g. no systemd in a container).
+    mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || true
+    update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
     arch-test "$ARCH" >/dev/null 2>&1 || { echo "build.sh: cannot run $ARCH binaries: install qemu-user-static and binfmt-support" >&2; exit 2; }
 fi
 

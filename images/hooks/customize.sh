@@ -55,7 +55,7 @@ ln -sfn /data/app "$ROOT/opt/smartq"
 mkdir -p "$ROOT/data" "$ROOT/var/lib/smartq" "$ROOT/etc/smartq"
 
 # Units: the role's node and screen, first boot, updates, screen hours, the network.
-in_root systemctl enable smartq-node.service "smartq-ui@$ROLE.service" smartq-firstboot.service \
+in_root systemctl enable smartq-node.service "smartq-ui@$ROLE.service" smartq-firstboot.service smartq-enroll.service \
     smartq-screen.timer smartq-update.path systemd-networkd.service systemd-resolved.service chrony.service
 # Nothing for a passer-by on the screen's VT: no login prompt, no other VTs.
 in_root systemctl mask getty@tty1.service

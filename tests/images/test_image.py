@@ -11,6 +11,7 @@ printed (`-s`) and written to the tmp dir's timings.json.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -93,8 +94,16 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("image")
 
 
+# Development only: SMARTQ_IMAGE_PREBUILT=IMG reuses an image built by images/build.sh with the
+# same --extra test shell and the cache's development update key (skips the build).
+PREBUILT = os.environ.get("SMARTQ_IMAGE_PREBUILT")
+DEV_KEY = Path(os.environ.get("SMARTQ_IMAGE_CACHE", "/var/cache/smartq-images")) / "dev-update-key"
+
+
 @pytest.fixture(scope="module")
 def update_key(workdir: Path) -> tuple[Path, Path]:
+    if PREBUILT:
+        return DEV_KEY.with_suffix(".pem"), DEV_KEY.with_suffix(".pub")
     private = workdir / "update-key.pem"
     public = workdir / "update-key.pub"
     public.write_text(run([sys.executable, str(UPDATE_PY), "keygen", str(private)], capture_output=True).stdout)
@@ -110,8 +119,11 @@ def disk(workdir: Path, update_key: tuple[Path, Path]) -> Path:
     (extra / ".smartq-enable").write_text("smartq-test-shell.service\n")
     image = workdir / "kiosk.img"
     started = time.monotonic()
-    run(["bash", str(IMAGES / "build.sh"), "kiosk", "amd64", str(image), "--extra", str(extra),
-         "--update-key", str(update_key[1])], env={**_env(), "PYTHON": sys.executable})
+    if PREBUILT:
+        run(["cp", "--sparse=always", PREBUILT, str(image)])
+    else:
+        run(["bash", str(IMAGES / "build.sh"), "kiosk", "amd64", str(image), "--extra", str(extra),
+             "--update-key", str(update_key[1])], env={**_env(), "PYTHON": sys.executable})
     TIMINGS["build_s"] = round(time.monotonic() - started, 1)
     TIMINGS["image_mib"] = round(image.stat().st_size / 2**20)
     # "Flash" it: the branch's config onto the boot partition, and a card larger than the image.
@@ -124,8 +136,7 @@ def disk(workdir: Path, update_key: tuple[Path, Path]) -> Path:
 
 
 def _env() -> dict[str, str]:
-    import os
-    return {k: v for k, v in os.environ.items()}
+    return dict(os.environ)
 
 
 @pytest.fixture(scope="module")
