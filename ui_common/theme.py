@@ -6,6 +6,8 @@ in ``TEXT_PAIRS``; ``tests/ui/test_accessibility.py`` checks each pair with :fun
 
 from __future__ import annotations
 
+import re
+
 Colour = tuple[float, float, float, float]
 
 
@@ -41,3 +43,18 @@ DANGER_BG = hex_rgba("#A4161A")
 
 #: Minimum touch target edge, millimetres (WCAG/ISO guidance for public kiosks: >= 9 mm).
 TOUCH_MM = 12
+
+
+#: Kivy's default font (Roboto) has no arrows, shapes or dingbats: such characters are drawn
+#: from DejaVuSans, which Kivy ships too (else they show as boxes).
+SYMBOL_FONT = "DejaVuSans"
+_SYMBOLS = re.compile("([\u2190-\u21ff\u2300-\u23ff\u25a0-\u27bf\u2b00-\u2bff]+)")
+
+
+def with_symbols(text: str) -> str:
+    """``text`` as Kivy markup (for a label with ``markup: True``): escaped, its arrows and
+    symbols in ``SYMBOL_FONT``."""
+    from kivy.utils import escape_markup
+
+    return "".join(f"[font={SYMBOL_FONT}]{part}[/font]" if i % 2 else escape_markup(part)
+                   for i, part in enumerate(_SYMBOLS.split(text)))

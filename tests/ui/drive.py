@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -60,11 +61,59 @@ def walk(widget: Any) -> list[Any]:
     return out
 
 
+_FONT_TAG = re.compile(r"\[font=([^\]]+)\](.*?)\[/font\]", re.S)
+_TAG = re.compile(r"\[/?[a-z]+(=[^\]]*)?\]")
+_glyphs: dict[tuple[str, str], bool] = {}
+
+
+def font_file(name: str, bold: bool = False) -> str | None:
+    """The file Kivy draws ``font_name`` from (a registered family, or a resource name)."""
+    from kivy.core.text import LabelBase
+    from kivy.resources import resource_find
+
+    family = LabelBase._fonts.get(name)
+    if family:
+        return str(family[2] if bold else family[0])
+    return resource_find(name) or resource_find(name + ".ttf")
+
+
+def has_glyph(path: str, ch: str) -> bool:
+    """Whether the font draws ``ch`` (not its "missing" box: the glyph of a private-use
+    character, which no UI font defines)."""
+    key = (path, ch)
+    if key not in _glyphs:
+        from PIL import ImageFont
+
+        font = ImageFont.truetype(path, 40)
+        missing = font.getmask("\U000F0000")
+        mask = font.getmask(ch)
+        _glyphs[key] = not (mask.size == missing.size and bytes(mask) == bytes(missing))
+    return _glyphs[key]
+
+
+def missing_glyphs(label: Any) -> str:
+    """Characters of a label's text its font has no glyph for (they show as boxes); with
+    markup, ``[font=X]...[/font]`` spans are checked against X."""
+    spans = [(label.font_name, label.text)]
+    if label.markup:
+        spans = [(m.group(1), m.group(2)) for m in _FONT_TAG.finditer(label.text)]
+        spans.append((label.font_name, _TAG.sub("", _FONT_TAG.sub("", label.text))))
+    out = []
+    for name, text in spans:
+        path = font_file(name, label.bold)
+        if path is None:
+            out.append(f"(font {name} not found)")
+            continue
+        out += [ch for ch in set(text) if not ch.isspace() and not has_glyph(path, ch)]
+    return "".join(sorted(out))
+
+
 def layout_problems(root: Any, where: str, *, shortened: bool = False) -> list[str]:
     """Labels whose rendered text is larger than the label, and touch targets under 9 mm.
     With ``shortened``, a one-line label that Kivy shortens with "..." is a problem too
     (the display: a waiting room cannot read what was cut)."""
     from kivy.core.text import Label as CoreLabel
+    from kivy.core.text.markup import MarkupLabel
     from kivy.metrics import mm
     from kivy.uix.behaviors import ButtonBehavior
     from kivy.uix.label import Label
@@ -75,14 +124,16 @@ def layout_problems(root: Any, where: str, *, shortened: bool = False) -> list[s
         if w.opacity == 0 or w.height <= 1 or w.width <= 1:
             continue
         if shortened and isinstance(w, Label) and w.text and w.shorten:
-            core = CoreLabel(text=w.text, font_size=w.font_size, font_name=w.font_name,
+            core = (MarkupLabel if w.markup else CoreLabel)(text=w.text, font_size=w.font_size, font_name=w.font_name,
                              bold=w.bold, padding=w.padding, markup=w.markup)
             core.refresh()
             if core.texture.size[0] > w.width + 1:
                 problems.append(f"{where}: {w.text!r} is cut ('...'): needs {core.texture.size[0]} px, "
                                 f"has {w.width:.0f}")
+        if isinstance(w, Label) and w.text and (missing := missing_glyphs(w)):
+            problems.append(f"{where}: {w.text!r} has characters its font cannot draw: {missing!r}")
         if isinstance(w, Label) and w.text and not w.shorten:
-            core = CoreLabel(text=w.text, font_size=w.font_size, font_name=w.font_name,
+            core = (MarkupLabel if w.markup else CoreLabel)(text=w.text, font_size=w.font_size, font_name=w.font_name,
                              bold=w.bold, italic=w.italic, text_size=w.text_size,
                              halign=w.halign, valign=w.valign, padding=w.padding,
                              line_height=w.line_height, markup=w.markup)
@@ -113,9 +164,13 @@ async def kiosk_script(app: Any, args: argparse.Namespace, result: dict[str, Any
     from kivy.uix.label import Label
 
     probe = Label(text="A label far too long for its box", size=(40, 10), font_size=30)
-    small = Button(text="x", size=(10, 10))
+    small = Button(text="x", size=(10, 10), font_size=5)
+    boxed = Label(text="\u25cf Yes", size=(400, 100), font_size=20)  # Roboto has no ●
+    drawn = Label(text="[font=DejaVuSans]\u25cf[/font] Yes", markup=True, size=(400, 100), font_size=20)
     result["checker_catches"] = [bool(layout_problems(probe, "probe")),
-                                 bool(layout_problems(small, "probe"))]
+                                 bool(layout_problems(small, "probe")),
+                                 bool(layout_problems(boxed, "probe")),
+                                 not layout_problems(drawn, "probe")]
 
     # Every screen in every language: measure each label, check each touch target.
     problems: list[str] = []
