@@ -206,7 +206,8 @@ async def kiosk_script(app: Any, args: argparse.Namespace, result: dict[str, Any
                              + ("/large" if large else ""))
                     problems += layout_problems(sm.current_screen, where)
                     problems += layout_problems(app.root.ids.offline_banner, f"{where}/banner")
-                    if lang in ("en", "rw") and print_state in ("", "failed", "printed"):
+                    # The service screen (pictograms) in every language; the rest in en and rw.
+                    if (lang in ("en", "rw") or screen == "service") and print_state in ("", "failed", "printed"):
                         app.screenshot(f"kiosk-{lang}-{screen}{'-' + print_state if print_state else ''}"
                                        f"{'-large' if large else ''}.png")
         vm.large_text = vm.priority = vm.want_sms = False
@@ -340,16 +341,22 @@ async def display_script(app: Any, args: argparse.Namespace, result: dict[str, A
                   {"label": "C045", "counter": "c1", "counter_name": "Counter 1"}]
     vm._status["B123"] = "serving"
     vm._rebuild_calls()
+    # The branch's notices per language (branch.notices = { en = [...], ... }).
+    notices = {lang: f"{lang}: " + vm.t("Staff: this screen is not linked to its device; retrying")
+               for lang in LANGUAGES}
+    vm._notices_by_language = {lang: [line] for lang, line in notices.items()}
+    vm._compose_notices()
     problems: list[str] = []
+    result["ticker"] = {}
     for lang in LANGUAGES:
         vm.language = lang
+        result["ticker"][lang] = notices[lang] in vm.ticker_text
         for offline in (False, True):
             vm.set_connected(not offline)
             await frames(4)
             problems += layout_problems(app.root, f"display-{args.size}/{lang}{'/offline' if offline else ''}",
                                         shortened=True)
-        if lang in ("rw", "fr"):
-            app.screenshot(f"display-{args.size}-{lang}-offline.png")
+        app.screenshot(f"display-{args.size}-{lang}-offline.png")
     vm.language = "en"
     vm.set_connected(True)
     result["layout_problems"] = problems

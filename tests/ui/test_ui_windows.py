@@ -168,10 +168,14 @@ def test_ticket_from_kiosk_touches_is_called_at_counter_and_shown_on_display(
             assert d["newest_label"] == label and d["newest_counter"] == "Counter 1"
             assert d["announced"][-1][:2] == [label, "Counter 1"]
             assert d["layout_problems"] == []
+            # The ticker shows the branch's notices of the language on screen, in each language.
+            assert d["ticker"] == {lang: True for lang in ("en", "fr", "rw", "sw", "es")}
         for name in ("kiosk-en-language", "kiosk-confirm-issued", "counter-called",
                      "display-1920x1080-called", "display-1280x720-called",
                      "kiosk-rw-service-large", "kiosk-en-details", "kiosk-en-booking",
-                     "counter-fr-confirm-undo", "display-1280x720-fr-offline"):
+                     "counter-fr-confirm-undo", "display-1280x720-fr-offline",
+                     *(f"kiosk-{lang}-service" for lang in ("en", "fr", "rw", "sw", "es")),
+                     *(f"display-1920x1080-{lang}-offline" for lang in ("en", "fr", "rw", "sw", "es"))):
             assert (ARTIFACTS / f"{name}.png").stat().st_size > 0
     finally:
         for proc in procs:
