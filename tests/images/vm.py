@@ -141,7 +141,11 @@ class Machine:
                 raise RuntimeError(f"qemu did not start: {(self.workdir / f'qemu-{self.boots}.log').read_text()}")
             time.sleep(0.1)
         self.shell = SerialShell(self.shell_sock)
-        self.shell.ready(timeout=300 if self.kvm else 900)
+        try:
+            self.shell.ready(timeout=300 if self.kvm else 900)
+        except BaseException:
+            self.power_off()  # a fixture that fails in setup gets no teardown: leave no QEMU behind
+            raise
 
     def monitor(self, command: str) -> str:
         with socket.socket(socket.AF_UNIX) as s:
