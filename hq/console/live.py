@@ -8,8 +8,6 @@ stream also re-reads every KEEPALIVE_S so durations move on and other HQ workers
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import sqlite3
 from datetime import datetime, time
@@ -26,7 +24,7 @@ from hq.console.views import ME, crender, current, page
 from hq.pages import data
 from hq.pages.app import PageError, context
 from hq.pages.i18n import N_
-from hq.pages.status import HUB, KEEPALIVE_S
+from hq.pages.status import HUB
 from hq.web import hq_of
 
 COUNTER_EVENTS = ("counter.opened", "counter.paused", "counter.closed")
@@ -136,29 +134,14 @@ async def live_events(request: web.Request) -> web.StreamResponse:
         raise PageError(403, N_("Your role may not use this page."))
     request[ME] = p
     branch = await _branch(request, p)
-    hub = request.app[HUB]
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                                           "X-Accel-Buffering": "no"})
-    await response.prepare(request)
-    await response.write(b"retry: 2000\n\n")
-    last = b""
-    try:
-        while not hub.closing:
-            waiter = hub.waiter(branch["id"])
-            view = await _view(request, branch)
-            body = orjson.dumps({"html": _fragment(request, branch, view), "waiting": view["waiting"]})
-            if body != last:
-                await response.write(b"event: live\ndata: " + body + b"\n\n")
-                last = body
-            else:
-                await response.write(b": keep-alive\n\n")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(waiter.wait(), KEEPALIVE_S)
-            if await current(request) is None:  # logged out or disabled meanwhile: the stream ends
-                break
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
-    return response
+
+    async def body() -> bytes | None:
+        if await current(request) is None:  # logged out or disabled meanwhile: the stream ends
+            return None
+        view = await _view(request, branch)
+        return orjson.dumps({"html": _fragment(request, branch, view), "waiting": view["waiting"]})
+
+    return await request.app[HUB].stream(request, branch["id"], b"live", body)
 
 
 def add_routes(app: web.Application) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -51,6 +52,33 @@ class LiveHub:
         if event is None:
             event = self._events[branch] = asyncio.Event()
         return event
+
+    async def stream(self, request: web.Request, branch: str, event: bytes,
+                     body: Callable[[], Awaitable[bytes | None]]) -> web.StreamResponse:
+        """Server-sent events for one page: *body* again each time the branch changes (or every
+        KEEPALIVE_S), sent as *event* when it differs from the last one sent, a keep-alive comment
+        otherwise. *body* answering None ends the stream (e.g. the visitor was logged out)."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                               "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        await response.write(b"retry: 2000\n\n")
+        last = b""
+        try:
+            while not self.closing:
+                waiter = self.waiter(branch)
+                data = await body()
+                if data is None:
+                    break
+                if data != last:
+                    await response.write(b"event: " + event + b"\ndata: " + data + b"\n\n")
+                    last = data
+                else:
+                    await response.write(b": keep-alive\n\n")
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), KEEPALIVE_S)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return response
 
 
 HUB = web.AppKey("live_hub", LiveHub)
@@ -151,27 +179,11 @@ async def status_events(request: web.Request) -> web.StreamResponse:
     found = await hq.db.read(lambda c: data.live.ticket_by_token(c, token))
     if found is None:
         raise PageError(404, "We do not know this ticket. Check the link, or scan the QR code on your ticket again.")
-    hub = request.app[HUB]
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                                           "X-Accel-Buffering": "no"})
-    await response.prepare(request)
-    await response.write(b"retry: 2000\n\n")
-    last = b""
-    try:
-        while not hub.closing:
-            waiter = hub.waiter(found[0])
-            shown = await _view(request, token)
-            body = orjson.dumps(shown)
-            if body != last:
-                await response.write(b"event: status\ndata: " + body + b"\n\n")
-                last = body
-            else:
-                await response.write(b": keep-alive\n\n")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(waiter.wait(), KEEPALIVE_S)
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
-    return response
+
+    async def body() -> bytes:
+        return orjson.dumps(await _view(request, token))
+
+    return await request.app[HUB].stream(request, found[0], b"status", body)
 
 
 def add_routes(app: web.Application) -> None:
