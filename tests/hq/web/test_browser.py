@@ -21,7 +21,7 @@ import pytest
 from icalendar import Calendar
 
 from hq.gateways import mask_recipient
-from browser import ARTIFACTS, axe_violations, decode_qr, launch, reflow_problems, screenshots, tab_to
+from browser import ARTIFACTS, axe_violations, decode_qr, reflow_problems, screenshots, tab_to
 from linktest import HQProcess, enroll_sample, hq_settings, midday_timezone, wait_for
 from procs import NodeProcess
 
@@ -93,14 +93,6 @@ def site(tmp_path_factory: pytest.TempPathFactory):
     s = Site(tmp_path_factory.mktemp("web"))
     yield s
     s.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = launch(p)
-        yield b
-        b.close()
 
 
 def new_page(browser: Any, site: Site, lang: str = "en", **kw: Any) -> Any:

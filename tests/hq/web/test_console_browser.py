@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from browser import axe_violations, launch, reflow_problems, screenshots, tab_to
+from browser import axe_violations, reflow_problems, screenshots, tab_to
 from linktest import ADMIN, PASSWORD, HQProcess, admin_token
 
 pytestmark = pytest.mark.slow
@@ -56,14 +56,6 @@ def site(tmp_path_factory: pytest.TempPathFactory):
     s = Console(tmp_path_factory.mktemp("console"))
     yield s
     s.hq.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = launch(p)
-        yield b
-        b.close()
 
 
 def logged_in(browser: Any, site: Console, email: str, password: str = STAFF_PASSWORD, lang: str = "en") -> Any:

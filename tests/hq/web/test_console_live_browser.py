@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from browser import axe_violations, launch, reflow_problems, screenshots
+from browser import axe_violations, reflow_problems, screenshots
 from linktest import ORG, HQProcess, admin_token, enroll_sample, hq_settings, midday_timezone, wait_for
 from procs import NodeProcess
 
@@ -59,14 +59,6 @@ def site(tmp_path_factory: pytest.TempPathFactory):
     s = Site(tmp_path_factory.mktemp("console-live"))
     yield s
     s.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = launch(p)
-        yield b
-        b.close()
 
 
 def manager_page(browser: Any, site: Site, lang: str = "en") -> Any:
