@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         app, client = build(args.node, args.counter, login_required=not args.no_login, language=args.lang,
                             screenshot_dir=args.screenshot_dir, screenshot_every=args.screenshot_every)
         extra = [auto_login(app.vm, args.pin)] if args.pin else []
-        await run(app, client, *extra)
+        await run(app, client, *extra, data_dir=args.data_dir)
 
     launch(args, "SmartQ counter", start)
 

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
                             cycle_languages=args.cycle_languages, cycle_s=args.cycle_every,
                             directions=dict(args.direction),
                             screenshot_dir=args.screenshot_dir, screenshot_every=args.screenshot_every)
-        await run(app, client)
+        await run(app, client, data_dir=args.data_dir)
 
     launch(args, "SmartQ display", start)
 

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
             from .autopilot import Autopilot
 
             extra.append(Autopilot(app, args.autopilot).run())
-        await run(app, client, *extra)
+        await run(app, client, *extra, data_dir=args.data_dir)
 
     launch(args, "SmartQ kiosk", start)
 

@@ -11,7 +11,7 @@ from kivy.uix.gridlayout import GridLayout
 from kivy.uix.image import Image
 
 from .pictograms import Pictogram
-from .qr import qr_texture
+from ui_common.qr import qr_texture
 
 
 class Choices:

@@ -40,6 +40,26 @@ class NodeApp(App):
         self.screenshot_dir = screenshot_dir
         self.screenshot_every = screenshot_every
 
+    def watch_enrollment(self, data_dir: Path, every: float = 2.0) -> None:
+        """``--data-dir``: show the "Enroll this device" panel over the window while
+        ``enroll-code.json`` is there (and until the node answers after it is gone)."""
+        self._enroll_panel: Any = None
+        self.vm.bind(enrolling=lambda *_: self._show_enroll_panel())
+        self.vm.watch_enrollment(data_dir, every)
+        self._show_enroll_panel()
+
+    def _show_enroll_panel(self) -> None:
+        from kivy.core.window import Window
+
+        from .enroll import EnrollPanel
+
+        if self.vm.enrolling and self._enroll_panel is None:
+            self._enroll_panel = EnrollPanel(vm=self.vm)
+            Window.add_widget(self._enroll_panel)
+        elif not self.vm.enrolling and self._enroll_panel is not None:
+            Window.remove_widget(self._enroll_panel)
+            self._enroll_panel = None
+
     def schedule_screenshots(self) -> None:
         """A PNG of the window every ``screenshot_every`` seconds, if asked for (call in build)."""
         if self.screenshot_dir and self.screenshot_every > 0:
@@ -88,9 +108,13 @@ class FrameBatch:
             self._apply(event)
 
 
-async def run(app: NodeApp, client: NodeClient, *extra: Coroutine[Any, Any, Any]) -> None:
+async def run(app: NodeApp, client: NodeClient, *extra: Coroutine[Any, Any, Any],
+              data_dir: Path | None = None) -> None:
     """Run the window and the node stream (plus ``extra`` coroutines) on one asyncio loop
-    until the window closes; then stop them and close the client."""
+    until the window closes; then stop them and close the client. With ``data_dir``
+    (``--data-dir``) the app shows the device's enrollment code while it has one."""
+    if data_dir is not None:
+        app.watch_enrollment(data_dir)
     tasks = [
         asyncio.ensure_future(client.follow(on_state=app.on_state, on_event=app.on_event,
                                             on_connection=app.vm.set_connected)),

@@ -32,13 +32,16 @@ def node_url(text: str) -> str:
 
 def add_common_args(p: argparse.ArgumentParser, *, node: str, size: str, size_help: str,
                     lang_help: str) -> None:
-    """``--node --fullscreen --size --lang --screenshot-dir --screenshot-every``."""
+    """``--node --fullscreen --size --lang --data-dir --screenshot-dir --screenshot-every``."""
     from .languages import LANGUAGES
 
     p.add_argument("--node", default=node, type=node_url, help="the node's local API URL")
     p.add_argument("--fullscreen", action="store_true", help="fill the screen (appliance mode)")
     p.add_argument("--size", default=size, type=window_size, help=size_help)
     p.add_argument("--lang", default="en", choices=list(LANGUAGES), help=lang_help)
+    p.add_argument("--data-dir", type=Path, metavar="DIR",
+                   help="the device's data dir: while `smartq enroll` waits for an admin "
+                        "(DIR/enroll-code.json), show its code and QR full screen")
     p.add_argument("--screenshot-dir", type=Path, help="save screenshots here")
     p.add_argument("--screenshot-every", type=float, default=0, help="seconds between screenshots")
 

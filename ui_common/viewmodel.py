@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, ClassVar
 
+from kivy.clock import Clock
 from kivy.event import EventDispatcher
 from kivy.properties import BooleanProperty, StringProperty
 
@@ -29,6 +31,13 @@ class NodeViewModel(EventDispatcher):
     language = StringProperty(SOURCE_LANGUAGE)
     #: True while the node's stream is down.
     offline = BooleanProperty(True)
+    #: The one-time code this device shows while it waits for an admin (``smartq enroll``
+    #: writes ``enroll-code.json`` in the data dir), and its QR text; "" once enrolled.
+    enroll_code = StringProperty("")
+    enroll_qr = StringProperty("")
+    #: True while the "Enroll this device" panel covers the screen: from the first code seen
+    #: until the code file is gone *and* the node answers.
+    enrolling = BooleanProperty(False)
 
     def __init__(self, *, language: str = SOURCE_LANGUAGE, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -61,12 +70,35 @@ class NodeViewModel(EventDispatcher):
     def set_connected(self, connected: bool, reason: str = "") -> None:
         """Called by the node client whenever its stream connects or drops."""
         self.offline = not connected
+        self._update_enrolling()
         if not connected:
             logger.info("%s offline: %s", type(self).__name__, reason)
         self.connection_changed()
 
     def connection_changed(self) -> None:
         """Hook for subclasses (the display's status line)."""
+
+    # --- enrollment -----------------------------------------------------------------------
+
+    def poll_enrollment(self, data_dir: Path) -> None:
+        """Read ``enroll-code.json`` once (a small file; cheap enough every few seconds)."""
+        from appliance.enroll import pending_code
+
+        pending = pending_code(data_dir) or {}
+        self.enroll_code = str(pending.get("code") or "")
+        self.enroll_qr = str(pending.get("qr") or self.enroll_code)
+        self._update_enrolling()
+
+    def watch_enrollment(self, data_dir: Path, every: float = 2.0) -> Any:
+        """Poll ``data_dir`` now and every ``every`` seconds on the Kivy clock (``--data-dir``)."""
+        self.poll_enrollment(data_dir)
+        return Clock.schedule_interval(lambda dt: self.poll_enrollment(data_dir), every)
+
+    def _update_enrolling(self) -> None:
+        if self.enroll_code:
+            self.enrolling = True
+        elif self.enrolling and not self.offline:
+            self.enrolling = False
 
     # --- tasks ----------------------------------------------------------------------------
 

@@ -4,6 +4,8 @@ view-model's language switch."""
 from __future__ import annotations
 
 import gc
+import json
+from pathlib import Path
 
 from kivy.lang import Builder
 from kivy.properties import StringProperty
@@ -11,7 +13,11 @@ from kivy.uix.widget import Widget
 
 from counter_ui.i18n import CATALOGS as COUNTER
 from display_ui.viewmodels import DisplayViewModel
-from ui_common.i18n import Translation
+from appliance.enroll import CODE_FILE, new_code, qr_text
+from display_ui.i18n import CATALOGS as DISPLAY
+from kiosk_ui.i18n import CATALOGS as KIOSK
+from ui_common import enroll as enroll_panel
+from ui_common.i18n import LANGUAGES, Translation, used_msgids
 
 
 class Holder(Widget):
@@ -60,3 +66,45 @@ def test_view_model_language_switch_translates_its_own_rows() -> None:
     vm.language = "fr"
     assert vm.services[0]["name"] == "Général"
     assert vm.tr.language == "fr" and vm.crowd_text == vm.t("Low") != "Low"
+
+
+def test_the_view_model_shows_the_enroll_code_while_the_file_is_there(tmp_path: Path) -> None:
+    """``--data-dir``: the code ``smartq enroll`` writes is shown until the file is gone and
+    the node answers."""
+    vm = DisplayViewModel(clock=lambda: 0.0, language="en")
+    vm.poll_enrollment(tmp_path)
+    assert vm.enroll_code == "" and not vm.enrolling
+    code = new_code()
+    (tmp_path / CODE_FILE).write_text(json.dumps({"code": code, "qr": qr_text(code)}), "utf-8")
+    event = vm.watch_enrollment(tmp_path, every=2.0)  # polls now, then on the Kivy clock
+    try:
+        assert vm.enroll_code == code and vm.enroll_qr == qr_text(code) and vm.enrolling
+        (tmp_path / CODE_FILE).unlink()
+        vm.poll_enrollment(tmp_path)
+        assert vm.enroll_code == "" and vm.enroll_qr == ""
+        assert vm.enrolling  # the node is not up yet: keep the panel
+        vm.set_connected(True)
+        assert not vm.enrolling
+    finally:
+        event.cancel()
+
+
+def test_the_enroll_panel_texts_are_in_every_apps_catalogs() -> None:
+    used = used_msgids(Path(enroll_panel.__file__))
+    assert used == {"Enroll this device", "An administrator enters this code at HQ."}
+    for catalogs in (COUNTER, DISPLAY, KIOSK):
+        assert used <= set(catalogs.template_ids())
+        for lang in LANGUAGES:
+            assert used <= set(catalogs.messages(lang)), (catalogs.domain, lang)
+
+
+def test_the_enroll_panel_shows_the_code_in_the_screens_language() -> None:
+    vm = DisplayViewModel(clock=lambda: 0.0, language="fr")
+    vm.enroll_code = "7KQ2-M9XD"
+    panel = enroll_panel.EnrollPanel(vm=vm)
+    texts = [w.text for w in panel.walk() if hasattr(w, "text")]
+    assert texts == [DISPLAY.translator("fr")("Enroll this device"), "7KQ2-M9XD",
+                     DISPLAY.translator("fr")("An administrator enters this code at HQ.")]
+    assert texts[0] != "Enroll this device"
+    vm.language = "sw"
+    assert [w.text for w in panel.walk() if hasattr(w, "text")][0] == "Sajili kifaa hiki"

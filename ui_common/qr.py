@@ -1,4 +1,5 @@
-"""Render a QR code (``qrcode`` library) into a Kivy texture for the on-screen ticket."""
+"""Render a QR code (``qrcode`` library) into a Kivy texture: the kiosk's on-screen ticket, the
+enrollment panel's code."""
 
 from __future__ import annotations
 
