@@ -87,6 +87,7 @@ def build(node: str, counter: str, *, login_required: bool = True, language: str
     return CounterApp(vm, screenshot_dir=screenshot_dir, screenshot_every=screenshot_every), client
 
 
-async def run(app: CounterApp, client: NodeClient, *extra: Coroutine[Any, Any, Any]) -> None:
+async def run(app: CounterApp, client: NodeClient, *extra: Coroutine[Any, Any, Any],
+              data_dir: Path | None = None) -> None:
     """Run the window, the node stream and ``extra`` on one asyncio loop until the window closes."""
-    await shell.run(app, client, *extra)
+    await shell.run(app, client, *extra, data_dir=data_dir)

@@ -68,6 +68,7 @@ def build(node: str, *, language: str = "en", speaker: Speaker | None = None,
     return KioskApp(vm, screenshot_dir=screenshot_dir, screenshot_every=screenshot_every), client
 
 
-async def run(app: KioskApp, client: NodeClient, *extra: Coroutine[Any, Any, Any]) -> None:
+async def run(app: KioskApp, client: NodeClient, *extra: Coroutine[Any, Any, Any],
+              data_dir: Path | None = None) -> None:
     """Run the window, the node stream and ``extra`` on one asyncio loop until the window closes."""
-    await shell.run(app, client, *extra)
+    await shell.run(app, client, *extra, data_dir=data_dir)
