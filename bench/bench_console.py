@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bench.bench_web import BRANCH, Site
-from bench.common import latency_summary, write
+from bench.common import call_to_dom, latency_summary, write
 from linktest import ORG, admin_token  # bench_web put tests/uplink on sys.path
 
 MANAGER, PASSWORD = "manager@bench.test", "a manager who measures things"
@@ -44,8 +43,6 @@ async def push(site: Site, calls: int) -> dict[str, Any]:
     status, login = site.node.request("POST", "/api/v1/staff/login", {"counter": "c1", "pin": "1234"})
     auth = {"Authorization": f"Bearer {login['token']}"}
     site.node.request("POST", "/api/v1/counters/c1/open", headers=auth)
-    samples: list[float] = []
-    missed = 0
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = await browser.new_page()
@@ -56,28 +53,7 @@ async def push(site: Site, calls: int) -> dict[str, Any]:
         await page.wait_for_url(f"{site.url}/console")
         await page.goto(f"{site.url}/console/live/{BRANCH}")
         await page.locator("#console-live[data-live=open]").wait_for()
-        for t in tickets:
-            shown = asyncio.ensure_future(page.evaluate(
-                """label => new Promise(resolve => {
-                    const root = document.getElementById('console-live');
-                    const seen = () => {
-                        const row = root.querySelector('tr[data-counter="c1"]');
-                        return row && row.textContent.includes(label);
-                    };
-                    const o = new MutationObserver(() => { if (seen()) { o.disconnect(); resolve(Date.now()); } });
-                    o.observe(root, {childList: true, subtree: true, characterData: true});
-                })""", t["label"]))
-            await asyncio.sleep(0.05)  # the observer is in place
-            t0 = time.time()
-            await asyncio.to_thread(site.node.request, "POST", f"/api/v1/counters/c1/tickets/{t['id']}/call",
-                                    headers=auth)
-            try:
-                at_ms = await asyncio.wait_for(shown, 30)
-            except asyncio.TimeoutError:
-                missed += 1  # counted, not hidden
-                continue
-            samples.append(at_ms / 1000 - t0)
-            await asyncio.sleep(0.1)
+        samples, missed = await call_to_dom(page, site.node, tickets, auth, "console-live", 'tr[data-counter="c1"]')
         await browser.close()
     return {"calls": calls, "missed": missed, "call_to_dom": latency_summary(samples)}
 

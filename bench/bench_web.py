@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 
-from bench.common import latency_summary, write
+from bench.common import call_to_dom, latency_summary, write
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests" / "uplink"), str(ROOT / "tests" / "appliance"), str(ROOT / "tests" / "hq" / "web")]
@@ -154,32 +154,12 @@ async def push(site: Site, calls: int) -> dict[str, Any]:
     auth = {"Authorization": f"Bearer {login['token']}"}
     site.node.request("POST", "/api/v1/counters/c1/open", headers=auth)
     wait_for(lambda: _ok(watched["status_url"]))
-    samples: list[float] = []
-    missed = 0
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = await browser.new_page()
         await page.goto(watched["status_url"])
         await page.locator("#live[data-live=open]").wait_for()
-        for t in tickets:
-            shown = asyncio.ensure_future(page.evaluate(
-                """label => new Promise(resolve => {
-                    const list = document.getElementById('serving');
-                    const seen = () => list.textContent.includes(label);
-                    const o = new MutationObserver(() => { if (seen()) { o.disconnect(); resolve(Date.now()); } });
-                    o.observe(list, {childList: true, subtree: true, characterData: true});
-                })""", t["label"]))
-            await asyncio.sleep(0.05)  # the observer is in place
-            t0 = time.time()
-            await asyncio.to_thread(site.node.request, "POST", f"/api/v1/counters/c1/tickets/{t['id']}/call",
-                                    headers=auth)
-            try:
-                at_ms = await asyncio.wait_for(shown, 30)
-            except asyncio.TimeoutError:
-                missed += 1  # counted, not hidden: the page did not show it within 30 s
-                continue
-            samples.append(at_ms / 1000 - t0)
-            await asyncio.sleep(0.1)
+        samples, missed = await call_to_dom(page, site.node, tickets, auth, "serving")
         await browser.close()
     return {"calls": calls, "missed": missed, "call_to_dom": latency_summary(samples)}
 

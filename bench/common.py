@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -58,3 +59,36 @@ def drop_tables(config: Path, prefix: str) -> None:
         if not skipping:
             kept.append(line)
     config.write_text("\n".join(kept) + "\n", encoding="utf-8")
+
+
+# A MutationObserver on the element with id ``root`` that resolves with the page's clock once
+# the label is in its text (or in the text of ``within``, a selector inside it): the moment the
+# pushed change is in the DOM. No eval: the pages' CSP forbids it.
+_OBSERVE = """([root, within, label]) => new Promise(resolve => {
+    const el = document.getElementById(root);
+    const seen = () => { const t = within ? el.querySelector(within) : el; return !!t && t.textContent.includes(label); };
+    const o = new MutationObserver(() => { if (seen()) { o.disconnect(); resolve(Date.now()); } });
+    o.observe(el, {childList: true, subtree: true, characterData: true});
+})"""
+
+
+async def call_to_dom(page: Any, node: Any, tickets: list[dict[str, Any]], auth: dict[str, str],
+                      root: str, within: str | None = None) -> tuple[list[float], int]:
+    """For each ticket: counter c1 calls it at the node, and the time until the open page's element
+    ``root`` (or ``within`` it) shows its label. Returns the seconds of each call seen and how many
+    the page did not show within 30 s (counted, not hidden)."""
+    samples: list[float] = []
+    missed = 0
+    for t in tickets:
+        shown = asyncio.ensure_future(page.evaluate(_OBSERVE, [root, within, t["label"]]))
+        await asyncio.sleep(0.05)  # the observer is in place
+        t0 = time.time()
+        await asyncio.to_thread(node.request, "POST", f"/api/v1/counters/c1/tickets/{t['id']}/call", headers=auth)
+        try:
+            at_ms = await asyncio.wait_for(shown, 30)
+        except asyncio.TimeoutError:
+            missed += 1
+            continue
+        samples.append(at_ms / 1000 - t0)
+        await asyncio.sleep(0.1)
+    return samples, missed
