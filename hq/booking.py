@@ -303,7 +303,7 @@ def _insert_booking(conn: sqlite3.Connection, ctx: BookingContext, values: tuple
         return {"id": cur.lastrowid, "code": code, "branch_id": branch_id, "service_id": service_id,
                 "slot_start": start, "slot_end": end, "status": "booked", "name": name, "phone": phone,
                 "email": email, "language": language, "created_at": ctx.now, "updated_at": ctx.now,
-                "purged_at": None, "citizen_id": None}
+                "purged_at": None, "citizen_id": None, "no_show_at": None}
     raise conflict("could not allocate a booking code, try again", "busy")  # pragma: no cover - 32^8 codes
 
 
@@ -315,6 +315,8 @@ def reschedule_row(conn: sqlite3.Connection, ctx: BookingContext, code: Any, bod
     """Move a booking inside the caller's write transaction (count and update together)."""
     body = check_obj(body)
     row = get_by_code(conn, code, body.get("contact"), ctx.phone_region)
+    if row["status"] == "no_show":
+        raise conflict("this booking's slot has passed and nobody checked in", "no_show")
     if row["status"] != "booked":
         raise conflict("this booking is cancelled", "cancelled")
     branch, service = _bookable_service(conn, row["branch_id"], row["service_id"])
@@ -344,8 +346,31 @@ def cancel_row(conn: sqlite3.Connection, ctx: BookingContext, code: Any, body: A
     branch = tenants.get_branch(conn, row["branch_id"])
     if row["status"] == "cancelled":
         return Written(dict(row), branch["timezone"])
+    if row["status"] == "no_show":
+        raise conflict("this booking's slot has passed and nobody checked in", "no_show")
     conn.execute("UPDATE bookings SET status = 'cancelled', updated_at = ? WHERE id = ?", (ctx.now, row["id"]))
     row = conn.execute("SELECT * FROM bookings WHERE id = ?", (row["id"],)).fetchone()
     outbox.emit(conn, ctx.key, row["branch_id"], ev.BOOKING_CANCELLED, _event_payload(row), ctx.now * 1000)
     notifications.enqueue_for_booking(conn, row, branch, "cancellation", f"cancel:{row['code']}", ctx.now)
     return Written(dict(row), branch["timezone"])
+
+
+# -- no-shows ------------------------------------------------------------------------------
+def mark_no_shows(conn: sqlite3.Connection, now: int) -> int:
+    """Bookings still 'booked' whose slot has ended and that no ticket of their branch checked
+    in become 'no_show' (no_show_at = now). Returns how many. A check-in that reaches HQ later
+    (the branch was offline) turns the booking back to 'booked' (:func:`checked_in`)."""
+    ids = [r[0] for r in conn.execute(
+        "SELECT b.id FROM bookings b WHERE b.status = 'booked' AND b.slot_end <= ? AND NOT EXISTS"
+        " (SELECT 1 FROM tickets t WHERE t.booking_code = b.code AND t.branch_id = b.branch_id)", (now,))]
+    for lo in range(0, len(ids), 500):
+        chunk = ids[lo:lo + 500]
+        conn.execute(f"UPDATE bookings SET status = 'no_show', no_show_at = ?, updated_at = ?"
+                     f" WHERE id IN ({', '.join('?' * len(chunk))})", (now, now, *chunk))
+    return len(ids)
+
+
+def checked_in(conn: sqlite3.Connection, branch_id: str, code: str, now: int) -> None:
+    """A ticket of the branch checked the booking in: it was no no-show after all."""
+    conn.execute("UPDATE bookings SET status = 'booked', no_show_at = NULL, updated_at = ?"
+                 " WHERE code = ? AND branch_id = ? AND status = 'no_show'", (now, code, branch_id))

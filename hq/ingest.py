@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from appliance import events as ev
 from appliance.projection import subject_of
-from hq import engine, live, notifications
+from hq import booking, engine, live, notifications
 from hq.core import HQ
 from hq.signing import KeyError_, parse_public_key, to_event
 from sync import verify
@@ -136,7 +136,7 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
                 # stored before HQ checked chains (a hole since filled): move past it
                 advance_head(conn, event.branch, origin)
                 heads[where] = chain_head(conn, event.branch, origin)
-        _project(conn, envelope)
+        _project(conn, envelope, now)
         result.accepted += 1
         touched.setdefault(event.branch, set()).add(origin)
     refold_tickets(conn, sorted(folds))
@@ -206,9 +206,10 @@ def advance_head(conn: sqlite3.Connection, branch_id: str, origin: str) -> int:
     return nxt
 
 
-def _project(conn: sqlite3.Connection, e: dict[str, Any]) -> None:
+def _project(conn: sqlite3.Connection, e: dict[str, Any], now: int) -> None:
     """What only the issue says (contact, language, status token, booking) goes to HQ's ticket
-    row as it arrives; the rest of the row is the branch fold's (refold_tickets)."""
+    row as it arrives; the rest of the row is the branch fold's (refold_tickets). A check-in
+    reaching HQ after its booking was marked a no-show undoes the mark."""
     p, kind = e["payload"], e["type"]
     ticket = p.get("ticket")
     if kind != ev.TICKET_ISSUED or not isinstance(ticket, str):
@@ -223,6 +224,8 @@ def _project(conn: sqlite3.Connection, e: dict[str, Any]) -> None:
          p.get("priority") if isinstance(p.get("priority"), int) else 0, e["hlc"] >> 16, _s(p.get("booking")),
          _s(p.get("phone")) or _sealed_phone(conn, p.get("phone_sealed")), _s(p.get("language")),
          live.valid_token(p.get("status_token")), branch, ticket))
+    if _s(p.get("booking")):
+        booking.checked_in(conn, branch, p["booking"], now)
 
 
 FOLDED = ("service", "label", "priority", "issued_ms", "effective_ms", "counter", "called_ms", "started_ms",

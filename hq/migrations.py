@@ -299,6 +299,16 @@ def _m16(conn: sqlite3.Connection) -> None:
     """)
 
 
+@migration(17, "booking_no_shows")
+def _m17(conn: sqlite3.Connection) -> None:
+    """A booking nobody checked in becomes status 'no_show' once its slot has ended (the
+    scheduler's no-show job, hq/booking.py mark_no_shows); no_show_at says when it was marked."""
+    conn.executescript("""
+    ALTER TABLE bookings ADD COLUMN no_show_at INTEGER;
+    CREATE INDEX bookings_status_end ON bookings(status, slot_end);
+    """)
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"

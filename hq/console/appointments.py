@@ -36,7 +36,9 @@ def state_of(booking: sqlite3.Row, ticket: sqlite3.Row | None, now_s: float) -> 
         if ticket["called_ms"]:
             return "called"
         return "checked_in"
-    return "no_show" if booking["slot_end"] <= now_s else "booked"
+    # status 'no_show' is the scheduler's mark (hq/booking.py mark_no_shows); between the slot's
+    # end and the job's next run the page already says so.
+    return "no_show" if booking["status"] == "no_show" or booking["slot_end"] <= now_s else "booked"
 
 
 def day_list(c: sqlite3.Connection, branch: sqlite3.Row, day: date, now_s: float) -> list[dict[str, Any]]:
