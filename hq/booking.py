@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance import events as ev
 from hq import notifications, outbox, tenants
-from hq.errors import ApiError, bad_request, check_obj, check_str, conflict, not_found
+from hq.errors import DATE_RANGE, ApiError, bad_request, check_instant, check_obj, check_str, conflict, not_found
 from sync.tokens import sign_token
 
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
@@ -86,7 +86,11 @@ def parse_instant(value: Any, field: str = "start") -> int:
         raise bad_request(f"{field} must be an ISO 8601 time with offset") from err
     if dt.tzinfo is None:
         raise bad_request(f"{field} needs a UTC offset (e.g. 2025-05-01T09:00:00+02:00 or ...Z)")
-    return int(dt.timestamp())
+    try:
+        ts = int(dt.timestamp())
+    except (OverflowError, ValueError) as err:  # e.g. 0001-01-01T00:00+14:00 is before year 1 in UTC
+        raise bad_request(f"{field} is out of range ({DATE_RANGE})") from err
+    return check_instant(ts, field)
 
 
 def iso_utc(ts: int) -> str:

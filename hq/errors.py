@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date, datetime, timezone
 from typing import Any
 
 
@@ -58,3 +59,32 @@ def check_obj(value: Any, field: str = "body") -> dict[str, Any]:
     if not isinstance(value, dict):
         raise bad_request(f"{field} must be a JSON object")
     return value
+
+
+# The dates and instants HQ accepts. Every conversion HQ makes (to a branch's local time, offsets
+# up to +-14 h; "the next day"; a booking horizon of days) then stays inside Python's years 1-9999,
+# so an out-of-range date is a 400 here instead of an OverflowError deep in a handler.
+MIN_DATE, MAX_DATE = date(1970, 1, 1), date(9998, 12, 31)
+MIN_TS = 0
+MAX_TS = int(datetime(MAX_DATE.year, MAX_DATE.month, MAX_DATE.day, tzinfo=timezone.utc).timestamp())
+DATE_RANGE = f"{MIN_DATE.isoformat()} to {MAX_DATE.isoformat()}"
+
+
+def check_date(value: Any, field: str = "day") -> date:
+    """A calendar date YYYY-MM-DD inside :data:`MIN_DATE`..:data:`MAX_DATE`."""
+    if not isinstance(value, str) or len(value) != 10:
+        raise bad_request(f"{field} must be a date YYYY-MM-DD")
+    try:
+        day = date.fromisoformat(value)
+    except ValueError as err:
+        raise bad_request(f"{field} must be a date YYYY-MM-DD") from err
+    if not MIN_DATE <= day <= MAX_DATE:
+        raise bad_request(f"{field} is out of range ({DATE_RANGE})")
+    return day
+
+
+def check_instant(ts: int, field: str = "start") -> int:
+    """Unix seconds inside the accepted range (see :data:`MAX_TS`)."""
+    if not MIN_TS <= ts <= MAX_TS:
+        raise bad_request(f"{field} is out of range ({DATE_RANGE})")
+    return ts

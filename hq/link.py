@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
-from datetime import date
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from appliance.nightly import day_bounds_hlc, days_between, digests
 from hq import outbox
 from hq.core import HQ
+from hq.errors import ApiError, check_date
 from hq.ingest import ingest_branch_events
 from hq.signing import KeyError_, parse_public_key
 from sync.certs import CertError, identity_der, peer_der
@@ -211,13 +211,12 @@ _vv = check_vv
 
 def _day(value: Any, name: str) -> str:
     try:
-        return date.fromisoformat(value).isoformat() if isinstance(value, str) and len(value) == 10 else _raise(name)
-    except ValueError:
-        return _raise(name)
-
-
-def _raise(name: str) -> str:
-    raise AuthError(400, f"{name} must be a date YYYY-MM-DD")
+        day = check_date(value, name).isoformat()
+    except ApiError as err:
+        raise AuthError(400, err.message) from err
+    if day_bounds_hlc(day)[1] >= 2**63:  # HLCs are signed 64-bit: no event can lie beyond (year 6429)
+        raise AuthError(400, f"{name} is beyond the range of event clocks")
+    return day
 
 
 async def hello(request: web.Request, link: BranchLink, signed: Signed, message: Any) -> Any:

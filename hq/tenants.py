@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -17,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance import events as ev
 from hq import outbox
-from hq.errors import bad_request, check_id, check_int, check_obj, check_str, conflict, not_found
+from hq.errors import bad_request, check_date, check_id, check_int, check_obj, check_str, conflict, not_found
 from hq.signing import KeyError_, canonical_public_key
 
 LANG_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
@@ -89,12 +88,7 @@ def check_numbers(value: Any) -> str | None:
 
 
 def check_day(value: Any, field: str = "day") -> str:
-    if not isinstance(value, str) or len(value) != 10:
-        raise bad_request(f"{field} must be a date YYYY-MM-DD")
-    try:
-        return date.fromisoformat(value).isoformat()
-    except ValueError as err:
-        raise bad_request(f"{field} must be a date YYYY-MM-DD") from err
+    return check_date(value, field).isoformat()
 
 
 # -- rows ----------------------------------------------------------------------------------

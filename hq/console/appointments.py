@@ -18,6 +18,7 @@ from aiohttp import web
 from hq.auth import Principal
 from hq.console.live import _branch
 from hq.console.views import crender, csv_response, page
+from hq.errors import ApiError, check_date
 from hq.pages.i18n import N_
 from hq.web import hq_of
 
@@ -65,8 +66,8 @@ async def appointments_page(request: web.Request, p: Principal) -> web.Response:
     today = datetime.fromtimestamp(hq.now(), tz).date()
     raw = request.query.get("date", "")
     try:
-        day = date.fromisoformat(raw) if len(raw) == 10 else today
-    except ValueError:
+        day = check_date(raw, "date") if raw else today
+    except ApiError:  # junk or out of range (a year HQ cannot convert): show today, as for no date
         day = today
     rows = await hq.db.read(lambda c: day_list(c, branch, day, hq.now()))
     counts: dict[str, int] = {}

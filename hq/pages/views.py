@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from hq import booking, tenants
 from hq.booking import BookingContext
-from hq.errors import ApiError
+from hq.errors import MAX_TS, ApiError, check_date
 from hq.ics import booking_ics
 from hq.pages import data
 from hq.pages.i18n import N_
@@ -57,13 +57,14 @@ async def read(request: web.Request, fn: Any) -> Any:
 
 def _day(value: str | None) -> date:
     try:
-        return date.fromisoformat(value or "")
-    except ValueError as err:
+        return check_date(value, "date")
+    except ApiError as err:  # not a date, or out of range (years beyond 9998 cannot be handled)
         raise PageError(400, "Choose a date from the list.") from err
 
 
 def _int(value: str | None) -> int:
-    if value is None or not value.isdigit() or len(value) > 12:
+    """A slot start (unix s) from a form: digits within the range HQ handles, else a form error."""
+    if value is None or not value.isdigit() or len(value) > 12 or int(value) > MAX_TS:
         raise PageError(400, "Choose a time from the list.")
     return int(value)
 

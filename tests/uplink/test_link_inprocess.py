@@ -14,7 +14,7 @@ from appliance.config import load_config
 from appliance.node import Node
 from appliance.uplink import UplinkService, from_config
 from sync.keys import load_or_create_key
-from sync.protocol import PeerClient, PeerError
+from sync.protocol import PREFIX, PeerClient, PeerError
 
 from linktest import await_for, enroll_sample, midday_timezone, start_hq_in_process
 
@@ -177,3 +177,18 @@ async def test_hq_refuses_broken_chain_equivocation_future_and_huge_integers_and
                            to="hq:kigali-main")
     async with session.post(url + path, data=body, headers={**headers, "Content-Type": "application/json"}) as r:
         assert r.status == 400 and "vv" in (await r.json())["error"]["message"]
+
+
+@pytest.mark.parametrize("path, message", [
+    ("/digests", {"from": "9999-12-31", "to": "9999-12-31"}), ("/digests", {"from": "0001-01-01", "to": "0001-01-02"}),
+    ("/digests", {"from": "6500-01-01", "to": "6500-01-01"}), ("/inventory", {"day": "9999-12-31"}),
+    ("/inventory", {"day": "9998-12-31"}), ("/inventory", {"day": "1969-12-31"})])
+async def test_link_day_queries_out_of_range_are_a_4xx_with_a_reason(tmp_path, hq, path, message):
+    url, session, app = hq
+    folder = tmp_path / "branch"
+    await enroll_sample(session, url, folder, tz="UTC")
+    key = load_or_create_key(folder / "data" / "kiosk")
+    client = PeerClient(session, url, device="kiosk", branch="kigali-main", key=key, peer_device="hq:kigali-main")
+    with pytest.raises(PeerError) as err:
+        await client.request("POST", f"{PREFIX}{path}", message)
+    assert err.value.status == 400 and "range" in str(err.value), err.value
