@@ -257,9 +257,9 @@ class Demo:
         self.spawn("ui-kiosk", [*py, "kiosk_ui", "--node", self.ui_url("kiosk", shared),
                                 "--size", "600x960", *pilot, *shots], env)
         self.spawn("ui-display", [*py, "display_ui", "--node", self.ui_url("display", shared),
-                                  "--size", "1280x720", "--notice", "Welcome to the SmartQ demo branch",
-                                  "--notice", "Opening hours: 8:00 - 17:00",
-                                  "--direction", "c1=→ left", "--direction", "c2=← right", *shots], env)
+                                  # The ticker shows the branch's notices in each language; an
+                                  # arrow reads the same in every language, a word would not.
+                                  "--size", "1280x720", "--direction", "c1=←", "--direction", "c2=→", *shots], env)
         for device, _, _, counters, pin in DEVICES:
             for counter in counters:
                 self.spawn(f"ui-{counter}", [*py, "counter_ui", "--node", self.ui_url(device, shared),

@@ -96,16 +96,19 @@ names = { en = "Documents and certificates", fr = "Documents et certificats", rw
 [[counters]]
 id = "c1"
 name = "Counter 1"
+names = { en = "Counter 1", fr = "Guichet 1", rw = "Idirishya 1", sw = "Dirisha 1", es = "Ventanilla 1" }
 services = ["general", "payments"]
 
 [[counters]]
 id = "c2"
 name = "Counter 2"
+names = { en = "Counter 2", fr = "Guichet 2", rw = "Idirishya 2", sw = "Dirisha 2", es = "Ventanilla 2" }
 services = ["general", "documents"]
 
 [[counters]]
 id = "c3"
 name = "Counter 3"
+names = { en = "Counter 3", fr = "Guichet 3", rw = "Idirishya 3", sw = "Dirisha 3", es = "Ventanilla 3" }
 services = ["documents", "payments"]
 """
 
@@ -176,7 +179,12 @@ id = "{branch_id}"
 name = "{branch_name}"
 timezone = "{timezone}"
 languages = ["en", "fr", "rw", "sw", "es"]
-notices = ["Please keep your ticket until you are served.", "Payments close at 15:00 today."]
+[branch.notices]              # the display's ticker, per language (or one list for all)
+en = ["Please keep your ticket until you are served.", "Payments close at 15:00 today."]
+fr = ["Veuillez garder votre ticket jusqu'à votre passage.", "Les paiements ferment à 15 h aujourd'hui."]
+rw = ["Mubike itike yanyu kugeza mwakiriwe.", "Kwishyura birafunga saa 15:00 uyu munsi."]
+sw = ["Tafadhali hifadhi tiketi yako hadi uhudumiwe.", "Malipo yanafungwa saa 15:00 leo."]
+es = ["Conserve su número hasta que le atiendan.", "Los pagos cierran hoy a las 15:00."]
 
 [device]
 id = "{device_id}"

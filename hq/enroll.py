@@ -36,6 +36,13 @@ async def _call(session: aiohttp.ClientSession, method: str, url: str, token: st
         return data
 
 
+def _notices(config: Config) -> list[str] | dict[str, list[str]]:
+    """The file's notices as HQ takes them: per language when the file gives them so."""
+    if config.notices_by_language:
+        return {lang: list(lines) for lang, lines in config.notices_by_language.items()}
+    return list(config.notices)
+
+
 async def register_branch(session: aiohttp.ClientSession, hq_url: str, token: str, org: str, config: Config, *,
                           hours: tuple[str, str] = ("08:00", "17:00"), weekdays: range = range(0, 5),
                           slot_minutes: int = 15, capacity: int = 2) -> dict[str, Any]:
@@ -44,7 +51,7 @@ async def register_branch(session: aiohttp.ClientSession, hq_url: str, token: st
     v1 = f"{hq_url.rstrip('/')}/api/v1"
     branch = config.branch_id
     body = {"id": branch, "name": config.branch_name, "timezone": config.timezone,
-            "languages": list(config.languages), "notices": list(getattr(config, "notices", ())),
+            "languages": list(config.languages), "notices": _notices(config),
             "queue": dict(config.queue.__dict__)}
     exists = await _call(session, "GET", f"{v1}/branches/{branch}", token, ok=(200, 404))
     if "error" in exists:
@@ -60,7 +67,7 @@ async def register_branch(session: aiohttp.ClientSession, hq_url: str, token: st
                      "slot_minutes": slot_minutes, "capacity": capacity})
     for order, c in enumerate(config.counters):
         await _call(session, "PUT", f"{v1}/branches/{branch}/counters/{c.id}", token,
-                    {"name": c.name, "services": list(c.services), "order": order})
+                    {"name": c.name, "names": dict(c.names), "services": list(c.services), "order": order})
     await _call(session, "PUT", f"{v1}/branches/{branch}/hours", token,
                 {"weekdays": {str(d): {"opens": hours[0], "closes": hours[1]} for d in weekdays}})
     known = {d["id"] for d in (await _call(session, "GET", f"{v1}/branches/{branch}/devices", token))["devices"]}

@@ -309,6 +309,15 @@ def _m17(conn: sqlite3.Connection) -> None:
     """)
 
 
+@migration(18, "counter_names")
+def _m18(conn: sqlite3.Connection) -> None:
+    """A counter's name per language ({"fr": "Guichet 1", ...}; the screens show it in theirs).
+    The branch's notices column holds a list or {language: [lines]} (no change needed)."""
+    conn.executescript("""
+    ALTER TABLE counters ADD COLUMN names TEXT NOT NULL DEFAULT '{}';
+    """)
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"

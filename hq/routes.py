@@ -26,7 +26,9 @@ QUEUE = {"type": "object", "description": "branch queue rules (docs/hq.md)", "ad
 RULES = {"type": "object", "description": "per-service overrides of the queue rules", "additionalProperties": False,
          "properties": {**{k: INT_RULE for k in ("promote_after_s", "max_recalls", "default_service_s", "call_timeout_s")},
                         "digits": DIGITS}}
-NOTICES = {"type": "array", "maxItems": 20, "items": {"type": "string", "maxLength": 200}}
+NOTICE_LINES = {"type": "array", "maxItems": 20, "items": {"type": "string", "maxLength": 200}}
+NOTICES = {"oneOf": [NOTICE_LINES, {"type": "object", "maxProperties": 20, "additionalProperties": NOTICE_LINES}],
+           "description": "the display's ticker lines: one list for every language, or {language: [lines]}"}
 ORDER = {"type": "integer", "minimum": 0, "maximum": 10000}
 SPAN = {"type": "object", "required": ["opens", "closes"], "properties": {
     "opens": {"type": "string", "example": "08:30"}, "closes": {"type": "string", "example": "17:00"}}}
@@ -96,7 +98,8 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", f"{V}/branches/{{branch}}/counters/{{counter}}", A.put_counter,
           "Create or change a counter (emits config.counter)", "config", auth=True, body={
               "type": "object", "required": ["name"], "properties": {
-                  "name": {"type": "string"}, "services": {"type": "array", "items": ID}, "order": ORDER}}),
+                  "name": {"type": "string"}, "services": {"type": "array", "items": ID}, "order": ORDER,
+                  "names": {**NAMES, "minProperties": 0, "description": "the name per language; screens show theirs"}}}),
     Route("GET", f"{V}/branches/{{branch}}/hours", A.get_hours, "Opening hours and closed days", "config", auth=True),
     Route("PUT", f"{V}/branches/{{branch}}/hours", A.put_hours, "Replace weekly opening hours (emits config.hours)",
           "config", auth=True, body={"type": "object", "required": ["weekdays"], "properties": {

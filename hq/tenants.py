@@ -47,14 +47,17 @@ def check_languages(value: Any) -> list[str]:
     return list(dict.fromkeys(value))
 
 
-def check_names(value: Any) -> dict[str, str]:
+def check_names(value: Any, field: str = "names", *, required: bool = True) -> dict[str, str]:
+    """{language: text}; `required=False` also takes an absent or empty object."""
+    if not required and (value is None or value == {}):
+        return {}
     if not isinstance(value, dict) or not value or len(value) > 20:
-        raise bad_request("names must be an object {language: text}")
+        raise bad_request(f"{field} must be an object {{language: text}}")
     out = {}
     for lang, text in value.items():
         if not LANG_RE.match(lang):
-            raise bad_request(f"names has a bad language code {lang!r}")
-        out[lang] = check_str(text, f"names.{lang}", max_len=120)
+            raise bad_request(f"{field} has a bad language code {lang!r}")
+        out[lang] = check_str(text, f"{field}.{lang}", max_len=120)
     return out
 
 
@@ -70,11 +73,33 @@ def check_rules(value: Any, keys: tuple[str, ...], field: str) -> dict[str, int]
     return {k: check_int(v, f"{field}.{k}", *RULE_BOUNDS.get(k, (0, 10_000_000))) for k, v in value.items()}
 
 
-def check_notices(value: Any) -> list[str]:
-    """Lines the branch's waiting-room display scrolls."""
+def _notice_lines(value: Any, field: str) -> list[str]:
     if not isinstance(value, list) or len(value) > 20 or not all(isinstance(v, str) and len(v) <= 200 for v in value):
-        raise bad_request("notices must be a list of at most 20 texts of at most 200 characters")
+        raise bad_request(f"{field} must be a list of at most 20 texts of at most 200 characters")
     return list(value)
+
+
+def check_notices(value: Any) -> list[str] | dict[str, list[str]]:
+    """Lines the branch's waiting-room display scrolls: a list (the same in every language) or
+    {language: [lines]} (the display shows each language's own lines, English where one has none)."""
+    if isinstance(value, dict):
+        if len(value) > 20:
+            raise bad_request("notices must be a list of texts or an object {language: [texts]}")
+        out = {}
+        for lang, lines in value.items():
+            if not LANG_RE.match(lang):
+                raise bad_request(f"notices has a bad language code {lang!r}")
+            out[lang] = _notice_lines(lines, f"notices.{lang}")
+        return out
+    return _notice_lines(value, "notices")
+
+
+def notices_payload(notices: list[str] | dict[str, list[str]]) -> dict[str, Any]:
+    """The config.branch fields for stored notices, as the node folds them (appliance.model):
+    a list is `notices`; per-language lines are `notices_by_language` with `notices` empty."""
+    if isinstance(notices, dict):
+        return {"notices": [], "notices_by_language": notices}
+    return {"notices": notices}
 
 
 def check_numbers(value: Any) -> str | None:
@@ -109,7 +134,8 @@ def service_json(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def counter_json(row: sqlite3.Row) -> dict[str, Any]:
-    return {"id": row["id"], "name": row["name"], "services": json.loads(row["services"]), "order": row["position"]}
+    return {"id": row["id"], "name": row["name"], "names": json.loads(row["names"]),
+            "services": json.loads(row["services"]), "order": row["position"]}
 
 
 def device_json(row: sqlite3.Row) -> dict[str, Any]:
@@ -120,7 +146,7 @@ def device_json(row: sqlite3.Row) -> dict[str, Any]:
 # -- what the branch folds (appliance.model.config_events has the same shapes) ---------------
 def branch_event(row: sqlite3.Row) -> dict[str, Any]:
     return {"id": row["id"], "name": row["name"], "timezone": row["timezone"],
-            "languages": json.loads(row["languages"]), "notices": json.loads(row["notices"]),
+            "languages": json.loads(row["languages"]), **notices_payload(json.loads(row["notices"])),
             "queue": json.loads(row["queue"])}
 
 
@@ -130,7 +156,9 @@ def service_event(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def counter_event(row: sqlite3.Row) -> dict[str, Any]:
-    return {"id": row["id"], "name": row["name"], "services": json.loads(row["services"]), "order": row["position"]}
+    names = json.loads(row["names"])
+    return {"id": row["id"], "name": row["name"], "services": json.loads(row["services"]), "order": row["position"],
+            **({"names": names} if names else {})}
 
 
 def roster_event(conn: sqlite3.Connection, branch_id: str) -> dict[str, Any]:
@@ -303,6 +331,7 @@ class Writer:
         body = check_obj(body)
         check_id(counter_id, "counter id")
         name = check_str(body.get("name"), "name", max_len=80)
+        names = check_names(body.get("names"), required=False)
         services = body.get("services", [])
         if not isinstance(services, list) or len(services) > 50:
             raise bad_request("services must be a list of service ids")
@@ -310,10 +339,10 @@ class Writer:
             get_service(self.conn, branch_id, check_id(sid, "services[]"))
         order = self._order("counters", branch_id, counter_id, body.get("order"))
         self.conn.execute(
-            "INSERT INTO counters (branch_id, id, name, services, position) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT(branch_id, id) DO UPDATE SET name = excluded.name, services = excluded.services,"
-            " position = excluded.position",
-            (branch_id, counter_id, name, json.dumps(services), order))
+            "INSERT INTO counters (branch_id, id, name, names, services, position) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(branch_id, id) DO UPDATE SET name = excluded.name, names = excluded.names,"
+            " services = excluded.services, position = excluded.position",
+            (branch_id, counter_id, name, json.dumps(names, ensure_ascii=False), json.dumps(services), order))
         row = self.conn.execute("SELECT * FROM counters WHERE branch_id = ? AND id = ?", (branch_id, counter_id)).fetchone()
         self._emit(branch_id, ev.CONFIG_COUNTER, counter_event(row))
         return counter_json(row)

@@ -207,7 +207,10 @@ def approve(conn: sqlite3.Connection, *, key: Ed25519PrivateKey, data_dir: Path 
 
 
 def _toml(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)  # JSON strings, numbers and arrays are TOML
+    """JSON strings, numbers and arrays are TOML; an object becomes an inline table."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k, ensure_ascii=False)} = {_toml(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def device_config(conn: sqlite3.Connection, *, branch: str, device: str, role: str, counters: list[str],
@@ -225,12 +228,13 @@ def device_config(conn: sqlite3.Connection, *, branch: str, device: str, role: s
     lines += ["[lan]", 'listen = "0.0.0.0:8441"', "mdns = true", "",
               "[hq]", f"url = {_toml(link_url)}", f"public_key = {_toml(hq_public_key)}", ""]
     for s in conn.execute("SELECT * FROM services WHERE branch_id = ? ORDER BY position, id", (branch,)):
-        names = ", ".join(f"{_toml(k)} = {_toml(v)}" for k, v in json.loads(s["names"]).items())
-        lines += ["[[services]]", f"id = {_toml(s['id'])}", f"letter = {_toml(s['letter'])}", f"names = {{ {names} }}"]
+        lines += ["[[services]]", f"id = {_toml(s['id'])}", f"letter = {_toml(s['letter'])}",
+                  f"names = {_toml(json.loads(s['names']))}"]
         lines += [f"{k} = {_toml(v)}" for k, v in json.loads(s["rules"]).items()] + [""]
     for c in conn.execute("SELECT * FROM counters WHERE branch_id = ? ORDER BY position, id", (branch,)):
+        names = json.loads(c["names"])
         lines += ["[[counters]]", f"id = {_toml(c['id'])}", f"name = {_toml(c['name'])}",
-                  f"services = {_toml(json.loads(c['services']))}", ""]
+                  *([f"names = {_toml(names)}"] if names else []), f"services = {_toml(json.loads(c['services']))}", ""]
     for d in conn.execute("SELECT * FROM devices WHERE branch_id = ? ORDER BY rowid", (branch,)):
         lines += ["[[roster]]", f"id = {_toml(d['id'])}", f"role = {_toml(d['role'])}",
                   f"public_key = {_toml(d['public_key'])}"]

@@ -14,8 +14,9 @@ async def test_counter_names_per_language_reach_the_state(tmp_path: Path) -> Non
     """[[counters]] names = {...}: every screen shows a counter in its own language."""
     write_sample(tmp_path / "b")
     path = tmp_path / "b" / "kiosk.toml"
-    path.write_text(path.read_text().replace(
-        'name = "Counter 1"\n', 'name = "Counter 1"\nnames = { fr = "Guichet 1", rw = "Idirishya 1" }\n', 1))
+    text = path.read_text()
+    start = text.index("names", text.index('name = "Counter 1"\n'))
+    path.write_text(text[:start] + 'names = { fr = "Guichet 1", rw = "Idirishya 1" }' + text[text.index("\n", start):])
     node = Node(load_config(path))
     await asyncio.to_thread(node.open)
     try:

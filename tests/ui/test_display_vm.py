@@ -287,8 +287,8 @@ async def test_notices_per_language_follow_the_language_the_display_shows(nodes:
     def per_language(config: Path) -> None:
         text = config.read_text(encoding="utf-8")
         table = ", ".join(f'{lang} = ["{line}"]' for lang, line in NOTICES_BY_LANGUAGE.items())
-        start = text.index("notices = [")
-        end = text.index("\n", start)
+        start = text.index("[branch.notices]")
+        end = text.index("\n\n", start)
         config.write_text(text[:start] + f"notices = {{ {table} }}" + text[end:], encoding="utf-8")
 
     node = nodes.start("display", edit=per_language)
