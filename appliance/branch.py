@@ -87,6 +87,8 @@ class Branch(Queries):
         svc = m.services.get(service)
         if svc is None:
             raise NotFound(f"unknown service {service!r}", code="unknown_service")
+        if not svc.enabled and booking_code is None:
+            raise Conflict(f"service {service!r} is no longer offered here", code="service_withdrawn")
         priority = body.get("priority", 0)
         if not 0 <= priority <= m.rules.max_priority:
             raise BadRequest(f"priority must be between 0 and {m.rules.max_priority}")

@@ -126,6 +126,9 @@ class ServiceConfig:
     rules: dict[str, int] = field(default_factory=dict)
     #: The kiosk's pictogram (one of ``SERVICE_ICONS``); "" lets the kiosk choose (``service_icon``).
     icon: str = ""
+    #: False when HQ's catalogue withdrew the service from this branch (config.service
+    #: ``enabled: false``): kiosks no longer offer it; tickets already waiting are still served.
+    enabled: bool = True
 
     def name(self, language: str | None = None) -> str:
         if language and language in self.names:

@@ -88,6 +88,17 @@ class TicketAction(TypedDict):
     to_counter: NotRequired[str]
 
 
+class ConfigService(TypedDict):
+    """config.service: one service of the branch (HQ's catalogue or the device file)."""
+    id: str
+    letter: str
+    names: dict[str, str]
+    rules: dict[str, int]
+    order: int
+    icon: NotRequired[str]  # the kiosk's pictogram (appliance.config.SERVICE_ICONS)
+    enabled: NotRequired[bool]  # False: withdrawn from this branch; kiosks stop offering it
+
+
 class CounterStatus(TypedDict):
     counter: str
     staff: NotRequired[str | None]

@@ -78,7 +78,7 @@ def load_model(conn: sqlite3.Connection, fallback: Config) -> Model:
     in_order = sorted(bodies.items(), key=lambda kv: (kv[0][0], kv[1].get("order", 0), kv[0][1]))
     services = {
         id_: ServiceConfig(b["id"], b["letter"], dict(b["names"]), dict(b.get("rules") or {}),
-                            str(b.get("icon") or ""))
+                            str(b.get("icon") or ""), b.get("enabled", True) is not False)
         for (kind, id_), b in in_order if kind == "service"
     }
     counters = {

@@ -87,7 +87,9 @@ SCHEMAS: dict[str, Any] = {
         "names": {"type": "object", "additionalProperties": {"type": "string"}},
         "waiting": {"type": "integer"}, "estimated_wait_s": {"type": "integer"},
         "estimated_wait_range_s": WAIT_RANGE, "open_counters": {"type": "integer"},
-        "icon": {"type": "string", "description": "the kiosk's pictogram, when the configuration names one"}}},
+        "icon": {"type": "string", "description": "the kiosk's pictogram, when the configuration names one"},
+        "enabled": {"type": "boolean", "description": "false (only then present): HQ's catalogue withdrew the service"
+                                                      " from this branch; kiosks do not offer it"}}},
     "State": {"type": "object", "required": ["branch", "services", "counters", "recent_calls", "peers", "hq", "state_hash"],
               "properties": {
                   "branch": {"type": "object"}, "device": {"type": "object"}, "now": {"type": "string"},

@@ -360,6 +360,7 @@ class Queries:
                 "id": s.id, "letter": s.letter, "names": s.names, "waiting": len(line),
                 "estimated_wait_s": wait, "estimated_wait_range_s": span, "open_counters": opened,
                 **({"icon": s.icon} if s.icon else {}),
+                **({} if s.enabled else {"enabled": False}),
             })
             waiting_views += [(q.order_key(t, rules, now), self._ticket_view(m, rows[t.id], positions)) for t in line]
         waiting_views.sort(key=lambda kv: kv[0])

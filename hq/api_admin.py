@@ -217,7 +217,7 @@ async def get_branch(request: web.Request, p: Principal) -> web.Response:
     b = await _branch(request, p, "read")
 
     def load(c: sqlite3.Connection) -> dict[str, Any]:
-        return tenants.branch_json(b) | {"services": tenants.list_services(c, b["id"]),
+        return tenants.branch_json(b) | {"services": tenants.list_services(c, b["id"], withdrawn=True),
                                          "counters": tenants.list_counters(c, b["id"]),
                                          "hours": tenants.hours_json(c, b["id"])}
     return jresp(await hq_of(request).db.read(load))
@@ -233,7 +233,7 @@ async def update_branch(request: web.Request, p: Principal) -> web.Response:
 @authed
 async def list_services(request: web.Request, p: Principal) -> web.Response:
     b = await _branch(request, p, "read")
-    return jresp({"services": await hq_of(request).db.read(lambda c: tenants.list_services(c, b["id"]))})
+    return jresp({"services": await hq_of(request).db.read(lambda c: tenants.list_services(c, b["id"], withdrawn=True))})
 
 
 @authed

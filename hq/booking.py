@@ -146,7 +146,7 @@ def _bookable_service(conn: sqlite3.Connection, branch_id: str, service_id: Any)
     if not isinstance(service_id, str):
         raise bad_request("service must be a service id")
     service = tenants.get_service(conn, branch_id, service_id)
-    if not service["bookable"]:
+    if not service["bookable"] or not service["enabled"]:  # enabled 0: withdrawn by the catalogue
         raise conflict("this service cannot be booked online", "not_bookable")
     return branch, service
 

@@ -318,6 +318,27 @@ def _m18(conn: sqlite3.Connection) -> None:
     """)
 
 
+@migration(19, "service_catalogue")
+def _m19(conn: sqlite3.Connection) -> None:
+    """The service catalogue per organization (hq/catalogue.py): a service defined once, offered
+    in branches with local overrides; a branch's service can be withdrawn (enabled 0) and carry
+    the kiosk's pictogram."""
+    conn.executescript("""
+    CREATE TABLE catalogue (
+        org_id TEXT NOT NULL REFERENCES orgs(id), id TEXT NOT NULL, letter TEXT NOT NULL, names TEXT NOT NULL,
+        bookable INTEGER NOT NULL DEFAULT 1, slot_minutes INTEGER NOT NULL DEFAULT 15,
+        capacity INTEGER NOT NULL DEFAULT 1, rules TEXT NOT NULL DEFAULT '{}', icon TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (org_id, id));
+    CREATE TABLE catalogue_offers (
+        branch_id TEXT NOT NULL REFERENCES branches(id), service_id TEXT NOT NULL, org_id TEXT NOT NULL,
+        enabled INTEGER NOT NULL DEFAULT 1, slot_minutes INTEGER, capacity INTEGER,
+        PRIMARY KEY (branch_id, service_id));
+    CREATE INDEX catalogue_offers_service ON catalogue_offers(org_id, service_id);
+    ALTER TABLE services ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE services ADD COLUMN icon TEXT NOT NULL DEFAULT '';
+    """)
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"

@@ -93,7 +93,10 @@ ROUTES: tuple[Route, ...] = (
               "type": "object", "required": ["letter", "names"], "properties": {
                   "letter": {"type": "string", "pattern": "^[A-Z]$"}, "names": NAMES, "bookable": {"type": "boolean"},
                   "slot_minutes": {"type": "integer", "minimum": 5, "maximum": 480},
-                  "capacity": {"type": "integer", "minimum": 0, "maximum": 10000}, "rules": RULES, "order": ORDER}}),
+                  "capacity": {"type": "integer", "minimum": 0, "maximum": 10000}, "rules": RULES, "order": ORDER,
+                  "icon": {"type": "string", "enum": ["", "person", "money", "document", "id-card", "health", "info",
+                                                      "mail", "calendar"]},
+                  "enabled": {"type": "boolean"}}}),
     Route("GET", f"{V}/branches/{{branch}}/counters", A.list_counters, "Counters of a branch", "config", auth=True),
     Route("PUT", f"{V}/branches/{{branch}}/counters/{{counter}}", A.put_counter,
           "Create or change a counter (emits config.counter)", "config", auth=True, body={

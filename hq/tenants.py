@@ -73,6 +73,16 @@ def check_rules(value: Any, keys: tuple[str, ...], field: str) -> dict[str, int]
     return {k: check_int(v, f"{field}.{k}", *RULE_BOUNDS.get(k, (0, 10_000_000))) for k, v in value.items()}
 
 
+def check_icon(value: Any) -> str:
+    """The kiosk's pictogram for a service: one of appliance.config.SERVICE_ICONS, or "" (the kiosk chooses)."""
+    from appliance.config import SERVICE_ICONS
+    if value in ("", None):
+        return ""
+    if value not in SERVICE_ICONS:
+        raise bad_request(f"icon must be one of {', '.join(SERVICE_ICONS)}")
+    return str(value)
+
+
 def _notice_lines(value: Any, field: str) -> list[str]:
     if not isinstance(value, list) or len(value) > 20 or not all(isinstance(v, str) and len(v) <= 200 for v in value):
         raise bad_request(f"{field} must be a list of at most 20 texts of at most 200 characters")
@@ -128,9 +138,11 @@ def branch_json(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def service_json(row: sqlite3.Row) -> dict[str, Any]:
+    # A withdrawn service (enabled 0: the catalogue's offer switched off) is never bookable.
     return {"id": row["id"], "letter": row["letter"], "names": json.loads(row["names"]),
-            "bookable": bool(row["bookable"]), "slot_minutes": row["slot_minutes"], "capacity": row["capacity"],
-            "rules": json.loads(row["rules"]), "order": row["position"]}
+            "bookable": bool(row["bookable"]) and bool(row["enabled"]), "slot_minutes": row["slot_minutes"],
+            "capacity": row["capacity"], "rules": json.loads(row["rules"]), "order": row["position"],
+            "enabled": bool(row["enabled"]), "icon": row["icon"]}
 
 
 def counter_json(row: sqlite3.Row) -> dict[str, Any]:
@@ -151,8 +163,15 @@ def branch_event(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def service_event(row: sqlite3.Row) -> dict[str, Any]:
-    return {"id": row["id"], "letter": row["letter"], "names": json.loads(row["names"]),
-            "rules": json.loads(row["rules"]), "order": row["position"]}
+    """config.service (appliance.events.ConfigService): `icon` only when set, `enabled` only when
+    withdrawn, so a plain service's event is the same as before the catalogue."""
+    out: dict[str, Any] = {"id": row["id"], "letter": row["letter"], "names": json.loads(row["names"]),
+                           "rules": json.loads(row["rules"]), "order": row["position"]}
+    if row["icon"]:
+        out["icon"] = row["icon"]
+    if not row["enabled"]:
+        out["enabled"] = False
+    return out
 
 
 def counter_event(row: sqlite3.Row) -> dict[str, Any]:
@@ -214,8 +233,11 @@ def get_service(conn: sqlite3.Connection, branch_id: str, service_id: str) -> sq
     return row
 
 
-def list_services(conn: sqlite3.Connection, branch_id: str) -> list[dict[str, Any]]:
-    return [service_json(r) for r in conn.execute("SELECT * FROM services WHERE branch_id = ? ORDER BY position, letter, id", (branch_id,))]
+def list_services(conn: sqlite3.Connection, branch_id: str, *, withdrawn: bool = False) -> list[dict[str, Any]]:
+    """The branch's services in order; a withdrawn one (enabled 0) only when ``withdrawn``."""
+    where = "" if withdrawn else " AND enabled = 1"
+    return [service_json(r) for r in conn.execute(f"SELECT * FROM services WHERE branch_id = ?{where}"
+                                                  " ORDER BY position, letter, id", (branch_id,))]
 
 
 def list_counters(conn: sqlite3.Connection, branch_id: str) -> list[dict[str, Any]]:
@@ -301,19 +323,23 @@ class Writer:
         slot_minutes = check_int(body.get("slot_minutes", 15), "slot_minutes", 5, 480)
         capacity = check_int(body.get("capacity", 1), "capacity", 0, 10000)
         rules = check_rules(body.get("rules"), SERVICE_RULE_KEYS, "rules")
+        icon = check_icon(body.get("icon", ""))
+        enabled = body.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise bad_request("enabled must be true or false")
         order = self._order("services", branch_id, service_id, body.get("order"))
         clash = self.conn.execute("SELECT id FROM services WHERE branch_id = ? AND letter = ? AND id != ?",
                                   (branch_id, letter, service_id)).fetchone()
         if clash:
             raise conflict(f"letter {letter} is used by service {clash[0]}")
         self.conn.execute(
-            "INSERT INTO services (branch_id, id, letter, names, bookable, slot_minutes, capacity, rules, position)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO services (branch_id, id, letter, names, bookable, slot_minutes, capacity, rules, position,"
+            " enabled, icon) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(branch_id, id) DO UPDATE SET letter = excluded.letter, names = excluded.names,"
             " bookable = excluded.bookable, slot_minutes = excluded.slot_minutes, capacity = excluded.capacity,"
-            " rules = excluded.rules, position = excluded.position",
+            " rules = excluded.rules, position = excluded.position, enabled = excluded.enabled, icon = excluded.icon",
             (branch_id, service_id, letter, json.dumps(names, ensure_ascii=False), int(bookable), slot_minutes, capacity,
-             json.dumps(rules), order))
+             json.dumps(rules), order, int(enabled), icon))
         row = get_service(self.conn, branch_id, service_id)
         self._emit(branch_id, ev.CONFIG_SERVICE, service_event(row))
         return service_json(row)

@@ -227,7 +227,7 @@ def device_config(conn: sqlite3.Connection, *, branch: str, device: str, role: s
         lines += ["[queue]"] + [f"{k} = {_toml(v)}" for k, v in queue.items()] + [""]
     lines += ["[lan]", 'listen = "0.0.0.0:8441"', "mdns = true", "",
               "[hq]", f"url = {_toml(link_url)}", f"public_key = {_toml(hq_public_key)}", ""]
-    for s in conn.execute("SELECT * FROM services WHERE branch_id = ? ORDER BY position, id", (branch,)):
+    for s in conn.execute("SELECT * FROM services WHERE branch_id = ? AND enabled = 1 ORDER BY position, id", (branch,)):
         lines += ["[[services]]", f"id = {_toml(s['id'])}", f"letter = {_toml(s['letter'])}",
                   f"names = {_toml(json.loads(s['names']))}"]
         lines += [f"{k} = {_toml(v)}" for k, v in json.loads(s["rules"]).items()] + [""]

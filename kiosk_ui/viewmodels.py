@@ -238,6 +238,8 @@ class KioskViewModel(NodeViewModel):
     def _rebuild_services(self) -> None:
         rows = []
         for s in self._state.get("services", []):
+            if s.get("enabled") is False:
+                continue  # withdrawn from this branch by HQ's catalogue: not offered
             wait = minutes(s.get("estimated_wait_s"))
             rows.append(
                 {

@@ -53,6 +53,8 @@ def nav_for(p: Principal) -> list[tuple[str, str]]:
             items.append((f"/console/branches/{p.branch_id}", N_("Settings")))
     if p.role == "super_admin":
         items.append(("/console/orgs", N_("Organizations")))
+    if p.role == "org_admin" and p.org_id:
+        items.append((f"/console/orgs/{p.org_id}/catalogue", N_("Service catalogue")))
     if p.role in ADMINS:
         items += [("/console/accounts", N_("Accounts")), ("/console/audit", N_("Audit log"))]
     items += [("/console/password", N_("My password"))]
@@ -494,8 +496,9 @@ def add_routes(app: web.Application) -> None:
 
 
 def setup_console(app: web.Application) -> None:
-    from hq.console import appointments, branches, live, orgs, staffing
+    from hq.console import appointments, branches, catalogue, live, orgs, staffing
     add_routes(app)
+    catalogue.add_routes(app)
     orgs.add_routes(app)
     appointments.add_routes(app)
     branches.add_routes(app)

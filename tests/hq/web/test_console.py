@@ -83,7 +83,8 @@ async def test_navigation_is_shaped_by_role(console):
         menus[email] = menu(html)
     assert menus["root@hq.test"] == ["/console", "/console/orgs", "/console/accounts", "/console/audit",
                                      "/console/password"]
-    assert menus["admin@acme.test"] == ["/console", "/console/accounts", "/console/audit", "/console/password"]
+    assert menus["admin@acme.test"] == ["/console", "/console/orgs/acme/catalogue", "/console/accounts",
+                                        "/console/audit", "/console/password"]
     assert menus["manager@acme.test"] == ["/console", "/console/live/acme-main", "/console/appointments/acme-main",
                                           "/console/staffing/acme-main", "/console/branches/acme-main",
                                           "/console/password"]

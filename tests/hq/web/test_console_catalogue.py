@@ -1,0 +1,143 @@
+"""The service catalogue in the console over real HTTP on a real HQ (no browser): an org admin
+defines a service once, offers it in two branches with a local override, changes and withdraws
+it; every change is the branch's signed config.service event; booking and the public pages follow
+the catalogue; other roles and other tenants get 403. The nodes' side (kiosks list it after one
+link round) is in test_console_catalogue_browser.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hqtest import PASSWORD, Server, api
+from webtest import Browser, db, h1
+
+V = "/api/v1"
+FORM = {"service_id": "tax", "letter": "T", "name_en": "Taxes", "name_fr": "Impôts", "name_rw": "Imisoro",
+        "name_sw": "Kodi", "name_es": "Impuestos", "slot_minutes": "20", "capacity": "2", "icon": "money",
+        "bookable": "yes"}
+
+
+@pytest.fixture()
+async def console(server: Server, session):
+    await api(session, "POST", f"{server.url}{V}/orgs/acme/branches", 201, headers=server.h("super"),
+              json={"id": "acme-east", "name": "acme east", "timezone": "Europe/Zurich", "languages": ["en", "fr"]})
+    await api(session, "PUT", f"{server.url}{V}/branches/acme-east/hours", 200, headers=server.h("super"),
+              json={"weekdays": {str(d): {"opens": "08:00", "closes": "17:00"} for d in range(5)}})
+    browsers: list[Browser] = []
+
+    async def login(email: str, language: str | None = None) -> Browser:
+        b = Browser(server.url, language)
+        browsers.append(b)
+        status, _, location = await b.post("/console/login", {"email": email, "password": PASSWORD})
+        assert (status, location) == (303, "/console"), email
+        return b
+    server.login = login
+    yield server
+    for b in browsers:
+        await b.close()
+
+
+def service_events(srv: Server, branch: str) -> list[dict]:
+    with db(srv) as c:
+        return [json.loads(r["envelope"])["payload"] for r in c.execute(
+            "SELECT envelope FROM outbox WHERE branch_id = ? AND type = 'config.service' ORDER BY seq", (branch,))]
+
+
+async def test_a_service_defined_once_is_offered_in_two_branches_with_an_override(console, session):
+    admin = await console.login("admin@acme.test")
+    status, html, _ = await admin.get("/console")
+    assert 'href="/console/orgs/acme/catalogue"' in html  # in the org admin's menu
+    status, _, location = await admin.post("/console/orgs/acme/catalogue", FORM)
+    assert (status, location) == (303, "/console/orgs/acme/catalogue/tax?done=created")
+    assert service_events(console, "acme-main")[-1]["id"] != "tax"  # defined, not offered anywhere yet
+    status, _, _ = await admin.post("/console/orgs/acme/catalogue/tax/offers/acme-main",
+                                    {"offered": "yes", "slot_minutes-acme-main": "", "capacity-acme-main": ""})
+    assert status == 303
+    status, _, _ = await admin.post("/console/orgs/acme/catalogue/tax/offers/acme-east",
+                                    {"offered": "yes", "slot_minutes-acme-east": "30", "capacity-acme-east": "5"})
+    assert status == 303
+    main, east = service_events(console, "acme-main")[-1], service_events(console, "acme-east")[-1]
+    assert main == {"id": "tax", "letter": "T", "names": {"en": "Taxes", "fr": "Impôts", "rw": "Imisoro",
+                                                           "sw": "Kodi", "es": "Impuestos"},
+                    "rules": {}, "order": 1, "icon": "money"}
+    assert east["id"] == "tax" and east["icon"] == "money" and "enabled" not in east
+    # The branches' own services (what booking reads) carry the catalogue's values and the overrides.
+    sup = console.h("super")
+    svc = {s["id"]: s for s in (await api(session, "GET", f"{console.url}{V}/branches/acme-east/services", 200,
+                                          headers=sup))["services"]}
+    assert (svc["tax"]["slot_minutes"], svc["tax"]["capacity"], svc["tax"]["bookable"]) == (30, 5, True)
+    svc = {s["id"]: s for s in (await api(session, "GET", f"{console.url}{V}/branches/acme-main/services", 200,
+                                          headers=sup))["services"]}
+    assert (svc["tax"]["slot_minutes"], svc["tax"]["capacity"]) == (20, 2)
+    public = await api(session, "GET", f"{console.url}{V}/public/branches/acme-east", 200)
+    assert "tax" in [s["id"] for s in public["services"]]
+    # Editing the definition reaches every branch that offers it; the override stays.
+    status, _, _ = await admin.post("/console/orgs/acme/catalogue/tax", FORM | {"name_en": "Taxes and fees",
+                                                                                 "capacity": "3"})
+    assert status == 303
+    assert service_events(console, "acme-main")[-1]["names"]["en"] == "Taxes and fees"
+    assert service_events(console, "acme-east")[-1]["names"]["en"] == "Taxes and fees"
+    svc = {s["id"]: s for s in (await api(session, "GET", f"{console.url}{V}/branches/acme-east/services", 200,
+                                          headers=sup))["services"]}
+    assert svc["tax"]["capacity"] == 5
+    _, html, _ = await admin.get("/console/orgs/acme/catalogue")
+    assert "Taxes and fees" in html and "acme east, acme main" in html
+    # Withdrawn from one branch: the kiosk's config says so, booking and the public list drop it.
+    status, _, _ = await admin.post("/console/orgs/acme/catalogue/tax/offers/acme-east",
+                                    {"slot_minutes-acme-east": "30", "capacity-acme-east": "5"})
+    assert status == 303
+    assert service_events(console, "acme-east")[-1]["enabled"] is False
+    public = await api(session, "GET", f"{console.url}{V}/public/branches/acme-east", 200)
+    assert "tax" not in [s["id"] for s in public["services"]]
+    got = await api(session, "GET", f"{console.url}{V}/public/branches/acme-east/availability?service=tax"
+                    "&date=2030-01-08")
+    assert got["error"]["code"] == "not_bookable"
+    _, html, _ = await Browser(console.url).get("/book/acme-east")
+    assert "Taxes" not in html
+    actions = [r[0] for r in db(console).execute("SELECT action FROM audit WHERE action LIKE 'catalogue.%'")]
+    assert actions == ["catalogue.create", "catalogue.offer", "catalogue.offer", "catalogue.update", "catalogue.offer"]
+
+
+async def test_catalogue_forms_refuse_bad_input_and_letter_clashes(console):
+    admin = await console.login("admin@acme.test", "fr")
+    status, html, _ = await admin.post("/console/orgs/acme/catalogue", FORM | {"letter": "7", "name_en": "",
+                                                                                "slot_minutes": "2", "icon": "rocket"})
+    assert status == 400 and html.count('aria-invalid="true"') == 4 and '<html lang="fr">' in html
+    status, _, _ = await admin.post("/console/orgs/acme/catalogue", FORM | {"service_id": "Bad Id!"})
+    assert status == 400
+    # The seeded "general" service of acme-main has the letter A: offering another A there is refused.
+    await admin.post("/console/orgs/acme/catalogue", FORM | {"service_id": "alpha", "letter": "A"})
+    status, html, _ = await admin.post("/console/orgs/acme/catalogue/alpha/offers/acme-main", {"offered": "yes"})
+    assert status == 400 and 'href="#offered-acme-main"' in html
+    assert [s["id"] for s in service_events(console, "acme-main")].count("alpha") == 0
+    status, _, _ = await admin.post("/console/orgs/acme/catalogue", FORM)
+    status, html, _ = await admin.post("/console/orgs/acme/catalogue", FORM)
+    assert status == 400 and 'href="#service_id"' in html  # the id exists
+    status, _, _ = await admin.post("/console/orgs/acme/catalogue/tax/offers/acme-main",
+                                    {"offered": "yes", "capacity-acme-main": "-1"})
+    assert status == 400
+    assert (await admin.get("/console/orgs/acme/catalogue/nothing"))[0] == 404
+
+
+async def test_only_the_orgs_admins_use_the_catalogue(console):
+    admin = await console.login("admin@acme.test")
+    await admin.post("/console/orgs/acme/catalogue", FORM)
+    for who in ("manager@acme.test", "staff@acme.test"):
+        b = await console.login(who, "sw")
+        for path in ("/console/orgs/acme/catalogue", "/console/orgs/acme/catalogue/tax"):
+            status, html, _ = await b.get(path)
+            assert status == 403 and '<html lang="sw">' in html, (who, path)
+        assert (await b.post("/console/orgs/acme/catalogue", FORM | {"service_id": "x"}))[0] == 403
+    beta = await console.login("admin@beta.test", "es")
+    status, html, _ = await beta.get("/console/orgs/acme/catalogue")
+    assert status == 403 and h1(html) == "No permitido"
+    assert (await beta.post("/console/orgs/acme/catalogue/tax/offers/acme-main", {"offered": "yes"}))[0] == 403
+    # acme's admin cannot offer acme's service in beta's branch, nor read beta's catalogue
+    assert (await admin.post("/console/orgs/acme/catalogue/tax/offers/beta-main", {"offered": "yes"}))[0] == 404
+    assert (await admin.get("/console/orgs/beta/catalogue"))[0] == 403
+    assert service_events(console, "beta-main")[-1]["id"] == "general"
+    root = await console.login("root@hq.test")
+    status, html, _ = await root.get("/console/orgs/acme/catalogue")
+    assert status == 200 and "Taxes" in html
