@@ -18,7 +18,7 @@ import phonenumbers
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance import events as ev
-from hq import notifications, outbox, tenants
+from hq import notifications, outbox, slotrules, tenants
 from hq.errors import DATE_RANGE, ApiError, bad_request, check_instant, check_obj, check_str, conflict, not_found
 from sync.tokens import sign_token
 
@@ -103,7 +103,16 @@ def iso_local(ts: int, tz: str) -> str:
 
 # -- slots ---------------------------------------------------------------------------------
 def day_slots(conn: sqlite3.Connection, branch: sqlite3.Row, service: sqlite3.Row, day: date) -> list[tuple[int, int]]:
-    """(start, end) unix seconds of every slot on the branch-local ``day``."""
+    """(start, end) unix seconds of every slot offered on the branch-local ``day``: the grid
+    without the slots (or the whole day) blocked in the console's calendar."""
+    blocked = slotrules.blocked_on(conn, branch["id"], service["id"], day)
+    if slotrules.WHOLE_DAY in blocked:
+        return []
+    return [s for s in grid(conn, branch, service, day) if s[0] not in blocked]
+
+
+def grid(conn: sqlite3.Connection, branch: sqlite3.Row, service: sqlite3.Row, day: date) -> list[tuple[int, int]]:
+    """(start, end) unix seconds of every slot of the opening hours of ``day``, blocked or not."""
     if conn.execute("SELECT 1 FROM closed_days WHERE branch_id = ? AND day = ?", (branch["id"], day.isoformat())).fetchone():
         return []
     hours = conn.execute("SELECT opens, closes FROM hours WHERE branch_id = ? AND weekday = ?",
@@ -138,6 +147,9 @@ def slot_end(conn: sqlite3.Connection, branch: sqlite3.Row, service: sqlite3.Row
     opens, closes, step = _span(branch, service, day, hours)
     if start < opens or (start - opens) % step or start + step > closes:
         return None
+    blocked = slotrules.blocked_on(conn, branch["id"], service["id"], day)
+    if start in blocked or slotrules.WHOLE_DAY in blocked:
+        return None
     return start + step
 
 
@@ -168,16 +180,17 @@ def availability(conn: sqlite3.Connection, branch_id: str, service_id: Any, day_
     if today <= day <= today + timedelta(days=horizon_days):
         slots = [s for s in day_slots(conn, branch, service, day) if s[0] > now]
         counts = _booked_counts(conn, branch_id, service["id"], slots[0][0], slots[-1][0]) if slots else {}
+        capacity = slotrules.capacity_on(conn, branch_id, service, day)
         for start, end in slots:
-            left = max(0, service["capacity"] - counts.get(start, 0))
-            slots_out.append({"start": iso_local(start, tz), "end": iso_local(end, tz), "capacity": service["capacity"],
+            left = max(0, capacity - counts.get(start, 0))
+            slots_out.append({"start": iso_local(start, tz), "end": iso_local(end, tz), "capacity": capacity,
                               "available": left})
     return {"branch": branch_id, "service": service["id"], "date": day.isoformat(), "timezone": tz, "slots": slots_out}
 
 
 def _check_slot(conn: sqlite3.Connection, branch: sqlite3.Row, service: sqlite3.Row, start: int,
-                ctx: BookingContext) -> int:
-    """Return the slot's end if ``start`` is an offered slot start; raise otherwise."""
+                ctx: BookingContext) -> tuple[int, int]:
+    """The slot's end and capacity if ``start`` is an offered slot start (not blocked); raise otherwise."""
     if start <= ctx.now:
         raise conflict("this slot has already started", "slot_past")
     tz = ZoneInfo(branch["timezone"])
@@ -186,8 +199,8 @@ def _check_slot(conn: sqlite3.Connection, branch: sqlite3.Row, service: sqlite3.
         raise conflict("this day is beyond the booking horizon", "slot_unavailable")
     end = slot_end(conn, branch, service, day, start)
     if end is not None:
-        return end
-    raise conflict("no slot starts at this time (closed, or not on the slot grid)", "slot_unavailable")
+        return end, slotrules.capacity_on(conn, branch["id"], service, day)
+    raise conflict("no slot starts at this time (closed, blocked, or not on the slot grid)", "slot_unavailable")
 
 
 def _taken(conn: sqlite3.Connection, branch_id: str, service_id: str, start: int) -> int:
@@ -275,8 +288,8 @@ def book_row(conn: sqlite3.Connection, ctx: BookingContext, body: Any) -> Writte
     language = body.get("language", languages[0])
     if language not in languages:
         raise bad_request(f"language must be one of {', '.join(languages)}")
-    end = _check_slot(conn, branch, service, start, ctx)
-    if _taken(conn, branch_id, service["id"], start) >= service["capacity"]:
+    end, capacity = _check_slot(conn, branch, service, start, ctx)
+    if _taken(conn, branch_id, service["id"], start) >= capacity:
         raise conflict("this slot is fully booked", "slot_full")
     row = _insert_booking(conn, ctx, (branch_id, service["id"], start, end, name, phone, email, language))
     outbox.emit(conn, ctx.key, branch_id, ev.BOOKING_CREATED, _event_payload(row), ctx.now * 1000)
@@ -327,8 +340,8 @@ def reschedule_row(conn: sqlite3.Connection, ctx: BookingContext, code: Any, bod
     start = parse_instant(body.get("start"))
     if start == row["slot_start"]:
         return Written(dict(row), branch["timezone"])
-    end = _check_slot(conn, branch, service, start, ctx)
-    if _taken(conn, row["branch_id"], row["service_id"], start) >= service["capacity"]:
+    end, capacity = _check_slot(conn, branch, service, start, ctx)
+    if _taken(conn, row["branch_id"], row["service_id"], start) >= capacity:
         raise conflict("this slot is fully booked", "slot_full")
     conn.execute("UPDATE bookings SET slot_start = ?, slot_end = ?, updated_at = ? WHERE id = ?",
                  (start, end, ctx.now, row["id"]))

@@ -339,6 +339,21 @@ def _m19(conn: sqlite3.Connection) -> None:
     """)
 
 
+@migration(20, "calendar_rules")
+def _m20(conn: sqlite3.Connection) -> None:
+    """The console's calendar (hq/slotrules.py): blocked slots (slot_start 0 = the whole day) and
+    the capacity of one date, per branch and service."""
+    conn.executescript("""
+    CREATE TABLE slot_blocks (
+        branch_id TEXT NOT NULL, service_id TEXT NOT NULL, day TEXT NOT NULL, slot_start INTEGER NOT NULL,
+        reason TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL,
+        PRIMARY KEY (branch_id, service_id, day, slot_start));
+    CREATE TABLE slot_capacity (
+        branch_id TEXT NOT NULL, service_id TEXT NOT NULL, day TEXT NOT NULL, capacity INTEGER NOT NULL,
+        PRIMARY KEY (branch_id, service_id, day));
+    """)
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"

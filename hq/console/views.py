@@ -49,6 +49,7 @@ def nav_for(p: Principal) -> list[tuple[str, str]]:
         items.append((f"/console/live/{p.branch_id}", N_("Live queues")))
         items.append((f"/console/appointments/{p.branch_id}", N_("Appointments")))
         if p.role == "branch_manager":
+            items.append((f"/console/calendar/{p.branch_id}", N_("Calendar")))
             items.append((f"/console/staffing/{p.branch_id}", N_("Staffing advice")))
             items.append((f"/console/branches/{p.branch_id}", N_("Settings")))
     if p.role == "super_admin":
@@ -496,7 +497,7 @@ def add_routes(app: web.Application) -> None:
 
 
 def setup_console(app: web.Application) -> None:
-    from hq.console import appointments, branches, catalogue, live, orgs, staffing
+    from hq.console import appointments, branches, calendar, catalogue, live, orgs, staffing
     add_routes(app)
     catalogue.add_routes(app)
     orgs.add_routes(app)
@@ -504,3 +505,4 @@ def setup_console(app: web.Application) -> None:
     branches.add_routes(app)
     live.add_routes(app)
     staffing.add_routes(app)
+    calendar.add_routes(app)

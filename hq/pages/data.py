@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hq import booking, live, tenants
+from hq import booking, live, slotrules, tenants
 
 MAX_DAYS_LISTED = 14  # bookable days offered on one page
 
@@ -88,7 +88,8 @@ def slots_on(conn: sqlite3.Connection, branch: sqlite3.Row, service: sqlite3.Row
     if not slots:
         return []
     counts = booking._booked_counts(conn, branch["id"], service["id"], slots[0][0], slots[-1][0])
-    return [Slot(a, b, max(0, service["capacity"] - counts.get(a, 0))) for a, b in slots]
+    capacity = slotrules.capacity_on(conn, branch["id"], service, day)
+    return [Slot(a, b, max(0, capacity - counts.get(a, 0))) for a, b in slots]
 
 
 def bookable_days(conn: sqlite3.Connection, branch: sqlite3.Row, service: sqlite3.Row, now: int,

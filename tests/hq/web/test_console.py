@@ -86,7 +86,7 @@ async def test_navigation_is_shaped_by_role(console):
     assert menus["admin@acme.test"] == ["/console", "/console/orgs/acme/catalogue", "/console/accounts",
                                         "/console/audit", "/console/password"]
     assert menus["manager@acme.test"] == ["/console", "/console/live/acme-main", "/console/appointments/acme-main",
-                                          "/console/staffing/acme-main", "/console/branches/acme-main",
+                                          "/console/calendar/acme-main", "/console/staffing/acme-main", "/console/branches/acme-main",
                                           "/console/password"]
     assert menus["staff@acme.test"] == ["/console", "/console/live/acme-main", "/console/appointments/acme-main",
                                         "/console/password"]
@@ -475,7 +475,8 @@ async def test_every_console_page_has_the_strict_csp_and_no_inline_code(console)
     uid = user_id(console, "staff@acme.test")
     for path in ("/console", "/console/orgs", "/console/accounts", "/console/accounts/new", f"/console/accounts/{uid}",
                  "/console/password", "/console/audit", "/console/live/acme-main", "/console/staffing/acme-main",
-                 "/console/branches/acme-main", "/console/appointments/acme-main", "/console/login"):
+                 "/console/branches/acme-main", "/console/appointments/acme-main", "/console/calendar/acme-main",
+                 "/console/calendar/acme-main/general/2030-01-07", "/console/login"):
         status, html, r = await root.get(path)
         assert status == 200, path
         csp = r.headers["Content-Security-Policy"]
