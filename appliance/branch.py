@@ -12,11 +12,13 @@ import sqlite3
 from typing import Any
 
 from sync.envelope import Event, loads
+from sync.hlc import physical_ms
 from sync.tokens import TokenError, verify_token
 
 from appliance import events as ev
 from appliance import fold
 from appliance import queue as q
+from appliance import waits
 from appliance.errors import BadRequest, Conflict, NotFound
 from appliance.model import Model
 from appliance.queries import TICKET_COLUMNS, Queries, iso
@@ -118,8 +120,18 @@ class Branch(Queries):
         # The ticket's unguessable key to its live status page at HQ (/t/<status_token>).
         payload.update(ticket=ticket_id, service=service, number=number, label=label, day=day,
                        priority=priority, language=language, status_token=secrets.token_urlsafe(16))
-        self.log.append(conn, ev.TICKET_ISSUED, payload)
-        return self.ticket(conn, ticket_id, model=m, record=True)
+        # The estimate shown for this ticket goes into its issue event, so HQ can measure the
+        # estimate's error once the ticket is called (docs/console.md, estimate error).
+        effective = int(payload.get("effective_ms", now))
+        ahead = self._ahead(conn, m, {"id": ticket_id, "service": service, "priority": priority,
+                                      "effective_ms": effective, "day": day}, now)
+        sig = waits.signals(conn, m, service=service, priority=priority, effective_ms=effective, ahead=ahead,
+                            now_ms=now, day=day, ticket=ticket_id)
+        shown = waits.shown(sig, self.wait_model, service)
+        payload["estimate"] = {"p50": shown[0]} | ({"p10": shown[1][0], "p90": shown[1][1]} if shown[1] else {})
+        issued = self.log.append(conn, ev.TICKET_ISSUED, payload)
+        waits.record(conn, ticket_id, day, service, physical_ms(issued.hlc), sig)
+        return self.ticket(conn, ticket_id, model=m, shown=shown)
 
     def _booking_from_token(self, conn: sqlite3.Connection, m: Model, code: str, now_ms: int) -> str:
         """A typed code is returned as it is; an HQ-signed QR token is verified offline and,

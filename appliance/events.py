@@ -76,6 +76,8 @@ class TicketIssued(TypedDict):
     effective_ms: NotRequired[int]
     status_token: NotRequired[str]
     phone_sealed: NotRequired[str]
+    #: the wait shown at issue, seconds: {p50} and, once a model is trained, {p10, p90}
+    estimate: NotRequired[dict[str, int]]
 
 
 class TicketAction(TypedDict):

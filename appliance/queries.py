@@ -180,7 +180,7 @@ class Queries:
             consider(ticket_id, service, priority, effective_ms, rank.get(service, -1))
         return best[1] if best is not None else None
 
-    def _ahead(self, conn: sqlite3.Connection, m: Model, row: sqlite3.Row, now: int) -> int:
+    def _ahead(self, conn: sqlite3.Connection, m: Model, row: sqlite3.Row | dict[str, Any], now: int) -> int:
         """How many of the line's waiting tickets are called before `row` (queue.service_line's
         order): per class and promotion part, all of a part that ranks higher, the earlier
         ones of the part that ranks the same. Each is a range of effective time, counted from
@@ -234,11 +234,14 @@ class Queries:
         return lambda people_ahead: q.estimate_wait_s(people_ahead, opened, mean)
 
     def _position(self, conn: sqlite3.Connection, m: Model, row: sqlite3.Row,
-                  record: bool = False) -> dict[str, tuple[Any, ...]]:
+                  record: bool = False, shown: tuple[int, list[int] | None] | None = None) -> dict[str, tuple[Any, ...]]:
         """{ticket id: (position, estimated wait s, [p10, p90] or None)} for one waiting ticket;
-        `record` keeps the signals for the nightly training (at issue, on the writer)."""
+        `record` keeps the signals for the nightly training (at issue, on the writer); `shown`
+        is the estimate already made at issue (the one its issue event carries)."""
         now = self.now_ms()
         ahead = self._ahead(conn, m, row, now)
+        if shown is not None:
+            return {row["id"]: (ahead + 1, *shown)}
         if self.wait_model is None and not record:
             return {row["id"]: (ahead + 1, self.line_estimate(conn, m, row["day"], row["service"])(ahead), None)}
         wait, span = waits.estimate(conn, m, self.wait_model, service=row["service"], priority=row["priority"],
@@ -247,10 +250,10 @@ class Queries:
         return {row["id"]: (ahead + 1, wait, span)}
 
     def ticket(self, conn: sqlite3.Connection, ticket_id: str, *, model: Model | None = None,
-               record: bool = False) -> dict[str, Any]:
+               record: bool = False, shown: tuple[int, list[int] | None] | None = None) -> dict[str, Any]:
         m = model or self.model(conn)
         row = self._ticket_row(conn, ticket_id)
-        positions = self._position(conn, m, row, record) if row["status"] == "waiting" else {}
+        positions = self._position(conn, m, row, record, shown) if row["status"] == "waiting" else {}
         return self._ticket_view(m, row, positions)
 
     def _ticket_view(self, m: Model, row: sqlite3.Row, positions: dict[str, tuple[Any, ...]]) -> dict[str, Any]:

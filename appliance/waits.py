@@ -365,6 +365,14 @@ def learned(sig: dict[str, float], model: BranchModel | None, service: str) -> E
     return model.predict(sig, service) if model is not None else naive(sig)
 
 
+def shown(sig: dict[str, float], model: BranchModel | None, service: str) -> tuple[int, list[int] | None]:
+    """(point s, [p10, p90] or None) from a ticket's signals: naive with no range until trained."""
+    if model is None:
+        return naive(sig).p50, None
+    est = model.predict(sig, service)
+    return est.p50, [est.p10, est.p90]
+
+
 def estimate(conn: sqlite3.Connection, m: Model, model: BranchModel | None, *, service: str, priority: int,
              effective_ms: int, ahead: int, now_ms: int, day: str, ticket: str | None = None,
              record_issued_ms: int | None = None) -> tuple[int, list[int] | None]:
@@ -376,10 +384,7 @@ def estimate(conn: sqlite3.Connection, m: Model, model: BranchModel | None, *, s
                   now_ms=now_ms, day=day, ticket=ticket)
     if record_issued_ms is not None and ticket is not None:
         record(conn, ticket, day, service, record_issued_ms, sig)
-    if model is None:
-        return naive(sig).p50, None
-    est = model.predict(sig, service)
-    return est.p50, [est.p10, est.p90]
+    return shown(sig, model, service)
 
 
 def record(conn: sqlite3.Connection, ticket: str, day: str, service: str, issued_ms: int,

@@ -51,6 +51,14 @@ def test_each_issued_ticket_keeps_the_signals_it_was_estimated_from(branch):
     assert t["estimated_wait_range_s"] is None
     assert t["estimated_wait_s"] == waits.naive(json.loads(kiosk.do(
         lambda c: c.execute("SELECT signals FROM wait_features WHERE ticket = ?", (t["id"],)).fetchone()[0]))).p50
+    # the issue event carries the wait as shown (HQ measures its error)
+    assert issued_estimate(kiosk, t["id"]) == {"p50": t["estimated_wait_s"]}
+
+
+def issued_estimate(d, ticket):
+    payload = d.do(lambda c: c.execute("SELECT payload FROM events WHERE type = 'ticket.issued' AND subject = ?",
+                                       (ticket,)).fetchone()[0])
+    return json.loads(payload)["estimate"]
 
 
 def test_the_node_retrains_at_a_new_day_and_shows_a_range(sample_template, tmp_path):
@@ -74,6 +82,8 @@ def test_the_node_retrains_at_a_new_day_and_shows_a_range(sample_template, tmp_p
             t = issue(kiosk)
         low, high = t["estimated_wait_range_s"]
         assert 0 <= low <= t["estimated_wait_s"] <= high
+        # the issue event carries the range as shown, for HQ's estimate-error figures
+        assert issued_estimate(kiosk, t["id"]) == {"p50": t["estimated_wait_s"], "p10": low, "p90": high}
         state = kiosk.do(kiosk.node.branch.state)
         general = next(s for s in state["services"] if s["id"] == "general")
         assert general["estimated_wait_range_s"] is not None
