@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from appliance import events as ev
 from appliance.projection import subject_of
-from hq import booking, engine, live, notifications
+from hq import aggregates, booking, engine, live, notifications
 from hq.core import HQ
 from hq.signing import KeyError_, parse_public_key, to_event
 from sync import verify
@@ -61,6 +61,8 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
     keys: dict[tuple[str, str], tuple[Ed25519PublicKey, int | None] | None] = {}
     touched: dict[str, set[str]] = {}
     folds: set[tuple[str, str]] = set()
+    restaff: set[tuple[str, str]] = set()
+    agg = aggregates.Aggregator(conn)
     parsed: list[tuple[Event, dict[str, Any]]] = []
     for e in envelopes:
         ref = {"origin": e.get("origin") if isinstance(e, dict) else None, "seq": e.get("seq") if isinstance(e, dict) else None}
@@ -129,6 +131,8 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
                       canonical_json(envelope).decode("utf-8"), now, event.hash, subject))
         if subject is not None:
             folds.add((event.branch, subject))
+        elif event.type in aggregates.COUNTER_TYPES and isinstance(event.payload, dict):
+            restaff.update(agg.counter_event(event.branch, event.type, event.hlc, event.payload))
         if event.seq == head_seq + 1:
             heads[where] = (event.seq, event.hash)
             if where in above_head and conn.execute("SELECT 1 FROM events WHERE branch = ? AND origin = ? AND seq = ?",
@@ -139,7 +143,9 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
         _project(conn, envelope, now)
         result.accepted += 1
         touched.setdefault(event.branch, set()).add(origin)
-    refold_tickets(conn, sorted(folds))
+    refold_tickets(conn, sorted(folds), agg=agg)
+    for branch_id, ticket in sorted(restaff - folds):
+        agg.ticket(branch_id, ticket)  # who called it may have changed (a counter event arrived late)
     for branch_id, origins in touched.items():
         for origin in origins:
             advance_head(conn, branch_id, origin)
@@ -226,14 +232,25 @@ def _project(conn: sqlite3.Connection, e: dict[str, Any], now: int) -> None:
          live.valid_token(p.get("status_token")), branch, ticket))
     if _s(p.get("booking")):
         booking.checked_in(conn, branch, p["booking"], now)
+    shown = p.get("estimate")
+    if isinstance(shown, dict):  # the wait shown at issue (issue 14), for the estimate-error figures
+        est = {k: v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10 ** 7 else None
+               for k in ("p50", "p10", "p90") for v in (shown.get(k),)}
+        conn.execute("UPDATE tickets SET est_p50 = ?, est_p10 = ?, est_p90 = ? WHERE branch_id = ? AND id = ?",
+                     (est["p50"], est["p10"], est["p90"], branch, ticket))
 
 
 FOLDED = ("service", "label", "priority", "issued_ms", "effective_ms", "counter", "called_ms", "started_ms",
           "completed_ms", "no_show_ms", "cancelled_ms")
 
 
-def refold_tickets(conn: sqlite3.Connection, tickets: Iterable[tuple[str, str]]) -> int:
-    """Set each (branch, ticket)'s folded columns from the branch fold of its stored events."""
+def refold_tickets(conn: sqlite3.Connection, tickets: Iterable[tuple[str, str]], *,
+                   agg: aggregates.Aggregator | None = None, aggregate: bool = True) -> int:
+    """Set each (branch, ticket)'s folded columns from the branch fold of its stored events, and
+    bring the analytics aggregates in line with it (hq/aggregates.py) unless ``aggregate`` is false
+    (migrations older than the aggregate tables)."""
+    if aggregate and agg is None:
+        agg = aggregates.Aggregator(conn)
     n = 0
     wanted = sorted(set(tickets))
     stored: dict[tuple[str, str], list[str]] = {}
@@ -256,6 +273,8 @@ def refold_tickets(conn: sqlite3.Connection, tickets: Iterable[tuple[str, str]])
         conn.execute("INSERT OR IGNORE INTO tickets (branch_id, id) VALUES (?, ?)", (branch, ticket))
         conn.execute(f"UPDATE tickets SET {', '.join(f'{c} = ?' for c in FOLDED)} WHERE branch_id = ? AND id = ?",
                      (*(fields[c] for c in FOLDED), branch, ticket))
+        if aggregate and agg is not None:
+            agg.ticket(branch, ticket)
         n += 1
     return n
 

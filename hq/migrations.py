@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -288,7 +289,7 @@ def _m15(conn: sqlite3.Connection) -> None:
     """)
     from hq.ingest import refold_tickets
     pairs = conn.execute("SELECT DISTINCT branch, subject FROM events WHERE subject IS NOT NULL").fetchall()
-    refold_tickets(conn, [(r[0], r[1]) for r in pairs])  # type: ignore[arg-type]
+    refold_tickets(conn, [(r[0], r[1]) for r in pairs], aggregate=False)  # type: ignore[arg-type]
 
 
 @migration(16, "enrollment_box_key")
@@ -337,6 +338,38 @@ def _m19(conn: sqlite3.Connection) -> None:
     ALTER TABLE services ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE services ADD COLUMN icon TEXT NOT NULL DEFAULT '';
     """)
+@migration(20, "analytics_aggregates")
+def _m20(conn: sqlite3.Connection) -> None:
+    """Analytics pre-aggregated as events arrive (hq/aggregates.py): per branch, service, local
+    day and hour, and per staff member; each ticket keeps its contribution (agg) and the wait
+    estimate shown at its issue; who worked at each counter from when."""
+    from hq.aggregates import MEASURES
+    measures = ", ".join(f"{m} INTEGER NOT NULL DEFAULT 0" for m in MEASURES)
+    conn.executescript(f"""
+    ALTER TABLE tickets ADD COLUMN agg TEXT;
+    ALTER TABLE tickets ADD COLUMN est_p50 INTEGER;
+    ALTER TABLE tickets ADD COLUMN est_p10 INTEGER;
+    ALTER TABLE tickets ADD COLUMN est_p90 INTEGER;
+    CREATE TABLE analytics_hours (
+        branch_id TEXT NOT NULL, service TEXT NOT NULL, day TEXT NOT NULL, hour INTEGER NOT NULL,
+        weekday INTEGER NOT NULL, {measures}, PRIMARY KEY (branch_id, service, day, hour));
+    CREATE INDEX analytics_hours_day ON analytics_hours(branch_id, day);
+    CREATE TABLE analytics_staff (
+        branch_id TEXT NOT NULL, staff TEXT NOT NULL, service TEXT NOT NULL, day TEXT NOT NULL,
+        hour INTEGER NOT NULL, {measures}, PRIMARY KEY (branch_id, staff, service, day, hour));
+    CREATE INDEX analytics_staff_day ON analytics_staff(branch_id, day);
+    CREATE TABLE analytics_counter_staff (
+        branch_id TEXT NOT NULL, counter TEXT NOT NULL, at_ms INTEGER NOT NULL, staff TEXT NOT NULL,
+        PRIMARY KEY (branch_id, counter, at_ms));
+    """)
+    from hq.aggregates import Aggregator, rebuild
+    agg = Aggregator(conn)
+    for r in conn.execute("SELECT branch, type, hlc, envelope FROM events WHERE type IN"
+                          " ('counter.opened', 'counter.paused', 'counter.closed')").fetchall():
+        payload = json.loads(r[3]).get("payload")
+        if isinstance(payload, dict):
+            agg.counter_event(r[0], r[1], r[2], payload)
+    rebuild(conn)
 
 
 @migration(20, "calendar_rules")

@@ -50,6 +50,7 @@ def nav_for(p: Principal) -> list[tuple[str, str]]:
         items.append((f"/console/appointments/{p.branch_id}", N_("Appointments")))
         if p.role == "branch_manager":
             items.append((f"/console/calendar/{p.branch_id}", N_("Calendar")))
+            items.append(("/console/analytics", N_("Analytics")))
             items.append((f"/console/staffing/{p.branch_id}", N_("Staffing advice")))
             items.append((f"/console/branches/{p.branch_id}", N_("Settings")))
     if p.role == "super_admin":
@@ -57,6 +58,7 @@ def nav_for(p: Principal) -> list[tuple[str, str]]:
     if p.role == "org_admin" and p.org_id:
         items.append((f"/console/orgs/{p.org_id}/catalogue", N_("Service catalogue")))
     if p.role in ADMINS:
+        items.append(("/console/analytics", N_("Analytics")))
         items += [("/console/accounts", N_("Accounts")), ("/console/audit", N_("Audit log"))]
     items += [("/console/password", N_("My password"))]
     return items
@@ -497,9 +499,10 @@ def add_routes(app: web.Application) -> None:
 
 
 def setup_console(app: web.Application) -> None:
-    from hq.console import appointments, branches, calendar, catalogue, live, orgs, staffing
+    from hq.console import analytics, appointments, branches, calendar, catalogue, live, orgs, staffing
     add_routes(app)
     catalogue.add_routes(app)
+    analytics.add_routes(app)
     orgs.add_routes(app)
     appointments.add_routes(app)
     branches.add_routes(app)

@@ -81,13 +81,13 @@ async def test_navigation_is_shaped_by_role(console):
         b = await console.login(email)
         _, html, _ = await b.get("/console")
         menus[email] = menu(html)
-    assert menus["root@hq.test"] == ["/console", "/console/orgs", "/console/accounts", "/console/audit",
-                                     "/console/password"]
-    assert menus["admin@acme.test"] == ["/console", "/console/orgs/acme/catalogue", "/console/accounts",
-                                        "/console/audit", "/console/password"]
+    assert menus["root@hq.test"] == ["/console", "/console/orgs", "/console/analytics", "/console/accounts",
+                                     "/console/audit", "/console/password"]
+    assert menus["admin@acme.test"] == ["/console", "/console/orgs/acme/catalogue", "/console/analytics",
+                                        "/console/accounts", "/console/audit", "/console/password"]
     assert menus["manager@acme.test"] == ["/console", "/console/live/acme-main", "/console/appointments/acme-main",
-                                          "/console/calendar/acme-main", "/console/staffing/acme-main", "/console/branches/acme-main",
-                                          "/console/password"]
+                                          "/console/calendar/acme-main", "/console/analytics", "/console/staffing/acme-main",
+                                          "/console/branches/acme-main", "/console/password"]
     assert menus["staff@acme.test"] == ["/console", "/console/live/acme-main", "/console/appointments/acme-main",
                                         "/console/password"]
 

@@ -1,0 +1,239 @@
+"""Analytics pre-aggregated as branch events arrive (issue 10): the console's analytics pages
+read these rows only, never raw events or tickets.
+
+Each ticket contributes to one row of ``analytics_hours`` (branch, service, local day, local
+hour of issue in the branch's time zone) and, once a counter called it, one row of
+``analytics_staff`` (branch, staff member, service, local day, hour). Its contribution is a
+function of HQ's ticket row (the branch fold's), kept in ``tickets.agg``; whenever the ticket
+is re-folded, the old contribution is subtracted and the new one added. So the aggregates are
+exactly the sum over the stored tickets, whatever order, duplicates or re-folds the events
+came with (ingest stores each event once; a re-fold that changes nothing changes nothing here).
+
+Waits go into fixed buckets (``EDGES``) for the percentiles: p50/p90 are interpolated inside
+their bucket, so they are within half a bucket of the exact order statistic (30 s under half an
+hour, 2.5 min to an hour, 5 min to two hours); the share within a target wait is exact when the
+target is a bucket edge (every whole minute to 30, every 5 to 60, every 10 to 120). All the SQL
+is portable (SQLite and PostgreSQL): upserts that add, dates computed here in Python.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+#: Upper edges of the wait buckets, seconds: bucket i holds EDGES[i-1] < wait <= EDGES[i]; the
+#: last bucket (index len(EDGES)) holds longer waits.
+EDGES: tuple[int, ...] = (tuple(60 * m for m in range(1, 31)) + tuple(60 * m for m in range(35, 61, 5))
+                          + tuple(60 * m for m in range(70, 121, 10)) + (150 * 60, 180 * 60, 240 * 60))
+BUCKETS = len(EDGES) + 1
+HIST = tuple(f"w{i}" for i in range(BUCKETS))
+#: The additive measures of a row (counts, and sums in milliseconds).
+COUNTS = ("tickets", "walkins", "bookings", "called", "served", "no_show_walkin", "no_show_booking", "abandoned",
+          "wait_n", "wait_ms", "service_n", "service_ms", "est_n", "est_err_ms", "est_range_n", "est_in_range")
+MEASURES = COUNTS + HIST
+HOUR_KEY = ("branch_id", "service", "day", "hour")
+STAFF_KEY = ("branch_id", "staff", "service", "day", "hour")
+COUNTER_TYPES = ("counter.opened", "counter.paused", "counter.closed")
+DAY_MS = 86_400_000
+
+
+def bucket(wait_s: float) -> int:
+    """The wait bucket of ``wait_s`` seconds."""
+    lo, hi = 0, len(EDGES)
+    while lo < hi:  # first edge >= wait
+        mid = (lo + hi) // 2
+        if EDGES[mid] < wait_s:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def bounds(i: int) -> tuple[int, int | None]:
+    """(lower, upper) seconds of bucket ``i``; upper None for the last, open bucket."""
+    return (EDGES[i - 1] if i else 0), (EDGES[i] if i < len(EDGES) else None)
+
+
+def percentile(hist: Sequence[int], p: float) -> float | None:
+    """The ``p`` quantile (0..1) of the waits in ``hist``, linear inside its bucket; the lower
+    edge of the open last bucket when it falls there. None without waits."""
+    n = sum(hist)
+    if n <= 0:
+        return None
+    rank = p * n
+    seen = 0
+    for i, count in enumerate(hist):
+        if count and seen + count >= rank:
+            lo, hi = bounds(i)
+            if hi is None:
+                return float(lo)
+            return lo + (hi - lo) * max(rank - seen, 0) / count
+        seen += count
+    return float(EDGES[-1])
+
+
+def within(hist: Sequence[int], target_s: float) -> int:
+    """How many waits are <= ``target_s``: exact on a bucket edge, interpolated inside a bucket."""
+    total = 0.0
+    for i, count in enumerate(hist):
+        lo, hi = bounds(i)
+        if hi is not None and hi <= target_s:
+            total += count
+        elif lo < target_s and count:
+            total += count * ((target_s - lo) / (hi - lo) if hi is not None else 0)
+            break
+        else:
+            break
+    return round(total)
+
+
+def exact_target(target_s: float) -> bool:
+    return target_s in EDGES
+
+
+def local(ms: int, tz: ZoneInfo) -> tuple[str, int, int]:
+    """(ISO day, hour, weekday Monday=0) of ``ms`` in ``tz``."""
+    t = datetime.fromtimestamp(ms / 1000, tz)
+    return t.date().isoformat(), t.hour, t.weekday()
+
+
+def contribution(t: dict[str, Any], tz: ZoneInfo, staff: str | None) -> dict[str, Any] | None:
+    """What one ticket row adds: {"k": [service, day, hour, weekday], "s": staff or None, "m": measures}."""
+    issued = t.get("issued_ms")
+    if issued is None:
+        return None
+    day, hour, weekday = local(issued, tz)
+    m: dict[str, int] = {"tickets": 1}
+    booked = bool(t.get("booking_code"))
+    m["bookings" if booked else "walkins"] = 1
+    called = t.get("called_ms")
+    if called is not None:
+        m["called"] = 1
+        wait = max(called - issued, 0)
+        m["wait_n"], m["wait_ms"] = 1, wait
+        m[HIST[bucket(wait / 1000)]] = 1
+        p50 = t.get("est_p50")
+        if p50 is not None:
+            m["est_n"], m["est_err_ms"] = 1, abs(p50 * 1000 - wait)
+            p10, p90 = t.get("est_p10"), t.get("est_p90")
+            if p10 is not None and p90 is not None:
+                m["est_range_n"] = 1
+                if p10 * 1000 <= wait <= p90 * 1000:
+                    m["est_in_range"] = 1
+    if t.get("completed_ms") is not None:
+        m["served"] = 1
+        begin = t.get("started_ms") or called
+        if begin is not None and t["completed_ms"] >= begin:
+            m["service_n"], m["service_ms"] = 1, t["completed_ms"] - begin
+    elif t.get("no_show_ms") is not None:
+        m["no_show_booking" if booked else "no_show_walkin"] = 1
+    elif t.get("cancelled_ms") is not None and called is None:
+        m["abandoned"] = 1
+    return {"k": [t.get("service") or "", day, hour, weekday],
+            "s": (staff or "") if t.get("counter") and called is not None else None, "m": m}
+
+
+def _upsert_sql(table: str, key: tuple[str, ...], extra: tuple[str, ...] = ()) -> str:
+    cols = key + extra + MEASURES
+    sets = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in MEASURES)
+    return (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+            f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}")
+
+
+HOUR_SQL = _upsert_sql("analytics_hours", HOUR_KEY, ("weekday",))
+STAFF_SQL = _upsert_sql("analytics_staff", STAFF_KEY)
+
+
+def _add(conn: sqlite3.Connection, branch: str, c: dict[str, Any], sign: int) -> None:
+    service, day, hour, weekday = c["k"]
+    values = [sign * c["m"].get(name, 0) for name in MEASURES]
+    conn.execute(HOUR_SQL, (branch, service, day, hour, weekday, *values))
+    if c["s"] is not None:
+        conn.execute(STAFF_SQL, (branch, c["s"], service, day, hour, *values))
+
+
+class Aggregator:
+    """Applies ticket contributions for one write transaction (caches time zones and staff)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._zones: dict[str, ZoneInfo | None] = {}
+
+    def zone(self, branch: str) -> ZoneInfo | None:
+        if branch not in self._zones:
+            row = self.conn.execute("SELECT timezone FROM branches WHERE id = ?", (branch,)).fetchone()
+            self._zones[branch] = ZoneInfo(row[0]) if row else None
+        return self._zones[branch]
+
+    def staff_at(self, branch: str, counter: str, at_ms: int) -> str | None:
+        row = self.conn.execute(
+            "SELECT staff FROM analytics_counter_staff WHERE branch_id = ? AND counter = ? AND at_ms <= ?"
+            " ORDER BY at_ms DESC LIMIT 1", (branch, counter, at_ms)).fetchone()
+        return row[0] if row else None
+
+    def ticket(self, branch: str, ticket: str) -> None:
+        """Bring the aggregates in line with the ticket's current row."""
+        row = self.conn.execute("SELECT * FROM tickets WHERE branch_id = ? AND id = ?", (branch, ticket)).fetchone()
+        if row is None:
+            return
+        t = dict(row)
+        tz = self.zone(branch)
+        new = None
+        if tz is not None:
+            staff = self.staff_at(branch, t["counter"], t["called_ms"]) if t.get("counter") and t.get("called_ms") else None
+            new = contribution(t, tz, staff)
+        old = json.loads(t["agg"]) if t.get("agg") else None
+        if new == old:
+            return
+        if old is not None:
+            _add(self.conn, branch, old, -1)
+        if new is not None:
+            _add(self.conn, branch, new, 1)
+        self.conn.execute("UPDATE tickets SET agg = ? WHERE branch_id = ? AND id = ?",
+                          (json.dumps(new, separators=(",", ":")) if new else None, branch, ticket))
+
+    def counter_event(self, branch: str, type_: str, hlc: int, payload: dict[str, Any]) -> list[tuple[str, str]]:
+        """Record who works at a counter from when; returns the tickets whose staff may change."""
+        counter = payload.get("counter")
+        if not isinstance(counter, str):
+            return []
+        staff = payload.get("staff") if type_ == "counter.opened" and isinstance(payload.get("staff"), str) else ""
+        at_ms = hlc >> 16
+        self.conn.execute("INSERT INTO analytics_counter_staff (branch_id, counter, at_ms, staff) VALUES (?, ?, ?, ?)"
+                          " ON CONFLICT (branch_id, counter, at_ms) DO UPDATE SET staff = excluded.staff",
+                          (branch, counter, at_ms, staff))
+        tz = self.zone(branch)
+        if tz is None:
+            return []
+        days = {datetime.fromtimestamp(ms / 1000, tz).strftime("%Y%m%d") for ms in (at_ms - DAY_MS, at_ms, at_ms + DAY_MS)}
+        out = []
+        for day in sorted(days):
+            for r in self.conn.execute("SELECT id FROM tickets WHERE branch_id = ? AND day = ? AND counter = ?"
+                                       " AND called_ms >= ?", (branch, day, counter, at_ms)):
+                out.append((branch, r[0]))
+        return out
+
+
+def rebuild(conn: sqlite3.Connection, branches: Iterable[str] | None = None) -> int:
+    """Recompute every ticket's contribution from scratch (migration, repair): returns tickets."""
+    where, args = "", []
+    if branches is not None:
+        ids = list(branches)
+        where = f" WHERE branch_id IN ({', '.join('?' * len(ids))})"
+        args = ids
+    conn.execute(f"DELETE FROM analytics_hours{where}", args)
+    conn.execute(f"DELETE FROM analytics_staff{where}", args)
+    conn.execute(f"UPDATE tickets SET agg = NULL{where}", args)
+    agg = Aggregator(conn)
+    rows = conn.execute(f"SELECT branch_id, id FROM tickets{where}", args).fetchall()
+    for branch, ticket in rows:
+        agg.ticket(branch, ticket)
+    return len(rows)
+
+
+def yesterday(now_s: float, tz: ZoneInfo) -> str:
+    return (datetime.fromtimestamp(now_s, tz).date() - timedelta(days=1)).isoformat()

@@ -1,0 +1,453 @@
+"""The console's analytics pages (issue 10; docs/console.md): an overview grouped by branch,
+service, staff member, day or hour; a weekday x hour heat map; offices side by side;
+bottlenecks; yesterday's wait-estimate error. Every page reads the aggregates kept as events
+arrive (hq/aggregates.py), never tickets or events, and every table downloads as CSV.
+
+Managers see their branch, org admins their organization, super admins any organization;
+staff get the 403 page. Days and hours are the branch's local ones.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from hq import aggregates as ag
+from hq.auth import Principal
+from hq.console import charts
+from hq.console.views import crender, csv_response, page
+from hq.pages.app import LANG, T, PageError
+from hq.pages.i18n import DEFAULT, N_, Translator, translator
+from hq.web import hq_of
+
+MANAGERS = ("super_admin", "org_admin", "branch_manager")
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+MAX_DAYS = 400
+GROUPS = {"branch": N_("Branch"), "service": N_("Service"), "staff": N_("Staff member"), "day": N_("Day"),
+          "hour": N_("Hour")}
+SHARES = ("50", "70", "80", "90", "95")
+MIN_WAITS = 5  # a bottleneck needs at least this many waits in its weekday-hour
+
+
+@dataclass
+class Scope:
+    """What the visitor asked for and may see: one organization, some of its branches, days."""
+    org_id: str
+    org_name: str
+    branches: dict[str, dict[str, Any]]  # id -> {name, timezone}: all the visitor may choose
+    chosen: list[str]  # the branches shown
+    branch: str = ""
+    service: str = ""
+    day_from: str = ""
+    day_to: str = ""
+    orgs: list[tuple[str, str]] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    services: list[tuple[str, str]] = field(default_factory=list)
+
+    def query(self, **over: str) -> str:
+        values = {"org": self.org_id, "branch": self.branch, "service": self.service, "from": self.day_from,
+                  "to": self.day_to, **over}
+        from urllib.parse import urlencode
+        return urlencode({k: v for k, v in values.items() if v})
+
+
+def _tr(request: web.Request) -> Translator:
+    return request.get(T) or translator(DEFAULT)
+
+
+def _parse_day(raw: str) -> date | None:
+    if not DATE_RE.match(raw):
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        return None
+
+
+def load_scope(c: sqlite3.Connection, p: Principal, q: Any, today: date) -> Scope:
+    """The organization, branches, service and days of the request, checked against the role."""
+    org_raw = str(q.get("org", ""))[:80]
+    orgs: list[tuple[str, str]] = []
+    if p.role == "super_admin":
+        orgs = [(r[0], r[1]) for r in c.execute("SELECT id, name FROM orgs ORDER BY name")]
+        org_id = org_raw or (orgs[0][0] if orgs else "")
+        if org_id not in {o for o, _ in orgs}:
+            raise PageError(404, N_("This page does not exist."))
+    else:
+        org_id = p.org_id or ""
+        if org_raw and org_raw != org_id:
+            raise PageError(403, N_("This branch belongs to another organization, or your role may not see it."))
+    row = c.execute("SELECT name FROM orgs WHERE id = ?", (org_id,)).fetchone()
+    sql, args = "SELECT id, name, timezone FROM branches WHERE org_id = ?", [org_id]
+    if p.role == "branch_manager":
+        sql, args = sql + " AND id = ?", [org_id, p.branch_id or ""]
+    branches = {r[0]: {"name": r[1], "timezone": r[2]} for r in c.execute(sql + " ORDER BY name", args)}
+    scope = Scope(org_id, row[0] if row else org_id, branches, list(branches), orgs=orgs)
+    branch = str(q.get("branch", ""))[:80]
+    if branch:
+        if branch not in branches:
+            exists = c.execute("SELECT 1 FROM branches WHERE id = ?", (branch,)).fetchone()
+            if exists is None and p.role == "super_admin":
+                raise PageError(404, N_("This page does not exist."))
+            raise PageError(403, N_("This branch belongs to another organization, or your role may not see it."))
+        scope.branch, scope.chosen = branch, [branch]
+    names: dict[str, str] = {}
+    for r in c.execute(f"SELECT id, names FROM services WHERE branch_id IN ({', '.join('?' * len(scope.chosen))})",
+                       scope.chosen) if scope.chosen else []:
+        names.setdefault(r[0], r[1])
+    scope.services = sorted((k, v) for k, v in names.items())
+    service = str(q.get("service", ""))[:80]
+    if service and service not in names:
+        scope.errors["service"] = N_("Choose a service from the list.")
+    scope.service = service
+    raw_from, raw_to = str(q.get("from", ""))[:20], str(q.get("to", ""))[:20]
+    d_to = _parse_day(raw_to) if raw_to else today
+    d_from = _parse_day(raw_from) if raw_from else (d_to - timedelta(days=27) if d_to else None)
+    if d_from is None:
+        scope.errors["from"] = N_("Enter the first day as a date, like 2030-01-31.")
+    if d_to is None:
+        scope.errors["to"] = N_("Enter the last day as a date, like 2030-01-31.")
+    if d_from and d_to:
+        if d_from > d_to:
+            scope.errors["to"] = N_("The last day must be on or after the first day.")
+        elif (d_to - d_from).days >= MAX_DAYS:
+            scope.errors["to"] = N_("Choose a period of at most 400 days.")
+    scope.day_from = d_from.isoformat() if d_from else raw_from
+    scope.day_to = d_to.isoformat() if d_to else raw_to
+    return scope
+
+
+def sums(c: sqlite3.Connection, scope: Scope, group: tuple[str, ...], *, table: str = "analytics_hours",
+         days: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+    """SUM of every measure over the scope, grouped by ``group`` columns."""
+    if not scope.chosen:
+        return []
+    cols = ", ".join(f"SUM({m})" for m in ag.MEASURES)
+    marks = ", ".join("?" * len(scope.chosen))
+    d_from, d_to = days or (scope.day_from, scope.day_to)
+    sql = f"SELECT {''.join(g + ', ' for g in group)}{cols} FROM {table} WHERE branch_id IN ({marks}) AND day >= ? AND day <= ?"
+    args: list[Any] = [*scope.chosen, d_from, d_to]
+    if scope.service:
+        sql += " AND service = ?"
+        args.append(scope.service)
+    if group:
+        sql += f" GROUP BY {', '.join(group)}"
+    out = []
+    for r in c.execute(sql, args):
+        values = list(r)
+        d = dict(zip(group, values[:len(group)]))
+        d["m"] = dict(zip(ag.MEASURES, (int(v or 0) for v in values[len(group):])))
+        if d["m"]["tickets"] or d["m"]["wait_n"]:
+            out.append(d)
+    return out
+
+
+def figures(m: dict[str, int], target_s: int) -> dict[str, Any]:
+    """The page's figures from one row of summed measures (docs/console.md says how)."""
+    hist = [m[h] for h in ag.HIST]
+
+    def ratio(a: int, b: int) -> float | None:
+        return a / b if b else None
+    return {
+        "tickets": m["tickets"], "walkins": m["walkins"], "bookings": m["bookings"], "served": m["served"],
+        "no_show_walkin": ratio(m["no_show_walkin"], m["walkins"]),
+        "no_show_booking": ratio(m["no_show_booking"], m["bookings"]),
+        "wait_mean": m["wait_ms"] / m["wait_n"] / 1000 if m["wait_n"] else None,
+        "wait_p50": ag.percentile(hist, 0.5), "wait_p90": ag.percentile(hist, 0.9),
+        "service_mean": m["service_ms"] / m["service_n"] / 1000 if m["service_n"] else None,
+        "abandonment": ratio(m["abandoned"], m["tickets"]),
+        "within_target": ratio(ag.within(hist, target_s), m["wait_n"]),
+        "waits": m["wait_n"],
+        "est_mae": m["est_err_ms"] / m["est_n"] / 1000 if m["est_n"] else None, "est_n": m["est_n"],
+        "est_in_range": ratio(m["est_in_range"], m["est_range_n"]), "est_range_n": m["est_range_n"],
+    }
+
+
+FIGURE_COLUMNS = ("tickets", "walkins", "bookings", "no_show_walkin", "no_show_booking", "wait_mean", "wait_p50",
+                  "wait_p90", "service_mean", "abandonment", "within_target")
+FIGURE_HEADS = {"tickets": N_("Tickets"), "walkins": N_("Walk-ins"), "bookings": N_("Bookings"),
+                "no_show_walkin": N_("No-shows, walk-ins"), "no_show_booking": N_("No-shows, bookings"),
+                "wait_mean": N_("Mean wait"), "wait_p50": N_("Median wait (p50)"), "wait_p90": N_("Wait p90"),
+                "service_mean": N_("Mean service time"), "abandonment": N_("Left before their call"),
+                "within_target": N_("Called within the target")}
+RATES = {"no_show_walkin", "no_show_booking", "abandonment", "within_target", "est_in_range"}
+SECONDS = {"wait_mean", "wait_p50", "wait_p90", "service_mean", "est_mae"}
+
+
+def cell(t: Translator, name: str, value: Any) -> str:
+    if value is None:
+        return "–"
+    if name in RATES:
+        return f"{t.number(round(value * 100, 1))} %"
+    if name in SECONDS:
+        return t.gettext("{n} min", n=t.number(round(value / 60, 1)))
+    return t.number(value)
+
+
+def csv_value(name: str, value: Any) -> Any:
+    if value is None:
+        return ""
+    if name in RATES:
+        return round(value, 4)
+    if name in SECONDS:
+        return round(value, 1)
+    return value
+
+
+def _service_name(raw: str | None, lang: str, default: str) -> str:
+    names = json.loads(raw) if raw else {}
+    return names.get(lang) or names.get("en") or default
+
+
+async def _scope(request: web.Request, p: Principal) -> tuple[Scope, int]:
+    hq = hq_of(request)
+    today = datetime.fromtimestamp(hq.now(), ZoneInfo("UTC")).date()
+    scope = await hq.db.read(lambda c: load_scope(c, p, request.query, today))
+    lang = request.get(LANG) or "en"
+    scope.services = [(k, _service_name(v, lang, k)) for k, v in scope.services]
+    return scope, hq.settings.target_wait_s
+
+
+def _render(request: web.Request, template: str, scope: Scope, view: str, **values: Any) -> web.Response:
+    t = _tr(request)
+    by = values.get("by", "day")
+    return crender(request, template, status=400 if scope.errors else 200, s=scope, view=view,
+                   errors={k: t(v) for k, v in scope.errors.items()},
+                   branch_options=[(k, b["name"]) for k, b in scope.branches.items()],
+                   share_options=[(x, f"{x} %") for x in SHARES],
+                   groups=[(k, t(v)) for k, v in GROUPS.items()], group_label=t(GROUPS.get(by, GROUPS["day"])),
+                   heads=FIGURE_HEADS, columns=FIGURE_COLUMNS, cell=cell, **values)
+
+
+def _figure_csv(name: str, key_heads: list[str], rows: list[tuple[list[Any], dict[str, Any]]]) -> web.Response:
+    return csv_response(name, key_heads + list(FIGURE_COLUMNS) + ["waits"],
+                        [keys + [csv_value(c, f[c]) for c in FIGURE_COLUMNS] + [f["waits"]] for keys, f in rows])
+
+
+# -- overview --------------------------------------------------------------------------------------
+@page(MANAGERS)
+async def overview(request: web.Request, p: Principal) -> web.StreamResponse:
+    scope, target = await _scope(request, p)
+    t = _tr(request)
+    by = request.query.get("by", "day")
+    if by not in GROUPS:
+        scope.errors["by"] = N_("Choose how to group the figures.")
+        by = "day"
+    if scope.errors:
+        return _render(request, "console/analytics.html", scope, "overview", by=by, total=None, rows=[], chart="")
+    hq = hq_of(request)
+    group = {"branch": ("branch_id",), "service": ("service",), "staff": ("branch_id", "staff"), "day": ("day",),
+             "hour": ("hour",)}[by]
+
+    def load(c: sqlite3.Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple[str, str], str]]:
+        total = sums(c, scope, ())
+        rows = sums(c, scope, group, table="analytics_staff" if by == "staff" else "analytics_hours")
+        staff = {}
+        if by == "staff":
+            staff = {(r[0], r[1]): r[2] for r in c.execute(
+                f"SELECT branch_id, id, name FROM staff WHERE branch_id IN ({', '.join('?' * len(scope.chosen))})",
+                scope.chosen)}
+        return total, rows, staff
+    total_rows, rows, staff_names = await hq.db.read(load)
+    services = dict(scope.services)
+
+    def label(r: dict[str, Any]) -> str:
+        if by == "branch":
+            return scope.branches[r["branch_id"]]["name"]
+        if by == "service":
+            return services.get(r["service"], r["service"])
+        if by == "staff":
+            name = staff_names.get((r["branch_id"], r["staff"])) or r["staff"] or t("Nobody logged in")
+            return name if scope.branch else f"{name} ({scope.branches[r['branch_id']]['name']})"
+        if by == "hour":
+            return f"{r['hour']:02d}:00"
+        return str(r["day"])
+    ordered = sorted(rows, key=lambda r: tuple(r[g] for g in group))
+    table = [(label(r), [r[g] for g in group], figures(r["m"], target)) for r in ordered]
+    if request.query.get("format") == "csv":
+        return _figure_csv(f"analytics-{scope.org_id}-{by}.csv", list(group), [(keys, f) for _, keys, f in table])
+    total = figures(total_rows[0]["m"], target) if total_rows else None
+    chart = ""
+    if table and by in ("day", "hour"):
+        chart = charts.columns(t("Tickets per {group}", group=t(GROUPS[by]).lower()),
+                               t("Bars: tickets issued in each {group}; the same numbers are in the table below.",
+                                 group=t(GROUPS[by]).lower()),
+                               [(lbl, f["tickets"], t.number(f["tickets"])) for lbl, _, f in table])
+    elif table:
+        chart = charts.bars(t("Wait p90 per {group}", group=t(GROUPS[by]).lower()),
+                            t("Bars: the wait that 9 in 10 people did not exceed; the dashed line is the target"
+                              " wait; the same numbers are in the table below."),
+                            [(lbl, f["wait_p90"], cell(t, "wait_p90", f["wait_p90"])) for lbl, _, f in table],
+                            target=target, target_text=t("Target {target}", target=t.minutes(target)))
+    return _render(request, "console/analytics.html", scope, "overview", by=by, total=total, rows=table, chart=chart,
+                   target_s=target, exact=ag.exact_target(target))
+
+
+# -- heat map ---------------------------------------------------------------------------------------
+def weekday_count(d_from: date, d_to: date) -> list[int]:
+    """How many of each weekday (Monday first) the days d_from..d_to hold."""
+    out = [0] * 7
+    days = (d_to - d_from).days + 1
+    for i in range(7):
+        out[(d_from.weekday() + i) % 7] += (days - i + 6) // 7 if days > i else 0
+    return out
+
+
+@page(MANAGERS)
+async def heatmap(request: web.Request, p: Principal) -> web.StreamResponse:
+    scope, target = await _scope(request, p)
+    t = _tr(request)
+    if scope.errors:
+        return _render(request, "console/analytics_heatmap.html", scope, "heatmap", grid=None)
+    rows = await hq_of(request).db.read(lambda c: sums(c, scope, ("weekday", "hour")))
+    per_weekday = weekday_count(date.fromisoformat(scope.day_from), date.fromisoformat(scope.day_to))
+    hours = sorted({r["hour"] for r in rows})
+    grid: dict[tuple[int, int], dict[str, Any]] = {}
+    for r in rows:
+        f = figures(r["m"], target)
+        f["per_day"] = r["m"]["tickets"] / per_weekday[r["weekday"]] if per_weekday[r["weekday"]] else 0.0
+        grid[(r["weekday"], r["hour"])] = f
+    day_names = [t.locale.days["format"]["wide"][i] for i in range(7)]
+    if request.query.get("format") == "csv":
+        return csv_response(f"heatmap-{scope.org_id}.csv", ["weekday", "hour", "tickets", "arrivals_per_day",
+                                                            "wait_mean_s", "wait_p90_s", "within_target"],
+                            [[wd, h, f["tickets"], round(f["per_day"], 2), csv_value("wait_mean", f["wait_mean"]),
+                              csv_value("wait_p90", f["wait_p90"]), csv_value("within_target", f["within_target"])]
+                             for (wd, h), f in sorted(grid.items())])
+    cols = [f"{h:02d}" for h in hours]
+    arrivals = charts.heat(t("Arrivals per hour, by weekday"),
+                           t("Darker cells: more tickets issued in that hour on an average day of that weekday;"
+                             " the numbers are in the table below."), day_names, cols,
+                           {(wd, hours.index(h)): (f["per_day"], t.number(round(f["per_day"], 1)))
+                            for (wd, h), f in grid.items()})
+    waits = charts.heat(t("Mean wait, by weekday and hour"),
+                        t("Darker cells: longer mean waits of the people who arrived in that hour;"
+                          " the numbers are in the table below."), day_names, cols,
+                        {(wd, hours.index(h)): (f["wait_mean"] or 0.0, cell(t, "wait_mean", f["wait_mean"]))
+                         for (wd, h), f in grid.items()})
+    peaks = sorted(grid.items(), key=lambda kv: -kv[1]["per_day"])[:3]
+    return _render(request, "console/analytics_heatmap.html", scope, "heatmap", grid=grid, hours=hours,
+                   day_names=day_names, arrivals=arrivals, waits=waits, peaks=peaks, target_s=target)
+
+
+# -- offices side by side ----------------------------------------------------------------------------
+@page(MANAGERS)
+async def offices(request: web.Request, p: Principal) -> web.StreamResponse:
+    scope, target = await _scope(request, p)
+    t = _tr(request)
+    if scope.errors:
+        return _render(request, "console/analytics_offices.html", scope, "offices", rows=[], chart="")
+    scope.branch, scope.chosen = "", list(scope.branches)  # every office of the organization the visitor sees
+    rows = await hq_of(request).db.read(lambda c: sums(c, scope, ("branch_id",)))
+    by_id = {r["branch_id"]: figures(r["m"], target) for r in rows}
+    table = [(b["name"], [bid], by_id[bid]) for bid, b in scope.branches.items() if bid in by_id]
+    if request.query.get("format") == "csv":
+        return _figure_csv(f"offices-{scope.org_id}.csv", ["branch_id"], [(k, f) for _, k, f in table])
+    chart = charts.bars(t("Wait p90 per office"),
+                        t("Bars: the wait that 9 in 10 people did not exceed at each office; the dashed line is the"
+                          " target wait; the same numbers are in the table below."),
+                        [(name, f["wait_p90"], cell(t, "wait_p90", f["wait_p90"])) for name, _, f in table],
+                        target=target, target_text=t("Target {target}", target=t.minutes(target))) if table else ""
+    return _render(request, "console/analytics_offices.html", scope, "offices", rows=table, chart=chart,
+                   target_s=target)
+
+
+# -- bottlenecks -----------------------------------------------------------------------------------
+@page(MANAGERS)
+async def bottlenecks(request: web.Request, p: Principal) -> web.StreamResponse:
+    scope, target = await _scope(request, p)
+    t = _tr(request)
+    share = request.query.get("share", "80")
+    if share not in SHARES:
+        scope.errors["share"] = N_("Choose a share from the list.")
+        share = "80"
+    if scope.errors:
+        return _render(request, "console/analytics_bottlenecks.html", scope, "bottlenecks", rows=[], share=share)
+    goal = int(share) / 100
+    rows = await hq_of(request).db.read(lambda c: sums(c, scope, ("branch_id", "service", "weekday", "hour")))
+    found = []
+    for r in rows:
+        m = r["m"]
+        if m["wait_n"] < MIN_WAITS:
+            continue
+        hist = [m[h] for h in ag.HIST]
+        inside = ag.within(hist, target) / m["wait_n"]
+        if inside < goal:
+            found.append((r, inside, figures(m, target)))
+    found.sort(key=lambda x: (x[1], -x[0]["m"]["wait_n"]))
+    services = dict(scope.services)
+    day_names = [t.locale.days["format"]["wide"][i] for i in range(7)]
+    table = [{"branch_id": r["branch_id"], "branch": scope.branches[r["branch_id"]]["name"], "service": r["service"],
+              "service_name": services.get(r["service"], r["service"]), "weekday": r["weekday"],
+              "weekday_name": day_names[r["weekday"]], "hour": r["hour"], "f": f} for r, _, f in found]
+    if request.query.get("format") == "csv":
+        return csv_response(f"bottlenecks-{scope.org_id}.csv",
+                            ["branch_id", "service", "weekday", "hour", "waits", "within_target", "wait_mean_s",
+                             "wait_p90_s", "abandonment"],
+                            [[x["branch_id"], x["service"], x["weekday"], x["hour"], x["f"]["waits"],
+                              csv_value("within_target", x["f"]["within_target"]),
+                              csv_value("wait_mean", x["f"]["wait_mean"]), csv_value("wait_p90", x["f"]["wait_p90"]),
+                              csv_value("abandonment", x["f"]["abandonment"])] for x in table])
+    chart = charts.bars(t("Share called within the target, worst hours"),
+                        t("Bars: the share of people called within the target wait in each of the worst weekday"
+                          " hours; the same numbers are in the table below."),
+                        [(f"{x['branch'][:12]} {x['service_name'][:8]} {x['weekday_name'][:3]} {x['hour']:02d}",
+                          x["f"]["within_target"] * 100, cell(t, "within_target", x["f"]["within_target"]))
+                         for x in table[:12]]) if table else ""
+    return _render(request, "console/analytics_bottlenecks.html", scope, "bottlenecks", rows=table, share=share,
+                   shares=SHARES, chart=chart, target_s=target, min_waits=MIN_WAITS)
+
+
+# -- wait-estimate error ------------------------------------------------------------------------------
+@page(MANAGERS)
+async def estimates(request: web.Request, p: Principal) -> web.StreamResponse:
+    scope, target = await _scope(request, p)
+    t = _tr(request)
+    hq = hq_of(request)
+    raw = str(request.query.get("day", ""))[:20]
+    chosen = _parse_day(raw) if raw else None
+    if raw and chosen is None:
+        scope.errors["day"] = N_("Enter the day as a date, like 2030-01-31.")
+    if scope.errors:
+        return _render(request, "console/analytics_estimates.html", scope, "estimates", rows=[], day=raw)
+    now = hq.now()
+    # yesterday in each branch's own time zone, unless a day was asked for
+    days = {bid: chosen.isoformat() if chosen else ag.yesterday(now, ZoneInfo(b["timezone"]))
+            for bid, b in scope.branches.items() if bid in scope.chosen}
+    lo, hi = (min(days.values()), max(days.values())) if days else ("", "")
+    rows = await hq.db.read(lambda c: sums(c, scope, ("branch_id", "service", "day"), days=(lo, hi)))
+    services = dict(scope.services)
+    table = []
+    for r in sorted(rows, key=lambda r: (scope.branches[r["branch_id"]]["name"], r["service"])):
+        if r["day"] != days.get(r["branch_id"]) or not r["m"]["est_n"]:
+            continue
+        f = figures(r["m"], target)
+        table.append({"branch_id": r["branch_id"], "branch": scope.branches[r["branch_id"]]["name"], "day": r["day"],
+                      "service": r["service"], "service_name": services.get(r["service"], r["service"]), "f": f})
+    if request.query.get("format") == "csv":
+        return csv_response(f"estimate-error-{scope.org_id}.csv",
+                            ["branch_id", "day", "service", "estimates", "mae_s", "with_range", "inside_range"],
+                            [[x["branch_id"], x["day"], x["service"], x["f"]["est_n"], csv_value("est_mae", x["f"]["est_mae"]),
+                              x["f"]["est_range_n"], csv_value("est_in_range", x["f"]["est_in_range"])] for x in table])
+    chart = charts.bars(t("Mean estimate error per office and service"),
+                        t("Bars: the mean difference between the wait shown at the ticket's issue and the actual"
+                          " wait; the same numbers are in the table below."),
+                        [(f"{x['branch'][:14]} {x['service_name'][:12]}", x["f"]["est_mae"],
+                          cell(t, "est_mae", x["f"]["est_mae"])) for x in table]) if table else ""
+    return _render(request, "console/analytics_estimates.html", scope, "estimates", rows=table, chart=chart,
+                   day=chosen.isoformat() if chosen else "")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/console/analytics", overview)
+    app.router.add_get("/console/analytics/heatmap", heatmap)
+    app.router.add_get("/console/analytics/offices", offices)
+    app.router.add_get("/console/analytics/bottlenecks", bottlenecks)
+    app.router.add_get("/console/analytics/estimates", estimates)
