@@ -338,8 +338,23 @@ def _m19(conn: sqlite3.Connection) -> None:
     ALTER TABLE services ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE services ADD COLUMN icon TEXT NOT NULL DEFAULT '';
     """)
-@migration(20, "analytics_aggregates")
+@migration(20, "calendar_rules")
 def _m20(conn: sqlite3.Connection) -> None:
+    """The console's calendar (hq/slotrules.py): blocked slots (slot_start 0 = the whole day) and
+    the capacity of one date, per branch and service."""
+    conn.executescript("""
+    CREATE TABLE slot_blocks (
+        branch_id TEXT NOT NULL, service_id TEXT NOT NULL, day TEXT NOT NULL, slot_start INTEGER NOT NULL,
+        reason TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL,
+        PRIMARY KEY (branch_id, service_id, day, slot_start));
+    CREATE TABLE slot_capacity (
+        branch_id TEXT NOT NULL, service_id TEXT NOT NULL, day TEXT NOT NULL, capacity INTEGER NOT NULL,
+        PRIMARY KEY (branch_id, service_id, day));
+    """)
+
+
+@migration(21, "analytics_aggregates")
+def _m21(conn: sqlite3.Connection) -> None:
     """Analytics pre-aggregated as events arrive (hq/aggregates.py): per branch, service, local
     day and hour, and per staff member; each ticket keeps its contribution (agg) and the wait
     estimate shown at its issue; who worked at each counter from when."""
@@ -370,21 +385,6 @@ def _m20(conn: sqlite3.Connection) -> None:
         if isinstance(payload, dict):
             agg.counter_event(r[0], r[1], r[2], payload)
     rebuild(conn)
-
-
-@migration(20, "calendar_rules")
-def _m20(conn: sqlite3.Connection) -> None:
-    """The console's calendar (hq/slotrules.py): blocked slots (slot_start 0 = the whole day) and
-    the capacity of one date, per branch and service."""
-    conn.executescript("""
-    CREATE TABLE slot_blocks (
-        branch_id TEXT NOT NULL, service_id TEXT NOT NULL, day TEXT NOT NULL, slot_start INTEGER NOT NULL,
-        reason TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL,
-        PRIMARY KEY (branch_id, service_id, day, slot_start));
-    CREATE TABLE slot_capacity (
-        branch_id TEXT NOT NULL, service_id TEXT NOT NULL, day TEXT NOT NULL, capacity INTEGER NOT NULL,
-        PRIMARY KEY (branch_id, service_id, day));
-    """)
 
 
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
