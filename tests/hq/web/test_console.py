@@ -334,7 +334,8 @@ async def test_staffing_advice_from_four_weeks_of_mondays(console, session):
     cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)]
     assert cells[:6] == ["General", "Monday", "09:00", "20", "6 min", str(needed)], cells
     assert cells[6] == "1"  # one counter serves 'general' in the seed
-    assert cells[7:] == [f"{round(level[n] * 100)} %" for n in (needed - 1, needed, needed + 1)]
+    assert cells[7:10] == [f"{round(level[n] * 100)} %" for n in (needed - 1, needed, needed + 1)]
+    assert cells[10:] == ["0", "0 %", "Erlang C"]  # no counter was opened; nobody gave up
     assert len(re.findall(r'<tr data-key="', html)) == 1  # nothing outside that hour
     staff = await console.login("staff@acme.test")
     assert (await staff.get("/console/staffing/acme-main"))[0] == 403
