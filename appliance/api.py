@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ from sync.text import clean_text
 from appliance.errors import BadRequest, DomainError, Forbidden, NotFound, Unauthorized
 from appliance.events import STAFF_PIN_FAILED
 from appliance.staff import recent_failures
+from appliance.metrics import text_response
 from appliance.node import Node
 from appliance.openapi import openapi_document
 from appliance.projection import state_hash
@@ -46,7 +48,7 @@ HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "n
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     node = request.app[NODE]
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    started = time.perf_counter()
     try:
         response = await handler(request)
     except DomainError as err:
@@ -61,7 +63,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     except Exception:
         logger.exception("unhandled error in %s %s", request.method, request.path)
         response = json_error(500, "internal", "internal error; the incident was logged")
-    node.metrics.requests.labels(route, str(response.status)).inc()
+    node.metrics.observe(request, response.status, started)
     return response
 
 
@@ -317,8 +319,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     node = request.app[NODE]
     node.metrics.writer_transactions.set(node.writer.transactions)
-    return web.Response(body=node.metrics.render(), content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
+    return text_response(node.metrics.render())
 
 
 async def openapi(request: web.Request) -> web.Response:

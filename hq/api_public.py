@@ -55,7 +55,7 @@ async def create_booking(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     hq = hq_of(request)
     data = booking.render(await hq.db.write(lambda c: booking.book_row(c, ctx, body)), ctx)
-    hq.wake_notifier()
+    hq.booking_written("created")
     return jresp(_with_links(request, data), 201)
 
 
@@ -79,7 +79,7 @@ async def reschedule_booking(request: web.Request) -> web.Response:
     body, ctx, code = await read_json(request), _ctx(request), request.match_info["code"]
     hq = hq_of(request)
     data = booking.render(await hq.db.write(lambda c: booking.reschedule_row(c, ctx, code, body)), ctx)
-    hq.wake_notifier()
+    hq.booking_written("rescheduled")
     return jresp(_with_links(request, data))
 
 
@@ -88,7 +88,7 @@ async def cancel_booking(request: web.Request) -> web.Response:
     body, ctx, code = await read_json(request), _ctx(request), request.match_info["code"]
     hq = hq_of(request)
     data = booking.render(await hq.db.write(lambda c: booking.cancel_row(c, ctx, code, body)), ctx)
-    hq.wake_notifier()
+    hq.booking_written("cancelled")
     return jresp(data)
 
 

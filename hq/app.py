@@ -16,6 +16,7 @@ from hq.core import HQ, Clock, WallClock
 from hq.db import Database
 from hq.link import add_link_routes
 from hq.gateways import Gateway, HttpSmsGateway, LogGateway, SmtpGateway
+from hq.metrics import setup_metrics
 from hq.migrations import apply_migrations
 from hq.notify import Dispatcher
 from hq.console.views import setup_console
@@ -62,6 +63,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, rng: random.Ra
     app[BOOKING_LIMITER] = RateLimiter(settings.booking_rate_per_minute, settings.booking_rate_burst, wall)
     app[LOGIN_LIMITER] = RateLimiter(settings.login_rate_per_minute, 5, wall)
     app[DISPATCHER_KEY] = Dispatcher(hq, dict(gateways or {}))
+    setup_metrics(app, hq)  # GET /metrics, request and database figures (hq/metrics.py)
     add_routes(app)
     add_link_routes(app, hq)
     setup_pages(app)  # the citizens' web pages (hq/pages, docs/web.md)

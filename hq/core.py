@@ -8,7 +8,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -38,6 +38,8 @@ class HQ:
     branch_listeners: list[Callable[[set[str]], None]] = field(default_factory=list)
     # Branch id -> unix s of the last authenticated link request this process answered.
     last_heard: dict[str, int] = field(default_factory=dict)
+    # hq.metrics.HQMetrics once the app is set up (None in tools that only open the database).
+    metrics: Any = None
 
     def branches_changed(self, branches: set[str]) -> None:
         for listener in list(self.branch_listeners):
@@ -48,6 +50,12 @@ class HQ:
 
     def now_ms(self) -> int:
         return int(self.clock.now() * 1000)
+
+    def booking_written(self, action: str) -> None:
+        """A booking was created, rescheduled or cancelled: count it (/metrics), wake the notifier."""
+        if self.metrics is not None:
+            self.metrics.bookings.labels(action).inc()
+        self.wake_notifier()
 
     def wake_notifier(self) -> None:
         if self.notify_wakeup is not None:

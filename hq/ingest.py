@@ -316,9 +316,21 @@ async def ingest_branch_events(hq: HQ, envelopes: list[dict[str, Any]], *, branc
     now, now_ms, places = hq.now(), hq.now_ms(), hq.settings.turn_near_places
     result = await hq.db.write(lambda c: ingest_sync(c, envelopes, now=now, now_ms=now_ms, turn_near_places=places,
                                                      branch=branch))
+    if hq.metrics is not None:
+        _count(hq, branch, envelopes, result, now_ms)
     if result.accepted:
         hq.wake_notifier()
         hq.branches_changed({e["branch"] for e in envelopes if isinstance(e, dict) and isinstance(e.get("branch"), str)})
     if result.rejected:
         logger.warning("rejected %d branch events: %s", len(result.rejected), result.rejected[:5])
     return result
+
+
+def _count(hq: HQ, branch: str | None, envelopes: list[Any], result: IngestResult, now_ms: int) -> None:
+    """Events per branch and result, and the link's lag (the oldest event's age) for /metrics."""
+    hlcs = [e["hlc"] for e in envelopes if isinstance(e, dict) and isinstance(e.get("hlc"), int) and e["hlc"] >= 0]
+    if branch is None:
+        named = {e["branch"] for e in envelopes if isinstance(e, dict) and isinstance(e.get("branch"), str)}
+        branch = named.pop() if len(named) == 1 else "mixed"
+    hq.metrics.ingested(branch, result.accepted, result.duplicates, result.held, len(result.rejected),
+                        (min(hlcs) >> 16) if hlcs else None, now_ms)

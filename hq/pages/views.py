@@ -205,7 +205,7 @@ async def _book(request: web.Request, branch: sqlite3.Row, service: sqlite3.Row,
         if err.code in ("slot_full", "slot_past", "slot_unavailable"):
             return await _lost_race(request, branch, service, start)
         raise
-    hq.wake_notifier()
+    hq.booking_written("created")
     token = booking.render(written, ctx)["token"]
     return redirect(f"/c/{token}")
 
@@ -389,7 +389,7 @@ async def manage_reschedule(request: web.Request) -> web.Response:
         if err.code == "cancelled":
             raise PageError(409, "This booking is cancelled.") from err
         raise
-    hq.wake_notifier()
+    hq.booking_written("rescheduled")
     return redirect(f"/manage/{row['code']}?done=moved")
 
 
@@ -399,7 +399,7 @@ async def manage_cancel(request: web.Request) -> web.Response:
     hq, ctx = hq_of(request), _ctx(request)
     contact = row["email"] or row["phone"]
     await hq.db.write(lambda c: booking.cancel_row(c, ctx, row["code"], {"contact": contact}))
-    hq.wake_notifier()
+    hq.booking_written("cancelled")
     return redirect(f"/manage/{row['code']}?done=cancelled")
 
 
