@@ -1,11 +1,11 @@
 """Run HQ: ``serve(settings)`` inside a loop, ``run(config_path)`` as a blocking entry point.
 
-With ``workers`` > 1, ``run`` starts that many server processes on one port: each listening
-socket sets SO_REUSEPORT (Linux spreads new connections over them) and each process has its
-own writer thread on the same SQLite file. Capacity stays safe because a booking's count and
-insert run inside one ``BEGIN IMMEDIATE`` transaction, which SQLite serializes across processes.
-Worker 0 (the parent) migrates the database, creates the key and the bootstrap admin before the
-others start, and is the only one running the scheduler and the notification dispatcher.
+With ``workers`` > 1, ``run`` is a supervisor: it migrates the database, creates the key and
+the bootstrap admin, then starts that many server processes on one port and restarts any that
+dies (:class:`Supervisor`). Each listening socket sets SO_REUSEPORT (Linux spreads new
+connections over them) and each process has its own writer on the same database. Capacity stays
+safe because a booking's count and insert run inside one write transaction, which the database
+serializes across processes. Worker 0 alone runs the scheduler and the notification dispatcher.
 """
 
 from __future__ import annotations
@@ -13,16 +13,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
 import socket
+import time
 from pathlib import Path
 
 from aiohttp import web
 
+from appliance.metrics import MULTIPROC_ENV
 from hq.app import create_app, open_hq
 from hq.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
+
+PARENT_CHECK_S = 1.0  # how often a worker checks that its supervisor is alive
+RESTART_MIN_S = 0.5  # delay before replacing a worker that had run a while
+RESTART_RESET_S = 30.0  # a worker that lived longer than this resets its restart delay
+RESTART_MAX_S = 30.0  # longest delay between restarts of a worker that keeps dying at start
 
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None,
@@ -68,12 +77,119 @@ def _shared_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _worker(config_path: str, index: int, port: int) -> None:
-    """Entry point of worker ``index`` >= 1 (a spawned process): serve only, no background jobs."""
-    settings = load_settings(config_path).replace(port=port, scheduler_enabled=False)
+def _worker(config_path: str, index: int, port: int, parent: int) -> None:
+    """Entry point of worker ``index`` (a spawned process). Worker 0 also runs the scheduler and
+    the notification dispatcher (when the settings enable them); the others only serve."""
+    settings = load_settings(config_path).replace(port=port)
+    if index > 0:
+        settings = settings.replace(scheduler_enabled=False)
     logging.basicConfig(level=settings.log_level,
                         format=f"%(asctime)s %(levelname)s hq-worker-{index} %(name)s: %(message)s")
-    asyncio.run(serve(settings, reuse_port=True))
+    asyncio.run(_serve_while_parent(settings, parent))
+
+
+async def _serve_while_parent(settings: Settings, parent: int) -> None:
+    """Serve until SIGTERM/SIGINT or until the supervisor is gone (a worker never outlives it)."""
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        while os.getppid() == parent:
+            await asyncio.sleep(PARENT_CHECK_S)
+        logger.warning("supervisor %d is gone: stopping", parent)
+        stop.set()
+    watcher = asyncio.create_task(watch())
+    try:
+        await serve(settings, stop=stop, reuse_port=True)
+    finally:
+        watcher.cancel()
+
+
+class Supervisor:
+    """Starts ``workers`` server processes on one port and restarts any that dies.
+
+    The supervisor itself serves nothing, so a crash of a worker (or its SIGKILL by the OOM
+    killer) takes away one process among several while the others keep answering; it is replaced
+    after a short delay, longer when it keeps dying soon after start (no tight crash loop).
+    systemd (Restart=on-failure, docs/hq.md) restarts the supervisor itself.
+    """
+
+    def __init__(self, config_path: str, settings: Settings) -> None:
+        self.config_path, self.settings = config_path, settings
+        self.spawn = multiprocessing.get_context("spawn")
+        self.children: dict[int, multiprocessing.process.BaseProcess] = {}
+        self.started: dict[int, float] = {}
+        self.delay: dict[int, float] = {}
+        self.due: dict[int, float] = {}
+        self.restarts = 0
+        self.stopping = False
+
+    def _start(self, index: int) -> None:
+        child = self.spawn.Process(target=_worker, args=(self.config_path, index, self.settings.port, os.getpid()),
+                                   name=f"hq-worker-{index}")
+        child.start()
+        self.children[index], self.started[index] = child, time.monotonic()
+        self.due.pop(index, None)
+
+    def _reap(self, index: int, child: multiprocessing.process.BaseProcess) -> None:
+        """A worker ended on its own: forget its live gauges and schedule its replacement."""
+        assert child.pid is not None
+        metrics_dir = os.environ.get(MULTIPROC_ENV)
+        if metrics_dir:
+            from prometheus_client import multiprocess
+            multiprocess.mark_process_dead(child.pid, metrics_dir)
+        lived = time.monotonic() - self.started[index]
+        delay = RESTART_MIN_S if lived > RESTART_RESET_S else min(RESTART_MAX_S, self.delay.get(index, 0.25) * 2)
+        self.delay[index] = delay
+        self.due[index] = time.monotonic() + delay
+        del self.children[index]
+        logger.error("worker %d (pid %d) ended with exit code %s after %.1f s; restarting it in %.1f s",
+                     index, child.pid, child.exitcode, lived, delay)
+
+    def run(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._stop)
+        for index in range(self.settings.workers):
+            self._start(index)
+        logger.info("HQ supervisor %d: workers %s on port %d", os.getpid(),
+                    ", ".join(str(c.pid) for c in self.children.values()), self.settings.port)
+        try:
+            while not self.stopping:
+                sentinels = [c.sentinel for c in self.children.values()]
+                timeout = min([max(0.0, t - time.monotonic()) for t in self.due.values()] + [1.0])
+                multiprocessing.connection.wait(sentinels, timeout=timeout)
+                for index, child in list(self.children.items()):
+                    if not child.is_alive() and not self.stopping:
+                        self._reap(index, child)
+                for index, due in list(self.due.items()):
+                    if due <= time.monotonic() and not self.stopping:
+                        self.restarts += 1
+                        self._start(index)
+        finally:
+            self._stop_children()
+
+    def _stop(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
+    def _stop_children(self) -> None:
+        children = list(self.children.values())
+        for child in children:  # by PID, each one we started
+            if child.is_alive():
+                child.terminate()
+        for child in children:
+            child.join(30)
+            if child.is_alive():
+                child.kill()
+                child.join(5)
+
+
+def _metrics_dir(settings: Settings) -> Path:
+    """A fresh directory for the workers' shared metric files (stale files of a previous run
+    would add their counts to this one's)."""
+    path = Path(settings.data_dir) / "metrics"
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.db"):
+        old.unlink()
+    return path
 
 
 def run(config_path: str | Path) -> None:
@@ -85,21 +201,6 @@ def run(config_path: str | Path) -> None:
     if settings.port == 0:
         settings = settings.replace(port=_shared_port(settings.host))
     open_hq(settings).db.close()  # migrations, key, bootstrap admin: once, before any worker opens the file
-    spawn = multiprocessing.get_context("spawn")
-    children = [spawn.Process(target=_worker, args=(str(config_path), i, settings.port), name=f"hq-worker-{i}")
-                for i in range(1, settings.workers)]
-    for child in children:
-        child.start()
-    logger.info("HQ workers: parent %d and %s on port %d", multiprocessing.current_process().pid,
-                ", ".join(str(c.pid) for c in children), settings.port)
-    try:
-        asyncio.run(serve(settings, reuse_port=True))
-    finally:
-        for child in children:  # by PID, each one we started
-            if child.is_alive():
-                child.terminate()
-        for child in children:
-            child.join(30)
-            if child.is_alive():
-                child.kill()
-                child.join(5)
+    # The workers are spawned (fresh interpreters): they read this before prometheus_client loads.
+    os.environ[MULTIPROC_ENV] = str(_metrics_dir(settings))
+    Supervisor(str(config_path), settings).run()

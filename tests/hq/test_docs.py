@@ -39,3 +39,31 @@ def test_bad_settings_are_clear_errors(tmp_path, text):
 def test_settings_are_immutable():
     with pytest.raises(AttributeError):
         Settings().port = 1  # type: ignore[misc]
+
+
+def test_the_hq_systemd_unit_restarts_on_failure_and_runs_the_entry_point(tmp_path):
+    import configparser
+    import shutil
+    import subprocess
+
+    text = (ROOT / "docs" / "deploy" / "smartq-hq.service").read_text(encoding="utf-8")
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment]
+    unit.read_string(text)
+    service = unit["Service"]
+    assert service["Restart"] == "on-failure" and service["KillMode"] == "control-group"
+    assert service["ExecStart"].split()[0].endswith("/smartq-hq")
+    assert "smartq-hq = hq.__main__:main" in (ROOT / "setup.cfg").read_text(encoding="utf-8")
+    if shutil.which("systemd-analyze"):  # the syntax, with a binary that exists here
+        copy = tmp_path / "smartq-hq.service"
+        copy.write_text(text.replace(service["ExecStart"], "/bin/true"))
+        proc = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60)
+        assert "smartq-hq.service:" not in proc.stderr, proc.stderr
+
+
+def test_the_proxy_example_hides_metrics_and_overwrites_forwarded_for():
+    text = (ROOT / "docs" / "deploy" / "nginx-smartq-hq.conf").read_text(encoding="utf-8")
+    assert "location = /metrics {\n        return 404;" in text
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in text  # overwrite, never $proxy_add_x_forwarded_for
+    assert "non_idempotent" not in text.split("proxy_next_upstream", 1)[1].split(";", 1)[0]
+    assert "trust_forwarded_for = true" in (ROOT / "docs" / "hq.md").read_text(encoding="utf-8")

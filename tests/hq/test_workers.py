@@ -136,3 +136,107 @@ async def test_two_worker_processes_never_overbook_and_stop_together(tmp_path):
                 raise AssertionError(f"worker {pid} outlived the parent")
     with sqlite3.connect(tmp_path / "hq.sqlite3") as c:
         assert c.execute("SELECT COUNT(*) FROM bookings WHERE status = 'booked'").fetchone()[0] == 3
+
+
+def _workers(parent: int) -> list[int]:
+    """The supervisor's server processes (spawned interpreters), not multiprocessing's resource tracker."""
+    out = []
+    for pid in _children(parent):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline and _alive(pid):
+            out.append(pid)
+    return sorted(out)
+
+
+def _listening(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:port (state 0A in /proc/net/tcp)."""
+    local = f"0100007F:{port:04X}"
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for x in lines if x.split()[1] == local and x.split()[3] == "0A")
+
+
+@pytest.mark.slow
+async def test_a_killed_worker_is_replaced_while_the_other_keeps_serving_and_metrics_sum_all(tmp_path):
+    port = _free_port()
+    (tmp_path / "hq.toml").write_text(
+        f'port = {port}\nworkers = 2\ndata_dir = "{tmp_path}"\nlog_level = "WARNING"\n')
+    log = (tmp_path / "hq.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "hq", "--config", str(tmp_path / "hq.toml")], cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    seen: set[int] = set()
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True)) as s:
+            async def get(path: str = "/healthz") -> int:
+                async with s.get(url + path) as r:
+                    await r.read()
+                    return r.status
+
+            for _ in range(300):
+                try:
+                    if await get() == 200:
+                        break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("HQ did not start: " + (tmp_path / "hq.log").read_text()[-2000:])
+            for _ in range(300):  # both workers started and listening (one socket each, SO_REUSEPORT)
+                if len(_workers(proc.pid)) == 2 and _listening(port) == 2:
+                    break
+                await asyncio.sleep(0.1)
+            before = _workers(proc.pid)
+            seen |= set(before)
+            assert len(before) == 2, before
+            answered = 1 + sum([await get() == 200 for _ in range(30)])
+
+            victim = before[0]
+            os.kill(victim, signal.SIGKILL)
+            for _ in range(100):  # the supervisor reaps it
+                if not _alive(victim):
+                    break
+                await asyncio.sleep(0.02)
+            # The survivor answers every new connection while the replacement starts.
+            statuses = [await get() for _ in range(40)]
+            assert statuses == [200] * 40
+            answered += 40
+            for _ in range(300):
+                now = _workers(proc.pid)
+                if len(now) == 2 and victim not in now and _listening(port) == 2:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"worker {victim} was not replaced: {_workers(proc.pid)}")
+            seen |= set(now)
+            assert set(now) - set(before), "a new worker process"
+            assert proc.poll() is None, "the supervisor keeps running"
+            assert "restarting it" in (tmp_path / "hq.log").read_text()
+            answered += sum([await get() == 200 for _ in range(30)])
+
+            # /metrics on whichever worker answers: the sum over the host's workers, the dead one included.
+            async with s.get(f"{url}/metrics") as r:
+                assert r.status == 200
+                text = await r.text()
+            line = next(x for x in text.splitlines()
+                        if x.startswith("smartq_http_requests_total{") and 'route="/healthz"' in x and 'status="200"' in x)
+            assert float(line.rsplit(" ", 1)[1]) == answered, (line, answered)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        for pid in seen:  # the supervisor stops its workers; never leave one behind
+            for _ in range(100):
+                if not _alive(pid):
+                    break
+                time.sleep(0.05)
+            else:
+                os.kill(pid, signal.SIGKILL)
+                raise AssertionError(f"worker {pid} outlived the supervisor")
+    assert proc.returncode == 0
