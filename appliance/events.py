@@ -18,6 +18,9 @@ TICKET_NO_SHOW = "ticket.no_show"
 TICKET_REQUEUED = "ticket.requeued"
 TICKET_TRANSFERRED = "ticket.transferred"
 TICKET_CANCELLED = "ticket.cancelled"
+#: HQ moved a waiting ticket to another branch (the console's reassign, docs/console.md): it leaves
+#: this branch's line; the receiving branch checks it in as a booking ({ticket, to_branch, to_service, booking}).
+TICKET_MOVED = "ticket.moved"
 
 COUNTER_OPENED = "counter.opened"
 COUNTER_PAUSED = "counter.paused"
@@ -44,7 +47,7 @@ BOOKING_CANCELLED = "booking.cancelled"
 
 TICKET_TYPES = frozenset({
     TICKET_ISSUED, TICKET_CALLED, TICKET_RECALLED, TICKET_STARTED, TICKET_COMPLETED,
-    TICKET_NO_SHOW, TICKET_REQUEUED, TICKET_TRANSFERRED, TICKET_CANCELLED,
+    TICKET_NO_SHOW, TICKET_REQUEUED, TICKET_TRANSFERRED, TICKET_CANCELLED, TICKET_MOVED,
 })
 COUNTER_TYPES = {COUNTER_OPENED: "open", COUNTER_PAUSED: "paused", COUNTER_CLOSED: "closed"}
 CONFIG_TYPES = frozenset({CONFIG_BRANCH, CONFIG_SERVICE, CONFIG_COUNTER, CONFIG_ROSTER, CONFIG_HOURS})
@@ -52,7 +55,7 @@ BOOKING_TYPES = frozenset({BOOKING_CREATED, BOOKING_RESCHEDULED, BOOKING_CANCELL
 
 #: What HQ signs and ships to a branch (its chain "hq:<branch>").
 HQ_TYPES = frozenset({CONFIG_BRANCH, CONFIG_SERVICE, CONFIG_COUNTER, CONFIG_ROSTER, CONFIG_HOURS, CONFIG_STAFF,
-                      TRUST_REVOKED}) | BOOKING_TYPES
+                      TRUST_REVOKED, TICKET_MOVED}) | BOOKING_TYPES
 
 # The schema version this code folds; newer events are stored and forwarded, not folded.
 SCHEMA = 1
@@ -99,6 +102,17 @@ class ConfigService(TypedDict):
     order: int
     icon: NotRequired[str]  # the kiosk's pictogram (appliance.config.SERVICE_ICONS)
     enabled: NotRequired[bool]  # False: withdrawn from this branch; kiosks stop offering it
+
+
+class TicketMoved(TypedDict):
+    """ticket.moved (from HQ, in the chain hq:<from branch>): the ticket leaves this branch's line,
+    unless a counter here called it concurrently (docs/conflicts.md). The receiving branch gets a
+    booking.created with code ``booking`` and start = the ticket's effective time, so it keeps its
+    place there when the citizen checks in."""
+    ticket: str
+    to_branch: str
+    to_service: str
+    booking: str
 
 
 class CounterStatus(TypedDict):
@@ -151,4 +165,8 @@ class Booking(TypedDict):
     status: str
     language: NotRequired[str]
     source: NotRequired[str]
+    #: booking.created of a booking or ticket moved here from another branch: that branch's id.
+    moved_from: NotRequired[str]
+    #: booking.cancelled of a booking moved to another branch: that branch's id.
+    moved_to: NotRequired[str]
 

@@ -18,7 +18,8 @@ in docs/conflicts.md; none is decided by clock order alone:
   or completion: a counter had the citizen, so the requeue or transfer is void; a completed
   ticket is never reopened;
 - a cancel is void once any counter has claimed the ticket or called it concurrently
-  (called/served wins).
+  (called/served wins); so is HQ's move of the ticket to another branch (`ticket.moved`), which
+  otherwise closes it like a cancel, with the status "moved".
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ ACTIVE = ("called", "serving")
 # A counter had the citizen: these void a concurrent requeue or transfer.
 PROGRESS = frozenset({ev.TICKET_STARTED, ev.TICKET_NO_SHOW, ev.TICKET_COMPLETED})
 OPENERS = frozenset({ev.TICKET_REQUEUED, ev.TICKET_TRANSFERRED})
+# The ticket leaves the line without being served: void against a concurrent call.
+CLOSERS = frozenset({ev.TICKET_CANCELLED, ev.TICKET_MOVED})
 TicketState = dict[str, Any]
 Key = list[Any]  # [hlc, origin, seq]
 
@@ -137,7 +140,9 @@ def status(state: TicketState, won: tuple[str, dict[str, Any]] | None | bool = F
         won = winner(state)
     if won:
         return STATUS_BY_LEVEL[won[1]["level"]]
-    return "cancelled" if state["cancelled"] else "waiting"
+    if state["cancelled"]:
+        return "moved" if state.get("moved") else "cancelled"
+    return "waiting"
 
 
 def superseded(state: TicketState, won: tuple[str, dict[str, Any]] | None | bool = False) -> list[str]:
@@ -183,7 +188,7 @@ def apply(state: TicketState | None, event: Event, *, void: bool = False,
     elif type_ in OPENERS:
         state["openers"].append(key)
         void = void or _missed(event, state["progress"])
-    elif type_ == ev.TICKET_CANCELLED:
+    elif type_ in CLOSERS:
         state["cancels"].append(key)
         void = void or _missed(event, state["calls"])
     state["last_key"] = key
@@ -197,7 +202,7 @@ def apply(state: TicketState | None, event: Event, *, void: bool = False,
         state["history"].append([type_, counter, now_ms, outcome])
 
     if void:
-        if type_ == ev.TICKET_CANCELLED:
+        if type_ in CLOSERS:
             state["cancel_ignored"] = True
         note("void: a counter had the citizen meanwhile" if type_ in OPENERS
              else "void: a counter called the ticket meanwhile")
@@ -221,6 +226,8 @@ def apply(state: TicketState | None, event: Event, *, void: bool = False,
             if state["cancelled"]:
                 state["cancelled"] = False
                 state["cancel_ignored"] = True
+                if state.get("moved"):
+                    state["moved"] = None
         note("ok" if current != "completed" else "superseded: already completed")
     elif type_ == ev.TICKET_RECALLED:
         if counter in claims and claims[counter]["level"] == 1:
@@ -239,14 +246,17 @@ def apply(state: TicketState | None, event: Event, *, void: bool = False,
                 claim["level"] = level
                 claim["started_ms" if level == 2 else "finished_ms"] = now_ms
             note("ok")
-    elif type_ == ev.TICKET_CANCELLED:
+    elif type_ in CLOSERS:
         if claims:
             state["cancel_ignored"] = True
             note("ignored: already called")
         else:
             state["cancelled"] = True
+            if type_ == ev.TICKET_MOVED:
+                state["moved"] = {"to_branch": p.get("to_branch"), "to_service": p.get("to_service"),
+                                  "booking": p.get("booking")}
             note("ok")
-    elif current in ("cancelled", "completed"):  # requeue, transfer
+    elif current in ("cancelled", "completed", "moved"):  # requeue, transfer
         note(f"ignored: {current}")
     elif type_ == ev.TICKET_REQUEUED:
         _new_generation(state, event)
@@ -297,7 +307,7 @@ def voided(events: list[Event]) -> set[tuple[str, int]]:
     one before it is void on arrival (`_missed`); one that voids an event before it asks
     for REFOLD, and the re-fold passes this set."""
     openers = [e for e in events if e.type in OPENERS]
-    cancels = [e for e in events if e.type == ev.TICKET_CANCELLED]
+    cancels = [e for e in events if e.type in CLOSERS]
     out: set[tuple[str, int]] = set()
     if openers:
         progress = [e for e in events if e.type in PROGRESS]

@@ -60,7 +60,7 @@ SCHEMAS: dict[str, Any] = {
     "Ticket": {"type": "object", "required": ["id", "label", "service", "status", "position", "estimated_wait_s", "issued_at"],
                "properties": {
                    "id": {"type": "string"}, "label": {"type": "string"}, "service": {"type": "string"},
-                   "status": {"enum": ["waiting", "called", "serving", "completed", "no_show", "cancelled"]},
+                   "status": {"enum": ["waiting", "called", "serving", "completed", "no_show", "cancelled", "moved"]},
                    "priority": {"type": "integer"}, "language": NULLABLE_STR,
                    "position": NULLABLE_INT, "people_ahead": NULLABLE_INT, "estimated_wait_s": NULLABLE_INT,
                    "estimated_wait_range_s": WAIT_RANGE,

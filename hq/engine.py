@@ -116,12 +116,14 @@ def ticket_fields(events: list[Event]) -> dict[str, Any] | None:
         "called_ms": claim.get("called_ms"), "started_ms": claim.get("started_ms"),
         "completed_ms": finished if status == "completed" else None,
         "no_show_ms": finished if status == "no_show" else None,
-        "cancelled_ms": _cancelled_ms(events) if status == "cancelled" else None,
+        # A ticket moved to another branch (ticket.moved) left this branch's line: HQ's row
+        # records it as cancelled here (its new place is a booking at the other branch).
+        "cancelled_ms": _cancelled_ms(events) if status in ("cancelled", "moved") else None,
         "status": status,
     }
 
 
 def _cancelled_ms(events: list[Event]) -> int | None:
     from sync.hlc import physical_ms
-    times = [physical_ms(e.hlc) for e in events if e.type == ev.TICKET_CANCELLED]
+    times = [physical_ms(e.hlc) for e in events if e.type in fold.CLOSERS]
     return min(times) if times else None

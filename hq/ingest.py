@@ -260,6 +260,11 @@ def refold_tickets(conn: sqlite3.Connection, tickets: Iterable[tuple[str, str]],
         for b, subject, envelope in conn.execute(f"SELECT branch, subject, envelope FROM events WHERE {where}",
                                                  [x for pair in chunk for x in pair]):
             stored.setdefault((b, subject), []).append(envelope)
+        # HQ's own events about these tickets (ticket.moved), as the branch folds them too.
+        where = " OR ".join(["(branch_id = ? AND subject = ?)"] * len(chunk))
+        for b, subject, envelope in conn.execute(f"SELECT branch_id, subject, envelope FROM outbox WHERE {where}",
+                                                 [x for pair in chunk for x in pair]):
+            stored.setdefault((b, subject), []).append(envelope)
     for branch, ticket in wanted:
         rows = stored.get((branch, ticket), [])
         try:

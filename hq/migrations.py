@@ -387,6 +387,16 @@ def _m21(conn: sqlite3.Connection) -> None:
     rebuild(conn)
 
 
+@migration(22, "outbox_subject")
+def _m22(conn: sqlite3.Connection) -> None:
+    """HQ's own ticket events (ticket.moved, the console's reassign) are indexed by their ticket,
+    so HQ's ticket row folds them with the branch's events (hq/ingest.py refold_tickets)."""
+    conn.executescript("""
+    ALTER TABLE outbox ADD COLUMN subject TEXT;
+    CREATE INDEX outbox_subject ON outbox(branch_id, subject) WHERE subject IS NOT NULL;
+    """)
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"

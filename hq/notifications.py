@@ -20,6 +20,10 @@ TEXTS = {
     "reminder": (N_("Reminder: booking {code} tomorrow"), N_("Reminder: {service} at {branch}, {when}. Booking code {code}.")),
     "reschedule": (N_("Booking {code} moved"), N_("Booking {code} moved to {when} ({service} at {branch}).")),
     "cancellation": (N_("Booking {code} cancelled"), N_("Booking {code} ({service} at {branch}, {when}) is cancelled.")),
+    "moved_office": (N_("Booking {code} moved to {branch}"), N_("Booking {code} was moved to {branch}: {service},"
+                                                                " {when}. Show code {code} at the kiosk there.")),
+    "ticket_moved": (N_("Ticket {label} moved to {branch}"), N_("Ticket {label} was moved to {branch} ({service})."
+                                                                " At its kiosk, enter code {code}: you keep your place.")),
     "turn_near": (N_("Your turn is near"), N_("Ticket {label}: {ahead} people ahead of you at {branch}. "
                                               "Please come to the waiting area.")),
 }
@@ -65,6 +69,16 @@ def enqueue_turn_near(conn: sqlite3.Connection, branch: sqlite3.Row, ticket_id: 
     t = translator(language or json.loads(branch["languages"])[0])
     fields = {"label": label, "ahead": t.number(ahead), "branch": branch["name"]}
     return _insert(conn, f"near:{branch['id']}:{ticket_id}:sms", "turn_near", "sms", phone,
+                   t(subject_t, **fields), t(body_t, **fields), None, now)
+
+
+def enqueue_ticket_moved(conn: sqlite3.Connection, branch: sqlite3.Row, ticket_id: str, label: str, code: str,
+                         service_name: str, phone: str, now: int, language: str | None = None) -> bool:
+    """Tell the holder of a ticket moved to ``branch`` (hq/reassign.py) the code to check in there."""
+    subject_t, body_t = TEXTS["ticket_moved"]
+    t = translator(language or json.loads(branch["languages"])[0])
+    fields = {"label": label, "branch": branch["name"], "service": service_name, "code": code}
+    return _insert(conn, f"ticket-moved:{ticket_id}:{code}:sms", "ticket_moved", "sms", phone,
                    t(subject_t, **fields), t(body_t, **fields), None, now)
 
 

@@ -42,8 +42,10 @@ def emit(conn: sqlite3.Connection, key: Ed25519PrivateKey, branch_id: str, type_
     })
     envelope = event.to_dict()
     # The Event hashes its own canonical form: no second parse/validation of what we just built.
-    conn.execute("INSERT INTO outbox (branch_id, seq, hlc, type, envelope, hash) VALUES (?, ?, ?, ?, ?, ?)",
-                 (branch_id, seq, envelope["hlc"], type_, orjson.dumps(envelope).decode(), event.hash))
+    ticket = payload.get("ticket") if type_.startswith("ticket.") else None  # HQ's ticket.moved
+    conn.execute("INSERT INTO outbox (branch_id, seq, hlc, type, envelope, hash, subject) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (branch_id, seq, envelope["hlc"], type_, orjson.dumps(envelope).decode(), event.hash,
+                  ticket if isinstance(ticket, str) else None))
     return envelope
 
 

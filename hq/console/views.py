@@ -53,6 +53,7 @@ def nav_for(p: Principal) -> list[tuple[str, str]]:
             items.append(("/console/analytics", N_("Analytics")))
             items.append((f"/console/staffing/{p.branch_id}", N_("Staffing advice")))
             items.append((f"/console/branches/{p.branch_id}", N_("Settings")))
+            items.append((f"/console/reassign/{p.branch_id}", N_("Reassign")))
     if p.role == "super_admin":
         items.append(("/console/orgs", N_("Organizations")))
     if p.role == "org_admin" and p.org_id:
@@ -499,10 +500,11 @@ def add_routes(app: web.Application) -> None:
 
 
 def setup_console(app: web.Application) -> None:
-    from hq.console import analytics, appointments, branches, calendar, catalogue, live, orgs, staffing
+    from hq.console import analytics, appointments, branches, calendar, catalogue, live, orgs, reassign, staffing
     add_routes(app)
     catalogue.add_routes(app)
     analytics.add_routes(app)
+    reassign.add_routes(app)
     orgs.add_routes(app)
     appointments.add_routes(app)
     branches.add_routes(app)

@@ -87,7 +87,8 @@ async def test_navigation_is_shaped_by_role(console):
                                         "/console/accounts", "/console/audit", "/console/password"]
     assert menus["manager@acme.test"] == ["/console", "/console/live/acme-main", "/console/appointments/acme-main",
                                           "/console/calendar/acme-main", "/console/analytics", "/console/staffing/acme-main",
-                                          "/console/branches/acme-main", "/console/password"]
+                                          "/console/branches/acme-main", "/console/reassign/acme-main",
+                                          "/console/password"]
     assert menus["staff@acme.test"] == ["/console", "/console/live/acme-main", "/console/appointments/acme-main",
                                         "/console/password"]
 
