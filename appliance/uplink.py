@@ -51,6 +51,8 @@ SETTINGS: list[tuple[str, Any, str]] = [
     ("nightly", True, "Run the nightly job on this device."),
     ("reconcile_days", 7, "How many recent (UTC) days the nightly job compares with HQ by digest."),
     ("retention_days", 30, "Events older than this many days, acknowledged by HQ, are compacted away locally."),
+    ("health_interval_s", 60.0, "Seconds between this device's health reports to HQ (printer, peers, pending events,"
+     " version, clock; the console's fleet page); 0 turns them off."),
 ]
 _DEFAULTS = {name: default for name, default, _ in SETTINGS}
 
@@ -70,6 +72,7 @@ class UplinkSettings:
     nightly: bool = True
     reconcile_days: int = 7
     retention_days: int = 30
+    health_interval_s: float = 60.0
 
     @property
     def nightly_time(self) -> tuple[int, int]:
@@ -103,7 +106,7 @@ def parse_settings(raw: Any) -> UplinkSettings:
         raise ConfigError("hq.url: expected an http:// or https:// URL")
     if not TIME_RE.match(s.nightly_at):
         raise ConfigError("hq.nightly_at: expected HH:MM")
-    if min(s.interval_s, s.backoff_min_s, s.timeout_s) <= 0 or s.backoff_max_s < s.backoff_min_s:
+    if min(s.interval_s, s.backoff_min_s, s.timeout_s) <= 0 or s.backoff_max_s < s.backoff_min_s or s.health_interval_s < 0:
         raise ConfigError("hq: intervals must be positive and backoff_max_s >= backoff_min_s")
     if not 1 <= s.batch <= 2000 or s.reconcile_days < 1 or s.retention_days < 2:
         raise ConfigError("hq: batch 1-2000, reconcile_days >= 1, retention_days >= 2")
@@ -156,6 +159,7 @@ class UplinkService:
         self._lock = asyncio.Lock()
         self._unsubscribe: Any = None
         self._stopping = False
+        self._health_due = 0.0  # monotonic time of the next health report
 
     # -- NodeService --------------------------------------------------------------------------
     async def start(self, node: Node) -> None:
@@ -272,10 +276,36 @@ class UplinkService:
             report.hq_vv = dict(self.hq_vv)
             await self._renew_certificate()
             self.pending = await self.node.read(lambda c: pending_for(c, self.hq_vv))
+            await self._report_health()
             self.status = "online"
             self.last_ok_ms = self.node.clock.wall_ms()
             self.last_error = None
             return report
+
+    def health(self) -> dict[str, Any]:
+        """This device's health report for HQ's fleet page: what only the device knows."""
+        assert self.node is not None
+        node = self.node
+        printer = (node.hardware_view() or {}).get("printer")
+        peers = [{"device": str(p.get("id"))[:64], "status": str(p.get("status"))[:20],
+                  "last_seen_ms": int(p["last_seen"] * 1000) if isinstance(p.get("last_seen"), (int, float)) else None}
+                 for p in node.peers_view()[:MAX_HEALTH_PEERS]]
+        return {"app_version": app_version(), "role": node.config.role, "clock_ms": node.clock.wall_ms(),
+                "pending": self.pending, "printer": printer.get("state") if isinstance(printer, dict) else None,
+                "printer_message": str(printer.get("message") or "")[:200] if isinstance(printer, dict) else "",
+                "peers": peers}
+
+    async def _report_health(self) -> None:
+        """POST /sync/v1/health every health_interval_s (signed like every link request; HQ
+        stores it for this device only). An HQ without the endpoint does not stop the sync."""
+        loop = asyncio.get_running_loop()
+        if self.client is None or not self.settings.health_interval_s or loop.time() < self._health_due:
+            return
+        self._health_due = loop.time() + self.settings.health_interval_s
+        try:
+            await self.client.request("POST", f"{PREFIX}/health", self.health())
+        except PeerError as err:
+            logger.info("HQ did not take the health report: %s", err)
 
     async def _renew_certificate(self) -> None:
         """Past half its life, ask HQ for a fresh certificate of our key (short-lived certificates)."""
@@ -330,6 +360,17 @@ class UplinkService:
                 logger.warning("rejected %d events from HQ: %s", len(result.rejected), result.rejected[:5])
             if not answer.get("more") or not result.accepted:
                 return
+
+
+MAX_HEALTH_PEERS = 50
+
+
+def app_version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        return version("smartq")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
 
 
 def _vv(value: Any) -> dict[str, int]:

@@ -12,13 +12,15 @@ branch's keyring knows HQ (its `[hq] public_key`).
   (config, roster, bookings) and the branch devices' (so a new or wiped device can catch up
   from HQ, and devices cut off from each other on the LAN still meet through HQ);
 - digests {from, to} / inventory {day}: per-UTC-day digests and the (origin, seq, hash) list
-  of a day, for the nightly reconcile (appliance.nightly computes the same).
+  of a day, for the nightly reconcile (appliance.nightly computes the same);
+- health {...}: the signing device's health report (hq/fleet.py), stored for it alone.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -286,6 +288,20 @@ async def certificate(request: web.Request, link: BranchLink, signed: Signed, me
                                                    cert_days=float(hq.settings.cert_days), now=hq.now()))
 
 
+async def health(request: web.Request, link: BranchLink, signed: Signed, message: Any) -> Any:
+    """A device's health report (hq/fleet.py), stored for the device that signed the request."""
+    from hq import fleet
+    try:
+        report = fleet.parse_report(message)
+    except fleet.BadReport as err:
+        raise AuthError(400, str(err)) from err
+    # The device's clock against HQ's real clock (not hq.clock, which is business time).
+    received_ms = int(time.time() * 1000)
+    now = link.hq.now()
+    await link.hq.db.write(lambda c: fleet.store(c, signed.branch, signed.device, report, received_ms, now))
+    return {"stored": True}
+
+
 def add_link_routes(app: web.Application, hq: HQ) -> None:
     app[LINK_KEY] = BranchLink(hq)
     app.router.add_get(f"{PREFIX}/hello", _endpoint(hello))
@@ -294,3 +310,4 @@ def add_link_routes(app: web.Application, hq: HQ) -> None:
     app.router.add_post(f"{PREFIX}/digests", _endpoint(day_digests))
     app.router.add_post(f"{PREFIX}/inventory", _endpoint(inventory))
     app.router.add_post(f"{PREFIX}/certificate", _endpoint(certificate))
+    app.router.add_post(f"{PREFIX}/health", _endpoint(health))

@@ -397,6 +397,18 @@ def _m22(conn: sqlite3.Connection) -> None:
     """)
 
 
+@migration(23, "device_health")
+def _m23(conn: sqlite3.Connection) -> None:
+    """Each device's latest health report over the branch link (hq/fleet.py, the fleet page)."""
+    conn.executescript("""
+    CREATE TABLE device_health (
+        branch_id TEXT NOT NULL, device_id TEXT NOT NULL, reported_at INTEGER NOT NULL,
+        app_version TEXT NOT NULL, role TEXT NOT NULL, clock_offset_ms INTEGER NOT NULL,
+        pending INTEGER NOT NULL, printer TEXT, printer_message TEXT NOT NULL DEFAULT '',
+        peers TEXT NOT NULL DEFAULT '[]', PRIMARY KEY (branch_id, device_id));
+    """)
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"

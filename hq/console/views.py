@@ -52,6 +52,7 @@ def nav_for(p: Principal) -> list[tuple[str, str]]:
             items.append((f"/console/calendar/{p.branch_id}", N_("Calendar")))
             items.append(("/console/analytics", N_("Analytics")))
             items.append((f"/console/staffing/{p.branch_id}", N_("Staffing advice")))
+            items.append(("/console/fleet", N_("Fleet health")))
             items.append((f"/console/branches/{p.branch_id}", N_("Settings")))
             items.append((f"/console/reassign/{p.branch_id}", N_("Reassign")))
     if p.role == "super_admin":
@@ -60,6 +61,7 @@ def nav_for(p: Principal) -> list[tuple[str, str]]:
         items.append((f"/console/orgs/{p.org_id}/catalogue", N_("Service catalogue")))
     if p.role in ADMINS:
         items.append(("/console/analytics", N_("Analytics")))
+        items.append(("/console/fleet", N_("Fleet health")))
         items += [("/console/accounts", N_("Accounts")), ("/console/audit", N_("Audit log"))]
     items += [("/console/password", N_("My password"))]
     return items
@@ -500,7 +502,7 @@ def add_routes(app: web.Application) -> None:
 
 
 def setup_console(app: web.Application) -> None:
-    from hq.console import analytics, appointments, branches, calendar, catalogue, live, orgs, reassign, staffing
+    from hq.console import analytics, appointments, branches, calendar, catalogue, fleet, live, orgs, reassign, staffing
     add_routes(app)
     catalogue.add_routes(app)
     analytics.add_routes(app)
@@ -511,3 +513,4 @@ def setup_console(app: web.Application) -> None:
     live.add_routes(app)
     staffing.add_routes(app)
     calendar.add_routes(app)
+    fleet.add_routes(app)

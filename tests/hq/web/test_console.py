@@ -81,13 +81,13 @@ async def test_navigation_is_shaped_by_role(console):
         b = await console.login(email)
         _, html, _ = await b.get("/console")
         menus[email] = menu(html)
-    assert menus["root@hq.test"] == ["/console", "/console/orgs", "/console/analytics", "/console/accounts",
-                                     "/console/audit", "/console/password"]
+    assert menus["root@hq.test"] == ["/console", "/console/orgs", "/console/analytics", "/console/fleet",
+                                     "/console/accounts", "/console/audit", "/console/password"]
     assert menus["admin@acme.test"] == ["/console", "/console/orgs/acme/catalogue", "/console/analytics",
-                                        "/console/accounts", "/console/audit", "/console/password"]
+                                        "/console/fleet", "/console/accounts", "/console/audit", "/console/password"]
     assert menus["manager@acme.test"] == ["/console", "/console/live/acme-main", "/console/appointments/acme-main",
                                           "/console/calendar/acme-main", "/console/analytics", "/console/staffing/acme-main",
-                                          "/console/branches/acme-main", "/console/reassign/acme-main",
+                                          "/console/fleet", "/console/branches/acme-main", "/console/reassign/acme-main",
                                           "/console/password"]
     assert menus["staff@acme.test"] == ["/console", "/console/live/acme-main", "/console/appointments/acme-main",
                                         "/console/password"]
@@ -478,7 +478,7 @@ async def test_every_console_page_has_the_strict_csp_and_no_inline_code(console)
     for path in ("/console", "/console/orgs", "/console/accounts", "/console/accounts/new", f"/console/accounts/{uid}",
                  "/console/password", "/console/audit", "/console/live/acme-main", "/console/staffing/acme-main",
                  "/console/branches/acme-main", "/console/appointments/acme-main", "/console/calendar/acme-main",
-                 "/console/calendar/acme-main/general/2030-01-07", "/console/login"):
+                 "/console/calendar/acme-main/general/2030-01-07", "/console/fleet", "/console/login"):
         status, html, r = await root.get(path)
         assert status == 200, path
         csp = r.headers["Content-Security-Policy"]
