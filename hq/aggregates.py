@@ -148,12 +148,24 @@ HOUR_SQL = _upsert_sql("analytics_hours", HOUR_KEY, ("weekday",))
 STAFF_SQL = _upsert_sql("analytics_staff", STAFF_KEY)
 
 
-def _add(conn: sqlite3.Connection, branch: str, c: dict[str, Any], sign: int) -> None:
+def _add(deltas: dict[tuple[Any, ...], list[int]], branch: str, c: dict[str, Any], sign: int) -> None:
+    """Add ``sign`` times a contribution to the pending deltas (keyed by table and row key)."""
     service, day, hour, weekday = c["k"]
-    values = [sign * c["m"].get(name, 0) for name in MEASURES]
-    conn.execute(HOUR_SQL, (branch, service, day, hour, weekday, *values))
+    m = c["m"]
+    keys = [("h", branch, service, day, hour, weekday)]
     if c["s"] is not None:
-        conn.execute(STAFF_SQL, (branch, c["s"], service, day, hour, *values))
+        keys.append(("s", branch, c["s"], service, day, hour))
+    for key in keys:
+        row = deltas.get(key)
+        if row is None:
+            row = deltas[key] = [0] * len(MEASURES)
+        for i, name in enumerate(MEASURES):
+            v = m.get(name)
+            if v:
+                row[i] += sign * v
+
+
+UNCHANGED = object()  # Aggregator.row: the ticket's contribution did not change
 
 
 class Aggregator:
@@ -162,6 +174,22 @@ class Aggregator:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self._zones: dict[str, ZoneInfo | None] = {}
+        # Summed changes to the aggregate rows, written by flush(): a push of 500 events touches
+        # a handful of (service, day, hour) rows, so it costs a handful of upserts, not 1,000.
+        self._deltas: dict[tuple[Any, ...], list[int]] = {}
+
+    def flush(self) -> None:
+        """Write the pending deltas (in the caller's transaction); call before it commits."""
+        hours, staff = [], []
+        for key, values in self._deltas.items():
+            if not any(values):
+                continue
+            (hours if key[0] == "h" else staff).append((*key[1:], *values))
+        self._deltas.clear()
+        if hours:
+            self.conn.executemany(HOUR_SQL, hours)
+        if staff:
+            self.conn.executemany(STAFF_SQL, staff)
 
     def zone(self, branch: str) -> ZoneInfo | None:
         if branch not in self._zones:
@@ -180,7 +208,13 @@ class Aggregator:
         row = self.conn.execute("SELECT * FROM tickets WHERE branch_id = ? AND id = ?", (branch, ticket)).fetchone()
         if row is None:
             return
-        t = dict(row)
+        agg = self.row(branch, dict(row))
+        if agg is not UNCHANGED:
+            self.conn.execute("UPDATE tickets SET agg = ? WHERE branch_id = ? AND id = ?", (agg, branch, ticket))
+
+    def row(self, branch: str, t: dict[str, Any]) -> str | None | object:
+        """Count the ticket row ``t`` (as it is now, its ``agg`` as last counted) into the pending
+        deltas; returns its new ``agg`` column, or UNCHANGED. The caller writes the column."""
         tz = self.zone(branch)
         new = None
         if tz is not None:
@@ -188,13 +222,12 @@ class Aggregator:
             new = contribution(t, tz, staff)
         old = json.loads(t["agg"]) if t.get("agg") else None
         if new == old:
-            return
+            return UNCHANGED
         if old is not None:
-            _add(self.conn, branch, old, -1)
+            _add(self._deltas, branch, old, -1)
         if new is not None:
-            _add(self.conn, branch, new, 1)
-        self.conn.execute("UPDATE tickets SET agg = ? WHERE branch_id = ? AND id = ?",
-                          (json.dumps(new, separators=(",", ":")) if new else None, branch, ticket))
+            _add(self._deltas, branch, new, 1)
+        return json.dumps(new, separators=(",", ":")) if new else None
 
     def counter_event(self, branch: str, type_: str, hlc: int, payload: dict[str, Any]) -> list[tuple[str, str]]:
         """Record who works at a counter from when; returns the tickets whose staff may change."""
@@ -232,6 +265,7 @@ def rebuild(conn: sqlite3.Connection, branches: Iterable[str] | None = None) -> 
     rows = conn.execute(f"SELECT branch_id, id FROM tickets{where}", args).fetchall()
     for branch, ticket in rows:
         agg.ticket(branch, ticket)
+    agg.flush()
     return len(rows)
 
 

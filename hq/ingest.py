@@ -146,6 +146,7 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
     refold_tickets(conn, sorted(folds), agg=agg)
     for branch_id, ticket in sorted(restaff - folds):
         agg.ticket(branch_id, ticket)  # who called it may have changed (a counter event arrived late)
+    agg.flush()
     for branch_id, origins in touched.items():
         for origin in origins:
             advance_head(conn, branch_id, origin)
@@ -249,38 +250,49 @@ def refold_tickets(conn: sqlite3.Connection, tickets: Iterable[tuple[str, str]],
     """Set each (branch, ticket)'s folded columns from the branch fold of its stored events, and
     bring the analytics aggregates in line with it (hq/aggregates.py) unless ``aggregate`` is false
     (migrations older than the aggregate tables)."""
-    if aggregate and agg is None:
+    own_agg = aggregate and agg is None  # a caller's aggregator is flushed by the caller
+    if own_agg:
         agg = aggregates.Aggregator(conn)
     n = 0
     wanted = sorted(set(tickets))
-    stored: dict[tuple[str, str], list[str]] = {}
-    for lo in range(0, len(wanted), 400):  # one query per chunk, not one per ticket
+    for lo in range(0, len(wanted), 400):  # a few queries per chunk, not a few per ticket
         chunk = wanted[lo:lo + 400]
+        args = [x for pair in chunk for x in pair]
         where = " OR ".join(["(branch = ? AND subject = ?)"] * len(chunk))
-        for b, subject, envelope in conn.execute(f"SELECT branch, subject, envelope FROM events WHERE {where}",
-                                                 [x for pair in chunk for x in pair]):
+        stored: dict[tuple[str, str], list[str]] = {}
+        for b, subject, envelope in conn.execute(f"SELECT branch, subject, envelope FROM events WHERE {where}", args):
             stored.setdefault((b, subject), []).append(envelope)
         # HQ's own events about these tickets (ticket.moved), as the branch folds them too.
         where = " OR ".join(["(branch_id = ? AND subject = ?)"] * len(chunk))
-        for b, subject, envelope in conn.execute(f"SELECT branch_id, subject, envelope FROM outbox WHERE {where}",
-                                                 [x for pair in chunk for x in pair]):
+        for b, subject, envelope in conn.execute(f"SELECT branch_id, subject, envelope FROM outbox WHERE {where}", args):
             stored.setdefault((b, subject), []).append(envelope)
-    for branch, ticket in wanted:
-        rows = stored.get((branch, ticket), [])
-        try:
-            fields = engine.ticket_fields([engine.stored_event(r) for r in rows])
-        except (KeyError, TypeError, ValueError, AttributeError, MalformedEvent) as err:
-            # a signed but ill-formed payload: the node folds nothing from it either
-            logger.warning("not folding ticket %s/%s at HQ: %r", branch, ticket, err)
-            continue
-        if fields is None:
-            continue
-        conn.execute("INSERT OR IGNORE INTO tickets (branch_id, id) VALUES (?, ?)", (branch, ticket))
-        conn.execute(f"UPDATE tickets SET {', '.join(f'{c} = ?' for c in FOLDED)} WHERE branch_id = ? AND id = ?",
-                     (*(fields[c] for c in FOLDED), branch, ticket))
-        if aggregate and agg is not None:
-            agg.ticket(branch, ticket)
-        n += 1
+        where = " OR ".join(["(branch_id = ? AND id = ?)"] * len(chunk))
+        rows = {(r["branch_id"], r["id"]): dict(r) for r in conn.execute(f"SELECT * FROM tickets WHERE {where}", args)}
+        for branch, ticket in chunk:
+            try:
+                fields = engine.ticket_fields([engine.stored_event(r) for r in stored.get((branch, ticket), [])])
+            except (KeyError, TypeError, ValueError, AttributeError, MalformedEvent) as err:
+                # a signed but ill-formed payload: the node folds nothing from it either
+                logger.warning("not folding ticket %s/%s at HQ: %r", branch, ticket, err)
+                continue
+            if fields is None:
+                continue
+            row = rows.get((branch, ticket))
+            if row is None:
+                conn.execute("INSERT INTO tickets (branch_id, id) VALUES (?, ?) ON CONFLICT (branch_id, id) DO NOTHING",
+                             (branch, ticket))
+                row = dict(conn.execute("SELECT * FROM tickets WHERE branch_id = ? AND id = ?", (branch, ticket)).fetchone())
+            changes = {c: fields[c] for c in FOLDED if row[c] != fields[c]}
+            if aggregate and agg is not None:
+                new_agg = agg.row(branch, row | changes)
+                if new_agg is not aggregates.UNCHANGED:
+                    changes["agg"] = new_agg
+            if changes:  # one UPDATE with what changed, none when the fold and the counts stand
+                conn.execute(f"UPDATE tickets SET {', '.join(f'{c} = ?' for c in changes)} WHERE branch_id = ? AND id = ?",
+                             (*changes.values(), branch, ticket))
+            n += 1
+    if own_agg and agg is not None:
+        agg.flush()
     return n
 
 
@@ -301,9 +313,7 @@ def _turn_near(conn: sqlite3.Connection, branch_id: str, now: int, places: int) 
     if branch is None or places <= 0:
         return
     today = datetime.fromtimestamp(now, ZoneInfo(branch["timezone"])).strftime("%Y%m%d")
-    for t in live.waiting_in_order(conn, branch_id, today):
-        if t["position"] > places:
-            continue
+    for t in live.front_of_queues(conn, branch_id, today, places):
         phone = t["phone"]
         if not phone and t["booking_code"]:
             b = conn.execute("SELECT phone FROM bookings WHERE code = ?", (t["booking_code"],)).fetchone()

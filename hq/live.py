@@ -58,6 +58,21 @@ def waiting_in_order(conn: sqlite3.Connection, branch_id: str, day: str) -> list
     return rows
 
 
+def front_of_queues(conn: sqlite3.Connection, branch_id: str, day: str, places: int) -> list[dict[str, Any]]:
+    """The first ``places`` waiting tickets of each service's queue, as :func:`waiting_in_order`
+    numbers them, ranked in SQL: the ingest asks this once per push, and the day's whole waiting
+    line (thousands of rows on a busy day) never has to be built in Python for it."""
+    sql = (f"SELECT * FROM (SELECT t.*, ROW_NUMBER() OVER (PARTITION BY COALESCE(t.service, '')"
+           f" ORDER BY COALESCE(t.priority, 0) DESC, COALESCE(t.effective_ms, t.issued_ms), t.id) AS queue_place"
+           f" FROM ({WAITING_SQL}) t) ranked WHERE queue_place <= ? ORDER BY COALESCE(service, ''), queue_place")
+    out = []
+    for r in conn.execute(sql, (branch_id, day, places)):
+        row = dict(r)
+        row["position"] = row.pop("queue_place")
+        out.append(row)
+    return out
+
+
 def mean_service_s(conn: sqlite3.Connection, branch_id: str, service: str | None, default_s: int) -> float:
     row = conn.execute("SELECT AVG(completed_ms - started_ms) / 1000.0, COUNT(*) FROM (SELECT completed_ms, started_ms"
                        " FROM tickets WHERE branch_id = ? AND service IS ? AND completed_ms IS NOT NULL AND started_ms"

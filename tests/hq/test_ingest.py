@@ -156,3 +156,31 @@ async def test_hq_ticket_view_is_the_branch_fold(server, session):
     after = await api(session, "GET", f"{server.url}{V}/branches/acme-main/link", 200, headers=server.h("acme-admin"))
     assert len(after["state_hash"]) == 64 and after["state_hash"] != before["state_hash"]
     assert after["vv"]["counter-1"] == 3 and after["events"] >= 6
+
+
+async def test_the_front_of_each_queue_is_the_waiting_line_ranked_in_sql(server):
+    """live.front_of_queues (what 'your turn is near' reads per push) agrees with the full
+    waiting_in_order on a real database: priorities, a transfer's effective time, ties on time
+    broken by id, services with no name, and tickets that left the queue."""
+    import random
+
+    from hq import live
+
+    path = server.app[HQ_KEY].settings.database_path
+    rng = random.Random(5)
+    with sqlite3.connect(path) as c:
+        c.row_factory = sqlite3.Row
+        for n in range(400):
+            issued = T0 * 1000 + rng.randrange(50) * 1000  # many equal times: the id decides
+            c.execute("INSERT INTO tickets (branch_id, id, service, day, label, priority, issued_ms, effective_ms,"
+                      " called_ms, cancelled_ms) VALUES ('acme-main', ?, ?, '20300107', ?, ?, ?, ?, ?, ?)",
+                      (f"20300107-{rng.choice('ABC')}{n:03d}", rng.choice(["general", "passport", None]), f"L{n}",
+                       rng.choice([0, 0, 0, 1, 2]), issued, issued - 7000 if rng.random() < 0.1 else None,
+                       issued + 1 if rng.random() < 0.2 else None, issued + 2 if rng.random() < 0.05 else None))
+        full = live.waiting_in_order(c, "acme-main", "20300107")
+        for places in (1, 3, 10):
+            front = live.front_of_queues(c, "acme-main", "20300107", places)
+            expected = sorted((r for r in full if r["position"] <= places), key=lambda r: (r["service"] or "", r["position"]))
+            assert [(r["id"], r["position"]) for r in front] == [(r["id"], r["position"]) for r in expected]
+            assert front and len(front) == sum(min(places, n) for n in
+                                               (sum(1 for r in full if r["service"] == s) for s in ("general", "passport", None)))
