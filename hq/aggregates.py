@@ -2,7 +2,8 @@
 read these rows only, never raw events or tickets.
 
 Each ticket contributes to one row of ``analytics_hours`` (branch, service, local day, local
-hour of issue in the branch's time zone) and, once a counter called it, one row of
+hour of issue in the branch's time zone), of its daily roll-up ``analytics_days`` (what pages
+without hours read: ten times fewer rows) and, once a counter called it, one row of
 ``analytics_staff`` (branch, staff member, service, local day, hour). Its contribution is a
 function of HQ's ticket row (the branch fold's), kept in ``tickets.agg``; whenever the ticket
 is re-folded, the old contribution is subtracted and the new one added. So the aggregates are
@@ -32,10 +33,14 @@ EDGES: tuple[int, ...] = (tuple(60 * m for m in range(1, 31)) + tuple(60 * m for
 BUCKETS = len(EDGES) + 1
 HIST = tuple(f"w{i}" for i in range(BUCKETS))
 #: The additive measures of a row (counts, and sums in milliseconds).
-COUNTS = ("tickets", "walkins", "bookings", "called", "served", "no_show_walkin", "no_show_booking", "abandoned",
-          "wait_n", "wait_ms", "service_n", "service_ms", "est_n", "est_err_ms", "est_range_n", "est_in_range")
+COUNTS_V1 = ("tickets", "walkins", "bookings", "called", "served", "no_show_walkin", "no_show_booking", "abandoned",
+             "wait_n", "wait_ms", "service_n", "service_ms", "est_n", "est_err_ms", "est_range_n", "est_in_range")
+#: booking_missed: bookings nobody checked in, marked no-show after their slot (hq/booking.py),
+#: counted at their slot's local day and hour (they have no ticket).
+COUNTS = COUNTS_V1 + ("booking_missed",)
 MEASURES = COUNTS + HIST
 HOUR_KEY = ("branch_id", "service", "day", "hour")
+DAY_KEY = ("branch_id", "service", "day")
 STAFF_KEY = ("branch_id", "staff", "service", "day", "hour")
 COUNTER_TYPES = ("counter.opened", "counter.paused", "counter.closed")
 DAY_MS = 86_400_000
@@ -95,6 +100,17 @@ def exact_target(target_s: float) -> bool:
     return target_s in EDGES
 
 
+def within_columns(target_s: float) -> tuple[str, str | None, float]:
+    """SQL to count waits <= ``target_s`` without reading the whole histogram: (sum of the
+    buckets wholly inside, the bucket cut by the target or None, the share of it inside)."""
+    inside = [HIST[i] for i in range(len(EDGES)) if EDGES[i] <= target_s]
+    cut = len(inside)
+    lo, hi = bounds(cut)
+    if hi is None or lo >= target_s:
+        return " + ".join(inside) or "0", None, 0.0
+    return " + ".join(inside) or "0", HIST[cut], (target_s - lo) / (hi - lo)
+
+
 def local(ms: int, tz: ZoneInfo) -> tuple[str, int, int]:
     """(ISO day, hour, weekday Monday=0) of ``ms`` in ``tz``."""
     t = datetime.fromtimestamp(ms / 1000, tz)
@@ -145,14 +161,26 @@ def _upsert_sql(table: str, key: tuple[str, ...], extra: tuple[str, ...] = ()) -
 
 
 HOUR_SQL = _upsert_sql("analytics_hours", HOUR_KEY, ("weekday",))
+DAY_SQL = _upsert_sql("analytics_days", DAY_KEY, ("weekday",))
 STAFF_SQL = _upsert_sql("analytics_staff", STAFF_KEY)
+
+
+def booking_missed(conn: sqlite3.Connection, branch: str, service: str, slot_start_s: int, sign: int) -> None:
+    """A booking became a no-show (+1) or was checked in after all (-1): its slot's hour and day."""
+    row = conn.execute("SELECT timezone FROM branches WHERE id = ?", (branch,)).fetchone()
+    if row is None:
+        return
+    day, hour, weekday = local(slot_start_s * 1000, ZoneInfo(row[0]))
+    values = [sign if name == "booking_missed" else 0 for name in MEASURES]
+    conn.execute(HOUR_SQL, (branch, service, day, hour, weekday, *values))
+    conn.execute(DAY_SQL, (branch, service, day, weekday, *values))
 
 
 def _add(deltas: dict[tuple[Any, ...], list[int]], branch: str, c: dict[str, Any], sign: int) -> None:
     """Add ``sign`` times a contribution to the pending deltas (keyed by table and row key)."""
     service, day, hour, weekday = c["k"]
     m = c["m"]
-    keys = [("h", branch, service, day, hour, weekday)]
+    keys = [("h", branch, service, day, hour, weekday), ("d", branch, service, day, weekday)]
     if c["s"] is not None:
         keys.append(("s", branch, c["s"], service, day, hour))
     for key in keys:
@@ -180,16 +208,14 @@ class Aggregator:
 
     def flush(self) -> None:
         """Write the pending deltas (in the caller's transaction); call before it commits."""
-        hours, staff = [], []
+        rows: dict[str, list[tuple[Any, ...]]] = {"h": [], "d": [], "s": []}
         for key, values in self._deltas.items():
-            if not any(values):
-                continue
-            (hours if key[0] == "h" else staff).append((*key[1:], *values))
+            if any(values):
+                rows[key[0]].append((*key[1:], *values))
         self._deltas.clear()
-        if hours:
-            self.conn.executemany(HOUR_SQL, hours)
-        if staff:
-            self.conn.executemany(STAFF_SQL, staff)
+        for kind, sql in (("h", HOUR_SQL), ("d", DAY_SQL), ("s", STAFF_SQL)):
+            if rows[kind]:
+                self.conn.executemany(sql, rows[kind])
 
     def zone(self, branch: str) -> ZoneInfo | None:
         if branch not in self._zones:
@@ -259,6 +285,7 @@ def rebuild(conn: sqlite3.Connection, branches: Iterable[str] | None = None) -> 
         where = f" WHERE branch_id IN ({', '.join('?' * len(ids))})"
         args = ids
     conn.execute(f"DELETE FROM analytics_hours{where}", args)
+    conn.execute(f"DELETE FROM analytics_days{where}", args)
     conn.execute(f"DELETE FROM analytics_staff{where}", args)
     conn.execute(f"UPDATE tickets SET agg = NULL{where}", args)
     agg = Aggregator(conn)
@@ -266,6 +293,9 @@ def rebuild(conn: sqlite3.Connection, branches: Iterable[str] | None = None) -> 
     for branch, ticket in rows:
         agg.ticket(branch, ticket)
     agg.flush()
+    for branch, service, start in conn.execute(f"SELECT branch_id, service_id, slot_start FROM bookings{where}"
+                                               f"{' AND' if where else ' WHERE'} status = 'no_show'", args).fetchall():
+        booking_missed(conn, branch, service, start, 1)
     return len(rows)
 
 

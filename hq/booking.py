@@ -18,7 +18,7 @@ import phonenumbers
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance import events as ev
-from hq import notifications, outbox, slotrules, tenants
+from hq import aggregates, notifications, outbox, slotrules, tenants
 from hq.errors import DATE_RANGE, ApiError, bad_request, check_instant, check_obj, check_str, conflict, not_found
 from sync.tokens import sign_token
 
@@ -384,10 +384,19 @@ def mark_no_shows(conn: sqlite3.Connection, now: int) -> int:
         chunk = ids[lo:lo + 500]
         conn.execute(f"UPDATE bookings SET status = 'no_show', no_show_at = ?, updated_at = ?"
                      f" WHERE id IN ({', '.join('?' * len(chunk))})", (now, now, *chunk))
+        for branch, service, start in conn.execute(
+                f"SELECT branch_id, service_id, slot_start FROM bookings WHERE id IN ({', '.join('?' * len(chunk))})",
+                chunk).fetchall():
+            aggregates.booking_missed(conn, branch, service, start, 1)  # the console's no-show figures
     return len(ids)
 
 
 def checked_in(conn: sqlite3.Connection, branch_id: str, code: str, now: int) -> None:
     """A ticket of the branch checked the booking in: it was no no-show after all."""
+    row = conn.execute("SELECT service_id, slot_start FROM bookings WHERE code = ? AND branch_id = ?"
+                       " AND status = 'no_show'", (code, branch_id)).fetchone()
+    if row is None:
+        return
     conn.execute("UPDATE bookings SET status = 'booked', no_show_at = NULL, updated_at = ?"
                  " WHERE code = ? AND branch_id = ? AND status = 'no_show'", (now, code, branch_id))
+    aggregates.booking_missed(conn, branch_id, row[0], row[1], -1)

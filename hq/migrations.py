@@ -358,8 +358,8 @@ def _m21(conn: sqlite3.Connection) -> None:
     """Analytics pre-aggregated as events arrive (hq/aggregates.py): per branch, service, local
     day and hour, and per staff member; each ticket keeps its contribution (agg) and the wait
     estimate shown at its issue; who worked at each counter from when."""
-    from hq.aggregates import MEASURES
-    measures = ", ".join(f"{m} INTEGER NOT NULL DEFAULT 0" for m in MEASURES)
+    from hq.aggregates import COUNTS_V1, HIST
+    measures = ", ".join(f"{m} INTEGER NOT NULL DEFAULT 0" for m in COUNTS_V1 + HIST)
     conn.executescript(f"""
     ALTER TABLE tickets ADD COLUMN agg TEXT;
     ALTER TABLE tickets ADD COLUMN est_p50 INTEGER;
@@ -377,14 +377,32 @@ def _m21(conn: sqlite3.Connection) -> None:
         branch_id TEXT NOT NULL, counter TEXT NOT NULL, at_ms INTEGER NOT NULL, staff TEXT NOT NULL,
         PRIMARY KEY (branch_id, counter, at_ms));
     """)
-    from hq.aggregates import Aggregator, rebuild
+    from hq.aggregates import Aggregator
     agg = Aggregator(conn)
     for r in conn.execute("SELECT branch, type, hlc, envelope FROM events WHERE type IN"
                           " ('counter.opened', 'counter.paused', 'counter.closed')").fetchall():
         payload = json.loads(r[3]).get("payload")
         if isinstance(payload, dict):
             agg.counter_event(r[0], r[1], r[2], payload)
-    rebuild(conn)
+    # the tickets' contributions are added by migration 22, once every table exists
+
+
+@migration(22, "analytics_days")
+def _m22(conn: sqlite3.Connection) -> None:
+    """The daily roll-up of analytics_hours (pages without hours read a tenth of the rows), and
+    bookings nobody checked in (booking_missed) in every analytics table."""
+    from hq.aggregates import MEASURES
+    measures = ", ".join(f"{m} INTEGER NOT NULL DEFAULT 0" for m in MEASURES)
+    conn.executescript(f"""
+    ALTER TABLE analytics_hours ADD COLUMN booking_missed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE analytics_staff ADD COLUMN booking_missed INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE analytics_days (
+        branch_id TEXT NOT NULL, service TEXT NOT NULL, day TEXT NOT NULL, weekday INTEGER NOT NULL,
+        {measures}, PRIMARY KEY (branch_id, service, day));
+    CREATE INDEX analytics_days_day ON analytics_days(branch_id, day);
+    """)
+    from hq.aggregates import rebuild
+    rebuild(conn)  # every ticket's contribution, to every table (hours, days, staff)
 
 
 @migration(22, "outbox_subject")

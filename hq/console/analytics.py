@@ -124,15 +124,22 @@ def load_scope(c: sqlite3.Connection, p: Principal, q: Any, today: date) -> Scop
     return scope
 
 
-def sums(c: sqlite3.Connection, scope: Scope, group: tuple[str, ...], *, table: str = "analytics_hours",
-         days: tuple[str, str] | None = None) -> list[dict[str, Any]]:
-    """SUM of every measure over the scope, grouped by ``group`` columns."""
+def sums(c: sqlite3.Connection, scope: Scope, group: tuple[str, ...], *, table: str = "analytics_days",
+         days: tuple[str, str] | None = None, measures: tuple[str, ...] = ag.MEASURES,
+         target_s: int | None = None) -> list[dict[str, Any]]:
+    """SUM of ``measures`` over the scope, grouped by ``group`` columns; with ``target_s`` also
+    the waits within it ("inside"), counted in SQL from the buckets below it."""
     if not scope.chosen:
         return []
-    cols = ", ".join(f"SUM({m})" for m in ag.MEASURES)
+    exprs = [f"SUM({m})" for m in measures]
+    cut_share = 0.0
+    if target_s is not None:
+        inside, cut, cut_share = ag.within_columns(target_s)
+        exprs += [f"SUM({inside})", f"SUM({cut})" if cut else "0"]
     marks = ", ".join("?" * len(scope.chosen))
     d_from, d_to = days or (scope.day_from, scope.day_to)
-    sql = f"SELECT {''.join(g + ', ' for g in group)}{cols} FROM {table} WHERE branch_id IN ({marks}) AND day >= ? AND day <= ?"
+    sql = (f"SELECT {''.join(g + ', ' for g in group)}{', '.join(exprs)} FROM {table}"
+           f" WHERE branch_id IN ({marks}) AND day >= ? AND day <= ?")
     args: list[Any] = [*scope.chosen, d_from, d_to]
     if scope.service:
         sql += " AND service = ?"
@@ -140,25 +147,30 @@ def sums(c: sqlite3.Connection, scope: Scope, group: tuple[str, ...], *, table: 
     if group:
         sql += f" GROUP BY {', '.join(group)}"
     out = []
+    n = len(group)
     for r in c.execute(sql, args):
-        values = list(r)
-        d = dict(zip(group, values[:len(group)]))
-        d["m"] = dict(zip(ag.MEASURES, (int(v or 0) for v in values[len(group):])))
-        if d["m"]["tickets"] or d["m"]["wait_n"]:
+        values = [int(v or 0) for v in list(r)[n:]]
+        d = dict(zip(group, list(r)[:n]))
+        d["m"] = dict(zip(measures, values))
+        if target_s is not None:
+            d["inside"] = values[-2] + values[-1] * cut_share
+        if d["m"].get("tickets") or d["m"].get("wait_n"):
             out.append(d)
     return out
 
 
 def figures(m: dict[str, int], target_s: int) -> dict[str, Any]:
     """The page's figures from one row of summed measures (docs/console.md says how)."""
+    m = {k: m.get(k, 0) for k in ag.MEASURES}
     hist = [m[h] for h in ag.HIST]
 
     def ratio(a: int, b: int) -> float | None:
         return a / b if b else None
     return {
-        "tickets": m["tickets"], "walkins": m["walkins"], "bookings": m["bookings"], "served": m["served"],
-        "no_show_walkin": ratio(m["no_show_walkin"], m["walkins"]),
-        "no_show_booking": ratio(m["no_show_booking"], m["bookings"]),
+        "tickets": m["tickets"], "walkins": m["walkins"], "bookings": m["bookings"] + m["booking_missed"],
+        "served": m["served"], "no_show_walkin": ratio(m["no_show_walkin"], m["walkins"]),
+        # a booking is a no-show when its holder never checked in, or checked in and missed the call
+        "no_show_booking": ratio(m["no_show_booking"] + m["booking_missed"], m["bookings"] + m["booking_missed"]),
         "wait_mean": m["wait_ms"] / m["wait_n"] / 1000 if m["wait_n"] else None,
         "wait_p50": ag.percentile(hist, 0.5), "wait_p90": ag.percentile(hist, 0.9),
         "service_mean": m["service_ms"] / m["service_n"] / 1000 if m["service_n"] else None,
@@ -248,7 +260,7 @@ async def overview(request: web.Request, p: Principal) -> web.StreamResponse:
 
     def load(c: sqlite3.Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple[str, str], str]]:
         total = sums(c, scope, ())
-        rows = sums(c, scope, group, table="analytics_staff" if by == "staff" else "analytics_hours")
+        rows = sums(c, scope, group, table={"staff": "analytics_staff", "hour": "analytics_hours"}.get(by, "analytics_days"))
         staff = {}
         if by == "staff":
             staff = {(r[0], r[1]): r[2] for r in c.execute(
@@ -306,20 +318,24 @@ async def heatmap(request: web.Request, p: Principal) -> web.StreamResponse:
     t = _tr(request)
     if scope.errors:
         return _render(request, "console/analytics_heatmap.html", scope, "heatmap", grid=None)
-    rows = await hq_of(request).db.read(lambda c: sums(c, scope, ("weekday", "hour")))
+    rows = await hq_of(request).db.read(lambda c: sums(c, scope, ("weekday", "hour"), table="analytics_hours",
+                                                       measures=("tickets", "wait_n", "wait_ms"), target_s=target))
     per_weekday = weekday_count(date.fromisoformat(scope.day_from), date.fromisoformat(scope.day_to))
     hours = sorted({r["hour"] for r in rows})
     grid: dict[tuple[int, int], dict[str, Any]] = {}
     for r in rows:
-        f = figures(r["m"], target)
-        f["per_day"] = r["m"]["tickets"] / per_weekday[r["weekday"]] if per_weekday[r["weekday"]] else 0.0
-        grid[(r["weekday"], r["hour"])] = f
+        m = r["m"]
+        grid[(r["weekday"], r["hour"])] = {
+            "tickets": m["tickets"], "waits": m["wait_n"],
+            "per_day": m["tickets"] / per_weekday[r["weekday"]] if per_weekday[r["weekday"]] else 0.0,
+            "wait_mean": m["wait_ms"] / m["wait_n"] / 1000 if m["wait_n"] else None,
+            "within_target": round(r["inside"]) / m["wait_n"] if m["wait_n"] else None}
     day_names = [t.locale.days["format"]["wide"][i] for i in range(7)]
     if request.query.get("format") == "csv":
         return csv_response(f"heatmap-{scope.org_id}.csv", ["weekday", "hour", "tickets", "arrivals_per_day",
-                                                            "wait_mean_s", "wait_p90_s", "within_target"],
+                                                            "wait_mean_s", "within_target"],
                             [[wd, h, f["tickets"], round(f["per_day"], 2), csv_value("wait_mean", f["wait_mean"]),
-                              csv_value("wait_p90", f["wait_p90"]), csv_value("within_target", f["within_target"])]
+                              csv_value("within_target", f["within_target"])]
                              for (wd, h), f in sorted(grid.items())])
     cols = [f"{h:02d}" for h in hours]
     arrivals = charts.heat(t("Arrivals per hour, by weekday"),
@@ -371,16 +387,19 @@ async def bottlenecks(request: web.Request, p: Principal) -> web.StreamResponse:
     if scope.errors:
         return _render(request, "console/analytics_bottlenecks.html", scope, "bottlenecks", rows=[], share=share)
     goal = int(share) / 100
-    rows = await hq_of(request).db.read(lambda c: sums(c, scope, ("branch_id", "service", "weekday", "hour")))
+    rows = await hq_of(request).db.read(lambda c: sums(c, scope, ("branch_id", "service", "weekday", "hour"),
+                                                       table="analytics_hours", target_s=target,
+                                                       measures=("tickets", "wait_n", "wait_ms", "abandoned")))
     found = []
     for r in rows:
         m = r["m"]
         if m["wait_n"] < MIN_WAITS:
             continue
-        hist = [m[h] for h in ag.HIST]
-        inside = ag.within(hist, target) / m["wait_n"]
+        inside = round(r["inside"]) / m["wait_n"]
         if inside < goal:
-            found.append((r, inside, figures(m, target)))
+            found.append((r, inside, {"waits": m["wait_n"], "within_target": inside,
+                                      "wait_mean": m["wait_ms"] / m["wait_n"] / 1000,
+                                      "abandonment": m["abandoned"] / m["tickets"] if m["tickets"] else None}))
     found.sort(key=lambda x: (x[1], -x[0]["m"]["wait_n"]))
     services = dict(scope.services)
     day_names = [t.locale.days["format"]["wide"][i] for i in range(7)]
@@ -390,10 +409,10 @@ async def bottlenecks(request: web.Request, p: Principal) -> web.StreamResponse:
     if request.query.get("format") == "csv":
         return csv_response(f"bottlenecks-{scope.org_id}.csv",
                             ["branch_id", "service", "weekday", "hour", "waits", "within_target", "wait_mean_s",
-                             "wait_p90_s", "abandonment"],
+                             "abandonment"],
                             [[x["branch_id"], x["service"], x["weekday"], x["hour"], x["f"]["waits"],
                               csv_value("within_target", x["f"]["within_target"]),
-                              csv_value("wait_mean", x["f"]["wait_mean"]), csv_value("wait_p90", x["f"]["wait_p90"]),
+                              csv_value("wait_mean", x["f"]["wait_mean"]),
                               csv_value("abandonment", x["f"]["abandonment"])] for x in table])
     chart = charts.bars(t("Share called within the target, worst hours"),
                         t("Bars: the share of people called within the target wait in each of the worst weekday"
