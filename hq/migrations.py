@@ -384,25 +384,7 @@ def _m21(conn: sqlite3.Connection) -> None:
         payload = json.loads(r[3]).get("payload")
         if isinstance(payload, dict):
             agg.counter_event(r[0], r[1], r[2], payload)
-    # the tickets' contributions are added by migration 22, once every table exists
-
-
-@migration(22, "analytics_days")
-def _m22(conn: sqlite3.Connection) -> None:
-    """The daily roll-up of analytics_hours (pages without hours read a tenth of the rows), and
-    bookings nobody checked in (booking_missed) in every analytics table."""
-    from hq.aggregates import MEASURES
-    measures = ", ".join(f"{m} INTEGER NOT NULL DEFAULT 0" for m in MEASURES)
-    conn.executescript(f"""
-    ALTER TABLE analytics_hours ADD COLUMN booking_missed INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE analytics_staff ADD COLUMN booking_missed INTEGER NOT NULL DEFAULT 0;
-    CREATE TABLE analytics_days (
-        branch_id TEXT NOT NULL, service TEXT NOT NULL, day TEXT NOT NULL, weekday INTEGER NOT NULL,
-        {measures}, PRIMARY KEY (branch_id, service, day));
-    CREATE INDEX analytics_days_day ON analytics_days(branch_id, day);
-    """)
-    from hq.aggregates import rebuild
-    rebuild(conn)  # every ticket's contribution, to every table (hours, days, staff)
+    # the tickets' contributions are added by migration 24, once every table exists
 
 
 @migration(22, "outbox_subject")
@@ -425,6 +407,24 @@ def _m23(conn: sqlite3.Connection) -> None:
         pending INTEGER NOT NULL, printer TEXT, printer_message TEXT NOT NULL DEFAULT '',
         peers TEXT NOT NULL DEFAULT '[]', PRIMARY KEY (branch_id, device_id));
     """)
+
+
+@migration(24, "analytics_days")
+def _m24(conn: sqlite3.Connection) -> None:
+    """The daily roll-up of analytics_hours (pages without hours read a tenth of the rows), and
+    bookings nobody checked in (booking_missed) in every analytics table."""
+    from hq.aggregates import MEASURES
+    measures = ", ".join(f"{m} INTEGER NOT NULL DEFAULT 0" for m in MEASURES)
+    conn.executescript(f"""
+    ALTER TABLE analytics_hours ADD COLUMN booking_missed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE analytics_staff ADD COLUMN booking_missed INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE analytics_days (
+        branch_id TEXT NOT NULL, service TEXT NOT NULL, day TEXT NOT NULL, weekday INTEGER NOT NULL,
+        {measures}, PRIMARY KEY (branch_id, service, day));
+    CREATE INDEX analytics_days_day ON analytics_days(branch_id, day);
+    """)
+    from hq.aggregates import rebuild
+    rebuild(conn)  # every ticket's contribution, to every table (hours, days, staff)
 
 
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
