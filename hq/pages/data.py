@@ -141,6 +141,17 @@ def last_heard(conn: sqlite3.Connection, branch_id: str, now: int) -> int | None
     return max(filter(None, (row[0] if row else None, contact[0] if contact else None)), default=None)
 
 
+def moved_to(conn: sqlite3.Connection, branch_id: str, ticket_id: str) -> dict[str, str] | None:
+    """{branch, code} when HQ moved the ticket to another branch (its ticket.moved), else None."""
+    row = conn.execute("SELECT envelope FROM outbox WHERE branch_id = ? AND subject = ? AND type = 'ticket.moved'"
+                       " ORDER BY seq DESC LIMIT 1", (branch_id, ticket_id)).fetchone()
+    if row is None:
+        return None
+    p = json.loads(row[0])["payload"]
+    to = conn.execute("SELECT name FROM branches WHERE id = ?", (p.get("to_branch"),)).fetchone()
+    return {"branch": to[0] if to else str(p.get("to_branch")), "code": str(p.get("booking"))}
+
+
 def ticket_view(conn: sqlite3.Connection, token: str, now: int, lang: str, default_s: int,
                 heard: int | None) -> dict[str, Any] | None:
     """Everything the live status page shows of the ticket with this status token, or None."""
@@ -159,7 +170,12 @@ def ticket_view(conn: sqlite3.Connection, token: str, now: int, lang: str, defau
         c = conn.execute("SELECT name FROM counters WHERE branch_id = ? AND id = ?", (branch_id, row["counter"])).fetchone()
         counter = c[0] if c else row["counter"]
     heard_at = max(filter(None, (heard, last_heard(conn, branch_id, now))), default=None)
+    status, moved = st["status"], None
+    if status == "cancelled":  # moved to another branch by the console (hq/reassign.py)?
+        moved = moved_to(conn, branch_id, ticket_id)
+        if moved is not None:
+            status = "moved"
     return {"branch": branch["name"], "timezone": branch["timezone"], "label": st["label"],
-            "service": service_name(svc[0], lang) if svc else st["service"], "status": st["status"],
+            "service": service_name(svc[0], lang) if svc else st["service"], "status": status, "moved": moved,
             "position": st["position"], "people_ahead": st["people_ahead"], "wait_s": st["estimated_wait_s"],
             "counter": counter, "serving": now_serving(conn, branch_id, row["day"]), "heard_at": heard_at}

@@ -132,6 +132,8 @@ def present(view: dict[str, Any], t: Translator, now: int, near_places: int, sil
         headline = t("Your turn is near: please come to the waiting area")
     elif status == "waiting":
         headline = t("Waiting")
+    elif status == "moved" and view.get("moved"):
+        headline = t("Moved to {branch}. At its kiosk, enter code {code}: you keep your place.", **view["moved"])
     else:
         headline = {"completed": t("Served. Thank you for your visit."), "no_show": t("Missed: your number was called"
                     " but nobody came. Ask at the reception."), "cancelled": t("This ticket was cancelled.")}.get(status, status)

@@ -18,6 +18,7 @@ from hqtest import PASSWORD, T0, Server, api
 from webtest import Browser, Device, db
 
 V = "/api/v1"
+TOKEN = "moved-ticket-token-0001"[:22].ljust(22, "x")
 
 
 @pytest.fixture()
@@ -108,7 +109,7 @@ async def test_a_waiting_ticket_moves_keeping_its_arrival_and_the_citizen_gets_t
     arrived = T0 + 2 * 3600 - 600
     await ingest_branch_events(hq, [kiosk.event("ticket.issued", {
         "ticket": "20300107-A007", "service": "general", "number": 7, "label": "A007", "day": "20300107",
-        "priority": 0, "language": "fr", "phone": "+41446681800"}, arrived)])
+        "priority": 0, "language": "fr", "phone": "+41446681800", "status_token": TOKEN}, arrived)])
     admin = await console.login("admin@acme.test")
     status, html, _ = await admin.get("/console/reassign/acme-main")
     assert status == 200 and 'data-ticket="20300107-A007"' in html
@@ -133,6 +134,9 @@ async def test_a_waiting_ticket_moves_keeping_its_arrival_and_the_citizen_gets_t
     assert 'data-ticket="20300107-A007"' not in html
     _, html, _ = await admin.get("/console/live/acme-main")
     assert "A007" not in html
+    # The citizen's live status page (the ticket's QR) says where it went and the code to enter.
+    status, html, _ = await Browser(console.url, "fr").get(f"/t/{TOKEN}")
+    assert status == 200 and f"Déplacé à acme east. À sa borne, saisissez le code {moved['booking']}" in html
     # Moved once: a second move is refused; a ticket cannot be moved within its own branch here.
     status, html, _ = await admin.post("/console/reassign/acme-main/tickets/20300107-A007", {"to": "acme-east/general"})
     assert status == 400
