@@ -31,7 +31,8 @@ def latency_summary(seconds: list[float]) -> dict[str, float]:
 
 def machine() -> dict[str, Any]:
     return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-            "system": platform.platform(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "system": platform.platform(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def rss_mb(pid: int) -> float:

@@ -3,6 +3,8 @@
 Jobs queued while a transaction runs are committed together (group commit): one
 `BEGIN IMMEDIATE ... COMMIT` and so one fsync for many commands, each job inside its own
 SAVEPOINT so a failing job rolls back alone. A job's future resolves only after COMMIT.
+The log is copied back into the database file by a checkpointer thread (sync.checkpoint),
+not inside a command's COMMIT.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from sync import checkpoint
 from sync.db import connect
 
 logger = logging.getLogger(__name__)
@@ -39,7 +42,10 @@ class WriterClosed(RuntimeError):
 
 
 class Writer:
-    def __init__(self, path: Path | str, *, max_batch: int = 128, name: str = "sqlite-writer") -> None:
+    def __init__(self, path: Path | str, *, max_batch: int = 128, name: str = "sqlite-writer",
+                 checkpoint_pages: int | None = checkpoint.PAGES) -> None:
+        """`checkpoint_pages`: frames in the log before the checkpointer copies them back;
+        None leaves it to SQLite's automatic checkpoint inside the COMMIT (the old way)."""
         self._path = path
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[tuple[Job, concurrent.futures.Future[Any]] | None] = queue.SimpleQueue()
@@ -48,6 +54,7 @@ class Writer:
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.checkpointer = checkpoint.Checkpointer(path, pages=checkpoint_pages) if checkpoint_pages else None
         self.transactions = 0
         self.jobs = 0
 
@@ -59,6 +66,8 @@ class Writer:
         self._ready.wait()
         if self._startup_error is not None:
             raise self._startup_error
+        if self.checkpointer is not None:
+            self.checkpointer.start()
 
     def submit(self, fn: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
         if self._closed:
@@ -78,10 +87,11 @@ class Writer:
         if self._closed:
             return
         self._closed = True
-        if not self._thread.is_alive():
-            return  # never started (a tool that only read the store), or already gone
-        self._queue.put(None)
-        self._thread.join()
+        if self._thread.is_alive():  # else never started (a tool that only read the store), or gone
+            self._queue.put(None)
+            self._thread.join()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()  # after the writer: its connection, closing last, checkpoints the rest
 
     def _run(self) -> None:
         try:
@@ -90,6 +100,8 @@ class Writer:
             self._startup_error = err
             self._ready.set()
             return
+        if self.checkpointer is not None:  # a backstop that restarts the log (see sync.checkpoint)
+            conn.execute(f"PRAGMA wal_autocheckpoint = {self.checkpointer.pages * checkpoint.BACKSTOP_FACTOR}")
         self._ready.set()
         try:
             while True:
@@ -161,6 +173,8 @@ class Writer:
             return
         self.transactions += 1
         self.jobs += len(outcomes)
+        if self.checkpointer is not None:
+            self.checkpointer.notify()
         for listener in self._listeners:
             try:
                 listener.committed()
