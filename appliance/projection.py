@@ -123,8 +123,15 @@ def _index_recent_calls(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX tickets_by_call ON tickets (service, day, called_ms) WHERE called_ms IS NOT NULL")
 
 
+def _index_called_only(conn: sqlite3.Connection) -> None:
+    """The recent calls read called tickets only: the waiting ones (no called_ms) were entries
+    every issue inserted and every call moved, a page written per command for nothing."""
+    conn.execute("DROP INDEX tickets_by_called")
+    conn.execute("CREATE INDEX tickets_by_called ON tickets (called_ms) WHERE called_ms IS NOT NULL")
+
+
 MIGRATIONS = [_create_projection, _index_lines, _index_call_order, _refold_causal, _line_counts,
-              _index_recent_calls]
+              _index_recent_calls, _index_called_only]
 PROJECTION_TABLES = ("tickets", "counter_status", "config", "bookings")
 
 CONFIG_KINDS = {ev.CONFIG_BRANCH: "branch", ev.CONFIG_SERVICE: "service",
@@ -175,8 +182,8 @@ class Projection:
             raise TypeError("ticket id must be a string")
         if event.type == ev.TICKET_ISSUED:
             _check_issued(event.payload)
-        row = conn.execute("SELECT state FROM tickets WHERE id = ?", (ticket_id,)).fetchone()
-        state = loads(row[0]) if row else None
+        row = conn.execute(f"SELECT {TICKET_FIELDS} FROM tickets WHERE id = ?", (ticket_id,)).fetchone()
+        state = loads(row[-1]) if row else None
         if state is None and event.type != ev.TICKET_ISSUED:
             return  # folded when its ticket.issued arrives
         if state is not None and event.key > tuple(state["last_key"]) and \
@@ -190,7 +197,7 @@ class Projection:
             self.refolds += 1
             state = fold.refold(events_about(conn, ticket_id))
         if state is not None:
-            write_ticket(conn, state)
+            write_ticket(conn, state, stored=tuple(row) if row else None)
 
     # -- last writer wins ----------------------------------------------------------------
     def _apply_counter(self, conn: sqlite3.Connection, event: Event) -> None:
@@ -362,8 +369,22 @@ def ticket_row(state: fold.TicketState) -> tuple[Any, ...]:
     )
 
 
-def write_ticket(conn: sqlite3.Connection, state: fold.TicketState) -> None:
-    conn.execute(TICKET_UPSERT, ticket_row(state))
+_TICKET_COLUMNS = TICKET_FIELDS.split(", ")
+
+
+def write_ticket(conn: sqlite3.Connection, state: fold.TicketState, stored: tuple[Any, ...] | None = None) -> None:
+    """Write a ticket's row; given the `stored` row (TICKET_FIELDS), only the columns that
+    changed: SQLite rewrites every index on a column an UPDATE sets, changed or not, so a
+    call-next setting all twenty dirtied (and synced, and checkpointed) index pages it did not
+    change."""
+    row = ticket_row(state)
+    if stored is None:
+        conn.execute(TICKET_UPSERT, row)
+        return
+    changed = [i for i in range(1, len(row)) if row[i] != stored[i]]
+    if changed:
+        conn.execute(f"UPDATE tickets SET {', '.join(f'{_TICKET_COLUMNS[i]} = ?' for i in changed)} WHERE id = ?",
+                     [*(row[i] for i in changed), row[0]])
 
 
 def state_hash(conn: sqlite3.Connection) -> str:

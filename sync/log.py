@@ -155,12 +155,15 @@ class EventLog:
 
     # -- start-up --------------------------------------------------------------------------
     def seed_clock(self, conn: sqlite3.Connection) -> None:
-        """Make the HLC start after everything this device has stored or persisted."""
-        row = conn.execute("SELECT max(hlc) FROM events").fetchone()
-        seen = row[0] or 0
+        """Make the HLC start after everything this device has stored or persisted.
+
+        The heads keep each origin's latest timestamp even after compaction deleted its events;
+        meta 'hlc' is what stores written before that kept (one more page per append)."""
+        seen = conn.execute("SELECT max(hlc) FROM events").fetchone()[0] or 0
+        heads = conn.execute("SELECT max(hlc) FROM heads").fetchone()[0] or 0
         meta = conn.execute("SELECT value FROM meta WHERE key = 'hlc'").fetchone()
         persisted = int(meta[0]) if meta else 0
-        self.clock.observe(max(seen, persisted))
+        self.clock.observe(max(seen, heads, persisted))
 
     # -- local appends ---------------------------------------------------------------------
     def append(self, conn: sqlite3.Connection, type_: str, payload: dict[str, Any], schema: int = 1) -> Event:
@@ -170,11 +173,7 @@ class EventLog:
         seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS_PREV)
         hlc = self.clock.now()
         event = Event(self.device_id, seq, hlc, type_, schema, payload, self.branch, prev).signed(self._key)
-        self._store(conn, event)
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('hlc', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (str(hlc),),
-        )
+        self._store(conn, event)  # its heads row is the persisted HLC (seed_clock)
         self._apply(conn, event)
         self._pending.append(event)
         return event

@@ -229,3 +229,17 @@ def test_verify_chains_starts_after_a_compacted_prefix(make_log, keys):
     assert verify_chains(a.conn, keyring) != []  # without the floor, seq 1 looks missing
     assert verify_chains(a.conn, keyring, {"a": (2, events[1].hash)}) == []
     assert verify_chains(a.conn, keyring, {"a": (2, "0" * 64)}) != []  # a wrong floor is caught
+
+
+def test_a_restarted_clock_starts_after_its_own_compacted_events(make_log, keys, clock, tmp_path):
+    # The HLC is persisted by the heads: after compaction deleted every event and with the
+    # wall clock set back (a Pi without a real-time clock), a restart still never reuses a timestamp.
+    from sync.hlc import HybridLogicalClock
+
+    a = make_log("a")
+    last = [a.append("t", {"i": i}) for i in range(3)][-1]
+    a.conn.execute("DELETE FROM events")
+    clock.ms -= 3_600_000
+    a.log.clock = HybridLogicalClock(clock=clock)
+    a.log.seed_clock(a.conn)
+    assert a.append().hlc > last.hlc
