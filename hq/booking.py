@@ -373,13 +373,18 @@ def cancel_row(conn: sqlite3.Connection, ctx: BookingContext, code: Any, body: A
 
 
 # -- no-shows ------------------------------------------------------------------------------
+NO_SHOW_LOOKBACK_S = 7 * 86400
+
+
 def mark_no_shows(conn: sqlite3.Connection, now: int) -> int:
-    """Bookings still 'booked' whose slot has ended and that no ticket of their branch checked
-    in become 'no_show' (no_show_at = now). Returns how many. A check-in that reaches HQ later
-    (the branch was offline) turns the booking back to 'booked' (:func:`checked_in`)."""
+    """Bookings still 'booked' whose slot ended in the last NO_SHOW_LOOKBACK_S and that no ticket
+    of their branch checked in become 'no_show' (no_show_at = now). Returns how many. A check-in
+    that reaches HQ later (the branch was offline) turns the booking back to 'booked'
+    (:func:`checked_in`). The window keeps each run small: checked-in bookings stay 'booked'."""
     ids = [r[0] for r in conn.execute(
-        "SELECT b.id FROM bookings b WHERE b.status = 'booked' AND b.slot_end <= ? AND NOT EXISTS"
-        " (SELECT 1 FROM tickets t WHERE t.booking_code = b.code AND t.branch_id = b.branch_id)", (now,))]
+        "SELECT b.id FROM bookings b WHERE b.status = 'booked' AND b.slot_end <= ? AND b.slot_end > ? AND NOT EXISTS"
+        " (SELECT 1 FROM tickets t WHERE t.booking_code = b.code AND t.branch_id = b.branch_id)",
+        (now, now - NO_SHOW_LOOKBACK_S))]
     for lo in range(0, len(ids), 500):
         chunk = ids[lo:lo + 500]
         conn.execute(f"UPDATE bookings SET status = 'no_show', no_show_at = ?, updated_at = ?"

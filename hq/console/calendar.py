@@ -97,7 +97,7 @@ def day_view(c: sqlite3.Connection, branch: sqlite3.Row, service: sqlite3.Row, d
              for s, e in booking.grid(c, branch, service, day)]
     blocked_starts = {s["start"] for s in slots if s["blocked"]}
     held = [dict(r) for r in c.execute(
-        "SELECT code, name, slot_start, status, phone IS NOT NULL OR email IS NOT NULL AS reachable FROM bookings"
+        "SELECT code, name, slot_start, status FROM bookings"
         " WHERE branch_id = ? AND service_id = ? AND slot_start >= ? AND slot_start < ? AND status = 'booked'"
         " ORDER BY slot_start, id", (branch["id"], service["id"], lo, hi)) if r["slot_start"] in blocked_starts]
     return {"slots": slots, "whole": whole, "whole_reason": blocks.get(slotrules.WHOLE_DAY, ""),

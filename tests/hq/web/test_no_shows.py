@@ -60,3 +60,6 @@ async def test_unchecked_bookings_become_no_shows_after_the_slot_and_a_late_chec
         "ticket": "20300107-A002", "number": 2, "label": "A002", "booking": codes["late"]}, T0 + 40 * 60)])
     assert _status(server, codes["late"]) == ("booked", None)
     assert await no_show_job(hq) == 0
+    # The 09:00 booking was never checked in; the job ran again only 8 days later: too old to mark.
+    server.clock.t = T0 + 8 * 86400
+    assert await no_show_job(hq) == 0 and _status(server, codes["later"])[0] == "booked"
