@@ -78,7 +78,8 @@ def menu(page: Any) -> list[str]:
 
 def test_each_role_its_menu_and_403_pages(site: Console, browser: Any):
     admin = logged_in(browser, site, "admin@acme.test")
-    assert menu(admin) == ["/console", "/console/accounts", "/console/audit", "/console/password"]  # no organizations
+    assert menu(admin) == ["/console", "/console/orgs/acme/catalogue", "/console/analytics", "/console/fleet",
+                           "/console/accounts", "/console/audit", "/console/password"]  # no organizations
     admin.goto(f"{site.url}/console/accounts/{site.ids['staff@beta.test']}")  # another tenant's account
     assert admin.locator("h1").inner_text() == "Not allowed"
     screenshots(admin, "console-403-other-tenant")
