@@ -143,6 +143,7 @@ def test_axe_finds_nothing_on_any_console_page_in_five_languages(site: Console, 
              (root, "password", "/console/password"), (root, "audit", "/console/audit"),
              (root, "live", "/console/live/acme-main"), (root, "staffing", "/console/staffing/acme-main"),
              (root, "branch", "/console/branches/acme-main"), (root, "orgs", "/console/orgs"), (staff, "appointments", "/console/appointments/acme-main"),
+             (root, "catalogue", "/console/orgs/acme/catalogue"), (root, "reassign", "/console/reassign/acme-main"),
              (staff, "403", "/console/accounts")]
     problems: dict[str, Any] = {}
     for lang in LANGS:
