@@ -54,8 +54,14 @@ def day_list(c: sqlite3.Connection, branch: sqlite3.Row, day: date, now_s: float
                            (branch["id"], b["code"])).fetchone()
         out.append({"code": b["code"], "start": b["slot_start"], "name": b["name"] or "", "service": b["service_id"],
                     "service_names": names.get(b["service_id"]), "state": state_of(b, ticket, now_s),
-                    "label": ticket["label"] if ticket else None})
+                    "label": ticket["label"] if ticket else None,
+                    "checked_in_ms": ticket["issued_ms"] if ticket else None,
+                    "done_ms": (ticket["completed_ms"] or ticket["no_show_ms"]) if ticket else None})
     return out
+
+
+def _iso(ms: int | None, tz: ZoneInfo) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz).isoformat(timespec="seconds") if ms else ""
 
 
 @page()
@@ -76,9 +82,10 @@ async def appointments_page(request: web.Request, p: Principal) -> web.Response:
         r["service_names"] = json.loads(r["service_names"]) if r["service_names"] else {}
     if request.query.get("format") == "csv":
         return csv_response(f"appointments-{branch['id']}-{day.isoformat()}.csv",
-                            ["start", "name", "service", "booking_code", "ticket", "state"],
+                            ["start", "name", "service", "booking_code", "ticket", "state", "checked_in_at", "finished_at"],
                             [[datetime.fromtimestamp(r["start"], tz).isoformat(), r["name"], r["service"], r["code"],
-                              r["label"] or "", r["state"]] for r in rows])
+                              r["label"] or "", r["state"], _iso(r["checked_in_ms"], tz), _iso(r["done_ms"], tz)]
+                             for r in rows])
     return crender(request, "console/appointments.html", b=dict(branch), rows=rows, day=day, states=STATES,
                    counts=counts, prev=(day - timedelta(days=1)).isoformat(), next=(day + timedelta(days=1)).isoformat())
 

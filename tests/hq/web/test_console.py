@@ -441,7 +441,9 @@ async def test_todays_appointments_with_what_became_of_each(console, session):
     import csv
     import io
     table = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
-    assert table[0] == ["start", "name", "service", "booking_code", "ticket", "state"]
+    assert table[0] == ["start", "name", "service", "booking_code", "ticket", "state", "checked_in_at", "finished_at"]
+    assert table[1][6:] == ["2030-01-07T08:10:00+01:00", "2030-01-07T08:20:00+01:00"]  # Ada: checked in, served
+    assert table[3][6:] == ["2030-01-07T08:48:20+01:00", ""]  # Chloé: checked in, waiting
     assert [(row[1], row[3], row[4], row[5]) for row in table[1:]] == [
         ("Ada", codes["Ada"], "A001", "served"), ("Ben", codes["Ben"], "", "no_show"),
         ("Chloé", codes["Chloé"], "A002", "checked_in"), ("'=1+2 Dan", codes["=1+2 Dan"], "", "cancelled")]
