@@ -133,23 +133,16 @@ class StaffSessions:
             return None
         with self._lock:
             session = self._sessions.get(token)
-        if session is None or session.expires_ms <= self._now_ms():
-            raise Unauthorized("staff session expired or unknown; log in again", code="session_expired")
-        return session
-
-    def check(self, token: str | None, counter: str) -> Session | None:
-        """The session allowed to act at `counter`; None when logins are not required."""
-        if token is None:
-            if self.required:
-                raise Unauthorized("log in with a staff PIN first (Authorization: Bearer <token>)")
-            return None
-        with self._lock:
-            session = self._sessions.get(token)
             if session is not None and session.expires_ms <= self._now_ms():
                 self._sessions.pop(token, None)
                 session = None
         if session is None:
             raise Unauthorized("staff session expired or unknown; log in again", code="session_expired")
-        if session.counter != counter:
+        return session
+
+    def check(self, token: str | None, counter: str) -> Session | None:
+        """The session allowed to act at `counter`; None when logins are not required."""
+        session = self.any_session(token)
+        if session is not None and session.counter != counter:
             raise Forbidden(f"this session is for counter {session.counter}")
         return session

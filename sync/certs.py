@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sync.keys import write_private
+
 URI_DEVICE = "urn:smartq:device:"
 URI_HQ = "urn:smartq:hq:"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -238,18 +240,6 @@ def verify_issued(ca: x509.Certificate, cert: x509.Certificate, *, now: float) -
 
 def revoked_serials(crl: x509.CertificateRevocationList) -> set[int]:
     return {r.serial_number for r in crl}
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a secret file with mode 0600, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def write_file(path: Path, data: bytes) -> None:

@@ -22,6 +22,18 @@ class KeyFileError(Exception):
     """A key file or public key that cannot be used."""
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret file with mode 0600, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def load_or_create_key(data_dir: Path, filename: str = KEY_FILE) -> Ed25519PrivateKey:
     """The device's private key; created (mode 0600) when the data dir has none yet."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -42,13 +54,7 @@ def load_or_create_key(data_dir: Path, filename: str = KEY_FILE) -> Ed25519Priva
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_private(path, pem)
     logger.info("generated device key %s (fingerprint %s)", path, fingerprint(key.public_key()))
     return key
 
