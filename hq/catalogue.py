@@ -100,6 +100,11 @@ class Catalogue:
             raise conflict(f"service {service_id} is already in the catalogue", "exists")
         return self.put(service_id, body)
 
+    def update(self, service_id: str, body: Any) -> dict[str, Any]:
+        """Change the definition of a service already in the catalogue (404 otherwise)."""
+        get_entry(self.conn, self.org_id, service_id)
+        return self.put(service_id, body)
+
     def put(self, service_id: str, body: Any) -> dict[str, Any]:
         """Create or change the definition; every branch it is offered in gets the change."""
         check_id(service_id, "service id")

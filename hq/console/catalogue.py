@@ -154,9 +154,12 @@ async def service_page(request: web.Request, p: Principal) -> web.Response:
         values, errors, body = _entry_form(await request.post())
         if errors:
             return await _service_page(request, p, org_id, sid, errors=errors, values=values)
-        refused = await _write(request, p, org_id, "catalogue.update", f"{org_id}/{sid}",
-                               f"letter={body['letter']}, slot={body['slot_minutes']}, capacity={body['capacity']}",
-                               lambda cat: cat.put(sid, body))
+        try:
+            refused = await _write(request, p, org_id, "catalogue.update", f"{org_id}/{sid}",
+                                   f"letter={body['letter']}, slot={body['slot_minutes']}, capacity={body['capacity']}",
+                                   lambda cat: cat.update(sid, body))
+        except ApiError as err:  # not in the catalogue
+            raise PageError(404, N_("This page does not exist.")) from err
         if refused:
             return await _service_page(request, p, org_id, sid, values=values, errors={"letter": LETTER_TAKEN})
         return redirect(f"/console/orgs/{org_id}/catalogue/{sid}?done=saved")

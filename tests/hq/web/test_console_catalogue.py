@@ -119,6 +119,11 @@ async def test_catalogue_forms_refuse_bad_input_and_letter_clashes(console):
                                     {"offered": "yes", "capacity-acme-main": "-1"})
     assert status == 400
     assert (await admin.get("/console/orgs/acme/catalogue/nothing"))[0] == 404
+    # the edit form of a service that is not in the catalogue creates nothing
+    assert (await admin.post("/console/orgs/acme/catalogue/nothing", FORM))[0] == 404
+    assert (await admin.post("/console/orgs/acme/catalogue/Bad%20Id!", FORM))[0] == 404
+    with db(console) as c:
+        assert c.execute("SELECT count(*) FROM catalogue WHERE id NOT IN ('tax', 'alpha')").fetchone()[0] == 0
 
 
 async def test_only_the_orgs_admins_use_the_catalogue(console):
