@@ -26,6 +26,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
+
 #: Upper edges of the wait buckets, seconds: bucket i holds EDGES[i-1] < wait <= EDGES[i]; the
 #: last bucket (index len(EDGES)) holds longer waits.
 EDGES: tuple[int, ...] = (tuple(60 * m for m in range(1, 31)) + tuple(60 * m for m in range(35, 61, 5))
@@ -246,14 +248,14 @@ class Aggregator:
         if tz is not None:
             staff = self.staff_at(branch, t["counter"], t["called_ms"]) if t.get("counter") and t.get("called_ms") else None
             new = contribution(t, tz, staff)
-        old = json.loads(t["agg"]) if t.get("agg") else None
+        old = orjson.loads(t["agg"]) if t.get("agg") else None
         if new == old:
             return UNCHANGED
         if old is not None:
             _add(self._deltas, branch, old, -1)
         if new is not None:
             _add(self._deltas, branch, new, 1)
-        return json.dumps(new, separators=(",", ":")) if new else None
+        return orjson.dumps(new).decode("utf-8") if new else None  # compact, as json.dumps with separators
 
     def counter_event(self, branch: str, type_: str, hlc: int, payload: dict[str, Any]) -> list[tuple[str, str]]:
         """Record who works at a counter from when; returns the tickets whose staff may change."""

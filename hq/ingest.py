@@ -79,6 +79,7 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
     # One signature check per chain run of the batch, as a node does (sync.log.ChainRuns).
     batch_branch = parsed[0][0].branch if parsed else ""
     runs = ChainRuns([p[0] for p in parsed], lambda origin: _key_of(conn, keys, batch_branch, origin))
+    held = _held_hashes(conn, [p[0] for p in parsed])
     for index, (event, ref) in enumerate(parsed):
         origin = event.origin
         if branch is not None and event.branch != branch:
@@ -87,10 +88,10 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
         where = (event.branch, origin)
         _key_of(conn, keys, event.branch, origin)
         known = keys[where]
-        stored = conn.execute("SELECT hash FROM events WHERE branch = ? AND origin = ? AND seq = ?",
-                              (event.branch, origin, event.seq)).fetchone()
+        at = (event.branch, origin, event.seq)
+        stored = held[at] if at in held else _stored_at(conn, held, at)
         if stored is not None:
-            if verify.equivocates(event, stored[0]):
+            if verify.equivocates(event, stored):
                 result.refuse(ref, verify.EQUIVOCATION)
             else:
                 result.duplicates += 1
@@ -129,6 +130,7 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
                      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      (origin, event.seq, event.hlc, event.type, event.branch,
                       canonical_json(envelope).decode("utf-8"), now, event.hash, subject))
+        held[at] = event.hash  # the same event twice in one batch: the second is a duplicate
         if subject is not None:
             folds.add((event.branch, subject))
         elif event.type in aggregates.COUNTER_TYPES and isinstance(event.payload, dict):
@@ -152,6 +154,34 @@ def ingest_sync(conn: sqlite3.Connection, envelopes: list[Any], *, now: int, tur
             advance_head(conn, branch_id, origin)
         _turn_near(conn, branch_id, now, turn_near_places)
     return result
+
+
+def _held_hashes(conn: sqlite3.Connection, events: list[Event]) -> dict[tuple[str, str, int], str | None]:
+    """The hashes HQ holds at the batch's (branch, origin, seq): one range query per origin
+    instead of one query per event. An origin whose seqs in the batch are far apart (more than
+    the batch could fill) is looked up event by event instead, so a batch cannot make HQ read a
+    device's whole chain."""
+    spans: dict[tuple[str, str], list[int]] = {}
+    for e in events:
+        spans.setdefault((e.branch, e.origin), []).append(e.seq)
+    held: dict[tuple[str, str, int], str | None] = {}
+    for (b, origin), seqs in spans.items():
+        lo, hi = min(seqs), max(seqs)
+        if hi - lo > 4 * len(events):
+            continue
+        for seq in seqs:
+            held[(b, origin, seq)] = None
+        for seq, hash_ in conn.execute("SELECT seq, hash FROM events WHERE branch = ? AND origin = ? AND seq >= ?"
+                                       " AND seq <= ?", (b, origin, lo, hi)):
+            held[(b, origin, seq)] = hash_
+    return held
+
+
+def _stored_at(conn: sqlite3.Connection, held: dict[tuple[str, str, int], str | None],
+               at: tuple[str, str, int]) -> str | None:
+    row = conn.execute("SELECT hash FROM events WHERE branch = ? AND origin = ? AND seq = ?", at).fetchone()
+    held[at] = row[0] if row else None
+    return held[at]
 
 
 def _key_of(conn: sqlite3.Connection, keys: dict[tuple[str, str], tuple[Ed25519PublicKey, int | None] | None],
@@ -257,17 +287,22 @@ def refold_tickets(conn: sqlite3.Connection, tickets: Iterable[tuple[str, str]],
     wanted = sorted(set(tickets))
     for lo in range(0, len(wanted), 400):  # a few queries per chunk, not a few per ticket
         chunk = wanted[lo:lo + 400]
-        args = [x for pair in chunk for x in pair]
-        where = " OR ".join(["(branch = ? AND subject = ?)"] * len(chunk))
+        by_branch: dict[str, list[str]] = {}
+        for b, t in chunk:
+            by_branch.setdefault(b, []).append(t)
         stored: dict[tuple[str, str], list[str]] = {}
-        for b, subject, envelope in conn.execute(f"SELECT branch, subject, envelope FROM events WHERE {where}", args):
-            stored.setdefault((b, subject), []).append(envelope)
-        # HQ's own events about these tickets (ticket.moved), as the branch folds them too.
-        where = " OR ".join(["(branch_id = ? AND subject = ?)"] * len(chunk))
-        for b, subject, envelope in conn.execute(f"SELECT branch_id, subject, envelope FROM outbox WHERE {where}", args):
-            stored.setdefault((b, subject), []).append(envelope)
-        where = " OR ".join(["(branch_id = ? AND id = ?)"] * len(chunk))
-        rows = {(r["branch_id"], r["id"]): dict(r) for r in conn.execute(f"SELECT * FROM tickets WHERE {where}", args)}
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for b, ids in by_branch.items():
+            marks = ", ".join("?" * len(ids))
+            for subject, envelope in conn.execute(
+                    f"SELECT subject, envelope FROM events WHERE branch = ? AND subject IN ({marks})", (b, *ids)):
+                stored.setdefault((b, subject), []).append(envelope)
+            # HQ's own events about these tickets (ticket.moved), as the branch folds them too.
+            for subject, envelope in conn.execute(
+                    f"SELECT subject, envelope FROM outbox WHERE branch_id = ? AND subject IN ({marks})", (b, *ids)):
+                stored.setdefault((b, subject), []).append(envelope)
+            for r in conn.execute(f"SELECT * FROM tickets WHERE branch_id = ? AND id IN ({marks})", (b, *ids)):
+                rows[(b, r["id"])] = dict(r)
         for branch, ticket in chunk:
             try:
                 fields = engine.ticket_fields([engine.stored_event(r) for r in stored.get((branch, ticket), [])])

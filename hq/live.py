@@ -58,18 +58,23 @@ def waiting_in_order(conn: sqlite3.Connection, branch_id: str, day: str) -> list
     return rows
 
 
+WAITING_WHERE = ("issued_ms IS NOT NULL AND called_ms IS NULL AND started_ms IS NULL AND completed_ms IS NULL"
+                 " AND no_show_ms IS NULL AND cancelled_ms IS NULL")  # the partial index tickets_waiting's
+
+
 def front_of_queues(conn: sqlite3.Connection, branch_id: str, day: str, places: int) -> list[dict[str, Any]]:
-    """The first ``places`` waiting tickets of each service's queue, as :func:`waiting_in_order`
-    numbers them, ranked in SQL: the ingest asks this once per push, and the day's whole waiting
-    line (thousands of rows on a busy day) never has to be built in Python for it."""
-    sql = (f"SELECT * FROM (SELECT t.*, ROW_NUMBER() OVER (PARTITION BY COALESCE(t.service, '')"
-           f" ORDER BY COALESCE(t.priority, 0) DESC, COALESCE(t.effective_ms, t.issued_ms), t.id) AS queue_place"
-           f" FROM ({WAITING_SQL}) t) ranked WHERE queue_place <= ? ORDER BY COALESCE(service, ''), queue_place")
+    """The first ``places`` waiting tickets of each service's queue, numbered as
+    :func:`waiting_in_order` numbers them. The ingest asks this once per push: each query reads
+    a few entries of the partial index ``tickets_waiting`` (migration 25), in the call order, so
+    the day's whole waiting line (thousands of rows on a busy day) is never built for it."""
+    services = [r[0] for r in conn.execute(
+        f"SELECT DISTINCT service FROM tickets WHERE branch_id = ? AND day = ? AND {WAITING_WHERE}", (branch_id, day))]
     out = []
-    for r in conn.execute(sql, (branch_id, day, places)):
-        row = dict(r)
-        row["position"] = row.pop("queue_place")
-        out.append(row)
+    for service in sorted(services, key=lambda s: s or ""):
+        match, args = ("service IS NULL", (branch_id, day)) if service is None else ("service = ?", (branch_id, day, service))
+        rows = conn.execute(f"SELECT * FROM tickets WHERE branch_id = ? AND day = ? AND {match} AND {WAITING_WHERE}"
+                            " ORDER BY priority DESC, COALESCE(effective_ms, issued_ms), id LIMIT ?", (*args, places))
+        out += [dict(r) | {"position": i} for i, r in enumerate(rows, 1)]
     return out
 
 

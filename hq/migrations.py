@@ -427,6 +427,18 @@ def _m24(conn: sqlite3.Connection) -> None:
     rebuild(conn)  # every ticket's contribution, to every table (hours, days, staff)
 
 
+@migration(25, "tickets_waiting")
+def _m25(conn: sqlite3.Connection) -> None:
+    """The front of each queue in call order from a small partial index (hq.live.front_of_queues,
+    asked once per ingested push): only waiting tickets are in it."""
+    conn.executescript("""
+    CREATE INDEX tickets_waiting ON tickets(branch_id, day, service, priority DESC,
+        (COALESCE(effective_ms, issued_ms)), id)
+        WHERE issued_ms IS NOT NULL AND called_ms IS NULL AND started_ms IS NULL AND completed_ms IS NULL
+        AND no_show_ms IS NULL AND cancelled_ms IS NULL;
+    """)
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     """Apply the missing migrations in order; return the numbers applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"
