@@ -36,7 +36,7 @@ MAX_CAPACITY = 1000
 
 
 def _services(c: sqlite3.Connection, branch_id: str) -> list[sqlite3.Row]:
-    return c.execute("SELECT * FROM services WHERE branch_id = ? AND bookable = 1 ORDER BY position, id",
+    return c.execute("SELECT * FROM services WHERE branch_id = ? AND bookable = 1 AND enabled = 1 ORDER BY position, id",
                      (branch_id,)).fetchall()
 
 
