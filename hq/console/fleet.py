@@ -5,7 +5,6 @@ what needs attention (hq/fleet.py; docs/console.md). Admins and branch managers;
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
 
 from aiohttp import web
 
