@@ -259,8 +259,9 @@ def _next_slot(site: Site, branch: str) -> str:
     return next(s["start"] for s in got["slots"] if s["available"] and datetime.fromisoformat(s["start"]) > later)
 
 
-async def _get(url: str) -> Any:
-    async with aiohttp.ClientSession() as s, s.get(url) as r:
+async def _get(url: str, token: str | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as s, s.get(url, headers=headers) as r:
         return await r.json()
 
 
@@ -303,6 +304,11 @@ def test_a_manager_reassigns_a_booking_and_a_ticket_and_the_other_office_checks_
         status, t = site.nodes["kiosk-east"].request("GET", f"/api/v1/tickets/{walk_in['id']}")
         return status == 200 and t["status"] == "moved"
     wait_for(east_done, 30)
+
+    def same_state() -> bool:  # HQ's fold of east (its ticket.moved included) equals the node's
+        at_hq = run_async(_get(f"{site.url}/api/v1/branches/east/link", site.token))["state_hash"]
+        return at_hq == site.state("kiosk-east")["state_hash"]
+    wait_for(same_state, 30)
     status, refused = site.nodes["kiosk-east"].request("POST", "/api/v1/tickets", {"booking_code": code})
     assert status in (404, 409), refused
 
