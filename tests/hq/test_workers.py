@@ -240,3 +240,32 @@ async def test_a_killed_worker_is_replaced_while_the_other_keeps_serving_and_met
                 os.kill(pid, signal.SIGKILL)
                 raise AssertionError(f"worker {pid} outlived the supervisor")
     assert proc.returncode == 0
+
+
+@pytest.mark.slow
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path):
+    """SIGKILL leaves no chance to stop the workers: each notices its parent is gone and stops
+    (systemd's KillMode=control-group does the same for a unit; this covers a bare start)."""
+    port = _free_port()
+    (tmp_path / "hq.toml").write_text(f'port = {port}\nworkers = 2\ndata_dir = "{tmp_path}"\nlog_level = "WARNING"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "hq", "--config", str(tmp_path / "hq.toml")], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        for _ in range(300):
+            workers = _workers(proc.pid)
+            if len(workers) == 2 and _listening(port) == 2:
+                break
+            time.sleep(0.1)
+        assert len(workers) == 2, workers
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    leftover = [pid for pid in workers if _alive(pid)]
+    for pid in leftover:
+        os.kill(pid, signal.SIGKILL)
+    assert not leftover, "workers outlived their supervisor"
+    assert _listening(port) == 0
