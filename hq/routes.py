@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from hq import api_admin as A
+from hq import api_catalogue as C
 from hq import api_public as P
 
 ID = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,39}$"}
@@ -87,6 +88,21 @@ ROUTES: tuple[Route, ...] = (
                                                             "languages": {"type": "array", "items": {"type": "string"}},
                                                             "queue": QUEUE, "notices": NOTICES,
                                                             "address": {"type": "string", "maxLength": 300}}}),
+    Route("GET", f"{V}/orgs/{{org}}/catalogue", C.list_catalogue,
+          "The organization's service catalogue with each service's offers (org admin)", "config", auth=True),
+    Route("PUT", f"{V}/orgs/{{org}}/catalogue/{{service}}", C.put_entry,
+          "Create or change a catalogue service; every branch offering it gets config.service", "config", auth=True,
+          body={"type": "object", "required": ["letter", "names"], "properties": {
+              "letter": {"type": "string", "pattern": "^[A-Z]$"}, "names": NAMES, "bookable": {"type": "boolean"},
+              "slot_minutes": {"type": "integer", "minimum": 5, "maximum": 480},
+              "capacity": {"type": "integer", "minimum": 0, "maximum": 10000}, "rules": RULES,
+              "icon": {"type": "string", "enum": ["", "person", "money", "document", "id-card", "health", "info",
+                                                  "mail", "calendar"]}}}),
+    Route("PUT", f"{V}/orgs/{{org}}/catalogue/{{service}}/offers/{{branch}}", C.put_offer,
+          "Offer a catalogue service in a branch with overrides, or withdraw it (emits config.service)", "config",
+          auth=True, body={"type": "object", "properties": {
+              "enabled": {"type": "boolean"}, "slot_minutes": {"type": "integer", "nullable": True, "minimum": 5, "maximum": 480},
+              "capacity": {"type": "integer", "nullable": True, "minimum": 0, "maximum": 10000}}}),
     Route("GET", f"{V}/branches/{{branch}}/services", A.list_services, "Services of a branch", "config", auth=True),
     Route("PUT", f"{V}/branches/{{branch}}/services/{{service}}", A.put_service,
           "Create or change a service and its slot rule (emits config.service)", "config", auth=True, body={
