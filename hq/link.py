@@ -35,9 +35,9 @@ from hq.ingest import ingest_branch_events
 from hq.signing import KeyError_, parse_public_key
 from sync.certs import CertError, identity_der, peer_der
 from sync.keys import fingerprint
-from sync.replication import error_response
+from sync.replication import error_response, signed_response
 from sync.protocol import (H_BRANCH, H_DEVICE, H_NONCE, H_TIME, MAX_SKEW_MS, PREFIX, PROTOCOL_VERSION, PUSH_REFUSED, AuthError,
-                           Signed, Verifier, check_vv, decode, encode, sign_response)
+                           Signed, Verifier, check_vv, decode)
 
 logger = logging.getLogger(__name__)
 
@@ -117,10 +117,8 @@ class BranchLink:
             raise AuthError(401, "replayed request (nonce already used)")
 
     def answer(self, request: web.Request, signed: Signed, message: Any, status: int = 200) -> web.Response:
-        body = encode(message)
-        headers = sign_response(self.hq.key, device=outbox.hq_origin(signed.branch), branch=signed.branch,
-                                method=request.method, path=request.path, body=body, to=signed.device)
-        return web.Response(body=body, headers=headers, content_type="application/json", status=status)
+        return signed_response(self.hq.key, request, message, device=outbox.hq_origin(signed.branch),
+                               branch=signed.branch, to=signed.device, status=status)
 
 
 LINK_KEY = web.AppKey("branch_link", BranchLink)

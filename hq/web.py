@@ -15,6 +15,7 @@ from hq.auth import COOKIE_NAME, Principal, csrf_ok, lookup_session
 from hq.core import HQ
 from hq.errors import ApiError, bad_request
 from hq.ratelimit import RateLimiter
+from sync.replication import error_response
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ def jresp(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def error_json(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return jresp({"error": {"code": code, "message": message}}, status, headers)
+    """The one error envelope of SmartQ's HTTP APIs (sync.replication.error_response)."""
+    return error_response(status, code, message, headers)
 
 
 async def read_json(request: web.Request) -> Any:

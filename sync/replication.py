@@ -88,9 +88,19 @@ def vv_behind(ours: Mapping[str, int], theirs: Mapping[str, int]) -> int:
 REFUSED = web.AppKey("refused", list)
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
     """The error envelope of every SmartQ HTTP API: {"error": {code, message}} (nodes and HQ)."""
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+
+
+def signed_response(key: Ed25519PrivateKey, request: web.Request, message: Any, *, device: str, branch: str,
+                    to: str, status: int = 200) -> web.Response:
+    """A `/sync/v1` answer: the JSON message signed by `device` (our identity) for the asker `to`.
+    Used by every `/sync/v1` server: the node's (create_sync_app) and HQ's branch link."""
+    body = encode(message)
+    headers = sign_response(key, device=device, branch=branch, method=request.method, path=request.path,
+                            body=body, to=to)
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
 
 _error = error_response
@@ -132,10 +142,7 @@ def create_sync_app(
         return signed.device, body
 
     def answer(request: web.Request, asker: str, message: Any) -> web.Response:
-        body = encode(message)
-        headers = sign_response(key, device=device_id, branch=branch, method=request.method, path=request.path,
-                                body=body, to=asker)
-        return web.Response(body=body, content_type="application/json", headers=headers)
+        return signed_response(key, request, message, device=device_id, branch=branch, to=asker)
 
     async def hello(request: web.Request) -> web.Response:
         asker, _ = await authenticate(request)
