@@ -95,7 +95,7 @@ def shared_figures(conn: Any, now: int) -> dict[str, list[tuple[dict[str, str], 
         "SELECT branch_id, heard_at FROM branch_contact")]
     out["outbox"] = [({"channel": ch, "state": "due" if due else "scheduled"}, float(n)) for ch, due, n in conn.execute(
         "SELECT channel, CASE WHEN next_attempt_at <= ? THEN 1 ELSE 0 END, COUNT(*) FROM notifications"
-        " WHERE status = 'pending' GROUP BY channel, CASE WHEN next_attempt_at <= ? THEN 1 ELSE 0 END", (now, now))]
+        " WHERE status = 'pending' GROUP BY 1, 2", (now,))]  # by position: one parameter, same on PostgreSQL
     oldest = conn.execute("SELECT MIN(next_attempt_at) FROM notifications WHERE status = 'pending' AND next_attempt_at <= ?",
                           (now,)).fetchone()
     out["outbox_age"] = [({}, float(now - oldest[0]) if oldest and oldest[0] is not None else 0.0)]
