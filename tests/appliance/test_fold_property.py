@@ -20,6 +20,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, event, given, settings, target
 from hypothesis import strategies as st
 
+from appliance import events as ev
 from appliance import fold
 from appliance.config import load_config
 from appliance.projection import state_hash
@@ -48,6 +49,9 @@ sync = st.one_of(st.tuples(st.just("sync"), st.sampled_from(ISSUERS), st.sampled
 command = st.one_of(
     issue, call, call, serve, progress, progress, progress, move, move, sync, sync,
     st.tuples(st.just("cancel"), st.sampled_from(ISSUERS)),
+    # HQ moves a ticket this device sees waiting to another branch (ticket.moved, the console's
+    # reassign; the device stands in for HQ's chain: the fold does not look at the origin).
+    st.tuples(st.just("hq-move"), st.sampled_from(ISSUERS)),
     st.tuples(st.just("tick"), st.integers(1, 120_000)),
 )
 
@@ -90,6 +94,13 @@ def run(devices: dict[str, Device], clock: ManualClock, commands, completed: set
             waiting = d.do(lambda c: d.node.branch.state(c))["waiting"]
             if waiting:
                 d.try_do(lambda c: d.node.branch.cancel(c, waiting[-1]["id"]))
+        elif kind == "hq-move":
+            d = devices[cmd[1]]
+            waiting = d.do(lambda c: d.node.branch.state(c))["waiting"]
+            if waiting:
+                d.try_do(lambda c: d.node.branch.append_ticket(c, ev.TICKET_MOVED, {
+                    "ticket": waiting[0]["id"], "to_branch": "elsewhere", "to_service": "general",
+                    "booking": "MOVE-0001"}))
         elif kind == "sync":
             src, dst = devices[cmd[1]], devices[cmd[2]]
             if src is not dst:
@@ -155,7 +166,7 @@ def overridden_calls(events, tickets, counters: dict[str, str]) -> list[tuple[st
                 continue
             known = any(fold.saw(e, fold.event_key(last)) for e in evs if e is not last)
             final = tickets[ticket_id]
-            holder = final["counter"] if final["status"] not in ("waiting", "cancelled") else None
+            holder = final["counter"] if final["status"] not in ("waiting", "cancelled", "moved") else None
             if not known and holder != counter:
                 out.append((ticket_id, counter))
     return out
