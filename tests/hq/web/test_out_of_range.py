@@ -133,3 +133,16 @@ async def test_console_appointments_with_far_days_answer_a_page(web):
         for fmt in ("", "&format=csv"):
             status, body, _ = await b.get(f"/console/appointments/acme-main?date={day}{fmt}")
             assert status in (200, 400), (day, fmt, status, body[:300])
+
+
+@pytest.mark.parametrize("span", [{"opens": "24:00", "closes": "25:00"}, {"opens": "23:60", "closes": "23:59"},
+                                  {"opens": "-1:00", "closes": "08:00"}, {"opens": "08:00", "closes": "08:00:00.9999999"},
+                                  {"opens": "17:00", "closes": "08:00"}, {"opens": 800, "closes": 1700},
+                                  {"opens": "08:00+14:00", "closes": "17:00"}, {"opens": "٠٨:٠٠", "closes": "17:00"}])
+async def test_out_of_range_opening_hours_are_a_4xx(server, session, span):
+    status, data = await _call(session, "PUT", f"{server.url}{V}/branches/acme-main/hours",
+                               headers=server.h("acme-manager"), json={"weekdays": {"0": span}})
+    _clear_4xx(status, data, span)
+    status, data = await _call(session, "PUT", f"{server.url}{V}/branches/acme-main/hours",
+                               headers=server.h("acme-manager"), json={"weekdays": {"9": {"opens": "08:00", "closes": "17:00"}}})
+    _clear_4xx(status, data, "weekday 9")
