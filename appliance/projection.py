@@ -251,7 +251,7 @@ class Projection:
                 conn.execute(f"DELETE FROM {table}")
         # Only what the fold reads (the envelope's other fields are for replication), in the
         # table's own order (a sequential scan), then sorted here into the total order.
-        rows = conn.execute("SELECT hlc, origin, seq, type, schema, payload, subject FROM events").fetchall()
+        rows = _plain(conn).execute("SELECT hlc, origin, seq, type, schema, payload, subject FROM events").fetchall()
         rows.sort(key=_total_order)
         by_ticket: dict[str, list[Event]] = defaultdict(list)
         others: list[Event] = []
@@ -290,7 +290,7 @@ def _store_tickets(conn: sqlite3.Connection, tickets: list[tuple[Any, ...]]) -> 
     writes (and syncs) next to nothing. When much changes (a new store, a changed fold), the
     table is emptied and bulk loaded without its secondary indexes, which are then built
     once: much faster than maintaining them row by row (DDL is transactional in SQLite)."""
-    stored = {row[0]: tuple(row) for row in conn.execute(f"SELECT {TICKET_FIELDS} FROM tickets")}
+    stored = {row[0]: row for row in _plain(conn).execute(f"SELECT {TICKET_FIELDS} FROM tickets")}
     changed = [t for t in tickets if stored.get(t[0]) != t]
     gone = stored.keys() - {t[0] for t in tickets}
     if len(changed) + len(gone) <= max(100, len(tickets) // 10):
@@ -311,6 +311,14 @@ def _store_tickets(conn: sqlite3.Connection, tickets: list[tuple[Any, ...]]) -> 
     if any(kind == "trigger" for kind, _, _ in indexes):
         conn.execute("DELETE FROM line_counts")  # counted once, as the triggers were off
         conn.execute(COUNT_LINES)
+
+
+def _plain(conn: sqlite3.Connection) -> sqlite3.Cursor:
+    """A cursor giving plain tuples: a whole re-fold reads every event and ticket, and making
+    a sqlite3.Row of each (then a tuple of it) cost as much as reading them."""
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    return cursor
 
 
 def _total_order(row: tuple[Any, ...]) -> tuple[int, str, int]:

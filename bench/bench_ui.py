@@ -7,6 +7,9 @@ every process on the machine, so the parent's "call sent" and the display's "dra
 - call -> shown: the parent POSTs call-next to the node; the display app (own process,
   following the node's stream) reports the first window buffer flip after its view-model
   took the call, i.e. the frame that shows it.
+- day20: the same call -> frame on a branch of 20 open counters with `--waiting` (2,000)
+  tickets waiting, and the kiosk's tap on a service -> the frame of the confirmation screen
+  with the new number (a real Kivy kiosk window, the tap simulated in its process).
 - cold start: process spawn -> first frame drawn with the node's state applied.
 - RSS: VmRSS of each app 3 s after that first frame.
 """
