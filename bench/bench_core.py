@@ -94,9 +94,16 @@ def simulate(node: Node, clock: Clock, events: int, rnd: random.Random, per_day:
             day_events = 0
 
 
-def timed_refold(node: Node, *, empty: bool) -> tuple[float, float, float]:
-    """(wall s, writer-thread CPU s, wall s of the re-fold before its COMMIT) of one whole
-    re-fold; the wall time includes the durable commit (and any checkpoint it draws)."""
+def io_bytes() -> tuple[int, int]:
+    """(bytes this process made the disk read, bytes it sent to be written): /proc/self/io."""
+    fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    return int(fields["read_bytes"]), int(fields["write_bytes"])
+
+
+def timed_refold(node: Node, *, empty: bool) -> tuple[float, float, float, int, int]:
+    """(wall s, writer-thread CPU s, wall s of the re-fold before its COMMIT, disk bytes read,
+    disk bytes written) of one whole re-fold; wall includes the durable commit (and any
+    checkpoint it draws)."""
     if empty:  # emptying the tickets table is not part of the timing
         node.writer.call(lambda conn: conn.execute("DELETE FROM tickets"))
 
@@ -105,17 +112,22 @@ def timed_refold(node: Node, *, empty: bool) -> tuple[float, float, float]:
         node.projection.rebuild(conn)
         return time.thread_time() - c0, time.perf_counter() - w0
 
+    io0 = io_bytes()
     t0 = time.perf_counter()
     cpu, job = node.writer.call(run)
-    return time.perf_counter() - t0, cpu, job
+    wall = time.perf_counter() - t0
+    io1 = io_bytes()
+    return wall, cpu, job, io1[0] - io0[0], io1[1] - io0[1]
 
 
-def refold_summary(events: int, runs: list[tuple[float, float, float]]) -> dict:
-    """The median run by wall time."""
-    wall, cpu, job = sorted(runs)[len(runs) // 2]
+def refold_summary(events: int, runs: list[tuple[float, float, float, int, int]]) -> dict:
+    """The median run by wall time. Wall far above CPU with next to no disk reads means the
+    thread waited for a core (a loaded machine), not for the disk."""
+    wall, cpu, job, read, written = sorted(runs)[len(runs) // 2]
     return {"events": events, "ms": round(wall * 1000, 1), "events_per_s": round(events / wall),
             "before_commit_ms": round(job * 1000, 1), "commit_ms": round((wall - job) * 1000, 1),
             "cpu_ms": round(cpu * 1000, 1), "events_per_cpu_s": round(events / cpu),
+            "disk_read_mb": round(read / 1e6, 2), "disk_written_mb": round(written / 1e6, 2),
             "all_runs_ms": [round(r[0] * 1000, 1) for r in runs]}
 
 
