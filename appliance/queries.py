@@ -53,6 +53,16 @@ class Queries:
         # Seals a phone number to HQ's personal-data key (sync.sealed); None: no key yet.
         self.seal_phone: Callable[[str], str | None] = lambda phone: None
         self.wait_model: waits.BranchModel | None = None  # the learned estimator, once trained
+        self._wait_context: waits.DayContext | None = None  # what recent days say about today
+
+    def wait_context(self, conn: sqlite3.Connection, m: Model, day: str) -> waits.DayContext:
+        """The wait estimate's view of today from the days before (waits.day_context): read
+        once a day, at the first estimate of the day, then shared by every reader."""
+        ctx = self._wait_context
+        if ctx is None or ctx.day != day:
+            ctx = waits.day_context(conn, m, day)
+            self._wait_context = ctx
+        return ctx
 
     # -- transaction listener: readers reload the model after a config change commits ------
     def job_started(self) -> None: ...
@@ -246,7 +256,8 @@ class Queries:
             return {row["id"]: (ahead + 1, self.line_estimate(conn, m, row["day"], row["service"])(ahead), None)}
         wait, span = waits.estimate(conn, m, self.wait_model, service=row["service"], priority=row["priority"],
                                     effective_ms=row["effective_ms"], ahead=ahead, now_ms=now, day=row["day"],
-                                    ticket=row["id"], record_issued_ms=row["issued_ms"] if record else None)
+                                    ticket=row["id"], record_issued_ms=row["issued_ms"] if record else None,
+                                    ctx=self.wait_context(conn, m, row["day"]))
         return {row["id"]: (ahead + 1, wait, span)}
 
     def ticket(self, conn: sqlite3.Connection, ticket_id: str, *, model: Model | None = None,
@@ -341,7 +352,7 @@ class Queries:
             return self.line_estimate(conn, m, day, service, opened)(waiting), None
         now = self.now_ms()
         return waits.estimate(conn, m, self.wait_model, service=service, priority=0, effective_ms=now,
-                              ahead=waiting, now_ms=now, day=day)
+                              ahead=waiting, now_ms=now, day=day, ctx=self.wait_context(conn, m, day))
 
     def state(self, conn: sqlite3.Connection) -> dict[str, Any]:
         m = self.model(conn)

@@ -17,23 +17,26 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import sqlite3
 from bisect import bisect_right
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
+from appliance import events as ev
 from appliance import queue as q
 from appliance.model import Model
 
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "wait_model.json"
-MODEL_VERSION = 1
+MODEL_VERSION = 2
 BOOKED_LATE_S = 45 * 60  # a booking whose slot started this long ago may still check in ahead
-HOURS = tuple(range(6, 22))
-SLOT_MIN = 15  # staffing profile resolution  # hour-of-day interactions the model may learn
+SLOT_MIN = 15  # resolution of the usual priority arrivals over the day
 
 
 def _create_tables(conn: sqlite3.Connection) -> None:
@@ -62,30 +65,244 @@ def point(seconds: float) -> Estimate:
     return Estimate(s, s, s)
 
 
+# -- what recent days say about today (computed once a day, cached by the caller) -------------
+CONTEXT_DAYS = 14
+INF_MS = 1 << 62
+LATE_EDGES_S = (-900, -600, -300, -120, 0, 120, 300, 600, 900, 1200, 1800, 2700)
+GONE_EDGES_S = (300, 600, 1200, 1800, 2700, 3600, 5400, 7200, 10800)
+EDGE_MIN = 30  # a counter whose usual day ends this close to the latest one serves until the line is done
+
+
+@dataclass(frozen=True)
+class DayContext:
+    """What the branch's last CONTEXT_DAYS days say about today, from history before it:
+    each counter's usual open hours (a lunch break, an early close, staff who start later),
+    its speed, the spread of each service's times and when priority tickets usually arrive."""
+
+    day: str
+    midnight_ms: int
+    hours: dict[str, tuple[tuple[int, int], ...]]   # counter -> usual open intervals today (unix ms)
+    speed: dict[str, float]                          # counter -> speed (1.0 = the service's mean)
+    cv: dict[str, float]                             # service -> coefficient of variation of its times
+    prio_rate: dict[str, tuple[float, ...]]          # service -> priority arrivals per minute, per SLOT_MIN
+    gone: dict[str, tuple[float, ...]] = field(default_factory=dict)  # service -> P(not there when called) per GONE_EDGES_S bin
+    gone_call_s: dict[str, float] = field(default_factory=dict)      # service -> how long calling an absent ticket takes
+    late: dict[str, tuple[int, ...]] = field(default_factory=dict)   # service -> bookings checked in per LATE_EDGES_S bin, then never
+    mean: dict[str, float] = field(default_factory=dict)             # service -> mean service time (s)
+    days: int = 0                                                    # days of history it was read from
+
+    def shows(self, service: str, late_s: float) -> float:
+        """How likely a booking not checked in `late_s` after its slot start still comes."""
+        counts = self.late.get(service)
+        if not counts:
+            return 1.0
+        after = sum(counts[bisect_right(LATE_EDGES_S, late_s):-1])
+        return after / max(after + counts[-1], 1)
+
+    def duration_s(self, service: str, waited_s: float, service_s: float) -> float:
+        """Expected counter time of a call after `waited_s`: people who waited longer are more
+        likely to have left, and calling one who left takes only the calling time."""
+        curve = self.gone.get(service)
+        if not curve:
+            return service_s
+        p = curve[bisect_right(GONE_EDGES_S, waited_s)]
+        return p * self.gone_call_s.get(service, 60.0) + (1 - p) * service_s
+
+    def prio_arrivals(self, service: str, t0_ms: float, t1_ms: float) -> float:
+        """Expected priority arrivals of `service` between two moments of today."""
+        rates = self.prio_rate.get(service)
+        if not rates or t1_ms <= t0_ms:
+            return 0.0
+        a, b = (t0_ms - self.midnight_ms) / 60_000, (t1_ms - self.midnight_ms) / 60_000
+        total, slot = 0.0, int(a // SLOT_MIN)
+        while a < b and 0 <= slot < len(rates):
+            edge = min((slot + 1) * SLOT_MIN, b)
+            total += rates[slot] * (edge - a)
+            a, slot = edge, slot + 1
+        return total
+
+
+def _midnight_ms(m: Model, day: str) -> int:
+    return int(datetime.combine(date.fromisoformat(day), time(0), tzinfo=m.tz).timestamp() * 1000)
+
+
+def day_context(conn: sqlite3.Connection, m: Model, day: str) -> DayContext:
+    """Read the last CONTEXT_DAYS days before `day` (a few aggregate queries, once a day)."""
+    midnight = _midnight_ms(m, day)
+    since = (date.fromisoformat(day) - timedelta(days=CONTEXT_DAYS)).isoformat()
+    # Usual open hours per counter: the minutes of the day it was open on at least half the days.
+    per_day: dict[str, dict[str, list[tuple[int, str]]]] = {}
+    for type_, payload, hlc in conn.execute(
+            "SELECT type, payload, hlc FROM events WHERE hlc >= ? AND hlc < ? AND type IN (?, ?, ?) ORDER BY hlc",
+            ((midnight - CONTEXT_DAYS * 86_400_000) << 16, midnight << 16, *ev.COUNTER_TYPES)):
+        local = datetime.fromtimestamp((hlc >> 16) / 1000, m.tz)
+        counter = json.loads(payload).get("counter")
+        per_day.setdefault(local.date().isoformat(), {}).setdefault(counter, []).append(
+            (local.hour * 60 + local.minute, ev.COUNTER_TYPES[type_]))
+    days = len(per_day)
+    runs: dict[str, list[tuple[int, int]]] = {}
+    if days:
+        for cid in m.counters:
+            diff = [0] * 1441
+            for counters in per_day.values():
+                status, since_min = "closed", 0
+                for minute, new in counters.get(cid, []):
+                    if status == "open" and new != "open":
+                        diff[since_min] += 1
+                        diff[minute] -= 1
+                    if new == "open" and status != "open":
+                        since_min = minute
+                    status = new
+                if status == "open":
+                    diff[since_min] += 1
+                    diff[1440] -= 1
+            level, start, out = 0, None, []
+            for minute in range(1440):
+                level += diff[minute]
+                usual = level * 2 >= days and level > 0
+                if usual and start is None:
+                    start = minute
+                elif not usual and start is not None:
+                    out.append((start, minute))
+                    start = None
+            if start is not None:
+                out.append((start, 1440))
+            runs[cid] = out
+    latest = max((r[-1][1] for r in runs.values() if r), default=0)
+    hours: dict[str, tuple[tuple[int, int], ...]] = {}
+    for cid, rs in runs.items():
+        spans = [(midnight + a * 60_000, midnight + b * 60_000) for a, b in rs]
+        if spans and rs[-1][1] >= latest - EDGE_MIN:  # open at closing time: serves those still waiting
+            spans[-1] = (spans[-1][0], INF_MS)
+        hours[cid] = tuple(spans)
+    # Speeds and spreads from the served tickets of those days.
+    stats: dict[tuple[str, str], tuple[int, float, float]] = {}
+    for counter, service, n, total, squares in conn.execute(
+            "SELECT counter, service, count(*), sum(finished_ms - started_ms) / 1000.0,"
+            " sum((finished_ms - started_ms) / 1000.0 * (finished_ms - started_ms) / 1000.0) FROM tickets"
+            " WHERE day >= ? AND day < ? AND status = 'completed' AND started_ms IS NOT NULL AND finished_ms IS NOT NULL"
+            " GROUP BY counter, service", (since, day)):
+        stats[(counter, service)] = (n, total, squares)
+    by_service: dict[str, list[float]] = {}
+    for (_, service), (n, total, squares) in stats.items():
+        acc = by_service.setdefault(service, [0, 0.0, 0.0])
+        acc[0] += n
+        acc[1] += total
+        acc[2] += squares
+    mean = {s: a[1] / a[0] for s, a in by_service.items() if a[0]}
+    cv = {}
+    for s, (n, total, squares) in by_service.items():
+        if n >= 20 and mean[s] > 0:
+            cv[s] = round(math.sqrt(max(squares / n - mean[s] ** 2, 0.0)) / mean[s], 3)
+    expected: dict[str, list[float]] = {}
+    for (counter, service), (n, total, _) in stats.items():
+        if counter is not None and service in mean:
+            acc = expected.setdefault(counter, [0, 0.0, 0.0])
+            acc[0] += n
+            acc[1] += n * mean[service]
+            acc[2] += total
+    speed = {c: round((a[1] + 20 * a[1] / a[0]) / (a[2] + 20 * a[1] / a[0]), 3)  # shrunk towards 1
+             for c, a in expected.items() if a[0] >= 10 and a[2] > 0}
+    # Priority arrivals per service and slot of the day.
+    open_days = {s: n for s, n in conn.execute(
+        "SELECT service, count(DISTINCT day) FROM tickets WHERE day >= ? AND day < ? GROUP BY service", (since, day))}
+    slots = 24 * 60 // SLOT_MIN
+    prio: dict[str, list[float]] = {}
+    for service, issued_ms in conn.execute(
+            "SELECT service, issued_ms FROM tickets WHERE day >= ? AND day < ? AND priority > 0", (since, day)):
+        local = datetime.fromtimestamp(issued_ms / 1000, m.tz)
+        slot = (local.hour * 60 + local.minute) // SLOT_MIN
+        prio.setdefault(service, [0.0] * slots)[slot] += 1.0
+    prio_rate = {s: tuple(round(v / max(open_days.get(s, 1), 1) / SLOT_MIN, 4) for v in row)
+                 for s, row in prio.items()}
+    # Who is gone when called, by how long they had waited (abandonment and no-shows).
+    counts: dict[str, list[list[int]]] = {}
+    calls: dict[str, list[float]] = {}
+    for service, status, waited, calling in conn.execute(
+            "SELECT service, status, called_ms - issued_ms, finished_ms - called_ms FROM tickets WHERE day >= ? AND day < ?"
+            " AND status IN ('completed', 'no_show') AND called_ms IS NOT NULL", (since, day)):
+        row = counts.setdefault(service, [[0, 0] for _ in range(len(GONE_EDGES_S) + 1)])
+        absent = status == "no_show"
+        row[bisect_right(GONE_EDGES_S, waited / 1000)][absent] += 1
+        if absent and calling is not None:
+            acc = calls.setdefault(service, [0.0, 0.0])
+            acc[0] += 1
+            acc[1] += calling / 1000
+    gone, gone_call = {}, {}
+    for service, row in counts.items():
+        total = sum(a + b for a, b in row)
+        base = (sum(b for _, b in row) + 1) / (total + 2)
+        # Each bin shrunk towards the overall share (10 pseudo-calls), then made non-decreasing.
+        curve, top = [], 0.0
+        for a, b in row:
+            top = max(top, (b + 10 * base) / (a + b + 10))
+            curve.append(round(top, 4))
+        gone[service] = tuple(curve)
+        if service in calls:
+            gone_call[service] = round(calls[service][1] / calls[service][0], 1)
+    # When booked people check in against their slot start, and how many never come.
+    late: dict[str, list[int]] = {}
+    for service, start, checked_in in conn.execute(
+            "SELECT json_extract(b.body, '$.service'), json_extract(b.body, '$.start'), t.issued_ms FROM bookings b"
+            " LEFT JOIN tickets t ON t.booking = b.code WHERE json_extract(b.body, '$.start') >= ?"
+            " AND json_extract(b.body, '$.start') < ? AND b.status = 'booked'",
+            ((midnight - CONTEXT_DAYS * 86_400_000) // 1000, midnight // 1000)):
+        row = late.setdefault(str(service), [0] * (len(LATE_EDGES_S) + 2))
+        if checked_in is None:
+            row[-1] += 1
+        else:
+            row[bisect_right(LATE_EDGES_S, (checked_in - int(start) * 1000) / 1000)] += 1
+    return DayContext(day, midnight, hours, speed, cv, prio_rate, gone, gone_call,
+                      {s: tuple(row) for s, row in late.items()},
+                      {s: round(v, 1) for s, v in mean.items() if by_service[s][0] >= 20}, days)
+
+
+def residual_s(mean: float, cv: float, elapsed: float) -> float:
+    """Expected remaining service time of a lognormal service (mean, cv) already `elapsed` long:
+    a long service is likely a long one, so an overdue counter is not about to be free."""
+    if mean <= 0:
+        return 0.0
+    if elapsed <= 0:
+        return mean
+    if cv <= 0:
+        return max(mean - elapsed, 0.0)
+    s2 = math.log(1 + cv * cv)
+    s = math.sqrt(s2)
+    mu = math.log(mean) - s2 / 2
+    le = math.log(elapsed)
+    surv = 0.5 * math.erfc(-((mu - le) / s) / math.sqrt(2))
+    if surv < 1e-9:
+        return elapsed * s2 / max(le - mu, 1e-3)
+    partial = mean * 0.5 * math.erfc(-((mu + s2 - le) / s) / math.sqrt(2))
+    return max(partial / surv - elapsed, 0.0)
+
+
 # -- signals ------------------------------------------------------------------------------------
 def signals(conn: sqlite3.Connection, m: Model, *, service: str, priority: int, effective_ms: int, ahead: int,
-            now_ms: int, day: str, ticket: str | None = None) -> dict[str, float]:
+            now_ms: int, day: str, ticket: str | None = None, ctx: DayContext | None = None) -> dict[str, float]:
     """What the node knows at `now_ms` about the wait of one ticket (or a newcomer) of `service`
-    with `ahead` people before it in the line (the engine's count)."""
+    with `ahead` people before it in the line (the engine's count). Every read is an index seek
+    or a bounded range: the cost does not grow with the length of the lines."""
     open_ids = {r[0] for r in conn.execute("SELECT id FROM counter_status WHERE status = 'open'")}
     serving = [c for c in m.counters.values() if service in c.services and c.id in open_ids]
     open_counters = len(serving)
     mean_s = _mean_service_s(conn, m, day, service)
-    busy = {r[0]: (r[1], r[2]) for r in conn.execute(
-        "SELECT counter, service, called_ms FROM tickets WHERE status IN ('called', 'serving') AND counter IS NOT NULL")}
+    busy = {r[0]: (r[1], r[2], r[3]) for r in conn.execute(
+        "SELECT counter, service, called_ms, started_ms FROM tickets INDEXED BY tickets_held"
+        " WHERE status IN ('called', 'serving') AND counter IS NOT NULL")}
     shared = sorted({s for c in serving for s in c.services if s != service and s in m.services})
     occupancy = {s: _occupancy_s(conn, m, day, s) for s in m.services}
+    means = {s: _blended_mean_s(conn, m, ctx if ctx is not None and ctx.day == day else None, day, s) for s in m.services}
     shared_ahead = 0.0
     for s in shared:
-        n = conn.execute("SELECT count(*) FROM tickets WHERE status = 'waiting' AND service = ? AND day = ?"
-                         " AND effective_ms < ?", (s, day, effective_ms)).fetchone()[0]
-        shared_ahead += n * occupancy[s]
+        shared_ahead += _waiting_before(conn, s, day, effective_ms) * occupancy[s]
+    ctx = ctx if ctx is not None and ctx.day == day else None
+    remaining = _remaining(m, ctx, busy, occupancy, means, now_ms)
     # The time until the first counter of this service is free (0 when one is idle).
     first_free = 0.0
     if serving and all(c.id in busy for c in serving):
-        first_free = min(max(occupancy.get(busy[c.id][0], mean_s) - (now_ms - busy[c.id][1]) / 1000, 0.0)
-                         for c in serving)
-    sched = schedule_s(conn, m, open_ids, busy, occupancy, service=service, priority=priority,
+        first_free = min(remaining[c.id] for c in serving)
+    sched, draw10, draw50, draw90 = schedule_s(conn, m, ctx, open_ids, busy, remaining, occupancy, means, service=service, priority=priority,
                        effective_ms=effective_ms, ahead=ahead, now_ms=now_ms, day=day, ticket=ticket)
     recent = conn.execute(
         "SELECT called_ms - issued_ms, status, priority, called_ms FROM tickets WHERE day = ? AND service = ?"
@@ -93,6 +310,17 @@ def signals(conn: sqlite3.Connection, m: Model, *, service: str, priority: int, 
     les_row = conn.execute(
         "SELECT called_ms - issued_ms, called_ms FROM tickets WHERE day = ? AND service = ? AND priority = ?"
         " AND called_ms IS NOT NULL ORDER BY called_ms DESC LIMIT 1", (day, service, priority)).fetchone()
+    # How the schedule did lately: actual over scheduled wait of the last called of this line
+    # (a slow day, people leaving more than usual: what the schedule's averages miss today).
+    ratios = []
+    for waited, sig_json in conn.execute(
+            "SELECT t.called_ms - t.issued_ms, f.signals FROM tickets t JOIN wait_features f ON f.ticket = t.id"
+            " WHERE t.day = ? AND t.service = ? AND t.called_ms IS NOT NULL ORDER BY t.called_ms DESC LIMIT ?",
+            (day, service, RATIO_ROWS)):
+        was = json.loads(sig_json).get("schedule_s", -1.0)
+        if was >= RATIO_MIN_S:
+            ratios.append(min(max(waited / 1000 / was, 0.25), 4.0))
+    ratios.sort()
     start_s = now_ms // 1000
     booked_late = conn.execute(
         "SELECT count(*) FROM bookings b WHERE json_extract(body, '$.start') BETWEEN ? AND ? AND status = 'booked'"
@@ -107,6 +335,11 @@ def signals(conn: sqlite3.Connection, m: Model, *, service: str, priority: int, 
         "mean_s": float(mean_s),
         "occupancy_s": occupancy[service],
         "schedule_s": sched,
+        "recent_ratio": ratios[len(ratios) // 2] if ratios else 1.0,
+        "recent_ratios": float(len(ratios)),
+        "draws_p10_s": draw10,
+        "draws_p50_s": draw50,
+        "draws_p90_s": draw90,
         "shared_work_s": shared_ahead,
         "first_free_s": first_free,
         "les_s": les_row[0] / 1000 if les_row else -1.0,
@@ -119,7 +352,43 @@ def signals(conn: sqlite3.Connection, m: Model, *, service: str, priority: int, 
         "gap_s": max(effective_ms - now_ms, 0) / 1000,
         "hour": local.hour + local.minute / 60,
         "weekday": float(local.weekday()),
+        "context_days": float(ctx.days) if ctx is not None else 0.0,
     }
+
+
+def _waiting_before(conn: sqlite3.Connection, service: str, day: str, effective_ms: int) -> int:
+    """Waiting tickets of a line with an earlier effective time: the per-minute line counts
+    (projection.line_counts) for whole minutes, the index for the last, partial one."""
+    minute = effective_ms // 60_000
+    whole = conn.execute("SELECT coalesce(sum(n), 0) FROM line_counts WHERE service = ? AND day = ? AND minute < ?",
+                         (service, day, minute)).fetchone()[0]
+    part = conn.execute("SELECT count(*) FROM tickets WHERE status = 'waiting' AND service = ? AND day = ?"
+                        " AND effective_ms >= ? AND effective_ms < ?", (service, day, minute * 60_000, effective_ms)).fetchone()[0]
+    return int(whole) + int(part)
+
+
+def _remaining(m: Model, ctx: DayContext | None, busy: dict[str, tuple[str, int, int | None]],
+               occupancy: dict[str, float], means: dict[str, float], now_ms: int) -> dict[str, float]:
+    """Per counter, the expected time (s) until its current ticket is done (0 when idle)."""
+    out = {}
+    for cid in m.counters:
+        cur = busy.get(cid)
+        if cur is None:
+            out[cid] = 0.0
+            continue
+        svc, called, started = cur
+        if started is None:  # called, not come yet
+            out[cid] = max(occupancy.get(svc, 0.0) - (now_ms - called) / 1000, 0.0)
+            continue
+        speed = ctx.speed.get(cid, 1.0) if ctx else 1.0
+        cv = ctx.cv.get(svc, DEFAULT_CV) if ctx else DEFAULT_CV
+        out[cid] = residual_s(means.get(svc, 0.0) / speed, cv, (now_ms - started) / 1000)
+    return out
+
+
+DEFAULT_CV = 0.5
+RATIO_ROWS = 10
+RATIO_MIN_S = 60.0
 
 
 def _mean_service_s(conn: sqlite3.Connection, m: Model, day: str, service: str) -> float:
@@ -128,6 +397,23 @@ def _mean_service_s(conn: sqlite3.Connection, m: Model, day: str, service: str) 
         "SELECT finished_ms - started_ms FROM tickets WHERE status = 'completed' AND service = ? AND day = ?"
         " AND started_ms IS NOT NULL ORDER BY finished_ms DESC LIMIT ?", (service, day, rules.estimate_window))]
     return q.mean_service_s(durations, rules.default_service_s)
+
+
+MEAN_PRIOR_ROWS = 40  # the recent days' mean counts as this many of today's services
+
+
+def _blended_mean_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, day: str, service: str) -> float:
+    """The service's mean time: today's latest services, shrunk towards the recent days' mean
+    (a window of 20 services alone is off by 10-15% often enough to shift every estimate)."""
+    rules = m.rules_for(service)
+    usable = [r[0] / 1000 for r in conn.execute(
+        "SELECT finished_ms - started_ms FROM tickets WHERE status = 'completed' AND service = ? AND day = ?"
+        " AND started_ms IS NOT NULL ORDER BY finished_ms DESC LIMIT ?", (service, day, rules.estimate_window))
+        if r[0] is not None and r[0] >= 0]
+    prior = ctx.mean.get(service) if ctx is not None else None
+    if prior is None:
+        return sum(usable) / len(usable) if usable else float(rules.default_service_s)
+    return (sum(usable) + MEAN_PRIOR_ROWS * prior) / (len(usable) + MEAN_PRIOR_ROWS)
 
 
 def _occupancy_s(conn: sqlite3.Connection, m: Model, day: str, service: str) -> float:
@@ -145,69 +431,275 @@ def _occupancy_s(conn: sqlite3.Connection, m: Model, day: str, service: str) -> 
     return sum(usable) / len(usable) / 1000 if usable else float(rules.default_service_s)
 
 
-SCHEDULE_ROWS = 80  # tickets per service played through the virtual schedule; beyond, a fluid rate
+
+SCHEDULE_ROWS = 40  # tickets per service and class played through the virtual schedule; beyond, a fluid rate
+SCHEDULE_STEPS = 400
 
 
-def schedule_s(conn: sqlite3.Connection, m: Model, open_ids: set[str], busy: dict[str, tuple[str, int]],
-               occupancy: dict[str, float], *, service: str, priority: int, effective_ms: int, ahead: int,
-               now_ms: int, day: str, ticket: str | None = None) -> float:
-    """Play the waiting line through the open counters with recent occupancy times and the
-    engine's own calling rule; the time at which some counter would call this ticket."""
-    counters = [c for c in m.counters.values() if c.id in open_ids]
-    if not any(service in c.services for c in counters):
-        return -1.0
-    wanted = {s for c in counters for s in c.services}
+def _availability(c_id: str, is_open: bool, ctx: DayContext | None, now_ms: int) -> list[tuple[int, int]]:
+    """When a counter will be open from now on: today's usual hours (DayContext), the current
+    stretch for an open counter (to its usual end), later stretches for a closed one."""
+    spans = list(ctx.hours.get(c_id, ())) if ctx is not None else []
+    if not spans:
+        return [(now_ms, INF_MS)] if is_open else []
+    later = [(a, b) for a, b in spans if a > now_ms]
+    if not is_open:
+        return later
+    current = next(((a, b) for a, b in spans if a <= now_ms < b), None)
+    if current is None:  # open outside its usual hours: until its next usual stretch ends
+        return [(now_ms, later[0][1])] + later[1:] if later else [(now_ms, INF_MS)]
+    return [(now_ms, current[1])] + later
+
+
+def schedule_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, open_ids: set[str],
+               busy: dict[str, tuple[str, int, int | None]], remaining: dict[str, float], occupancy: dict[str, float],
+               means: dict[str, float], *, service: str, priority: int, effective_ms: int, ahead: int, now_ms: int,
+               day: str, ticket: str | None = None) -> tuple[float, float, float, float]:
+    """Play the waiting line through the counters with the engine's own calling rule: each
+    counter starts when its current ticket should end (expected remaining service), takes the
+    recent occupancy time per call divided by its speed, and is open when it usually is today
+    (breaks, early closes and staff arriving later, from DayContext); priority tickets that
+    usually arrive meanwhile go before a normal one. The time at which some counter would
+    call this ticket (s), -1 when no counter serves the service today; then, with few
+    ahead, the 10th, 50th and 90th percentiles of DRAWS plays with random service times."""
+    counters = []
+    for c in m.counters.values():
+        spans = _availability(c.id, c.id in open_ids, ctx, now_ms)
+        if spans:
+            speed = ctx.speed.get(c.id, 1.0) if ctx else 1.0
+            start = now_ms + remaining.get(c.id, 0.0) * 1000 if c.id in open_ids else spans[0][0]
+            counters.append([float(start), spans, 0, c.services, max(speed, 0.2), c.id])
+    if not any(service in c[3] for c in counters):
+        return -1.0, -1.0, -1.0, -1.0
+    wanted = {s for c in counters for s in c[3] if s in m.services}
     rules = {s: m.rules_for(s) for s in m.services}
-    lines: dict[str, list[tuple[tuple[int, int, int, str], str]]] = {}
+    lines: dict[str, list[tuple[tuple[int, int, int, str], str, float]]] = {}
     truncated: set[str] = set()
     mine_key = q.order_key(q.Waiting(ticket or "~", service, priority, effective_ms, None), rules[service], now_ms)
     for s in wanted:
-        rows = conn.execute("SELECT id, service, priority, effective_ms, reserved_counter FROM tickets"
-                            " WHERE status = 'waiting' AND service = ? AND day = ? ORDER BY effective_ms LIMIT ?",
-                            (s, day, SCHEDULE_ROWS)).fetchall()
-        if len(rows) >= SCHEDULE_ROWS:
-            truncated.add(s)
-        rows += conn.execute("SELECT id, service, priority, effective_ms, reserved_counter FROM tickets"
-                             " WHERE status = 'waiting' AND service = ? AND day = ? AND priority > 0"
-                             " ORDER BY effective_ms LIMIT ?", (s, day, SCHEDULE_ROWS)).fetchall()
         seen: dict[str, tuple[tuple[int, int, int, str], str]] = {}
-        for r in rows:
-            w = q.Waiting(*r)
-            key = q.order_key(w, rules[s], now_ms)
-            if w.reserved_counter is None and key < mine_key and w.id != ticket:
-                seen[w.id] = (key, s)
-        lines[s] = sorted(seen.values())
-    free = []
-    for c in counters:
-        cur = busy.get(c.id)
-        left = max(occupancy.get(cur[0], 0.0) - (now_ms - cur[1]) / 1000, 0.0) if cur else 0.0
-        free.append([left, c.services])
-    heads = {s: 0 for s in lines}
-    same_done = 0
-    while True:
-        slot, best = None, None
-        for f in sorted(free, key=lambda f: f[0]):
-            pick = None
-            for s in f[1]:
-                if s in lines and heads[s] < len(lines[s]) and (pick is None or lines[s][heads[s]][0] < pick[0]):
-                    pick = lines[s][heads[s]]
-            if pick is not None or service in f[1]:
-                slot, best = f, pick
+        # Per priority class (highest first), the head of the class: bounded index ranges.
+        below = 1 << 62
+        while True:
+            row = conn.execute("SELECT priority FROM tickets WHERE status = 'waiting' AND service = ? AND day = ?"
+                               " AND priority < ? ORDER BY priority DESC LIMIT 1", (s, day, below)).fetchone()
+            if row is None:
                 break
-        if slot is None:
-            return -1.0
-        if best is None:  # the first counter free for this service finds nobody ahead: this ticket
-            return float(slot[0])
-        heads[best[1]] += 1
-        slot[0] += occupancy.get(best[1], 0.0)
-        if best[1] == service:
+            below = row[0]
+            rows = conn.execute("SELECT id, service, priority, effective_ms, reserved_counter FROM tickets"
+                                " WHERE status = 'waiting' AND service = ? AND day = ? AND priority = ?"
+                                " ORDER BY effective_ms LIMIT ?", (s, day, below, SCHEDULE_ROWS)).fetchall()
+            if len(rows) >= SCHEDULE_ROWS:
+                truncated.add(s)
+            for r in rows:
+                w = q.Waiting(*r)
+                key = q.order_key(w, rules[s], now_ms)
+                if w.reserved_counter is None and key < mine_key and w.id != ticket:
+                    seen[w.id] = (key, s, 1.0)
+        if ctx is not None and s in ctx.late:
+            # Bookings of a slot before this ticket's time that have not checked in yet: each
+            # takes its place ahead when it comes, as likely as such bookings came lately.
+            for code, start in conn.execute(
+                    "SELECT code, json_extract(body, '$.start') FROM bookings b WHERE json_extract(body, '$.start')"
+                    " BETWEEN ? AND ? AND status = 'booked' AND json_extract(body, '$.service') = ?"
+                    " AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.booking = b.code) LIMIT ?",
+                    (now_ms // 1000 - BOOKED_LATE_S, effective_ms // 1000, s, SCHEDULE_ROWS)):
+                start_ms = int(start) * 1000
+                p_show = ctx.shows(s, (now_ms - start_ms) / 1000)
+                key = (0, start_ms, 0, code)
+                if p_show > 0.02 and key < mine_key:
+                    seen[code] = (key, s, p_show)
+        lines[s] = sorted(seen.values())
+    def cost(s: str, waited_s: float, speed: float) -> float:
+        if ctx is not None and s in ctx.gone and s in means:
+            return ctx.duration_s(s, waited_s, means[s] / speed)
+        return occupancy.get(s, 0.0) / speed
+
+    jumps = priority == 0 and ctx is not None
+    play = [c[:] for c in counters]
+    expected = (lambda s, t: ctx.prio_arrivals(s, now_ms, t)) if jumps and ctx is not None else None
+    found, same_done = _play(play, lines, truncated, cost, expected, service, now_ms)
+    if found is None:
+        # Played out what was fetched: the rest of this line at the fluid rate of its counters.
+        mine = [c for c in play if service in c[3]]
+        rest = max(ahead - same_done, 0)
+        end = _fluid_end(mine, rest * occupancy[service] * 1000)  # counter-ms at speed 1
+        if rest and end < INF_MS and ctx is not None and service in ctx.gone and service in means:
+            # Those still ahead will have waited about as long as this ticket when called.
+            end = _fluid_end(mine, rest * cost(service, (end - now_ms) / 1000, 1.0) * 1000)
+        found = end
+    point_s = (found - now_ms) / 1000 if found < INF_MS else -1.0
+    if point_s < 0 or truncated or sum(len(v) for v in lines.values()) > DRAW_ROWS:
+        return point_s, point_s, point_s, point_s
+    # Few ahead: the same play with random service times (the spread of the order in which
+    # counters free up matters more than their means), DRAWS times.
+    rng = random.Random(now_ms * 8 + priority)
+    cvs = {s: (ctx.cv.get(s, DEFAULT_CV) if ctx else DEFAULT_CV) for s in m.services}
+
+    def drawn(s: str, waited_s: float, speed: float) -> float:
+        if ctx is not None and s in ctx.gone and s in means:
+            curve = ctx.gone[s]
+            if rng.random() < curve[bisect_right(GONE_EDGES_S, waited_s)]:
+                return ctx.gone_call_s.get(s, 60.0)
+            return _lognormal(rng, means[s] / speed, cvs[s])
+        return _lognormal(rng, occupancy.get(s, 0.0) / speed, cvs[s])
+
+    outcomes = []
+    for _ in range(DRAWS):
+        play = []
+        for c in counters:
+            c = c[:]
+            cur = busy.get(c[5])
+            if cur is not None and cur[2] is not None and c[0] > now_ms:
+                svc, started = cur[0], cur[2]
+                c[0] = now_ms + _residual_draw(rng, means.get(svc, 0.0) / c[4], cvs.get(svc, DEFAULT_CV),
+                                               (now_ms - started) / 1000) * 1000
+            play.append(c)
+        arrived = None
+        if jumps and ctx is not None:
+            times = {s: _poisson_times(rng, ctx, s, now_ms) for s in lines}
+            arrived = lambda s, t, times=times: float(bisect_right(times[s], t))  # noqa: E731
+        drawn_lines = {s: [(k, sv, 1.0) for k, sv, p in rows if p >= 1.0 or rng.random() < p]
+                       for s, rows in lines.items()}
+        t, _ = _play(play, drawn_lines, truncated, drawn, arrived, service, now_ms)
+        outcomes.append((t - now_ms) / 1000 if t is not None and t < INF_MS else point_s)
+    outcomes.sort()
+    return point_s, outcomes[DRAWS // 10], (outcomes[(DRAWS - 1) // 2] + outcomes[DRAWS // 2]) / 2, outcomes[-1 - DRAWS // 10]
+
+
+DRAWS = 20
+DRAW_ROWS = 12
+
+
+def _lognormal(rng: random.Random, mean: float, cv: float) -> float:
+    if mean <= 0 or cv <= 0:
+        return max(mean, 0.0)
+    s2 = math.log(1 + cv * cv)
+    return rng.lognormvariate(math.log(mean) - s2 / 2, math.sqrt(s2))
+
+
+def _residual_draw(rng: random.Random, mean: float, cv: float, elapsed: float) -> float:
+    """A remaining service time drawn from a lognormal (mean, cv) that has lasted `elapsed`."""
+    if mean <= 0:
+        return 0.0
+    if cv <= 0 or elapsed <= 0:
+        return max(_lognormal(rng, mean, cv) - max(elapsed, 0.0), 0.0)
+    s2 = math.log(1 + cv * cv)
+    sd = math.sqrt(s2)
+    mu = math.log(mean) - s2 / 2
+    surv = 0.5 * math.erfc(-((mu - math.log(elapsed)) / sd) / math.sqrt(2))
+    if surv < 1e-6:
+        return residual_s(mean, cv, elapsed)
+    u = 1 - rng.random() * surv  # a quantile of S beyond `elapsed`
+    u = min(max(u, 1e-9), 1 - 1e-9)
+    return max(math.exp(mu + sd * _NORMAL.inv_cdf(u)) - elapsed, 0.0)
+
+
+_NORMAL = NormalDist()
+ARRIVALS_HORIZON_MS = 3 * 3_600_000
+
+
+def _poisson_times(rng: random.Random, ctx: DayContext, service: str, now_ms: int) -> list[float]:
+    """Arrival moments of priority tickets of a service in one draw (at the usual rates)."""
+    rates = ctx.prio_rate.get(service)
+    out: list[float] = []
+    if not rates:
+        return out
+    t = float(now_ms)
+    end = now_ms + ARRIVALS_HORIZON_MS
+    while t < end and len(out) < 50:
+        slot = int((t - ctx.midnight_ms) // 60_000 // SLOT_MIN)
+        rate = rates[slot] if 0 <= slot < len(rates) else 0.0  # per minute
+        edge = ctx.midnight_ms + (slot + 1) * SLOT_MIN * 60_000
+        if rate <= 0:
+            t = float(edge)
+            continue
+        step = rng.expovariate(rate) * 60_000
+        if t + step >= edge:  # memoryless: start again at the slot's edge with the next rate
+            t = float(edge)
+            continue
+        t += step
+        out.append(t)
+    return out
+
+
+
+def _play(counters: list[list[Any]], lines: dict[str, list[tuple[tuple[int, int, int, str], str, float]]],
+          truncated: set[str], cost: Callable[[str, float, float], float],
+          arrived: Callable[[str, float], float] | None, service: str, now_ms: int) -> tuple[float | None, int]:
+    """One play of the virtual schedule: (when this ticket is called (ms), INF_MS if never, or
+    None when a truncated line ran out first; how many of its own line were called before)."""
+    heads = {s: 0 for s in lines}
+    jumps = {s: 0.0 for s in lines} if arrived is not None else {}
+    same_done = 0
+    for _ in range(SCHEDULE_STEPS):
+        best_c, best_t = None, float(INF_MS)
+        for c in counters:
+            t, spans, k = c[0], c[1], c[2]
+            while k < len(spans) and t >= spans[k][1]:
+                k += 1
+            c[2] = k
+            if k < len(spans):
+                t = max(t, float(spans[k][0]))
+                c[0] = t
+                if t < best_t:
+                    best_c, best_t = c, t
+        if best_c is None:
+            return float(INF_MS), same_done
+        pick = None
+        for s in best_c[3]:
+            if s in lines and heads[s] < len(lines[s]) and (pick is None or lines[s][heads[s]][0] < pick[0]):
+                pick = lines[s][heads[s]]
+        if (pick is None or pick[0][0] == 0) and arrived is not None:
+            # Priority arrivals expected by now for this counter's services go first.
+            jumped = False
+            for s in best_c[3]:
+                if s in jumps and arrived(s, best_t) - jumps[s] >= 1.0:
+                    jumps[s] += 1.0
+                    best_c[0] = best_t + cost(s, 0.0, best_c[4]) * 1000
+                    jumped = True
+                    break
+            if jumped:
+                continue
+        if pick is None:
+            if service in best_c[3]:  # the first counter free for this service finds nobody ahead
+                return best_t, same_done
+            best_c[1] = []  # nothing left for this counter
+            continue
+        heads[pick[1]] += 1
+        if pick[2] < 1.0:  # a booking that may come (by its likelihood): it has just arrived
+            best_c[0] = best_t + pick[2] * cost(pick[1], 0.0, best_c[4]) * 1000
+        else:
+            best_c[0] = best_t + cost(pick[1], (best_t - pick[0][1]) / 1000, best_c[4]) * 1000
+        if pick[1] == service:
             same_done += 1
-        if heads[best[1]] >= len(lines[best[1]]) and best[1] in truncated:
-            break
-    # Played out what was fetched: the rest of this line at the fluid rate of its counters.
-    rest = max(ahead - same_done, 0) * occupancy[service]
-    mine = [f[0] for f in free if service in f[1]]
-    return float(min(mine) + rest / len(mine))
+        if heads[pick[1]] >= len(lines[pick[1]]) and pick[1] in truncated:
+            return None, same_done
+    return None, same_done
+
+
+def _fluid_end(counters: list[list[Any]], work: float) -> float:
+    """When `work` (ms at speed 1) is done by these counters from their current times, each
+    at its speed while open."""
+    points = []
+    for c in counters:
+        t, spans, k, _, speed = c[:5]
+        for a, b in spans[k:]:
+            a = max(a, t)
+            if a < b:
+                points.append((a, speed))
+                points.append((min(b, INF_MS), -speed))
+    if not points:
+        return float(INF_MS)
+    points.sort()
+    rate, last = 0.0, points[0][0]
+    for at, d in points:
+        if rate > 0 and work <= rate * (at - last):
+            return last + work / rate
+        work -= rate * (at - last)
+        rate += d
+        last = at
+    return float(last)
 
 
 # -- estimators ---------------------------------------------------------------------------------
@@ -222,58 +714,25 @@ def les(sig: dict[str, float]) -> Estimate:
     return point(sig["les_s"])
 
 
-def capacity_ahead(profile: list[float] | None, sig: dict[str, float]) -> float:
-    """How much longer (>1) or shorter (<1) the schedule takes with the counters usually open
-    in the coming slots of the day (the staffing profile) than with those open now: the work
-    ahead, schedule_s x counters open now, is spent slot by slot at each slot's usual staffing
-    (so counters that are finishing their last ticket before a break count as leaving)."""
-    sched = sig["schedule_s"]
-    if not profile or sched <= 0:
-        return 1.0
-    minute = sig["hour"] * 60
-    slot = int(minute // SLOT_MIN)
-    if not 0 <= slot < len(profile):
-        return 1.0
-    here = max(sig["serving"], 0.5)
-    work = sched / 60 * here  # counter-minutes
-    elapsed = 0.0
-    while work > 1e-9 and slot < len(profile):
-        # Slots nobody usually staffs (after closing) still serve those waiting, at today's rate.
-        rate = profile[slot] if profile[slot] >= 0.25 else here
-        span = (slot + 1) * SLOT_MIN - minute
-        if rate * span >= work:
-            elapsed += work / rate
-            work = 0.0
-            break
-        work -= rate * span
-        elapsed += span
-        minute = (slot + 1) * SLOT_MIN
-        slot += 1
-    elapsed += work / here
-    return min(max(elapsed * 60 / sched, 0.25), 4.0)
-
-
 def features(sig: dict[str, float]) -> list[float]:
-    """The learned model's inputs: queue-aware terms in seconds, then hour of day x schedule."""
-    servers = max(sig["serving"], 1.0)
-    occ = sig["occupancy_s"]
-    work = (sig["ahead"] * occ + sig["shared_work_s"]) / servers
+    """The learned model's inputs: the median of the virtual schedule's plays (the physics of
+    the line, DRAWS times), or its expected play when many are ahead, and an intercept.
+
+    Richer inputs were tried (the people ahead times the mean, LES, recent delays, priority
+    jumps, late bookings, hour of day x schedule, ...) as correction terms: out of fold they
+    looked better on some regimes and did worse on the later days, as a few weeks of history
+    hold only a few dozen independent days (a day's errors are shared by its tickets). Their
+    information now enters the schedule itself."""
     no_counter = sig["schedule_s"] < 0
-    sched = (sig["ahead"] + 1) * occ if no_counter else sig["schedule_s"]
-    les_s = sig["les_s"] if sig["les_s"] >= 0 else sched
-    recent = sig["recent_delay_s"] if sig["recent_delay_s"] >= 0 else sched
-    jump = sched * sig["prio_share"] if sig["priority"] == 0 else 0.0
-    booked = sig["booked_late"] * occ / servers
-    gap = sig["gap_s"]
-    base = [1.0, sched, sched * sig.get("capacity_ahead", 1.0), work, sig["first_free_s"], les_s, recent, jump, booked, gap, max(sched, gap),
-            sched if no_counter else 0.0]
-    hour = int(sig["hour"])
-    return base + [sched if hour == h else 0.0 for h in HOURS]
+    sched = (sig["ahead"] + 1) * sig["occupancy_s"] if no_counter else sig["schedule_s"]
+    draw = sig.get("draws_p50_s", sched)
+    return [1.0, sched if draw < 0 else draw]
 
 
-FEATURE_NAMES = ("intercept", "schedule_s", "schedule_x_capacity_s", "work_s", "first_free_s", "les_s", "recent_delay_s", "priority_jumps_s",
-                 "booked_late_s", "gap_s", "max_schedule_gap_s", "no_counter_s") + tuple(
-                     f"schedule_s_at_{h:02d}h" for h in HOURS)
+FEATURE_NAMES = ("intercept", "draws_p50_s")
+# The trainer chooses, per model, what predicts best out of fold: the schedule's median as it
+# is, or a least-absolute-error line through it (waits_train.fit_ranges).
+FEATURE_SETS = ((0, 1),)
 
 
 @dataclass(frozen=True)
@@ -312,30 +771,65 @@ class WaitModel:
                    tuple(map(float, data["q50"])), tuple(map(float, data["q90"])), dict(data.get("meta") or {}))
 
 
+def regime(sig: dict[str, float]) -> str:
+    """Which of the branch's models answers: waits with nobody ahead and a counter free, with
+    nobody ahead but every counter busy, and with few, some or many ahead behave differently
+    (a residual service, a sum of a few services, a fluid line)."""
+    ahead = sig["ahead"]
+    if ahead <= 0:
+        return "free" if sig["schedule_s"] == 0 else "busy"
+    return "few" if ahead <= 3 else ("some" if ahead <= 10 else "many")
+
+
+REGIMES = ("free", "busy", "few", "some", "many")
+ANY = "*"
+
+
 @dataclass(frozen=True)
 class BranchModel:
-    """The branch's models: one per service with enough history, a pooled one for the rest."""
+    """The branch's models: per regime (waits.regime) a pooled one and one per service with
+    enough history; a pooled and per-service model over all regimes for the rest. `width`
+    scales every range about its point so that the ranges hold 80% of the branch's waits."""
 
     pooled: WaitModel
     services: dict[str, WaitModel]
-    staffing: dict[str, list[float]]  # per service, counters usually open per SLOT_MIN of the day
+    regimes: dict[str, dict[str, WaitModel]] = field(default_factory=dict)
+    width: float = 1.0
+
+    def pick(self, sig: dict[str, float], service: str) -> WaitModel:
+        by = self.regimes.get(regime(sig))
+        if by:
+            found = by.get(service) or by.get(ANY)
+            if found is not None:
+                return found
+        return self.services.get(service, self.pooled)
 
     def predict(self, sig: dict[str, float], service: str) -> Estimate:
-        sig = {**sig, "capacity_ahead": capacity_ahead(self.staffing.get(service), sig)}
-        return self.services.get(service, self.pooled).predict(sig)
+        est = self.pick(sig, service).predict(sig)
+        if self.width == 1.0:
+            return est
+        w = self.width
+        return Estimate(max(int(round(est.p50 - w * (est.p50 - est.p10))), 0), est.p50,
+                        int(round(est.p50 + w * (est.p90 - est.p50))))
 
     def to_json(self) -> dict[str, Any]:
         return {"version": MODEL_VERSION, "pooled": self.pooled.to_json(),
                 "services": {s: m.to_json() for s, m in sorted(self.services.items())},
-                "staffing": self.staffing}
+                "regimes": {r: {s: m.to_json() for s, m in sorted(by.items())} for r, by in sorted(self.regimes.items())},
+                "width": self.width}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BranchModel:
         if data.get("version") != MODEL_VERSION:
             raise ValueError("wait model of another version")
+        regimes = {str(r): {str(s): WaitModel.from_json(m) for s, m in by.items()}
+                   for r, by in (data.get("regimes") or {}).items()}
+        width = float(data.get("width", 1.0))
+        if not 0.1 <= width <= 10:
+            raise ValueError("wait model width out of range")
         return cls(WaitModel.from_json(data["pooled"]),
                    {str(s): WaitModel.from_json(m) for s, m in (data.get("services") or {}).items()},
-                   {str(s): [float(v) for v in row] for s, row in (data.get("staffing") or {}).items()})
+                   regimes, width)
 
     @property
     def size_bytes(self) -> int:
@@ -375,13 +869,13 @@ def shown(sig: dict[str, float], model: BranchModel | None, service: str) -> tup
 
 def estimate(conn: sqlite3.Connection, m: Model, model: BranchModel | None, *, service: str, priority: int,
              effective_ms: int, ahead: int, now_ms: int, day: str, ticket: str | None = None,
-             record_issued_ms: int | None = None) -> tuple[int, list[int] | None]:
+             record_issued_ms: int | None = None, ctx: DayContext | None = None) -> tuple[int, list[int] | None]:
     """The node's estimate for one ticket (or a newcomer): (point s, [p10, p90] or None).
 
     Until a model has been trained it is the naive formula, with no range. With
     `record_issued_ms` (at issue, on the writer) the signals are kept for training."""
     sig = signals(conn, m, service=service, priority=priority, effective_ms=effective_ms, ahead=ahead,
-                  now_ms=now_ms, day=day, ticket=ticket)
+                  now_ms=now_ms, day=day, ticket=ticket, ctx=ctx)
     if record_issued_ms is not None and ticket is not None:
         record(conn, ticket, day, service, record_issued_ms, sig)
     return shown(sig, model, service)

@@ -17,11 +17,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from datetime import date, datetime, time
-
-from appliance import events as ev
 from appliance.model import Model
-from appliance.waits import FEATURE_NAMES, SLOT_MIN, BranchModel, WaitModel, capacity_ahead, features
+from appliance.waits import ANY, FEATURE_NAMES, FEATURE_SETS, BranchModel, WaitModel, features, regime
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +26,10 @@ MIN_ROWS = 60
 PER_SERVICE_ROWS = 400
 IRLS_ROUNDS = 4
 FOLD_ROUNDS = 2
-FOLD_BLOCK = 150  # rows per calibration block, about a day of a small branch
+FOLD_BLOCKS = 10  # the history cut in this many blocks of time, alternately left out
+FOLD_MIN_ROWS = 120
 RIDGE = 1e-2
-PRIOR_FEATURE = 2  # schedule_x_capacity_s: the schedule with the usual staffing ahead
+PRIOR_FEATURE = 1  # draws_p50_s: the median of the virtual schedule's plays
 
 
 def history(conn: sqlite3.Connection, *, before_day: str | None = None,
@@ -148,26 +146,33 @@ def _irls(rows: Sequence[list[tuple[int, float]]], y: Sequence[float], d: int, s
 
 def fit(data: Sequence[tuple[dict[str, float], float]], meta: dict[str, Any] | None = None) -> WaitModel | None:
     """A model from (signals, actual wait s) pairs; None when there is too little history."""
+    found = fit_ranges(data, meta)
+    return found[0] if found is not None else None
+
+
+def fit_ranges(data: Sequence[tuple[dict[str, float], float]], meta: dict[str, Any] | None = None,
+               ) -> tuple[WaitModel, list[tuple[float, float, float]]] | None:
+    """fit(), and for each row the range (p10, p50, p90) predicted out of fold (as tomorrow's)."""
     if len(data) < MIN_ROWS:
         return None
     d = len(FEATURE_NAMES)
     raw = [features(sig) for sig, _ in data]
     y = [wait for _, wait in data]
     scale = [1.0] + [math.sqrt(sum(x[i] * x[i] for x in raw) / len(raw)) or 1.0 for i in range(1, d)]
-    rows = [[(i, v / scale[i]) for i, v in enumerate(x) if v] for x in raw]
     delta = max(_quantile(sorted(y), 0.5) * 0.05, 15.0)
     # The schedule is the physics; the model learns corrections to it, and the ridge shrinks
     # those corrections (not the whole prediction) towards zero.
     prior = [0.0] * d
     prior[PRIOR_FEATURE] = 1.0
     offset = [x[PRIOR_FEATURE] for x in raw]
-    coef = _irls(rows, y, d, scale, delta, IRLS_ROUNDS, offset, prior)
-    pred = [sum(c * v for c, v in zip(coef, x)) for x in raw]
-    # The range is calibrated on out-of-fold predictions (blocks of about a day, alternately
-    # left out), so it is as wide as tomorrow's errors, not as narrow as the fit's own.
-    folds = [(i // FOLD_BLOCK) % 2 for i in range(len(y))]
-    oof = list(pred)
-    if len(y) >= 2 * FOLD_BLOCK:
+    # Out of fold: blocks of about a day, alternately left out, predicted by a fit on the rest.
+    block = max(len(y) // FOLD_BLOCKS, 1)
+    folds = [(i // block) % 2 for i in range(len(y))]
+
+    def out_of_fold(rows: list[list[tuple[int, float]]]) -> list[float] | None:
+        if len(y) < FOLD_MIN_ROWS:
+            return None
+        oof = [0.0] * len(y)
         for k in (0, 1):
             keep = [i for i, f in enumerate(folds) if f != k]
             c = _irls([rows[i] for i in keep], [y[i] for i in keep], d, scale, delta, FOLD_ROUNDS,
@@ -175,6 +180,29 @@ def fit(data: Sequence[tuple[dict[str, float], float]], meta: dict[str, Any] | N
             for i, f in enumerate(folds):
                 if f == k:
                     oof[i] = sum(a * v for a, v in zip(c, raw[i]))
+        return oof
+
+    # The feature set (FEATURE_SETS) that predicts best out of fold; the smallest without folds.
+    best: tuple[float, int, list[list[tuple[int, float]]], list[float] | None] | None = None
+    if len(y) >= FOLD_MIN_ROWS:  # the schedule alone, as it is: nothing fitted
+        best = (sum(abs(a - b) for a, b in zip(y, offset)) / len(y), -1, [], list(offset))
+    for n, chosen in enumerate(FEATURE_SETS):
+        keep_cols = set(chosen)
+        rows = [[(i, v / scale[i]) for i, v in enumerate(x) if v and i in keep_cols] for x in raw]
+        oof = out_of_fold(rows)
+        if oof is None:
+            best = (0.0, n, rows, None)
+            break
+        mae = sum(abs(a - b) for a, b in zip(y, oof)) / len(y)
+        if best is None or mae < best[0]:
+            best = (mae, n, rows, oof)
+    assert best is not None
+    _, chosen_set, rows, found_oof = best
+    coef = list(prior) if chosen_set < 0 else _irls(rows, y, d, scale, delta, IRLS_ROUNDS, offset, prior)
+    pred = [sum(c * v for c, v in zip(coef, x)) for x in raw]
+    # The range is calibrated on out-of-fold predictions, so it is as wide as tomorrow's
+    # errors, not as narrow as the fit's own.
+    oof = found_oof if found_oof is not None else list(pred)
     bins = max(1, min(6, len(y) // 150))
     edges = tuple(_quantile(sorted(pred), k / bins) for k in range(1, bins))
     residuals: list[list[tuple[float, float]]] = [[] for _ in range(bins)]
@@ -182,90 +210,129 @@ def fit(data: Sequence[tuple[dict[str, float], float]], meta: dict[str, Any] | N
     for yi, pi, oi in zip(y, pred, oof):
         residuals[bisect_right(edges, oi)].append((yi - oi, oi))
         centre[bisect_right(edges, pi)].append(yi - pi)
+    # A bin's median residual shifts its points only if such shifts, learnt on one half of the
+    # history, also help on the other (errors within a day are shared: a few days' noise
+    # looks like a pattern otherwise).
+    shift = found_oof is not None and _shifts_hold(y, oof, folds, edges)
     qs: dict[float, list[float]] = {0.1: [], 0.5: [], 0.9: []}
     for b, rows_in_bin in enumerate(residuals):
-        mid = _quantile(sorted(centre[b]), 0.5)
+        mid = _quantile(sorted(centre[b]), 0.5) if shift or found_oof is None else 0.0
         low = _quantile(sorted(d for d, _ in rows_in_bin), 0.1) if rows_in_bin else mid
         qs[0.1].append(low)
         qs[0.5].append(mid)
         qs[0.9].append(_upper_for_coverage(rows_in_bin, low, mid, COVERAGE))
-    info = {"rows": len(y), **(meta or {})}
-    return WaitModel(tuple(coef), edges, tuple(qs[0.1]), tuple(qs[0.5]), tuple(qs[0.9]), info)
+    info = {"rows": len(y), "feature_set": chosen_set, **(meta or {})}
+    model = WaitModel(tuple(coef), edges, tuple(qs[0.1]), tuple(qs[0.5]), tuple(qs[0.9]), info)
+    ranges = []
+    for oi in oof:
+        b = bisect_right(edges, oi)
+        p50 = max(oi + qs[0.5][b], 0.0)
+        ranges.append((min(max(oi + qs[0.1][b], 0.0), p50), p50, max(oi + qs[0.9][b], p50)))
+    return model, ranges
 
 
-STAFFING_DAYS = 28
+def _shifts_hold(y: Sequence[float], oof: Sequence[float], folds: Sequence[int], edges: Sequence[float]) -> bool:
+    bins = len(edges) + 1
+    moved = list(oof)
+    for k in (0, 1):
+        per_bin: list[list[float]] = [[] for _ in range(bins)]
+        for yi, oi, f in zip(y, oof, folds):
+            if f != k:
+                per_bin[bisect_right(edges, oi)].append(yi - oi)
+        mids = [_quantile(sorted(v), 0.5) for v in per_bin]
+        for i, (oi, f) in enumerate(zip(oof, folds)):
+            if f == k:
+                moved[i] = max(oi + mids[bisect_right(edges, oi)], 0.0)
+    before = sum(abs(a - max(b, 0.0)) for a, b in zip(y, oof))
+    after = sum(abs(a - b) for a, b in zip(y, moved))
+    return after < before
 
 
-def staffing(conn: sqlite3.Connection, m: Model, *, before_day: str | None = None) -> dict[str, list[float]]:
-    """Per service, the counters usually open for it in each slot of the day (branch-local),
-    averaged over the days of the last four weeks the branch opened; learnt from the counter
-    events, so a lunch break or an early close is known before it happens."""
-    tz = m.tz
-    end_ms = (int(datetime.combine(date.fromisoformat(before_day), time(0), tzinfo=tz).timestamp() * 1000)
-              if before_day else None)
-    latest = end_ms if end_ms is not None else (conn.execute("SELECT max(hlc) FROM events").fetchone()[0] or 0) >> 16
-    start_ms = latest - STAFFING_DAYS * 86_400_000
-    sql = "SELECT type, payload, hlc FROM events WHERE hlc >= ? AND type IN (?, ?, ?)"
-    args: list[Any] = [start_ms << 16, *ev.COUNTER_TYPES]
-    if end_ms is not None:
-        sql += " AND hlc < ?"
-        args.append(end_ms << 16)
-    days: dict[str, dict[str, list[tuple[int, str]]]] = {}
-    for type_, payload, hlc in conn.execute(sql + " ORDER BY hlc", args):
-        ms = hlc >> 16
-        local = datetime.fromtimestamp(ms / 1000, tz)
-        counter = json.loads(payload).get("counter")
-        minute = local.hour * 60 + local.minute
-        days.setdefault(local.date().isoformat(), {}).setdefault(counter, []).append((minute, ev.COUNTER_TYPES[type_]))
-    slots = 24 * 60 // SLOT_MIN
-    open_frac: dict[str, list[float]] = {}
-    for counters in days.values():
-        for counter, changes in counters.items():
-            row = open_frac.setdefault(counter, [0.0] * slots)
-            status, k = "closed", 0
-            for slot in range(slots):
-                while k < len(changes) and changes[k][0] < (slot + 1) * SLOT_MIN:
-                    status = changes[k][1]
-                    k += 1
-                if status == "open":
-                    row[slot] += 1.0
-    n = max(len(days), 1)
-    out = {s: [0.0] * slots for s in m.services}
-    for c in m.counters.values():
-        row = open_frac.get(c.id)
-        if row is None:
-            continue
-        for s in c.services:
-            if s in out:
-                out[s] = [a + b / n for a, b in zip(out[s], row)]
-    return {s: [round(v, 3) for v in row] for s, row in out.items()}
+REGIME_ROWS = 200
+
+
+def _width(rows: Sequence[tuple[tuple[float, float, float], float]], coverage: float = COVERAGE) -> float:
+    """The factor on every range (about its point) for which the ranges hold `coverage` of the
+    waits, out of fold; ranges of waits that are certain (nobody ahead, a counter free) are
+    points and hold them whatever the factor, so the others are widened or narrowed."""
+    def held(w: float) -> float:
+        n = 0
+        for (p10, p50, p90), y in rows:
+            if round(max(p50 - w * (p50 - p10), 0.0)) <= y <= round(p50 + w * (p90 - p50)):
+                n += 1
+        return n / max(len(rows), 1)
+    lo, hi = 0.2, 5.0
+    if held(hi) < coverage:
+        return hi
+    if held(lo) > coverage:
+        return lo
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        if held(mid) < coverage:
+            lo = mid
+        else:
+            hi = mid
+    return round(hi, 3)
 
 
 def fit_branch(data: Sequence[tuple[str, dict[str, float], float]], meta: dict[str, Any] | None = None,
-               staff: dict[str, list[float]] | None = None) -> BranchModel | None:
-    """A pooled model over every service, and one per service that has PER_SERVICE_ROWS."""
-    data = [(s, {**sig, "capacity_ahead": capacity_ahead(staff.get(s) if staff else None, sig)}, w)
-            for s, sig, w in data]
-    pooled = fit([(sig, w) for _, sig, w in data], meta)
-    if pooled is None:
+               ) -> BranchModel | None:
+    """A model per regime (waits.regime), pooled and per service that has PER_SERVICE_ROWS;
+    a pooled and per-service model over every regime for the rest; then one width for the
+    ranges, calibrated on every row's out-of-fold range from the model that would answer it."""
+    # Tickets issued before the node had any history to read today from (DayContext) were
+    # estimated without usual hours, speeds or people leaving: not like today's; left out
+    # once there are enough others.
+    later = [row for row in data if row[1].get("context_days", 0) > 0]
+    if len(later) >= MIN_ROWS:
+        data = later
+    found = fit_ranges([(sig, w) for _, sig, w in data], meta)
+    if found is None:
         return None
-    by_service: dict[str, list[tuple[dict[str, float], float]]] = {}
-    for service, sig, w in data:
-        by_service.setdefault(service, []).append((sig, w))
+    pooled, ranges = found
+    chosen: list[tuple[float, float, float]] = list(ranges)
+
+    def group(indexes: list[int], extra: dict[str, Any], rows_needed: int) -> WaitModel | None:
+        if len(indexes) < rows_needed:
+            return None
+        got = fit_ranges([(data[i][1], data[i][2]) for i in indexes], {**(meta or {}), **extra})
+        if got is None:
+            return None
+        for i, r in zip(indexes, got[1]):
+            chosen[i] = r
+        return got[0]
+
+    by_service: dict[str, list[int]] = {}
+    by_regime: dict[str, dict[str, list[int]]] = {}
+    for i, (service, sig, _) in enumerate(data):
+        by_service.setdefault(service, []).append(i)
+        by_regime.setdefault(regime(sig), {}).setdefault(service, []).append(i)
     services = {}
-    for service, rows in by_service.items():
-        if len(rows) >= PER_SERVICE_ROWS:
-            model = fit(rows, {**(meta or {}), "service": service})
+    for service, idx in by_service.items():
+        model = group(idx, {"service": service}, PER_SERVICE_ROWS)
+        if model is not None:
+            services[service] = model
+    regimes: dict[str, dict[str, WaitModel]] = {}
+    for name, per in by_regime.items():
+        models: dict[str, WaitModel] = {}
+        everyone = sorted(i for idx in per.values() for i in idx)
+        model = group(everyone, {"regime": name}, REGIME_ROWS)
+        if model is not None:
+            models[ANY] = model
+        for service, idx in per.items():
+            model = group(idx, {"regime": name, "service": service}, PER_SERVICE_ROWS)
             if model is not None:
-                services[service] = model
-    return BranchModel(pooled, services, staff or {})
+                models[service] = model
+        if models:
+            regimes[name] = models
+    width = _width(list(zip(chosen, (w for _, _, w in data))))
+    return BranchModel(pooled, services, regimes, width)
 
 
 def train(conn: sqlite3.Connection, m: Model, *, before_day: str | None = None, since_day: str | None = None,
           meta: dict[str, Any] | None = None) -> BranchModel | None:
     """The nightly job's step: fit on every served ticket recorded before `before_day`."""
-    return fit_branch(history(conn, before_day=before_day, since_day=since_day), meta,
-                      staffing(conn, m, before_day=before_day))
+    return fit_branch(history(conn, before_day=before_day, since_day=since_day), meta)
 
 
 NOT_ENOUGH_HISTORY = 3

@@ -165,14 +165,84 @@ def rss_figure(events: int = 20_000) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def line_length_figures(sizes: tuple[int, ...] = (100, 1000, 5000, 20_000), samples: int = 300) -> dict[str, Any]:
+    """What one estimate costs as the lines grow: the sample branch with `size` tickets waiting
+    over three services (bench_queue's fill, 10% priority), three counters open and busy; per
+    sample, the signals of a newcomer read on a reader connection (waits.signals: every read
+    of the store and the virtual schedule; no commit), then the model's prediction."""
+    from bench.bench_queue import SERVICES, Clock, fill
+    from sync.db import connect
+
+    out = []
+    tmp = Path(tempfile.mkdtemp(prefix="smartq-bench-waits-lines-"))
+    try:
+        base = tmp / "branch"
+        write_sample(base)
+        for size in sizes:
+            folder = tmp / f"q{size}"
+            shutil.copytree(base, folder)
+            clock = Clock()
+            node = Node(load_config(folder / "kiosk.toml"), clock=clock)
+            node.open()
+            try:
+                fill(node, clock, size, random.Random(size))
+                for c in ("c1", "c2", "c3"):
+                    node.writer.call(lambda conn, c=c: node.branch.set_counter(conn, c, "open", None))
+                    node.writer.call(lambda conn, c=c: node.branch.call_next(conn, c))
+                reader = connect(node.db_path, readonly=True)
+                m = node.branch.model(reader)
+                day = node.branch.today(m)
+                ctx = node.branch.wait_context(reader, m, day)
+                collect, predict = [], []
+                model = None
+                for i in range(samples):
+                    service = SERVICES[i % len(SERVICES)]
+                    ahead = reader.execute("SELECT count(*) FROM tickets WHERE status = 'waiting' AND service = ?",
+                                           (service,)).fetchone()[0]
+                    now = clock.ms + i * 1000
+                    t0 = time.perf_counter()
+                    sig = waits.signals(reader, m, service=service, priority=0, effective_ms=now, ahead=ahead,
+                                        now_ms=now, day=day, ctx=ctx)
+                    collect.append(time.perf_counter() - t0)
+                    if model is None:
+                        model = _toy_model(sig)
+                    t0 = time.perf_counter()
+                    model.predict(sig, service)
+                    predict.append(time.perf_counter() - t0)
+                reader.close()
+                out.append({"waiting": size, "signals": latency_summary(collect), "predict": latency_summary(predict)})
+                print(out[-1], flush=True)
+            finally:
+                node.close()
+                shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"samples": samples, "sizes": out}
+
+
+def _toy_model(sig: dict[str, float]) -> waits.BranchModel:
+    """A model of the full shape (every regime, all features) to time predictions with."""
+    rows = [("general", {**sig, "ahead": float(a), "schedule_s": 60.0 * a, "draws_p50_s": 55.0 * a}, 58.0 * a + (a % 7) * 9)
+            for a in range(400)]
+    model = waits_train.fit_branch(rows)
+    assert model is not None
+    return model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scenario", default="hospital_rush")
     parser.add_argument("--skip-curve", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--only-rss", action="store_true")
+    parser.add_argument("--only-lines", action="store_true", help="only the estimate's cost against line length")
     args = parser.parse_args()
     figures: dict[str, Any] = {}
+    if args.only_lines:
+        figures["line_length"] = line_length_figures()
+        figures["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        write("waits_lines", figures)
+        return
     if args.only_rss:
         args.skip_curve = True
     else:

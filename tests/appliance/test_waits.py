@@ -74,7 +74,11 @@ def test_the_node_retrains_at_a_new_day_and_shows_a_range(sample_template, tmp_p
         assert model is not None and model.pooled.meta["rows"] >= 60
         saved = json.loads((kiosk.node.data_dir / waits.MODEL_FILE).read_text())
         assert waits.BranchModel.from_json(saved) == model
-        assert saved["staffing"]["general"]  # counters usually open, learnt from the counter events
+        # what the day before says about today: the counters' usual hours, from their events
+        ctx = kiosk.do(lambda c: kiosk.node.branch.wait_context(c, kiosk.node.branch.model(c),
+                                                                kiosk.node.branch.today(kiosk.node.branch.model(c))))
+        assert ctx.days == 1 and set(ctx.hours) >= {"c1", "c2"} and ctx.hours["c1"]
+        assert "general" in ctx.mean and ctx.speed
         for counter in ("c1", "c2"):
             kiosk.do(lambda c, counter=counter: kiosk.node.branch.set_counter(c, counter, "open", None))
         for _ in range(6):
