@@ -126,7 +126,7 @@ class Branch(Queries):
         ahead = self._ahead(conn, m, {"id": ticket_id, "service": service, "priority": priority,
                                       "effective_ms": effective, "day": day}, now)
         sig = waits.signals(conn, m, service=service, priority=priority, effective_ms=effective, ahead=ahead,
-                            now_ms=now, day=day, ticket=ticket_id)
+                            now_ms=now, day=day, ticket=ticket_id, ctx=self.wait_context(conn, m, day))
         shown = waits.shown(sig, self.wait_model, service)
         payload["estimate"] = {"p50": shown[0]} | ({"p10": shown[1][0], "p90": shown[1][1]} if shown[1] else {})
         issued = self.log.append(conn, ev.TICKET_ISSUED, payload)

@@ -90,6 +90,7 @@ class DayContext:
     late: dict[str, tuple[int, ...]] = field(default_factory=dict)   # service -> bookings checked in per LATE_EDGES_S bin, then never
     mean: dict[str, float] = field(default_factory=dict)             # service -> mean service time (s)
     days: int = 0                                                    # days of history it was read from
+    _cumulative: dict[str, list[float]] = field(default_factory=dict, compare=False, repr=False)
 
     def shows(self, service: str, late_s: float) -> float:
         """How likely a booking not checked in `late_s` after its slot start still comes."""
@@ -110,16 +111,25 @@ class DayContext:
 
     def prio_arrivals(self, service: str, t0_ms: float, t1_ms: float) -> float:
         """Expected priority arrivals of `service` between two moments of today."""
-        rates = self.prio_rate.get(service)
-        if not rates or t1_ms <= t0_ms:
+        return self._arrived_by(service, t1_ms) - self._arrived_by(service, t0_ms) if t1_ms > t0_ms else 0.0
+
+    def _arrived_by(self, service: str, t_ms: float) -> float:
+        cum = self._cumulative.get(service)
+        if cum is None:
+            rates = self.prio_rate.get(service)
+            if not rates:
+                return 0.0
+            cum = [0.0]
+            for r in rates:
+                cum.append(cum[-1] + r * SLOT_MIN)
+            self._cumulative[service] = cum
+        minute = (t_ms - self.midnight_ms) / 60_000
+        slot = int(minute // SLOT_MIN)
+        if slot < 0:
             return 0.0
-        a, b = (t0_ms - self.midnight_ms) / 60_000, (t1_ms - self.midnight_ms) / 60_000
-        total, slot = 0.0, int(a // SLOT_MIN)
-        while a < b and 0 <= slot < len(rates):
-            edge = min((slot + 1) * SLOT_MIN, b)
-            total += rates[slot] * (edge - a)
-            a, slot = edge, slot + 1
-        return total
+        if slot >= len(cum) - 1:
+            return cum[-1]
+        return cum[slot] + (cum[slot + 1] - cum[slot]) * (minute - slot * SLOT_MIN) / SLOT_MIN
 
 
 def _midnight_ms(m: Model, day: str) -> int:
@@ -432,7 +442,7 @@ def _occupancy_s(conn: sqlite3.Connection, m: Model, day: str, service: str) -> 
 
 
 
-SCHEDULE_ROWS = 40  # tickets per service and class played through the virtual schedule; beyond, a fluid rate
+SCHEDULE_ROWS = 24  # tickets per service and class played through the virtual schedule; beyond, a fluid rate
 SCHEDULE_STEPS = 400
 
 
@@ -564,11 +574,13 @@ def schedule_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, open_
         t, _ = _play(play, drawn_lines, truncated, drawn, arrived, service, now_ms)
         outcomes.append((t - now_ms) / 1000 if t is not None and t < INF_MS else point_s)
     outcomes.sort()
-    return point_s, outcomes[DRAWS // 10], (outcomes[(DRAWS - 1) // 2] + outcomes[DRAWS // 2]) / 2, outcomes[-1 - DRAWS // 10]
+    # The point: the mean of the middle third of the plays, a steadier median than the middle one.
+    middle = outcomes[DRAWS // 3:DRAWS - DRAWS // 3]
+    return point_s, outcomes[DRAWS // 10], sum(middle) / len(middle), outcomes[-1 - DRAWS // 10]
 
 
-DRAWS = 20
-DRAW_ROWS = 12
+DRAWS = 24
+DRAW_ROWS = 24
 
 
 def _lognormal(rng: random.Random, mean: float, cv: float) -> float:
@@ -596,7 +608,7 @@ def _residual_draw(rng: random.Random, mean: float, cv: float, elapsed: float) -
 
 
 _NORMAL = NormalDist()
-ARRIVALS_HORIZON_MS = 3 * 3_600_000
+ARRIVALS_HORIZON_MS = 3_600_000
 
 
 def _poisson_times(rng: random.Random, ctx: DayContext, service: str, now_ms: int) -> list[float]:
@@ -607,7 +619,7 @@ def _poisson_times(rng: random.Random, ctx: DayContext, service: str, now_ms: in
         return out
     t = float(now_ms)
     end = now_ms + ARRIVALS_HORIZON_MS
-    while t < end and len(out) < 50:
+    while t < end and len(out) < 30:
         slot = int((t - ctx.midnight_ms) // 60_000 // SLOT_MIN)
         rate = rates[slot] if 0 <= slot < len(rates) else 0.0  # per minute
         edge = ctx.midnight_ms + (slot + 1) * SLOT_MIN * 60_000

@@ -214,20 +214,37 @@ def fit_ranges(data: Sequence[tuple[dict[str, float], float]], meta: dict[str, A
     # history, also help on the other (errors within a day are shared: a few days' noise
     # looks like a pattern otherwise).
     shift = found_oof is not None and _shifts_hold(y, oof, folds, edges)
-    qs: dict[float, list[float]] = {0.1: [], 0.5: [], 0.9: []}
-    for b, rows_in_bin in enumerate(residuals):
-        mid = _quantile(sorted(centre[b]), 0.5) if shift or found_oof is None else 0.0
-        low = _quantile(sorted(d for d, _ in rows_in_bin), 0.1) if rows_in_bin else mid
-        qs[0.1].append(low)
-        qs[0.5].append(mid)
-        qs[0.9].append(_upper_for_coverage(rows_in_bin, low, mid, COVERAGE))
+    def quantiles(residuals: list[list[tuple[float, float]]], centre: list[list[float]]) -> dict[float, list[float]]:
+        qs: dict[float, list[float]] = {0.1: [], 0.5: [], 0.9: []}
+        for b, rows_in_bin in enumerate(residuals):
+            mid = _quantile(sorted(centre[b]), 0.5) if (shift or found_oof is None) and centre[b] else 0.0
+            low = _quantile(sorted(d for d, _ in rows_in_bin), 0.1) if rows_in_bin else mid
+            qs[0.1].append(low)
+            qs[0.5].append(mid)
+            qs[0.9].append(_upper_for_coverage(rows_in_bin, low, mid, COVERAGE))
+        return qs
+
+    qs = quantiles(residuals, centre)
     info = {"rows": len(y), "feature_set": chosen_set, **(meta or {})}
     model = WaitModel(tuple(coef), edges, tuple(qs[0.1]), tuple(qs[0.5]), tuple(qs[0.9]), info)
+    # Each row's range as tomorrow's would be: its bin's quantiles taken from the other half
+    # of the history (so the width calibrated on these ranges is not calibrated on itself).
+    per_fold = {k: qs for k in (0, 1)}
+    if found_oof is not None:
+        for k in (0, 1):
+            res_k: list[list[tuple[float, float]]] = [[] for _ in range(bins)]
+            cen_k: list[list[float]] = [[] for _ in range(bins)]
+            for yi, oi, f in zip(y, oof, folds):
+                if f != k:
+                    res_k[bisect_right(edges, oi)].append((yi - oi, oi))
+                    cen_k[bisect_right(edges, oi)].append(yi - oi)
+            per_fold[k] = quantiles(res_k, cen_k)
     ranges = []
-    for oi in oof:
+    for oi, f in zip(oof, folds):
+        q = per_fold[f]
         b = bisect_right(edges, oi)
-        p50 = max(oi + qs[0.5][b], 0.0)
-        ranges.append((min(max(oi + qs[0.1][b], 0.0), p50), p50, max(oi + qs[0.9][b], p50)))
+        p50 = max(oi + q[0.5][b], 0.0)
+        ranges.append((min(max(oi + q[0.1][b], 0.0), p50), p50, max(oi + q[0.9][b], p50)))
     return model, ranges
 
 

@@ -85,6 +85,9 @@ def test_the_node_retrains_at_a_new_day_and_shows_a_range(sample_template, tmp_p
             clock.ms += 20_000
             t = issue(kiosk)
         low, high = t["estimated_wait_range_s"]
+        sig = json.loads(kiosk.do(lambda c: c.execute("SELECT signals FROM wait_features WHERE ticket = ?",
+                                                      (t["id"],)).fetchone()[0]))
+        assert sig["context_days"] == 1  # the issue read today's usual hours and speeds from yesterday
         assert 0 <= low <= t["estimated_wait_s"] <= high
         # the issue event carries the range as shown, for HQ's estimate-error figures
         assert issued_estimate(kiosk, t["id"]) == {"p50": t["estimated_wait_s"], "p10": low, "p90": high}
