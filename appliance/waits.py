@@ -743,7 +743,7 @@ def features(sig: dict[str, float]) -> list[float]:
 
 FEATURE_NAMES = ("intercept", "draws_p50_s")
 # The trainer chooses, per model, what predicts best out of fold: the schedule's median as it
-# is, or a least-absolute-error line through it (waits_train.fit_ranges).
+# is, or a least-absolute-error line through it (waits_train.fit).
 FEATURE_SETS = ((0, 1),)
 
 
@@ -784,29 +784,28 @@ class WaitModel:
 
 
 def regime(sig: dict[str, float]) -> str:
-    """Which of the branch's models answers: waits with nobody ahead and a counter free, with
-    nobody ahead but every counter busy, and with few, some or many ahead behave differently
-    (a residual service, a sum of a few services, a fluid line)."""
+    """Which of the branch's models answers: waits with nobody ahead (a counter free, or the
+    first of the busy ones to free up), with few, some or many ahead behave differently (a
+    residual service, a sum of a few services, a fluid line)."""
     ahead = sig["ahead"]
     if ahead <= 0:
-        return "free" if sig["schedule_s"] == 0 else "busy"
+        return "none"
     return "few" if ahead <= 3 else ("some" if ahead <= 10 else "many")
 
 
-REGIMES = ("free", "busy", "few", "some", "many")
+REGIMES = ("none", "few", "some", "many")
 ANY = "*"
 
 
 @dataclass(frozen=True)
 class BranchModel:
     """The branch's models: per regime (waits.regime) a pooled one and one per service with
-    enough history; a pooled and per-service model over all regimes for the rest. `width`
-    scales every range about its point so that the ranges hold 80% of the branch's waits."""
+    enough history; a pooled and per-service model over all regimes for the rest. Each
+    model's range is calibrated on its own out-of-fold residuals."""
 
     pooled: WaitModel
     services: dict[str, WaitModel]
     regimes: dict[str, dict[str, WaitModel]] = field(default_factory=dict)
-    width: float = 1.0
 
     def pick(self, sig: dict[str, float], service: str) -> WaitModel:
         by = self.regimes.get(regime(sig))
@@ -817,18 +816,12 @@ class BranchModel:
         return self.services.get(service, self.pooled)
 
     def predict(self, sig: dict[str, float], service: str) -> Estimate:
-        est = self.pick(sig, service).predict(sig)
-        if self.width == 1.0:
-            return est
-        w = self.width
-        return Estimate(max(int(round(est.p50 - w * (est.p50 - est.p10))), 0), est.p50,
-                        int(round(est.p50 + w * (est.p90 - est.p50))))
+        return self.pick(sig, service).predict(sig)
 
     def to_json(self) -> dict[str, Any]:
         return {"version": MODEL_VERSION, "pooled": self.pooled.to_json(),
                 "services": {s: m.to_json() for s, m in sorted(self.services.items())},
-                "regimes": {r: {s: m.to_json() for s, m in sorted(by.items())} for r, by in sorted(self.regimes.items())},
-                "width": self.width}
+                "regimes": {r: {s: m.to_json() for s, m in sorted(by.items())} for r, by in sorted(self.regimes.items())}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BranchModel:
@@ -836,12 +829,9 @@ class BranchModel:
             raise ValueError("wait model of another version")
         regimes = {str(r): {str(s): WaitModel.from_json(m) for s, m in by.items()}
                    for r, by in (data.get("regimes") or {}).items()}
-        width = float(data.get("width", 1.0))
-        if not 0.1 <= width <= 10:
-            raise ValueError("wait model width out of range")
         return cls(WaitModel.from_json(data["pooled"]),
                    {str(s): WaitModel.from_json(m) for s, m in (data.get("services") or {}).items()},
-                   regimes, width)
+                   regimes)
 
     @property
     def size_bytes(self) -> int:

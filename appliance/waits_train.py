@@ -146,13 +146,6 @@ def _irls(rows: Sequence[list[tuple[int, float]]], y: Sequence[float], d: int, s
 
 def fit(data: Sequence[tuple[dict[str, float], float]], meta: dict[str, Any] | None = None) -> WaitModel | None:
     """A model from (signals, actual wait s) pairs; None when there is too little history."""
-    found = fit_ranges(data, meta)
-    return found[0] if found is not None else None
-
-
-def fit_ranges(data: Sequence[tuple[dict[str, float], float]], meta: dict[str, Any] | None = None,
-               ) -> tuple[WaitModel, list[tuple[float, float, float]]] | None:
-    """fit(), and for each row the range (p10, p50, p90) predicted out of fold (as tomorrow's)."""
     if len(data) < MIN_ROWS:
         return None
     d = len(FEATURE_NAMES)
@@ -214,38 +207,16 @@ def fit_ranges(data: Sequence[tuple[dict[str, float], float]], meta: dict[str, A
     # history, also help on the other (errors within a day are shared: a few days' noise
     # looks like a pattern otherwise).
     shift = found_oof is not None and _shifts_hold(y, oof, folds, edges)
-    def quantiles(residuals: list[list[tuple[float, float]]], centre: list[list[float]]) -> dict[float, list[float]]:
-        qs: dict[float, list[float]] = {0.1: [], 0.5: [], 0.9: []}
-        for b, rows_in_bin in enumerate(residuals):
-            mid = _quantile(sorted(centre[b]), 0.5) if (shift or found_oof is None) and centre[b] else 0.0
-            low = _quantile(sorted(d for d, _ in rows_in_bin), 0.1) if rows_in_bin else mid
-            qs[0.1].append(low)
-            qs[0.5].append(mid)
-            qs[0.9].append(_upper_for_coverage(rows_in_bin, low, mid, COVERAGE))
-        return qs
-
-    qs = quantiles(residuals, centre)
+    qs: dict[float, list[float]] = {0.1: [], 0.5: [], 0.9: []}
+    for b, rows_in_bin in enumerate(residuals):
+        mid = _quantile(sorted(centre[b]), 0.5) if (shift or found_oof is None) and centre[b] else 0.0
+        low = _quantile(sorted(d for d, _ in rows_in_bin), 0.1) if rows_in_bin else mid
+        qs[0.1].append(low)
+        qs[0.5].append(mid)
+        qs[0.9].append(_upper_for_coverage(rows_in_bin, low, mid, COVERAGE))
     info = {"rows": len(y), "feature_set": chosen_set, **(meta or {})}
     model = WaitModel(tuple(coef), edges, tuple(qs[0.1]), tuple(qs[0.5]), tuple(qs[0.9]), info)
-    # Each row's range as tomorrow's would be: its bin's quantiles taken from the other half
-    # of the history (so the width calibrated on these ranges is not calibrated on itself).
-    per_fold = {k: qs for k in (0, 1)}
-    if found_oof is not None:
-        for k in (0, 1):
-            res_k: list[list[tuple[float, float]]] = [[] for _ in range(bins)]
-            cen_k: list[list[float]] = [[] for _ in range(bins)]
-            for yi, oi, f in zip(y, oof, folds):
-                if f != k:
-                    res_k[bisect_right(edges, oi)].append((yi - oi, oi))
-                    cen_k[bisect_right(edges, oi)].append(yi - oi)
-            per_fold[k] = quantiles(res_k, cen_k)
-    ranges = []
-    for oi, f in zip(oof, folds):
-        q = per_fold[f]
-        b = bisect_right(edges, oi)
-        p50 = max(oi + q[0.5][b], 0.0)
-        ranges.append((min(max(oi + q[0.1][b], 0.0), p50), p50, max(oi + q[0.9][b], p50)))
-    return model, ranges
+    return model
 
 
 def _shifts_hold(y: Sequence[float], oof: Sequence[float], folds: Sequence[int], edges: Sequence[float]) -> bool:
@@ -268,56 +239,24 @@ def _shifts_hold(y: Sequence[float], oof: Sequence[float], folds: Sequence[int],
 REGIME_ROWS = 200
 
 
-def _width(rows: Sequence[tuple[tuple[float, float, float], float]], coverage: float = COVERAGE) -> float:
-    """The factor on every range (about its point) for which the ranges hold `coverage` of the
-    waits, out of fold; ranges of waits that are certain (nobody ahead, a counter free) are
-    points and hold them whatever the factor, so the others are widened or narrowed."""
-    def held(w: float) -> float:
-        n = 0
-        for (p10, p50, p90), y in rows:
-            if round(max(p50 - w * (p50 - p10), 0.0)) <= y <= round(p50 + w * (p90 - p50)):
-                n += 1
-        return n / max(len(rows), 1)
-    lo, hi = 0.2, 5.0
-    if held(hi) < coverage:
-        return hi
-    if held(lo) > coverage:
-        return lo
-    for _ in range(20):
-        mid = (lo + hi) / 2
-        if held(mid) < coverage:
-            lo = mid
-        else:
-            hi = mid
-    return round(hi, 3)
-
-
 def fit_branch(data: Sequence[tuple[str, dict[str, float], float]], meta: dict[str, Any] | None = None,
                ) -> BranchModel | None:
     """A model per regime (waits.regime), pooled and per service that has PER_SERVICE_ROWS;
-    a pooled and per-service model over every regime for the rest; then one width for the
-    ranges, calibrated on every row's out-of-fold range from the model that would answer it."""
+    a pooled and per-service model over every regime for the rest."""
     # Tickets issued before the node had any history to read today from (DayContext) were
     # estimated without usual hours, speeds or people leaving: not like today's; left out
     # once there are enough others.
     later = [row for row in data if row[1].get("context_days", 0) > 0]
     if len(later) >= MIN_ROWS:
         data = later
-    found = fit_ranges([(sig, w) for _, sig, w in data], meta)
-    if found is None:
+    pooled = fit([(sig, w) for _, sig, w in data], meta)
+    if pooled is None:
         return None
-    pooled, ranges = found
-    chosen: list[tuple[float, float, float]] = list(ranges)
 
     def group(indexes: list[int], extra: dict[str, Any], rows_needed: int) -> WaitModel | None:
         if len(indexes) < rows_needed:
             return None
-        got = fit_ranges([(data[i][1], data[i][2]) for i in indexes], {**(meta or {}), **extra})
-        if got is None:
-            return None
-        for i, r in zip(indexes, got[1]):
-            chosen[i] = r
-        return got[0]
+        return fit([(data[i][1], data[i][2]) for i in indexes], {**(meta or {}), **extra})
 
     by_service: dict[str, list[int]] = {}
     by_regime: dict[str, dict[str, list[int]]] = {}
@@ -342,8 +281,7 @@ def fit_branch(data: Sequence[tuple[str, dict[str, float], float]], meta: dict[s
                 models[service] = model
         if models:
             regimes[name] = models
-    width = _width(list(zip(chosen, (w for _, _, w in data))))
-    return BranchModel(pooled, services, regimes, width)
+    return BranchModel(pooled, services, regimes)
 
 
 def train(conn: sqlite3.Connection, m: Model, *, before_day: str | None = None, since_day: str | None = None,

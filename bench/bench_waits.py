@@ -8,7 +8,9 @@
 - learning curve: evaluation-day MAE of `learned` trained on the first k days of history,
   against naive and LES, for every scenario in appliance/scenarios/.
 
-    .venv/bin/python -m bench.bench_waits [--scenario NAME] [--skip-curve] [--skip-rss]
+    .venv/bin/python -m bench.bench_waits [--scenario NAME] [--skip-curve] [--skip-rss] [--jobs 2]
+    .venv/bin/python -m bench.bench_waits --only-lines    # the estimate against line length
+    .venv/bin/python -m bench.bench_waits --only-curve    # the learning curves
 """
 
 from __future__ import annotations
@@ -84,13 +86,13 @@ def speed_figures(name: str) -> dict[str, Any]:
     }
 
 
-def curve_figures() -> dict[str, Any]:
-    """Per scenario: eval MAE of learned trained on the first k days (no retraining during eval)."""
-    out: dict[str, Any] = {}
-    for path in sorted(SCENARIOS.glob("*.toml")):
-        scenario = load_scenario(path)
-        with workspace() as work:
-            sim = Simulation(scenario, work, retrain=False)
+def _curve_one(path: Path) -> tuple[str, dict[str, Any]]:
+    """One scenario's learning curve: simulated once (no retraining), then `learned` trained on
+    the first k days and scored on the evaluation days, for each k of CURVE_DAYS."""
+    scenario = load_scenario(path)
+    with workspace() as work:
+        sim = Simulation(scenario, work, retrain=False)
+        try:
             days = sim.run()
             served = [p for d in days if d.kind == "eval" for p in d.people if p.outcome == "served"]
             truth = [(p.called_ms - p.issued_ms) / 1000 for p in served]  # type: ignore[operator]
@@ -111,9 +113,23 @@ def curve_figures() -> dict[str, Any]:
                 s = score([(model.predict(p.signals, p.service), w) for p, w in zip(served, truth)])
                 row["learned"][k] = {"mae_s": s["mae_s"], "coverage_80": s["coverage_80"],
                                      "vs_naive": round(s["mae_s"] / row["naive_mae_s"], 3)}
+        finally:
             sim.close()
-        out[path.stem] = row
-        print(path.stem, row, flush=True)
+    return path.stem, row
+
+
+def curve_figures(jobs: int = 2) -> dict[str, Any]:
+    """Per scenario: eval MAE of learned trained on the first k days (no retraining during
+    eval); scenarios in `jobs` processes."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    out: dict[str, Any] = {}
+    paths = sorted(SCENARIOS.glob("*.toml"))
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for name, row in pool.map(_curve_one, paths):
+            out[name] = row
+            print(name, row, flush=True)
     return out
 
 
@@ -236,12 +252,19 @@ def main() -> None:
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--only-rss", action="store_true")
     parser.add_argument("--only-lines", action="store_true", help="only the estimate's cost against line length")
+    parser.add_argument("--only-curve", action="store_true", help="only the learning curves")
+    parser.add_argument("--jobs", type=int, default=2, help="scenarios simulated at once for the curves")
     args = parser.parse_args()
     figures: dict[str, Any] = {}
     if args.only_lines:
         figures["line_length"] = line_length_figures()
         figures["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         write("waits_lines", figures)
+        return
+    if args.only_curve:
+        figures["learning_curve"] = curve_figures(args.jobs)
+        figures["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        write("waits_curve", figures)
         return
     if args.only_rss:
         args.skip_curve = True
@@ -252,7 +275,7 @@ def main() -> None:
         figures["rss"] = rss_figure()
         print(figures["rss"], flush=True)
     if not args.skip_curve:
-        figures["learning_curve"] = curve_figures()
+        figures["learning_curve"] = curve_figures(args.jobs)
     figures["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     write("waits", figures)
 
