@@ -444,6 +444,7 @@ def _occupancy_s(conn: sqlite3.Connection, m: Model, day: str, service: str) -> 
 
 SCHEDULE_ROWS = 24  # tickets per service and class played through the virtual schedule; beyond, a fluid rate
 SCHEDULE_STEPS = 400
+LATE_START_MS = 15 * 60_000
 
 
 def _availability(c_id: str, is_open: bool, ctx: DayContext | None, now_ms: int) -> list[tuple[int, int]]:
@@ -454,7 +455,10 @@ def _availability(c_id: str, is_open: bool, ctx: DayContext | None, now_ms: int)
         return [(now_ms, INF_MS)] if is_open else []
     later = [(a, b) for a, b in spans if a > now_ms]
     if not is_open:
-        return later
+        # A stretch that usually starts about now (the first ticket of the day comes as the
+        # counters open) counts from now; one that started long ago without it, does not.
+        starting = [(now_ms, b) for a, b in spans if now_ms - LATE_START_MS <= a <= now_ms < b]
+        return starting + later
     current = next(((a, b) for a, b in spans if a <= now_ms < b), None)
     if current is None:  # open outside its usual hours: until its next usual stretch ends
         return [(now_ms, later[0][1])] + later[1:] if later else [(now_ms, INF_MS)]
