@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 APT_PACKAGES := python3-venv python3-dev xvfb xauth socat espeak-ng sox iproute2 curl \
                 avahi-daemon avahi-utils dbus libnss-mdns zbar-tools tcpdump \
                 libgl1 libgl1-mesa-dri libegl1 libmtdev1 libsdl2-2.0-0 xclip \
-                chromium fonts-dejavu-core nginx
+                chromium fonts-dejavu-core nginx postgresql
 
 .PHONY: test test-fast demo bench system-deps venv clean image
 

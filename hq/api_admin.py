@@ -15,6 +15,7 @@ from aiohttp import web
 
 from hq import analytics, engine, live, outbox, tenants
 from hq.console import audit
+from hq.db import IntegrityError
 from hq.auth import COOKIE_NAME, ROLES, Principal, check_branch, check_org, create_session, hash_password, \
     token_digest, verify_password
 from hq.booking import iso_local
@@ -132,11 +133,12 @@ async def create_user(request: web.Request, p: Principal) -> web.Response:
 
     def insert(c: sqlite3.Connection) -> sqlite3.Row:
         try:
-            cur = c.execute("INSERT INTO users (email, name, password_hash, role, org_id, branch_id, created_at)"
-                            " VALUES (?, ?, ?, ?, ?, ?, ?)", (email, name, encoded, role, org_id, branch_id, hq.now()))
-        except sqlite3.IntegrityError as err:
+            new_id = c.execute("INSERT INTO users (email, name, password_hash, role, org_id, branch_id, created_at)"
+                               " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                               (email, name, encoded, role, org_id, branch_id, hq.now())).fetchone()[0]
+        except IntegrityError as err:
             raise conflict("an account with this e-mail exists") from err
-        return c.execute("SELECT * FROM users WHERE id = ?", (cur.lastrowid,)).fetchone()
+        return c.execute("SELECT * FROM users WHERE id = ?", (new_id,)).fetchone()
 
     return jresp(_user_json(await hq.db.write(insert)), 201)
 
@@ -359,7 +361,7 @@ async def branch_link(request: web.Request, p: Principal) -> web.Response:
     its state hash equals every node's that holds the same events (`vv`)."""
     b = await _branch(request, p, "read")
     hq = hq_of(request)
-    database = str(hq.settings.database_path)
+    database = hq.settings.database_url
 
     def read(c: sqlite3.Connection) -> dict[str, Any]:
         heard = c.execute("SELECT heard_at FROM branch_contact WHERE branch_id = ?", (b["id"],)).fetchone()

@@ -13,11 +13,10 @@ from aiohttp import web
 
 from hq.auth import hash_password
 from hq.core import HQ, Clock, WallClock
-from hq.db import Database
+from hq.db import open_database
 from hq.link import add_link_routes
 from hq.gateways import Gateway, HttpSmsGateway, LogGateway, SmtpGateway
 from hq.metrics import setup_metrics
-from hq.migrations import apply_migrations
 from hq.notify import Dispatcher
 from hq.console.views import setup_console
 from hq.pages.app import setup_pages
@@ -35,9 +34,10 @@ DISPATCHER_KEY = web.AppKey("dispatcher", Dispatcher)
 
 def open_hq(settings: Settings, *, clock: Clock | None = None, rng: random.Random | None = None) -> HQ:
     """Open the database (migrated), load or create the HQ key, bootstrap the first admin."""
-    db = Database(settings.database_path, readers=settings.read_connections)
-    db.write_sync(lambda c: None)  # creates the file and WAL before readers open it
-    apply_migrations(db._write_conn)
+    db = open_database(settings.database_url, data_dir=settings.data_dir, readers=settings.read_connections,
+                       pool_size=settings.pool_size)
+    db.write_sync(lambda c: None)  # SQLite: creates the file and WAL before readers open it
+    db.migrate()
     key = load_or_create_key(settings.key_path)
     hq = HQ(settings=settings, db=db, key=key, clock=clock or WallClock())
     if rng is not None:
@@ -60,8 +60,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, rng: random.Ra
     app = web.Application(middlewares=[error_middleware], client_max_size=256 * 1024)
     app[HQ_KEY] = hq
     wall = hq.clock.now
-    app[BOOKING_LIMITER] = RateLimiter(settings.booking_rate_per_minute, settings.booking_rate_burst, wall)
-    app[LOGIN_LIMITER] = RateLimiter(settings.login_rate_per_minute, 5, wall)
+    app[BOOKING_LIMITER] = RateLimiter("booking", settings.booking_rate_per_minute, settings.booking_rate_burst, wall,
+                                       hq.db)
+    app[LOGIN_LIMITER] = RateLimiter("login", settings.login_rate_per_minute, 5, wall, hq.db)
     app[DISPATCHER_KEY] = Dispatcher(hq, dict(gateways or {}))
     setup_metrics(app, hq)  # GET /metrics, request and database figures (hq/metrics.py)
     add_routes(app)

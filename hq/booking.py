@@ -302,22 +302,21 @@ def _insert_booking(conn: sqlite3.Connection, ctx: BookingContext, values: tuple
     """Insert a 'booked' row under a fresh code and return it as a dict.
 
     The UNIQUE index on ``code`` is the collision check (a clash, about 1 in 32^8 per existing
-    booking, raises IntegrityError and a new code is drawn), so no look-up precedes the insert,
-    and the row is built from what was inserted instead of being read back.
+    booking, inserts nothing and a new code is drawn: ON CONFLICT, so the transaction stays
+    usable on PostgreSQL too), so no look-up precedes the insert, and the row is built from
+    what was inserted instead of being read back.
     """
     for _ in range(20):
         code = new_code(ctx.rng)
-        try:
-            cur = conn.execute(
-                "INSERT INTO bookings (code, branch_id, service_id, slot_start, slot_end, status, name, phone, email,"
-                " language, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'booked', ?, ?, ?, ?, ?, ?)",
-                (code, *values, ctx.now, ctx.now))
-        except sqlite3.IntegrityError:
-            if conn.execute("SELECT 1 FROM bookings WHERE code = ?", (code,)).fetchone() is None:
-                raise  # another constraint: not a code clash
+        row = conn.execute(
+            "INSERT INTO bookings (code, branch_id, service_id, slot_start, slot_end, status, name, phone, email,"
+            " language, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'booked', ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (code) DO NOTHING RETURNING id",
+            (code, *values, ctx.now, ctx.now)).fetchone()
+        if row is None:
             continue
         branch_id, service_id, start, end, name, phone, email, language = values
-        return {"id": cur.lastrowid, "code": code, "branch_id": branch_id, "service_id": service_id,
+        return {"id": row[0], "code": code, "branch_id": branch_id, "service_id": service_id,
                 "slot_start": start, "slot_end": end, "status": "booked", "name": name, "phone": phone,
                 "email": email, "language": language, "created_at": ctx.now, "updated_at": ctx.now,
                 "purged_at": None, "citizen_id": None, "no_show_at": None}

@@ -1,10 +1,22 @@
-"""SQLite access for HQ: one writer thread (group commit), a few reader threads.
+"""HQ storage: one small connection interface on two backends, chosen by the ``database`` setting.
 
-Writes are plain functions ``fn(conn) -> result`` queued to the writer thread. The writer
+Domain code is written once as plain functions ``fn(conn) -> result`` and runs with
+``await db.write(fn)`` or ``await db.read(fn)``. ``conn`` behaves the same on both backends:
+``conn.execute(sql, params)`` with ``?`` placeholders, ``fetchone``/``fetchall``/iteration and
+``rowcount`` on its result, rows addressable by column name and by index, ``conn.dialect``
+("sqlite" or "postgresql") for the few statements that must differ, and
+:class:`IntegrityError` for a violated constraint. SQL has to be portable (docs/hq.md,
+"Portable SQL").
+
+SQLite (``sqlite:///path``, the default): one writer thread with group commit. The writer
 takes whatever is queued, opens one ``BEGIN IMMEDIATE`` transaction, runs each function
 inside its own SAVEPOINT (a failing one rolls back alone), commits once, and only then
-resolves the callers' futures. Because exactly one thread writes, a read-check-insert inside
-one function (e.g. "count bookings of the slot, insert if below capacity") cannot race.
+resolves the callers' futures. Every write transaction holds the database's write lock, so a
+read-check-insert inside one function cannot race, even across HQ worker processes.
+
+PostgreSQL (``postgresql://...``, hq/db_pg.py): each function runs in its own SERIALIZABLE
+transaction on a pooled connection, retried when PostgreSQL reports a serialization failure
+or deadlock, so the same read-check-insert is just as safe with many HQ processes on many hosts.
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +38,64 @@ T = TypeVar("T")
 MAX_BATCH = 256
 LOCK_WAIT_S = 30.0
 LOCK_RETRY_S = 0.0005
+
+
+class IntegrityError(sqlite3.IntegrityError):
+    """A constraint was violated (unique, foreign key, not null, check), on either backend.
+
+    A subclass of ``sqlite3.IntegrityError`` so ``except IntegrityError`` catches SQLite's own.
+    """
+
+
+class BadData(ValueError):
+    """The database refused a value as such (e.g. a NUL character or an out-of-range integer):
+    bad input, answered with a 400, never a 500."""
+
+
+class DatabaseClosed(RuntimeError):
+    """The database was closed while a write was pending."""
+
+
+class Conn(Protocol):
+    """What domain functions may use of a connection (both backends provide it)."""
+
+    dialect: str
+
+    def execute(self, sql: str, params: Any = ...) -> Any: ...
+
+    def executemany(self, sql: str, seq: Any) -> Any: ...
+
+
+class SqliteConnection(sqlite3.Connection):
+    """sqlite3's connection with the shared interface's extras: ``dialect`` and GREATEST/LEAST."""
+
+    dialect = "sqlite"
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:  # type: ignore[override]
+        try:
+            return super().execute(sql, params)
+        except sqlite3.IntegrityError as err:
+            if isinstance(err, IntegrityError):
+                raise
+            raise IntegrityError(str(err)) from err
+
+    def executemany(self, sql: str, seq: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        try:
+            return super().executemany(sql, seq)
+        except sqlite3.IntegrityError as err:
+            if isinstance(err, IntegrityError):
+                raise
+            raise IntegrityError(str(err)) from err
+
+
+def _greatest(*args: Any) -> Any:
+    values = [a for a in args if a is not None]
+    return max(values) if values else None
+
+
+def _least(*args: Any) -> Any:
+    values = [a for a in args if a is not None]
+    return min(values) if values else None
 
 
 def begin_immediate(conn: sqlite3.Connection, wait_s: float = LOCK_WAIT_S) -> None:
@@ -46,12 +116,13 @@ def begin_immediate(conn: sqlite3.Connection, wait_s: float = LOCK_WAIT_S) -> No
         time.sleep(LOCK_RETRY_S)
 
 
-def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+def connect(path: Path, *, readonly: bool = False) -> SqliteConnection:
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False,
-                               isolation_level=None, timeout=30)
+                               isolation_level=None, timeout=30, factory=SqliteConnection)
     else:
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30,
+                               factory=SqliteConnection)
         conn.execute("PRAGMA busy_timeout=30000")  # journal_mode may wait for another process
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
@@ -59,17 +130,29 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys=ON")
     # Readers wait in SQLite; the writer takes its lock with begin_immediate's short retries.
     conn.execute(f"PRAGMA busy_timeout={30000 if readonly else 0}")
-    return conn
+    conn.create_function("greatest", -1, _greatest, deterministic=True)
+    conn.create_function("least", -1, _least, deterministic=True)
+    return conn  # type: ignore[return-value]
 
 
-class DatabaseClosed(RuntimeError):
-    """The database was closed while a write was pending."""
+def sqlite_path(url: str, data_dir: str | Path = ".") -> Path:
+    """The file of a ``sqlite:///path`` URL (or a bare path); relative paths are under data_dir.
+
+    As in SQLAlchemy, ``sqlite:///hq.sqlite3`` is relative and ``sqlite:////var/lib/hq.sqlite3`` absolute.
+    """
+    raw = url[len("sqlite:///"):] if url.startswith("sqlite:///") else url
+    path = Path(raw)
+    return path if path.is_absolute() else Path(data_dir) / path
+
+
+def dialect_of(url: str) -> str:
+    return "postgresql" if url.startswith(("postgresql://", "postgres://")) else "sqlite"
 
 
 class _Job:
     __slots__ = ("fn", "loop", "future")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any], loop: asyncio.AbstractEventLoop,
+    def __init__(self, fn: Callable[[Any], Any], loop: asyncio.AbstractEventLoop,
                  future: asyncio.Future[Any]) -> None:
         self.fn, self.loop, self.future = fn, loop, future
 
@@ -84,12 +167,16 @@ def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
 
 
 class Database:
-    """The HQ database: ``await db.write(fn)`` and ``await db.read(fn)``."""
+    """The HQ database on SQLite: ``await db.write(fn)`` and ``await db.read(fn)``."""
+
+    dialect = "sqlite"
 
     def __init__(self, path: Path, *, readers: int = 4) -> None:
         self.path = Path(path)
+        self.url = f"sqlite:///{self.path.resolve()}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write_conn = connect(self.path)
+        self._write_lock = threading.Lock()  # write_sync from a thread other than the writer's
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
         self._readers = max(1, readers)
@@ -100,20 +187,26 @@ class Database:
         self._thread = threading.Thread(target=self._run_writer, name="hq-db-writer", daemon=True)
         self._thread.start()
 
+    def migrate(self) -> list[int]:
+        from hq.migrations import apply_migrations
+        with self._write_lock:
+            return apply_migrations(self._write_conn)
+
     # -- writes ---------------------------------------------------------------------------
-    def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def write_sync(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn`` in its own transaction on the calling thread (start-up, migrations, tools)."""
         conn = self._write_conn
-        begin_immediate(conn)
-        try:
-            result = fn(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._write_lock:
+            begin_immediate(conn)
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
         return result
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, fn: Callable[[Any], T]) -> T:
         if self._closed:
             raise DatabaseClosed("database is closed")
         loop = asyncio.get_running_loop()
@@ -138,7 +231,8 @@ class Database:
                     stop = True
                     break
                 batch.append(nxt)
-            self._run_batch(conn, batch)
+            with self._write_lock:
+                self._run_batch(conn, batch)
             if stop:
                 break
         conn.close()
@@ -180,7 +274,7 @@ class Database:
                 self._read_conns.append(conn)
         return conn
 
-    def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def read_sync(self, fn: Callable[[Any], T]) -> T:
         conn = self._reader()
         conn.execute("BEGIN")
         try:
@@ -188,7 +282,7 @@ class Database:
         finally:
             conn.execute("COMMIT")
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, fn: Callable[[Any], T]) -> T:
         if self._closed:
             raise DatabaseClosed("database is closed")
         loop = asyncio.get_running_loop()
@@ -208,3 +302,14 @@ class Database:
                 except sqlite3.ProgrammingError:
                     pass  # created in another thread; closed with the process
             self._read_conns.clear()
+
+
+SqliteDatabase = Database
+
+
+def open_database(url: str, *, data_dir: str | Path = ".", readers: int = 4, pool_size: int = 16) -> Any:
+    """The database of a ``database`` setting: ``sqlite:///path`` (or a bare path) or ``postgresql://...``."""
+    if dialect_of(url) == "postgresql":
+        from hq.db_pg import PostgresDatabase
+        return PostgresDatabase(url, readers=readers, writers=pool_size)
+    return Database(sqlite_path(url, data_dir), readers=readers)

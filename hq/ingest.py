@@ -253,7 +253,7 @@ def _project(conn: sqlite3.Connection, e: dict[str, Any], now: int) -> None:
         return
     branch = e["branch"]
     day = ticket.split("-")[0] if "-" in ticket else None
-    conn.execute("INSERT OR IGNORE INTO tickets (branch_id, id) VALUES (?, ?)", (branch, ticket))
+    conn.execute("INSERT INTO tickets (branch_id, id) VALUES (?, ?) ON CONFLICT (branch_id, id) DO NOTHING", (branch, ticket))
     conn.execute(
         "UPDATE tickets SET service = COALESCE(service, ?), day = ?, label = ?, priority = ?, issued_ms = ?, booking_code = ?,"
         " phone = ?, language = ?, status_token = ? WHERE branch_id = ? AND id = ?",

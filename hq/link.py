@@ -111,7 +111,7 @@ class BranchLink:
 
         def claim(c: sqlite3.Connection) -> bool:
             c.execute("DELETE FROM link_nonces WHERE time_ms < ?", (horizon,))
-            return c.execute("INSERT OR IGNORE INTO link_nonces (nonce, time_ms) VALUES (?, ?)",
+            return c.execute("INSERT INTO link_nonces (nonce, time_ms) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING",
                              (nonce, time_ms)).rowcount == 1
         if not await self.hq.db.write(claim):
             raise AuthError(401, "replayed request (nonce already used)")
@@ -194,7 +194,7 @@ async def heard_from(hq: HQ, branch: str) -> None:
     if before is None or now - before >= CONTACT_WRITE_S or now < before:
         await hq.db.write(lambda c: c.execute(
             "INSERT INTO branch_contact (branch_id, heard_at) VALUES (?, ?) ON CONFLICT (branch_id)"
-            " DO UPDATE SET heard_at = max(heard_at, excluded.heard_at)", (branch, now)))
+            " DO UPDATE SET heard_at = GREATEST(branch_contact.heard_at, excluded.heard_at)", (branch, now)))
 
 
 _error = error_response

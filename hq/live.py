@@ -80,8 +80,8 @@ def front_of_queues(conn: sqlite3.Connection, branch_id: str, day: str, places: 
 
 def mean_service_s(conn: sqlite3.Connection, branch_id: str, service: str | None, default_s: int) -> float:
     row = conn.execute("SELECT AVG(completed_ms - started_ms) / 1000.0, COUNT(*) FROM (SELECT completed_ms, started_ms"
-                       " FROM tickets WHERE branch_id = ? AND service IS ? AND completed_ms IS NOT NULL AND started_ms"
-                       " IS NOT NULL ORDER BY completed_ms DESC LIMIT 50)", (branch_id, service)).fetchone()
+                       " FROM tickets WHERE branch_id = ? AND service IS NOT DISTINCT FROM ? AND completed_ms IS NOT NULL"
+                       " AND started_ms IS NOT NULL ORDER BY completed_ms DESC LIMIT 50) AS recent", (branch_id, service)).fetchone()
     return float(row[0]) if row and row[1] else float(default_s)
 
 

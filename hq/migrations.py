@@ -1,18 +1,27 @@
-"""Numbered schema migrations; each runs in one transaction together with its record."""
+"""Numbered schema migrations, one history for SQLite and PostgreSQL; each runs in one
+transaction together with its record.
+
+Migrations are written in SQLite's DDL; :func:`portable_ddl` turns it into PostgreSQL's with
+a few substitutions (``INTEGER`` is 64-bit there too, ``INTEGER PRIMARY KEY`` becomes an
+identity column, ``WITHOUT ROWID`` goes). Data migrations that need a dialect's own functions
+branch on ``conn.dialect``.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Callable
+from typing import Any
 
 from hq.db import begin_immediate
 
 logger = logging.getLogger(__name__)
 
-Migration = Callable[[sqlite3.Connection], None]
+Migration = Callable[[Any], None]
 MIGRATIONS: list[tuple[int, str, Migration]] = []
 
 
@@ -24,7 +33,7 @@ def migration(number: int, name: str) -> Callable[[Migration], Migration]:
 
 
 @migration(1, "tenants")
-def _m1(conn: sqlite3.Connection) -> None:
+def _m1(conn: Any) -> None:
     conn.executescript("""
     CREATE TABLE orgs (id TEXT PRIMARY KEY, name TEXT NOT NULL);
     CREATE TABLE branches (
@@ -55,7 +64,7 @@ def _m1(conn: sqlite3.Connection) -> None:
 
 
 @migration(2, "accounts")
-def _m2(conn: sqlite3.Connection) -> None:
+def _m2(conn: Any) -> None:
     conn.executescript("""
     CREATE TABLE users (
         id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, name TEXT NOT NULL DEFAULT '',
@@ -68,7 +77,7 @@ def _m2(conn: sqlite3.Connection) -> None:
 
 
 @migration(3, "hq_outbox_and_events")
-def _m3(conn: sqlite3.Connection) -> None:
+def _m3(conn: Any) -> None:
     conn.executescript("""
     CREATE TABLE outbox (
         branch_id TEXT NOT NULL, seq INTEGER NOT NULL, hlc INTEGER NOT NULL, type TEXT NOT NULL,
@@ -92,7 +101,7 @@ def _m3(conn: sqlite3.Connection) -> None:
 
 
 @migration(4, "bookings_and_notifications")
-def _m4(conn: sqlite3.Connection) -> None:
+def _m4(conn: Any) -> None:
     conn.executescript("""
     CREATE TABLE bookings (
         id INTEGER PRIMARY KEY, code TEXT NOT NULL UNIQUE, branch_id TEXT NOT NULL,
@@ -112,7 +121,7 @@ def _m4(conn: sqlite3.Connection) -> None:
 
 
 @migration(5, "branch_link")
-def _m5(conn: sqlite3.Connection) -> None:
+def _m5(conn: Any) -> None:
     """What the branch link needs: event hashes (day digests), contiguous heads per origin
     (the version vector HQ answers in hello), and the config the branch folds (queue rules, notices,
     service rules and order, counter order, device ticket-number ranges)."""
@@ -144,7 +153,7 @@ def _m5(conn: sqlite3.Connection) -> None:
 
 
 @migration(6, "link_nonces")
-def _m6(conn: sqlite3.Connection) -> None:
+def _m6(conn: Any) -> None:
     # Branch-link nonces seen by any HQ worker process (the in-memory cache is per process).
     conn.executescript("""
     CREATE TABLE link_nonces (nonce TEXT PRIMARY KEY, time_ms INTEGER NOT NULL) WITHOUT ROWID;
@@ -153,7 +162,7 @@ def _m6(conn: sqlite3.Connection) -> None:
 
 
 @migration(7, "ticket_status_tokens")
-def _m7(conn: sqlite3.Connection) -> None:
+def _m7(conn: Any) -> None:
     # The unguessable key of a ticket's public status page (/t/<status_token>), from ticket.issued.
     conn.executescript("""
     ALTER TABLE tickets ADD COLUMN status_token TEXT;
@@ -162,7 +171,7 @@ def _m7(conn: sqlite3.Connection) -> None:
 
 
 @migration(8, "device_trust")
-def _m8(conn: sqlite3.Connection) -> None:
+def _m8(conn: Any) -> None:
     """Device certificates of the org CAs, one-time enrollment codes, revoked devices (hq/trust.py)."""
     conn.executescript("""
     CREATE TABLE certificates (
@@ -179,7 +188,7 @@ def _m8(conn: sqlite3.Connection) -> None:
 
 
 @migration(9, "citizen_web")
-def _m9(conn: sqlite3.Connection) -> None:
+def _m9(conn: Any) -> None:
     """The citizens' web pages: branch addresses, citizen accounts (Argon2id), their sessions,
     one-time codes (hashed) for verification and password reset, bookings linked to accounts."""
     conn.executescript("""
@@ -203,7 +212,7 @@ def _m9(conn: sqlite3.Connection) -> None:
 
 
 @migration(10, "personal_data_keys")
-def _m10(conn: sqlite3.Connection) -> None:
+def _m10(conn: Any) -> None:
     """Daily X25519 keys devices seal phone numbers to (hq/personal.py); destroyed after retention."""
     conn.executescript("""
     CREATE TABLE pd_keys (
@@ -213,7 +222,7 @@ def _m10(conn: sqlite3.Connection) -> None:
 
 
 @migration(11, "device_ids_per_org")
-def _m11(conn: sqlite3.Connection) -> None:
+def _m11(conn: Any) -> None:
     """Device ids are unique per organization, not across HQ: a second organization can name a
     device `kiosk`. Devices are keyed (branch, id) and unique (org, id); events and heads are
     keyed by branch too, since two organizations' `kiosk` both have a seq 1."""
@@ -225,7 +234,7 @@ def _m11(conn: sqlite3.Connection) -> None:
         PRIMARY KEY (branch_id, id), UNIQUE (org_id, id));
     INSERT INTO devices_new (id, branch_id, org_id, role, public_key, name, numbers, revoked_at, revoked_after_seq)
         SELECT d.id, d.branch_id, b.org_id, d.role, d.public_key, d.name, d.numbers, d.revoked_at, d.revoked_after_seq
-        FROM devices d JOIN branches b ON b.id = d.branch_id ORDER BY d.rowid;
+        FROM devices d JOIN branches b ON b.id = d.branch_id;
     DROP TABLE devices;
     ALTER TABLE devices_new RENAME TO devices;
     CREATE TABLE events_new (
@@ -246,7 +255,7 @@ def _m11(conn: sqlite3.Connection) -> None:
 
 
 @migration(12, "branch_contact")
-def _m12(conn: sqlite3.Connection) -> None:
+def _m12(conn: Any) -> None:
     # When HQ last heard from each branch, shared by HQ's worker processes (the status page's
     # "works offline" banner); written at most every CONTACT_WRITE_S per process.
     conn.executescript("""
@@ -255,7 +264,7 @@ def _m12(conn: sqlite3.Connection) -> None:
 
 
 @migration(13, "branch_counter_keys")
-def _m13(conn: sqlite3.Connection) -> None:
+def _m13(conn: Any) -> None:
     """Each branch's X25519 counter key; HQ seals config.staff to it (hq/branchkeys.py)."""
     conn.executescript("""
     CREATE TABLE branch_keys (branch_id TEXT PRIMARY KEY, private_pem TEXT NOT NULL, public_key TEXT NOT NULL);
@@ -263,7 +272,7 @@ def _m13(conn: sqlite3.Connection) -> None:
 
 
 @migration(14, "console")
-def _m14(conn: sqlite3.Connection) -> None:
+def _m14(conn: Any) -> None:
     """The console (issue 10): accounts can be disabled, sessions know when they began, and an
     audit log keeps who changed what, when."""
     conn.executescript("""
@@ -277,13 +286,21 @@ def _m14(conn: sqlite3.Connection) -> None:
 
 
 @migration(15, "ticket_fold")
-def _m15(conn: sqlite3.Connection) -> None:
+def _m15(conn: Any) -> None:
     """HQ's ticket rows come from the branch fold (hq/engine.py): events are indexed by the
     ticket they are about, tickets carry the node's queue order, and every ticket is re-folded."""
+    conn.executescript("ALTER TABLE events ADD COLUMN subject TEXT")
+    if conn.dialect == "postgresql":
+        conn.executescript("""
+        UPDATE events SET subject = (envelope::jsonb -> 'payload' ->> 'ticket')
+            WHERE type LIKE 'ticket.%' AND jsonb_typeof(envelope::jsonb -> 'payload' -> 'ticket') = 'string';
+        """)
+    else:
+        conn.executescript("""
+        UPDATE events SET subject = json_extract(envelope, '$.payload.ticket')
+            WHERE type LIKE 'ticket.%' AND json_type(envelope, '$.payload.ticket') = 'text';
+        """)
     conn.executescript("""
-    ALTER TABLE events ADD COLUMN subject TEXT;
-    UPDATE events SET subject = json_extract(envelope, '$.payload.ticket')
-        WHERE type LIKE 'ticket.%' AND json_type(envelope, '$.payload.ticket') = 'text';
     CREATE INDEX events_subject ON events(branch, subject) WHERE subject IS NOT NULL;
     ALTER TABLE tickets ADD COLUMN effective_ms INTEGER;
     """)
@@ -293,7 +310,7 @@ def _m15(conn: sqlite3.Connection) -> None:
 
 
 @migration(16, "enrollment_box_key")
-def _m16(conn: sqlite3.Connection) -> None:
+def _m16(conn: Any) -> None:
     """A device's X25519 key in its enrollment request: secrets in its bundle are sealed to it."""
     conn.executescript("""
     ALTER TABLE enrollments ADD COLUMN box_key TEXT;
@@ -301,7 +318,7 @@ def _m16(conn: sqlite3.Connection) -> None:
 
 
 @migration(17, "booking_no_shows")
-def _m17(conn: sqlite3.Connection) -> None:
+def _m17(conn: Any) -> None:
     """A booking nobody checked in becomes status 'no_show' once its slot has ended (the
     scheduler's no-show job, hq/booking.py mark_no_shows); no_show_at says when it was marked."""
     conn.executescript("""
@@ -311,7 +328,7 @@ def _m17(conn: sqlite3.Connection) -> None:
 
 
 @migration(18, "counter_names")
-def _m18(conn: sqlite3.Connection) -> None:
+def _m18(conn: Any) -> None:
     """A counter's name per language ({"fr": "Guichet 1", ...}; the screens show it in theirs).
     The branch's notices column holds a list or {language: [lines]} (no change needed)."""
     conn.executescript("""
@@ -320,7 +337,7 @@ def _m18(conn: sqlite3.Connection) -> None:
 
 
 @migration(19, "service_catalogue")
-def _m19(conn: sqlite3.Connection) -> None:
+def _m19(conn: Any) -> None:
     """The service catalogue per organization (hq/catalogue.py): a service defined once, offered
     in branches with local overrides; a branch's service can be withdrawn (enabled 0) and carry
     the kiosk's pictogram."""
@@ -339,7 +356,7 @@ def _m19(conn: sqlite3.Connection) -> None:
     ALTER TABLE services ADD COLUMN icon TEXT NOT NULL DEFAULT '';
     """)
 @migration(20, "calendar_rules")
-def _m20(conn: sqlite3.Connection) -> None:
+def _m20(conn: Any) -> None:
     """The console's calendar (hq/slotrules.py): blocked slots (slot_start 0 = the whole day) and
     the capacity of one date, per branch and service."""
     conn.executescript("""
@@ -354,7 +371,7 @@ def _m20(conn: sqlite3.Connection) -> None:
 
 
 @migration(21, "analytics_aggregates")
-def _m21(conn: sqlite3.Connection) -> None:
+def _m21(conn: Any) -> None:
     """Analytics pre-aggregated as events arrive (hq/aggregates.py): per branch, service, local
     day and hour, and per staff member; each ticket keeps its contribution (agg) and the wait
     estimate shown at its issue; who worked at each counter from when."""
@@ -388,7 +405,7 @@ def _m21(conn: sqlite3.Connection) -> None:
 
 
 @migration(22, "outbox_subject")
-def _m22(conn: sqlite3.Connection) -> None:
+def _m22(conn: Any) -> None:
     """HQ's own ticket events (ticket.moved, the console's reassign) are indexed by their ticket,
     so HQ's ticket row folds them with the branch's events (hq/ingest.py refold_tickets)."""
     conn.executescript("""
@@ -398,7 +415,7 @@ def _m22(conn: sqlite3.Connection) -> None:
 
 
 @migration(23, "device_health")
-def _m23(conn: sqlite3.Connection) -> None:
+def _m23(conn: Any) -> None:
     """Each device's latest health report over the branch link (hq/fleet.py, the fleet page)."""
     conn.executescript("""
     CREATE TABLE device_health (
@@ -410,7 +427,7 @@ def _m23(conn: sqlite3.Connection) -> None:
 
 
 @migration(24, "analytics_days")
-def _m24(conn: sqlite3.Connection) -> None:
+def _m24(conn: Any) -> None:
     """The daily roll-up of analytics_hours (pages without hours read a tenth of the rows), and
     bookings nobody checked in (booking_missed) in every analytics table."""
     from hq.aggregates import MEASURES
@@ -428,7 +445,7 @@ def _m24(conn: sqlite3.Connection) -> None:
 
 
 @migration(25, "tickets_waiting")
-def _m25(conn: sqlite3.Connection) -> None:
+def _m25(conn: Any) -> None:
     """The front of each queue in call order from a small partial index (hq.live.front_of_queues,
     asked once per ingested push): only waiting tickets are in it."""
     conn.executescript("""
@@ -439,16 +456,64 @@ def _m25(conn: sqlite3.Connection) -> None:
     """)
 
 
-def apply_migrations(conn: sqlite3.Connection) -> list[int]:
-    """Apply the missing migrations in order; return the numbers applied."""
-    conn.execute("CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"
-                 " name TEXT NOT NULL, applied_at INTEGER NOT NULL)")
+@migration(26, "postgresql_ready")
+def _m26(conn: Any) -> None:
+    """A change feed of the events table that PostgreSQL has too (SQLite's is its rowid)."""
+    if conn.dialect == "postgresql":
+        conn.executescript("""
+        ALTER TABLE events ADD COLUMN rid BIGINT GENERATED BY DEFAULT AS IDENTITY;
+        CREATE INDEX events_rid ON events(rid);
+        """)
+
+
+@migration(27, "shared_rate_limits")
+def _m27(conn: Any) -> None:
+    """Rate-limit buckets in the database: every HQ process draws from the same ones (hq/ratelimit.py)."""
+    conn.executescript("""
+    CREATE TABLE rate_buckets (
+        name TEXT NOT NULL, key TEXT NOT NULL, tokens REAL NOT NULL, at REAL NOT NULL, PRIMARY KEY (name, key));
+    CREATE INDEX rate_buckets_at ON rate_buckets(at);
+    """)
+
+
+_PG_DDL = (
+    (re.compile(r"\bINTEGER PRIMARY KEY\b", re.I), "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"),
+    (re.compile(r"\bINTEGER\b", re.I), "BIGINT"),
+    (re.compile(r"\bREAL\b", re.I), "DOUBLE PRECISION"),
+    (re.compile(r"\bBLOB\b", re.I), "BYTEA"),
+    (re.compile(r"\)\s*WITHOUT ROWID", re.I), ")"),
+)
+
+
+def portable_ddl(sql: str, dialect: str) -> str:
+    """SQLite DDL as the dialect's: 64-bit INTEGER, identity ids, no WITHOUT ROWID on PostgreSQL."""
+    if dialect != "postgresql":
+        return sql
+    for pattern, repl in _PG_DDL:
+        sql = pattern.sub(repl, sql)
+    return sql
+
+
+def _begin(conn: Any) -> None:
+    if conn.dialect == "postgresql":
+        conn.execute("BEGIN")
+    else:
+        begin_immediate(conn)
+
+
+def apply_migrations(conn: Any) -> list[int]:
+    """Apply the missing migrations in order; return the numbers applied.
+
+    On PostgreSQL the caller holds an advisory lock, so HQ processes starting at once migrate once.
+    """
+    conn.execute(portable_ddl("CREATE TABLE IF NOT EXISTS migrations (number INTEGER NOT NULL PRIMARY KEY,"
+                              " name TEXT NOT NULL, applied_at INTEGER NOT NULL)", conn.dialect))
     done = {row[0] for row in conn.execute("SELECT number FROM migrations")}
     applied = []
     for number, name, fn in sorted(MIGRATIONS):
         if number in done:
             continue
-        begin_immediate(conn)
+        _begin(conn)
         try:
             # executescript would COMMIT our transaction; run statements one by one instead.
             _run_in_tx(conn, fn)
@@ -464,20 +529,25 @@ def apply_migrations(conn: sqlite3.Connection) -> list[int]:
 
 
 class _TxConn:
-    """Wraps a connection so a migration's executescript runs statement by statement."""
+    """Wraps a connection so a migration's executescript runs statement by statement, in the
+    dialect's DDL."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Any) -> None:
         self._conn = conn
+        self.dialect = conn.dialect
 
     def executescript(self, script: str) -> None:
-        for stmt in _split(script):
+        for stmt in split_statements(portable_ddl(script, self.dialect)):
             self._conn.execute(stmt)
 
-    def execute(self, *args: object) -> sqlite3.Cursor:
-        return self._conn.execute(*args)  # type: ignore[arg-type]
+    def execute(self, *args: Any) -> Any:
+        return self._conn.execute(*args)
+
+    def executemany(self, *args: Any) -> Any:
+        return self._conn.executemany(*args)
 
 
-def _split(script: str) -> list[str]:
+def split_statements(script: str) -> list[str]:
     out, buf = [], ""
     for line in script.splitlines(keepends=True):
         buf += line
@@ -490,5 +560,5 @@ def _split(script: str) -> list[str]:
     return out
 
 
-def _run_in_tx(conn: sqlite3.Connection, fn: Migration) -> None:
-    fn(_TxConn(conn))  # type: ignore[arg-type]
+def _run_in_tx(conn: Any, fn: Migration) -> None:
+    fn(_TxConn(conn))

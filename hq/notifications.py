@@ -32,8 +32,8 @@ TEXTS = {
 def _insert(conn: sqlite3.Connection, idem_key: str, kind: str, channel: str, recipient: str, subject: str,
             body: str, booking_id: int | None, now: int) -> bool:
     cur = conn.execute(
-        "INSERT OR IGNORE INTO notifications (idem_key, kind, channel, recipient, subject, body, booking_id,"
-        " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO notifications (idem_key, kind, channel, recipient, subject, body, booking_id,"
+        " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idem_key) DO NOTHING",
         (idem_key, kind, channel, recipient, subject, body, booking_id, now, now))
     return cur.rowcount == 1
 

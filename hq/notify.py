@@ -35,8 +35,11 @@ class Dispatcher:
         now = self.hq.now()
 
         def claim(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            # PostgreSQL: several dispatchers (one per HQ host) claim disjoint rows and never wait
+            # on each other; SQLite has one writer at a time, so plain SELECT is the same there.
+            lock = " FOR UPDATE SKIP LOCKED" if conn.dialect == "postgresql" else ""
             rows = conn.execute("SELECT * FROM notifications WHERE status = 'pending' AND next_attempt_at <= ?"
-                                " ORDER BY next_attempt_at, id LIMIT ?", (now, limit)).fetchall()
+                                " ORDER BY next_attempt_at, id LIMIT ?" + lock, (now, limit)).fetchall()
             conn.executemany("UPDATE notifications SET status = 'sending', attempts = attempts + 1 WHERE id = ?",
                              [(r["id"],) for r in rows])
             return [dict(r) | {"attempts": r["attempts"] + 1} for r in rows]

@@ -32,7 +32,8 @@ def current_key(conn: sqlite3.Connection, now: float) -> dict[str, str]:
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode("ascii")
         public = public_key_text(key.public_key())
-        conn.execute("INSERT OR IGNORE INTO pd_keys (id, created_at, private_pem, public_key) VALUES (?, ?, ?, ?)",
+        conn.execute("INSERT INTO pd_keys (id, created_at, private_pem, public_key) VALUES (?, ?, ?, ?)"
+                     " ON CONFLICT (id) DO NOTHING",
                      (key_id, int(now), pem, public))
         row = conn.execute("SELECT public_key FROM pd_keys WHERE id = ?", (key_id,)).fetchone()
     return {"id": key_id, "public_key": row[0]}

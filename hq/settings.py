@@ -21,7 +21,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", "Address the HQ HTTP server listens on."),
     Setting("port", 8400, "TCP port of the HQ HTTP server (0 picks a free one)."),
-    Setting("database", "hq.sqlite3", "SQLite database file; relative paths are under data_dir."),
+    Setting("database", "sqlite:///hq.sqlite3", "Where HQ stores everything: 'sqlite:///hq.sqlite3' (a SQLite file; relative paths are under data_dir, 'sqlite:////abs/path' is absolute; a bare path works too) or 'postgresql://user:password@host:5432/dbname' (any libpq URL) for several HQ processes on several hosts."),
     Setting("data_dir", "data/hq", "Directory for the database and the HQ signing key."),
     Setting("hq_key_file", "hq_ed25519.pem", "HQ Ed25519 private key (PKCS#8 PEM, mode 0600), relative to data_dir; created on first start."),
     Setting("link_url", "", "Base URL of the branch link written into enrolled devices' [hq] url, e.g. https://hq.example.org:8443 (empty: http://host:port of this server)."),
@@ -29,7 +29,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cert_days", 7.0, "Lifetime of device certificates in days (fractions allowed); devices renew theirs over the link at half-life."),
     Setting("enroll_code_ttl_s", 86400, "How long a device's one-time enrollment code waits for an admin."),
     Setting("workers", 1, "HQ server processes sharing the port (SO_REUSEPORT, Linux), each with its own database writer, under a supervisor that restarts any that dies; worker 0 alone runs the scheduler and notification dispatcher."),
-    Setting("read_connections", 4, "Number of read-only SQLite connections (threads) for queries."),
+    Setting("read_connections", 4, "Number of read-only database connections (threads) for queries."),
+    Setting("pool_size", 16, "PostgreSQL only: write connections (threads) per HQ process; each runs one SERIALIZABLE transaction at a time."),
     Setting("cookie_secure", True, "Set the Secure flag on the session cookie (turn off only for plain-HTTP development)."),
     Setting("cookie_samesite", "Strict", "SameSite attribute of the session cookie: Strict or Lax."),
     Setting("session_ttl_s", 43200, "Lifetime of a web (cookie) session in seconds."),
@@ -116,10 +117,23 @@ class Settings:
         return dict(self._values)
 
     @property
+    def database_url(self) -> str:
+        """The ``database`` setting as a URL: ``sqlite:///<absolute path>`` or ``postgresql://...``."""
+        if self.database.startswith(("postgresql://", "postgres://")):
+            return self.database
+        return f"sqlite:///{self.database_path.resolve()}"
+
+    @property
     def database_path(self) -> Path:
-        if self.database == ":memory:":
+        """The SQLite file (an error for a PostgreSQL database)."""
+        if self.database.startswith(("postgresql://", "postgres://")):
+            raise SettingsError("the database is PostgreSQL, not a file")
+        raw = self.database[len("sqlite:///"):] if self.database.startswith("sqlite:///") else self.database
+        if raw in (":memory:", ""):
             raise SettingsError("HQ needs a file database (several connections share it)")
-        path = Path(self.database)
+        if "://" in raw:
+            raise SettingsError("setting 'database' must be sqlite:///path or postgresql://...")
+        path = Path(raw)
         return path if path.is_absolute() else Path(self.data_dir) / path
 
     @property

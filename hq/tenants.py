@@ -182,7 +182,7 @@ def counter_event(row: sqlite3.Row) -> dict[str, Any]:
 
 def roster_event(conn: sqlite3.Connection, branch_id: str) -> dict[str, Any]:
     return {"devices": [{"id": r["id"], "role": r["role"], "public_key": r["public_key"], "numbers": r["numbers"]}
-                        for r in conn.execute("SELECT * FROM devices WHERE branch_id = ? ORDER BY rowid", (branch_id,))]}
+                        for r in conn.execute("SELECT * FROM devices WHERE branch_id = ? ORDER BY id", (branch_id,))]}
 
 
 def staff_event(conn: sqlite3.Connection, branch_id: str) -> dict[str, Any]:

@@ -235,7 +235,7 @@ def device_config(conn: sqlite3.Connection, *, branch: str, device: str, role: s
         names = json.loads(c["names"])
         lines += ["[[counters]]", f"id = {_toml(c['id'])}", f"name = {_toml(c['name'])}",
                   *([f"names = {_toml(names)}"] if names else []), f"services = {_toml(json.loads(c['services']))}", ""]
-    for d in conn.execute("SELECT * FROM devices WHERE branch_id = ? ORDER BY rowid", (branch,)):
+    for d in conn.execute("SELECT * FROM devices WHERE branch_id = ? ORDER BY id", (branch,)):
         lines += ["[[roster]]", f"id = {_toml(d['id'])}", f"role = {_toml(d['role'])}",
                   f"public_key = {_toml(d['public_key'])}"]
         lines += [f"numbers = {_toml(d['numbers'])}"] if d["numbers"] else []

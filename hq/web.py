@@ -13,6 +13,7 @@ from aiohttp import web
 
 from hq.auth import COOKIE_NAME, Principal, csrf_ok, lookup_session
 from hq.core import HQ
+from hq.db import BadData
 from hq.errors import ApiError, bad_request
 from hq.ratelimit import RateLimiter
 from sync.replication import error_response
@@ -72,6 +73,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as err:
         headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
         return error_json(err.status, err.code, err.message, headers)
+    except BadData:  # e.g. a NUL character, which PostgreSQL's text cannot hold
+        return error_json(400, "bad_request", "the request holds a value that cannot be stored")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -132,7 +135,7 @@ def rate_limited(key: web.AppKey[RateLimiter]) -> Callable[[Handler], Handler]:
     def deco(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def wrapper(request: web.Request) -> web.StreamResponse:
-            ok, retry = request.app[key].allow(client_address(request))
+            ok, retry = await request.app[key].allow(client_address(request))
             if not ok:
                 raise_retry = max(1, int(retry + 0.999))
                 return error_json(429, "rate_limited", "too many requests, slow down",

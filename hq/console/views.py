@@ -152,7 +152,7 @@ async def login(request: web.Request) -> web.Response:
     if not nxt.startswith("/console"):
         nxt = "/console"
     if request.method == "POST":
-        ok, retry = request.app[LOGIN_LIMITER].allow(client_address(request))
+        ok, retry = await request.app[LOGIN_LIMITER].allow(client_address(request))
         if not ok:
             return console_error(request, 429, N_("Too many attempts from your network. Please wait {n} seconds and"
                                                   " try again."), n=max(1, int(retry + 0.999)))
@@ -326,14 +326,14 @@ async def account_new(request: web.Request, p: Principal) -> web.Response:
             now = hq.now()
 
             def insert(c: sqlite3.Connection) -> int | None:
-                try:
-                    cur = c.execute("INSERT INTO users (email, name, password_hash, role, org_id, branch_id, created_at)"
-                                    " VALUES (?, ?, ?, ?, ?, ?, ?)", (cols["email"], cols["name"], encoded, cols["role"],
-                                                                     cols["org_id"], cols["branch_id"], now))
-                except sqlite3.IntegrityError:
+                row = c.execute("INSERT INTO users (email, name, password_hash, role, org_id, branch_id, created_at)"
+                                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email) DO NOTHING RETURNING id",
+                                (cols["email"], cols["name"], encoded, cols["role"], cols["org_id"], cols["branch_id"], now)
+                                ).fetchone()
+                if row is None:
                     return None
                 audit.record(c, p, cols["org_id"], "account.create", cols["email"], _describe(cols), now)
-                return cur.lastrowid
+                return row[0]
             new_id = await hq.db.write(insert)
             if new_id is None:
                 errors["email"] = N_("Another account has this e-mail address.")

@@ -65,8 +65,8 @@ def _send_code(c: sqlite3.Connection, citizen: sqlite3.Row, purpose: str, now: i
 
 def _notify(c: sqlite3.Connection, citizen: sqlite3.Row, key: str, kind: str, subject: str, body: str, now: int) -> None:
     channel, recipient = ("email", citizen["email"]) if citizen["email"] else ("sms", citizen["phone"])
-    c.execute("INSERT OR IGNORE INTO notifications (idem_key, kind, channel, recipient, subject, body, next_attempt_at,"
-              " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (f"{key}:{channel}", kind, channel, recipient, subject,
+    c.execute("INSERT INTO notifications (idem_key, kind, channel, recipient, subject, body, next_attempt_at,"
+              " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idem_key) DO NOTHING", (f"{key}:{channel}", kind, channel, recipient, subject,
                                                                body, now, now))
 
 
@@ -104,7 +104,7 @@ def _logged_in(request: web.Request) -> dict[str, Any]:
 async def register(request: web.Request) -> web.Response:
     values, errors = {"contact": "", "password": ""}, {}
     if request.method == "POST":
-        rate_check(request)
+        await rate_check(request)
         hq = hq_of(request)
         values = _form_values(await request.post(), "contact", "password")
         try:
@@ -128,7 +128,7 @@ async def register(request: web.Request) -> web.Response:
                     return
                 if row is None:
                     cid = c.execute(f"INSERT INTO citizens ({kind}, password_hash, language, created_at)"
-                                    " VALUES (?, ?, ?, ?)", (contact, encoded, lang, now)).lastrowid
+                                    " VALUES (?, ?, ?, ?) RETURNING id", (contact, encoded, lang, now)).fetchone()[0]
                 else:
                     cid = row["id"]
                     c.execute("UPDATE citizens SET password_hash = ?, language = ? WHERE id = ?", (encoded, lang, cid))
@@ -146,7 +146,7 @@ async def verify(request: web.Request) -> web.Response:
     values = {"contact": request.cookies.get(PENDING_COOKIE, "")[:254], "code": ""}
     errors: dict[str, str] = {}
     if request.method == "POST":
-        rate_check(request)
+        await rate_check(request)
         hq = hq_of(request)
         values = _form_values(await request.post(), "contact", "code")
         now, s = hq.now(), hq.settings
@@ -177,9 +177,9 @@ async def verify(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     values, errors = {"contact": ""}, {}
     if request.method == "POST":
-        rate_check(request)
+        await rate_check(request)
         hq = hq_of(request)
-        ok, retry = request.app[LOGIN_LIMITER].allow(client_address(request))
+        ok, retry = await request.app[LOGIN_LIMITER].allow(client_address(request))
         if not ok:
             raise PageError(429, "Too many attempts from your network. Please wait {n} seconds and try again.",
                             n=max(1, int(retry + 0.999)))
@@ -259,7 +259,7 @@ async def change_password(request: web.Request) -> web.Response:
     citizen = _logged_in(request)
     errors: dict[str, str] = {}
     if request.method == "POST":
-        rate_check(request)
+        await rate_check(request)
         hq = hq_of(request)
         form = _form_values(await request.post(), "current_password", "new_password")
         if not await asyncio.to_thread(verify_password, form["current_password"], citizen["password_hash"]):
@@ -282,7 +282,7 @@ async def change_password(request: web.Request) -> web.Response:
 async def forgot(request: web.Request) -> web.Response:
     values, errors = {"contact": ""}, {}
     if request.method == "POST":
-        rate_check(request)
+        await rate_check(request)
         hq = hq_of(request)
         values = _form_values(await request.post(), "contact")
         try:
@@ -308,7 +308,7 @@ async def reset(request: web.Request) -> web.Response:
     values = {"contact": request.cookies.get(PENDING_COOKIE, "")[:254], "code": ""}
     errors: dict[str, str] = {}
     if request.method == "POST":
-        rate_check(request)
+        await rate_check(request)
         hq = hq_of(request)
         form = _form_values(await request.post(), "contact", "code", "new_password")
         values = {"contact": form["contact"], "code": form["code"]}
@@ -365,7 +365,7 @@ async def delete_account(request: web.Request) -> web.Response:
     citizen = _logged_in(request)
     errors: dict[str, str] = {}
     if request.method == "POST":
-        rate_check(request)
+        await rate_check(request)
         hq = hq_of(request)
         form = _form_values(await request.post(), "password")
         if not await asyncio.to_thread(verify_password, form["password"], citizen["password_hash"]):

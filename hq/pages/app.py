@@ -19,6 +19,7 @@ import jinja2
 from aiohttp import web
 
 from hq.auth import token_digest
+from hq.db import BadData
 from hq.errors import ApiError
 from hq.pages.i18n import DEFAULT, LANGUAGES, N_, Translator, negotiate, translator
 from hq.ratelimit import RateLimiter
@@ -141,6 +142,8 @@ async def pages_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as err:
         response = error_page(request, err.status if 400 <= err.status < 500 else 400,
                               "This request could not be handled.")
+    except BadData:  # a value the database cannot hold (e.g. a NUL character on PostgreSQL)
+        response = error_page(request, 400, N_("This request could not be handled."))
     except Exception:  # never a traceback: log it and say so, in the visitor's language
         logger.exception("unhandled error on %s %s", request.method, request.path)
         response = error_page(request, 500, N_("Something went wrong on our side. Please try again in a minute."))
@@ -230,8 +233,8 @@ def redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
 
-def rate_check(request: web.Request) -> None:
-    ok, retry = request.app[WEB_LIMITER].allow(client_address(request))
+async def rate_check(request: web.Request) -> None:
+    ok, retry = await request.app[WEB_LIMITER].allow(client_address(request))
     if not ok:
         raise PageError(429, "Too many attempts from your network. Please wait {n} seconds and try again.",
                         n=max(1, int(retry + 0.999)))
@@ -247,7 +250,7 @@ def setup_pages(app: web.Application) -> None:
                                auto_reload=False)  # templates are part of the release: no stat() per render
     env.globals["LANGUAGES"] = LANGUAGES
     app[STATIC] = load_static()
-    app[WEB_LIMITER] = RateLimiter(hq.settings.web_rate_per_minute, 20, hq.clock.now)
+    app[WEB_LIMITER] = RateLimiter("web", hq.settings.web_rate_per_minute, 20, hq.clock.now, hq.db)
     app.middlewares.append(pages_middleware)
     r = app.router
     r.add_get("/static/{name}", static_file)

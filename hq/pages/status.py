@@ -83,24 +83,36 @@ class LiveHub:
 
 HUB = web.AppKey("live_hub", LiveHub)
 POLL_S = 0.25
+FEED_SLACK = 1000
 
 
 async def watch_other_workers(hq: HQ, hub: LiveHub) -> None:
     """With several HQ worker processes, the branch link may deliver events to another one:
     notice new rows of the shared events table (one indexed read per POLL_S per process) and
     wake this process's streams of those branches."""
-    last = await hq.db.read(lambda c: c.execute("SELECT max(rowid) FROM events").fetchone()[0] or 0)
+    # SQLite's rowid grows in commit order (one writer). PostgreSQL's identity column is drawn at
+    # insert, so a transaction may commit a lower id after a higher one was seen: look back
+    # FEED_SLACK ids and skip the ids already seen.
+    rid = "rowid" if hq.db.dialect == "sqlite" else "rid"
+    slack = 0 if hq.db.dialect == "sqlite" else FEED_SLACK
+    last = await hq.db.read(lambda c: c.execute(f"SELECT max({rid}) FROM events").fetchone()[0] or 0)
+    seen: set[int] = set()
     while not hub.closing:
         await asyncio.sleep(POLL_S)
         try:
             rows = await hq.db.read(lambda c: c.execute(
-                "SELECT rowid, branch FROM events WHERE rowid > ? ORDER BY rowid LIMIT 5000", (last,)).fetchall())
+                f"SELECT {rid}, branch FROM events WHERE {rid} > ? ORDER BY {rid} LIMIT 5000",
+                (last - slack,)).fetchall())
         except Exception:  # a busy database must not end the watcher
             logger.exception("live status: reading new events failed")
             continue
-        if rows:
-            last = rows[-1][0]
-            hub.changed({r[1] for r in rows})
+        fresh = [r for r in rows if r[0] not in seen]
+        if fresh:
+            last = max(last, fresh[-1][0])
+            if slack:
+                seen.update(r[0] for r in fresh)
+                seen = {i for i in seen if i > last - slack}
+            hub.changed({r[1] for r in fresh})
 
 
 WATCH = web.AppKey("live_watch", asyncio.Task)

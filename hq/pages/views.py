@@ -162,7 +162,7 @@ async def book_contact(request: web.Request) -> web.Response:
     values = {"name": "", "phone": (citizen or {}).get("phone") or "", "email": (citizen or {}).get("email") or ""}
     errors: dict[str, str] = {}
     if request.method == "POST":
-        rate_check(request)
+        await rate_check(request)
         values = {k: str(form.get(k, "")).strip()[:254] for k in ("name", "phone", "email")}
         if not values["phone"] and not values["email"]:
             errors["phone"] = N_("Give a phone number or an e-mail address, so you can change or cancel.")
@@ -301,7 +301,7 @@ async def manage_form(request: web.Request) -> web.Response:
     values = {"code": request.query.get("code", "")[:20], "contact": ""}
     errors: dict[str, str] = {}
     if request.method == "POST":
-        rate_check(request)
+        await rate_check(request)
         form = await request.post()
         values = {k: str(form.get(k, "")).strip()[:254] for k in ("code", "contact")}
         if not values["code"]:
@@ -368,7 +368,7 @@ async def manage_slot(request: web.Request) -> web.Response:
 
 async def manage_reschedule(request: web.Request) -> web.Response:
     row, branch, service = await _managed(request)
-    rate_check(request)
+    await rate_check(request)
     form = await request.post()
     if not form.get("start"):
         return redirect(f"/manage/{row['code']}/day")
@@ -395,7 +395,7 @@ async def manage_reschedule(request: web.Request) -> web.Response:
 
 async def manage_cancel(request: web.Request) -> web.Response:
     row, _, _ = await _managed(request)
-    rate_check(request)
+    await rate_check(request)
     hq, ctx = hq_of(request), _ctx(request)
     contact = row["email"] or row["phone"]
     await hq.db.write(lambda c: booking.cancel_row(c, ctx, row["code"], {"contact": contact}))

@@ -1,4 +1,8 @@
-"""Helpers for HQ tests: a real HQ server on 127.0.0.1 (real sockets, real SQLite in tmp_path), seeded tenants."""
+"""Helpers for HQ tests: a real HQ server on 127.0.0.1 (real sockets, a real database), seeded tenants.
+
+Every HQ test runs twice (tests/hq/conftest.py): on a real SQLite file in tmp_path and on a
+fresh database of a real PostgreSQL server the tests started (tests/hq/pgserver.py).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from aiohttp import web
 from hq.app import create_app
 from hq.auth import hash_password
 from hq.settings import Settings
+from hq.web import HQ_KEY
 
 # Monday 2030-01-07 07:00 UTC (08:00 in Zurich): deterministic "now" for bookings.
 T0 = int(datetime(2030, 1, 7, 7, 0, tzinfo=timezone.utc).timestamp())
@@ -31,12 +36,64 @@ class FakeClock:
         return self.t
 
 
+# The PostgreSQL server of the running test when it runs on PostgreSQL (set by conftest's hq_backend).
+BACKEND: dict[str, Any] = {"pg": None}
+CREATED: list[str] = []  # databases made for the running test; conftest drops them after it
+
+
 def make_settings(tmp_path: Path, **over: Any) -> Settings:
     base = dict(data_dir=str(tmp_path / "hq"), port=0, cookie_secure=False, argon2_memory_kib=64,
                 argon2_iterations=1, argon2_lanes=1, scheduler_enabled=False, booking_rate_per_minute=0,
-                login_rate_per_minute=0, default_phone_region="CH")
+                login_rate_per_minute=0, default_phone_region="CH", pool_size=4, read_connections=2)
+    if BACKEND["pg"] is not None and "database" not in over:
+        base["database"] = BACKEND["pg"].create_database()
+        CREATED.append(base["database"])
     base.update(over)
     return Settings(**base)
+
+
+class TestDb:
+    """A direct connection to a test HQ's database (either backend): ``execute`` with ``?``
+    parameters, rows by name and index; commits and closes at the end of a ``with``."""
+
+    def __init__(self, where: Settings | Server | Any) -> None:
+        settings = where.app[HQ_KEY].settings if isinstance(where, Server) else where
+        url = settings.database_url
+        if url.startswith("postgresql"):
+            import psycopg
+            from hq.db_pg import PgConn, _configure, row_factory
+            raw = psycopg.connect(url, autocommit=True, row_factory=row_factory)
+            _configure(raw)
+            self._raw: Any = raw
+            self._conn: Any = PgConn(raw)
+        else:
+            self._raw = self._conn = sqlite3.connect(settings.database_path)
+            self._conn.row_factory = sqlite3.Row
+        self.dialect = "postgresql" if url.startswith("postgresql") else "sqlite"
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        return self._conn.execute(sql, params)
+
+    def executemany(self, sql: str, seq: Any) -> Any:
+        return self._conn.executemany(sql, seq)
+
+    def commit(self) -> None:
+        if self.dialect == "sqlite":
+            self._raw.commit()
+
+    def close(self) -> None:
+        self.commit()
+        self._raw.close()
+
+    def __enter__(self) -> TestDb:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect_db(where: Settings | Server | Any) -> TestDb:
+    return TestDb(where)
 
 
 @dataclass
@@ -60,9 +117,9 @@ async def start_server(settings: Settings, clock: FakeClock, **kw: Any) -> tuple
     return runner, Server(f"http://127.0.0.1:{port}", app, clock)
 
 
-def add_user(db_path: Path, email: str, role: str, org: str | None = None, branch: str | None = None) -> None:
+def add_user(where: Settings | Server, email: str, role: str, org: str | None = None, branch: str | None = None) -> None:
     encoded = hash_password(PASSWORD, memory_kib=64, iterations=1, lanes=1)
-    with sqlite3.connect(db_path) as c:
+    with connect_db(where) as c:
         c.execute("INSERT INTO users (email, password_hash, role, org_id, branch_id, created_at) VALUES (?, ?, ?, ?, ?, 0)",
                   (email, encoded, role, org, branch))
 
@@ -75,9 +132,10 @@ async def api(session: aiohttp.ClientSession, method: str, url: str, expect: int
         return data
 
 
-async def seed(srv: Server, session: aiohttp.ClientSession, db_path: Path) -> None:
+async def seed(srv: Server, session: aiohttp.ClientSession, where: Settings | None = None) -> None:
     """Two orgs (acme, beta), each with one branch, a bookable service, a counter, hours; one user per role."""
-    add_user(db_path, "root@hq.test", "super_admin")
+    where = where or srv
+    add_user(where, "root@hq.test", "super_admin")
     srv.tokens["super"] = (await api(session, "POST", f"{srv.url}/api/v1/auth/tokens", 201,
                                      json={"email": "root@hq.test", "password": PASSWORD}))["token"]
     sup = srv.h("super")
@@ -93,7 +151,7 @@ async def seed(srv: Server, session: aiohttp.ClientSession, db_path: Path) -> No
                   json={"weekdays": {str(d): {"opens": "08:00", "closes": "17:00"} for d in range(5)}})
         for role, who in (("org_admin", "admin"), ("branch_manager", "manager"), ("staff", "staff")):
             email = f"{who}@{org}.test"
-            add_user(db_path, email, role, org, branch if role != "org_admin" else None)
+            add_user(where, email, role, org, branch if role != "org_admin" else None)
             srv.tokens[f"{org}-{who}"] = (await api(session, "POST", f"{srv.url}/api/v1/auth/tokens", 201,
                                                     json={"email": email, "password": PASSWORD}))["token"]
 
@@ -119,7 +177,7 @@ class ThreadedServer:
         try:
             runner, self.srv = await start_server(self.settings, self.clock)
             async with aiohttp.ClientSession() as session:
-                await seed(self.srv, session, self.settings.database_path)
+                await seed(self.srv, session)
         except BaseException as err:
             self.error = err
             self.ready.set()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime, timezone
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -10,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hq.ingest import ingest_branch_events
 from hq.signing import event_hash, public_key_hex, sign_envelope
 from hq.web import HQ_KEY
-from hqtest import T0, api
+from hqtest import T0, api, connect_db
 
 V = "/api/v1"
 
@@ -66,7 +65,7 @@ async def test_ingest_is_exactly_once_and_checks_signatures(server, session):
     # that is an unknown device there (and says nothing about who else is called kiosk-1).
     assert sorted(r["reason"] for r in r3.rejected) == ["bad_signature", "equivocation", "malformed", "malformed",
                                                         "unknown_device", "unknown_device"]
-    with sqlite3.connect(hq.settings.database_path) as c:
+    with connect_db(hq.settings) as c:
         assert c.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 2
 
 
@@ -79,7 +78,7 @@ async def test_live_status_and_turn_near(server, session):
     await ingest_branch_events(hq, [issue(kiosk, i, T0 + i * 60, "+41446681800" if i == 4 else None) for i in range(1, 5)])
     st = await api(session, "GET", f"{server.url}{V}/public/tickets/{token(4)}", 200)
     assert (st["status"], st["position"], st["people_ahead"], st["estimated_wait_s"]) == ("waiting", 4, 3, 900)
-    with sqlite3.connect(hq.settings.database_path) as c:
+    with connect_db(hq.settings) as c:
         assert c.execute("SELECT COUNT(*) FROM notifications WHERE kind = 'turn_near'").fetchone()[0] == 0
     t = T0 + 600
     server.clock.t = t + 200  # the branch's events are in HQ's present, not its future
@@ -89,7 +88,7 @@ async def test_live_status_and_turn_near(server, session):
     st = await api(session, "GET", f"{server.url}{V}/public/tickets/{token(4)}", 200)
     assert (st["position"], st["people_ahead"], st["estimated_wait_s"]) == (3, 2, 240)  # 2 x 120 s measured
     await ingest_branch_events(hq, [counter.event("ticket.called", {"ticket": "20300107-A002", "counter": "c1"}, t + 200)])
-    with sqlite3.connect(hq.settings.database_path) as c:
+    with connect_db(hq.settings) as c:
         near = c.execute("SELECT recipient, body FROM notifications WHERE kind = 'turn_near'").fetchall()
     assert len(near) == 1 and near[0][0] == "+41446681800" and "A004" in near[0][1]
     done = await api(session, "GET", f"{server.url}{V}/public/tickets/{token(1)}", 200)
@@ -146,7 +145,7 @@ async def test_hq_ticket_view_is_the_branch_fold(server, session):
         c1.event("ticket.called", {"ticket": a2, "counter": "c1", "seen": {"kiosk-1": 2}}, T0 + 200),
         c1.event("ticket.transferred", {"ticket": a2, "counter": "c1", "to_service": "payments",
                                         "seen": {"kiosk-1": 2, "counter-1": 3}}, T0 + 210)])
-    with sqlite3.connect(hq.settings.database_path) as c:
+    with connect_db(hq.settings) as c:
         rows = dict(((r[0]), r[1:]) for r in c.execute(
             "SELECT id, service, counter, called_ms FROM tickets WHERE branch_id = 'acme-main'"))
     assert rows[a1][1] == "c1"  # the earliest call wins, not the last to arrive

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from datetime import datetime, timezone
 
 import aiohttp
+from hqtest import connect_db
 
 from hq.web import HQ_KEY
 
@@ -16,7 +16,7 @@ HOT_UTC = int(datetime(2030, 1, 7, 9, 0, tzinfo=timezone.utc).timestamp())
 
 
 def _booked(server, start_utc: int) -> int:
-    with sqlite3.connect(server.app[HQ_KEY].settings.database_path) as c:
+    with connect_db(server) as c:
         return c.execute("SELECT COUNT(*) FROM bookings WHERE slot_start = ? AND status = 'booked'", (start_utc,)).fetchone()[0]
 
 
@@ -56,7 +56,7 @@ async def test_concurrent_reschedules_into_a_capacity_3_slot_leave_exactly_3(ser
         statuses = await asyncio.gather(*(move(c) for c in codes))
     assert statuses.count(200) == 3 and statuses.count(409) == 198
     assert _booked(server, HOT_UTC) == 3
-    with sqlite3.connect(server.app[HQ_KEY].settings.database_path) as c:
+    with connect_db(server) as c:
         worst = c.execute("SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM bookings WHERE status = 'booked'"
-                          " GROUP BY service_id, slot_start)").fetchone()[0]
+                          " GROUP BY service_id, slot_start) AS per_slot").fetchone()[0]
     assert worst == 3

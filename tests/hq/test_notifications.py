@@ -4,7 +4,6 @@ retries with backoff, never a duplicate; reminders, purge, 'your turn is near'."
 from __future__ import annotations
 
 import socket
-import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -17,7 +16,7 @@ from aiosmtpd.controller import Controller
 from hq.app import DISPATCHER_KEY
 from hq.scheduler import purge_job, reminders_job
 from hq.web import HQ_KEY
-from hqtest import FakeClock, Server, api, make_settings, seed, start_server
+from hqtest import FakeClock, Server, api, connect_db, make_settings, seed, start_server
 
 B = "/api/v1/public"
 
@@ -101,15 +100,14 @@ async def notifying_server(tmp_path, smtp, sms) -> AsyncIterator[tuple[Server, F
     runner, srv = await start_server(settings, clock)
     try:
         async with aiohttp.ClientSession() as s:
-            await seed(srv, s, settings.database_path)
+            await seed(srv, s)
         yield srv, smtp[0], sms[0]
     finally:
         await runner.cleanup()
 
 
-def rows(srv: Server, sql: str, *args: Any) -> list[sqlite3.Row]:
-    with sqlite3.connect(srv.app[HQ_KEY].settings.database_path) as c:
-        c.row_factory = sqlite3.Row
+def rows(srv: Server, sql: str, *args: Any) -> list[Any]:
+    with connect_db(srv) as c:
         return c.execute(sql, args).fetchall()
 
 

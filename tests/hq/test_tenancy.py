@@ -114,7 +114,7 @@ async def test_secure_flag_is_set_by_default(tmp_path):
     runner, srv = await start_server(settings, FakeClock())
     try:
         async with aiohttp.ClientSession() as s:
-            await seed(srv, s, settings.database_path)
+            await seed(srv, s)
             async with s.post(f"{srv.url}{V}/auth/login", json={"email": "admin@acme.test", "password": PASSWORD}) as resp:
                 assert "Secure" in resp.headers["Set-Cookie"]
     finally:
@@ -122,10 +122,8 @@ async def test_secure_flag_is_set_by_default(tmp_path):
 
 
 async def test_passwords_are_argon2id_hashes(server):
-    import sqlite3
-    from hq.web import HQ_KEY
-    path = server.app[HQ_KEY].settings.database_path
-    with sqlite3.connect(path) as c:
+    from hqtest import connect_db
+    with connect_db(server) as c:
         hashes = [r[0] for r in c.execute("SELECT password_hash FROM users")]
     assert hashes and all(h.startswith("$argon2id$v=19$") and PASSWORD not in h for h in hashes)
 

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,14 +20,15 @@ import pytest
 from hq.signing import public_key_hex
 from sync.keys import load_or_create_key
 from sync.protocol import sign_headers
-from hqtest import api, make_settings, start_server
+from hq.web import HQ_KEY
+from hqtest import api, connect_db, make_settings, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_a_link_replay_is_refused_by_another_hq_process_on_the_same_database(tmp_path, server, clock, session):
     # `server` is HQ #1; HQ #2 opens the same database as a second worker would.
-    runner2, second = await start_server(make_settings(tmp_path), clock)
+    runner2, second = await start_server(make_settings(tmp_path, database=server.app[HQ_KEY].settings.database), clock)
     try:
         key = load_or_create_key(tmp_path / "kiosk")
         await api(session, "POST", f"{server.url}/api/v1/branches/acme-main/devices", 201, headers=server.h("super"),
@@ -77,8 +77,11 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 async def test_two_worker_processes_never_overbook_and_stop_together(tmp_path):
     port = _free_port()
+    settings = make_settings(tmp_path)  # a fresh database on this test's backend
+    database = settings.database if settings.database.startswith("postgresql") else "hq.sqlite3"
     (tmp_path / "hq.toml").write_text(
-        f'port = {port}\nworkers = 2\ndata_dir = "{tmp_path}"\nbooking_rate_per_minute = 0\nlog_level = "WARNING"\n'
+        f'port = {port}\nworkers = 2\ndata_dir = "{tmp_path}"\ndatabase = "{database}"\n'
+        'booking_rate_per_minute = 0\nlog_level = "WARNING"\n'
         'bootstrap_admin_email = "root@hq.test"\nbootstrap_admin_password = "correct horse battery"\n'
         'argon2_memory_kib = 64\nargon2_iterations = 1\nargon2_lanes = 1\n')
     proc = subprocess.Popen([sys.executable, "-m", "hq", "--config", str(tmp_path / "hq.toml")], cwd=ROOT)
@@ -134,7 +137,7 @@ async def test_two_worker_processes_never_overbook_and_stop_together(tmp_path):
             else:
                 os.kill(pid, signal.SIGKILL)
                 raise AssertionError(f"worker {pid} outlived the parent")
-    with sqlite3.connect(tmp_path / "hq.sqlite3") as c:
+    with connect_db(settings.replace(data_dir=str(tmp_path), database=database)) as c:
         assert c.execute("SELECT COUNT(*) FROM bookings WHERE status = 'booked'").fetchone()[0] == 3
 
 

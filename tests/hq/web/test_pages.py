@@ -301,21 +301,21 @@ async def test_with_several_workers_events_ingested_by_another_process_reach_the
     """workers > 1: the link may deliver to another HQ process; the stream still updates at once
     (the events table is watched), not only at the 10 s re-read."""
     import aiohttp
-    from hq.db import Database
+    from hq.db import open_database
     from hq.ingest import ingest_sync
     from hqtest import make_settings, seed, start_server
 
     settings = make_settings(tmp_path, workers=2)
     runner, srv = await start_server(settings, clock)
     try:
-        await seed(srv, session, settings.database_path)
+        await seed(srv, session)
         hq = srv.app[HQ_KEY]
         kiosk, counter = Device("kiosk-6"), Device("counter-6")
         await kiosk.register(srv, session)
         await counter.register(srv, session, "counter")
         token = "Mw" + "m" * 20
         await ingest_branch_events(hq, [issued(kiosk, "20300107", 1, T0, token)])
-        other = Database(settings.database_path, readers=1)  # "another worker": its own writer, no hub
+        other = open_database(settings.database_url, readers=1)  # "another worker": its own writer, no hub
         try:
             async with aiohttp.ClientSession() as s, s.get(f"{srv.url}/t/{token}/events") as stream:
                 async def next_status() -> dict:

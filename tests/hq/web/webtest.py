@@ -4,7 +4,6 @@ client that keeps cookies and sends the CSRF token, and branch events signed by 
 from __future__ import annotations
 
 import re
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +64,10 @@ def free_starts(html: str) -> list[int]:
     return [int(x) for x in re.findall(r'name="start" value="(\d+)">', html)]
 
 
-def db(srv: Server) -> sqlite3.Connection:
-    from hq.web import HQ_KEY
-    c = sqlite3.connect(srv.app[HQ_KEY].settings.database_path)
-    c.row_factory = sqlite3.Row
-    return c
+def db(srv: Server) -> Any:
+    """A direct connection to the server's database (SQLite or PostgreSQL, hqtest.TestDb)."""
+    from hqtest import connect_db
+    return connect_db(srv)
 
 
 class Device:
