@@ -7,7 +7,13 @@ Phases (server = `python -m hq` in its own process, client = this process):
 3. hot slot: --hot concurrent attempts on one slot of capacity 3.
 Then the database is checked: no slot holds more bookings than its capacity.
 
-    .venv/bin/python bench/bench_hq.py [--clients 1000] [--seconds 10] [--out bench/results/hq.json]
+`--database pg` runs HQ on a real PostgreSQL 15 server the bench starts itself (durable:
+fsync and synchronous_commit on, as in production; tests/hq/pgserver.py), with `--processes`
+independent HQ processes (one per "host", each on its own port, clients spread over them as
+a load balancer would). The PostgreSQL server's CPU is reported beside HQ's.
+
+    .venv/bin/python bench/bench_hq.py [--database sqlite|pg] [--processes 1] [--clients 1000]
+                                       [--seconds 10] [--out bench/results/hq.json]
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import sqlite3
@@ -101,8 +108,8 @@ def slot_starts(days: int) -> list[str]:
     return out
 
 
-async def load(url: str, clients: int, seconds: float, interval: float | None, slots: list[str],
-               rng: random.Random, server_pid: int) -> dict[str, object]:
+async def load(urls: list[str], clients: int, seconds: float, interval: float | None, slots: list[str],
+               rng: random.Random, server_pids: list[int], db_pid: int | None = None) -> dict[str, object]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     stop_at = time.perf_counter() + seconds
@@ -122,7 +129,7 @@ async def load(url: str, clients: int, seconds: float, interval: float | None, s
                 body = {"branch": "b1", "service": "general", "start": r.choice(slots), "email": f"c{i}@bench.test"}
                 t0 = time.perf_counter()
                 try:
-                    async with s.post(f"{url}/api/v1/public/bookings", json=body) as resp:
+                    async with s.post(f"{urls[i % len(urls)]}/api/v1/public/bookings", json=body) as resp:
                         await resp.read()
                         status = resp.status
                 except aiohttp.ClientError:
@@ -130,27 +137,32 @@ async def load(url: str, clients: int, seconds: float, interval: float | None, s
                 latencies.append(time.perf_counter() - t0)
                 statuses[status] = statuses.get(status, 0) + 1
 
-        t_start, server_cpu0, client_cpu0 = time.perf_counter(), cpu_seconds(server_pid), time.process_time()
+        def server_cpu_now() -> float:
+            return sum(cpu_seconds(pid) for pid in server_pids)
+        t_start, server_cpu0, client_cpu0 = time.perf_counter(), server_cpu_now(), time.process_time()
+        db_cpu0 = cpu_seconds(db_pid) if db_pid else 0.0
         await asyncio.gather(*(client(i) for i in range(clients)))
         elapsed = time.perf_counter() - t_start
-        server_cpu, client_cpu = cpu_seconds(server_pid) - server_cpu0, time.process_time() - client_cpu0
+        server_cpu, client_cpu = server_cpu_now() - server_cpu0, time.process_time() - client_cpu0
+        db_cpu = cpu_seconds(db_pid) - db_cpu0 if db_pid else None
     ok = statuses.get(201, 0)
     return {"clients": clients, "seconds": round(elapsed, 2), "requests": len(latencies), "bookings": ok,
             "bookings_per_s": round(ok / elapsed, 1), "requests_per_s": round(len(latencies) / elapsed, 1),
             "statuses": {str(k): v for k, v in sorted(statuses.items())},
             "server_cpu_s": round(server_cpu, 2), "client_cpu_s": round(client_cpu, 2),
             "server_cpu_ms_per_request": round(server_cpu * 1000 / max(1, len(latencies)), 3),
+            "postgresql_cpu_s": round(db_cpu, 2) if db_cpu is not None else None,
             "latency_ms": {"p50": round(pct(latencies, 50) * 1000, 1), "p90": round(pct(latencies, 90) * 1000, 1),
                            "p99": round(pct(latencies, 99) * 1000, 1), "max": round(max(latencies) * 1000, 1)}}
 
 
-async def hot_slot(url: str, attempts: int) -> dict[str, object]:
+async def hot_slot(urls: list[str], attempts: int) -> dict[str, object]:
     tz = ZoneInfo(TZ)
     start = datetime.combine(datetime.now(tz).date() + timedelta(days=2), datetime.strptime("10:00", "%H:%M").time(),
                              tzinfo=tz).isoformat()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
         async def one(i: int) -> int:
-            async with s.post(f"{url}/api/v1/public/bookings", json={"branch": "b1", "service": "hot", "start": start,
+            async with s.post(f"{urls[i % len(urls)]}/api/v1/public/bookings", json={"branch": "b1", "service": "hot", "start": start,
                                                                       "email": f"h{i}@bench.test"}) as r:
                 await r.read()
                 return r.status
@@ -158,51 +170,98 @@ async def hot_slot(url: str, attempts: int) -> dict[str, object]:
     return {"attempts": attempts, "created": statuses.count(201), "refused_full": statuses.count(409)}
 
 
+def start_hq(work: Path, database: str, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    work.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (work / "hq.toml").write_text(
+        f'port = {port}\ndata_dir = "{work}"\ndatabase = "{database}"\nbooking_rate_per_minute = 0\n'
+        f'log_level = "WARNING"\nbootstrap_admin_email = "bench@hq.test"\nbootstrap_admin_password = "bench-password-1"\n'
+        f'argon2_memory_kib = 8192\nargon2_iterations = 1\nargon2_lanes = 1\nbooking_horizon_days = 60\n'
+        + (f'workers = {workers}\n' if workers > 1 else ''))
+    proc = subprocess.Popen([sys.executable, "-m", "hq", "--config", str(work / "hq.toml")], cwd=ROOT)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+async def wait_up(s: aiohttp.ClientSession, url: str) -> None:
+    for _ in range(600):
+        try:
+            async with s.get(f"{url}/healthz") as r:
+                if r.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    raise RuntimeError("HQ did not start")
+
+
+def check_db(database: str, work: Path) -> tuple[list[tuple[str, int, int]], int]:
+    sql = ("SELECT s.id, s.capacity, MAX(n) FROM (SELECT service_id, COUNT(*) AS n FROM bookings"
+           " WHERE status = 'booked' GROUP BY service_id, slot_start) b JOIN services s"
+           " ON s.id = b.service_id GROUP BY s.id, s.capacity")
+    if database.startswith("postgresql"):
+        import psycopg
+        with psycopg.connect(database) as c:
+            return c.execute(sql).fetchall(), c.execute("SELECT COUNT(*) FROM bookings").fetchone()[0]
+    with sqlite3.connect(work / "hq.sqlite3") as c:
+        return c.execute(sql).fetchall(), c.execute("SELECT COUNT(*) FROM bookings").fetchone()[0]
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     work = Path(tempfile.mkdtemp(prefix="bench-hq-"))
-    port = free_port()
-    (work / "hq.toml").write_text(
-        f'port = {port}\ndata_dir = "{work}"\nbooking_rate_per_minute = 0\nlog_level = "WARNING"\n'
-        f'bootstrap_admin_email = "bench@hq.test"\nbootstrap_admin_password = "bench-password-1"\n'
-        f'argon2_memory_kib = 8192\nargon2_iterations = 1\nargon2_lanes = 1\nbooking_horizon_days = 60\n'
-        + (f'workers = {args.workers}\n' if args.workers > 1 else ''))
-    proc = subprocess.Popen([sys.executable, "-m", "hq", "--config", str(work / "hq.toml")], cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
+    pg = None
+    database, db_pid = "hq.sqlite3", None
+    if args.database == "pg":
+        sys.path.insert(0, str(ROOT / "tests" / "hq"))
+        from pgserver import PgServer
+        pg = PgServer(durable=True).start()
+        pg.sql("CREATE DATABASE hq_bench")
+        database = pg.url("hq_bench")
+        db_pid = int((pg.data / "postmaster.pid").read_text().split()[0])
+    procs: list[subprocess.Popen[bytes]] = []
     try:
+        first, url = start_hq(work / "hq0", database, args.workers)
+        procs.append(first)
+        urls = [url]
         async with aiohttp.ClientSession() as s:
-            for _ in range(200):
-                try:
-                    async with s.get(f"{url}/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.05)
-            else:
-                raise RuntimeError("HQ did not start")
+            await wait_up(s, url)  # the first one migrates and creates the key
+            for n in range(1, args.processes):
+                (work / f"hq{n}").mkdir()
+                shutil.copy(work / "hq0" / "hq_ed25519.pem", work / f"hq{n}" / "hq_ed25519.pem")
+                proc, extra = start_hq(work / f"hq{n}", database, args.workers)
+                procs.append(proc)
+                urls.append(extra)
+                await wait_up(s, extra)
             await setup(url, s)
         slots = slot_starts(args.days)
         rng = random.Random(args.seed)
-        paced = await load(url, args.clients, args.seconds, args.clients / args.rate, slots, rng, proc.pid)
-        saturation = await load(url, args.clients, args.seconds, None, slots, rng, proc.pid)
-        hot = await hot_slot(url, args.hot)
+        pids = [p.pid for p in procs]
+        paced = await load(urls, args.clients, args.seconds, args.clients / args.rate, slots, rng, pids, db_pid)
+        saturation = await load(urls, args.clients, args.seconds, None, slots, rng, pids, db_pid)
+        hot = await hot_slot(urls, args.hot)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        worst, total = check_db(database, work / "hq0")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    with sqlite3.connect(work / "hq.sqlite3") as c:
-        worst = c.execute("SELECT s.id, s.capacity, MAX(n) FROM (SELECT service_id, COUNT(*) AS n FROM bookings"
-                          " WHERE status = 'booked' GROUP BY service_id, slot_start) b JOIN services s"
-                          " ON s.id = b.service_id GROUP BY s.id").fetchall()
-        total = c.execute("SELECT COUNT(*) FROM bookings").fetchone()[0]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if pg is not None:
+            pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
     overbooked = [{"service": sid, "capacity": cap, "max_in_a_slot": n} for sid, cap, n in worst if n > cap]
     return {
         "bench": "hq_booking", "when": datetime.now().isoformat(timespec="seconds"), "cpus": os.cpu_count(),
-        "load_average_at_start": load_at_start,
+        "load_average_at_start": load_at_start, "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "target": {"bookings_per_s": 2000, "p99_ms": 100, "overbooked_slots": 0},
+        "database": "postgresql" if pg else "sqlite", "hq_processes": args.processes,
         "workers": args.workers, "paced": paced | {"offered_per_s": args.rate}, "saturation": saturation, "hot_slot": hot,
         "bookings_in_db": total, "overbooked_slots": overbooked,
         "zero_overbooking": not overbooked and hot["created"] == 3,
@@ -218,8 +277,14 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1, help="HQ `workers` setting (server processes on one port)")
+    parser.add_argument("--database", choices=("sqlite", "pg"), default="sqlite",
+                        help="HQ's storage: a SQLite file, or a PostgreSQL 15 server the bench starts")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="independent HQ processes on their own ports sharing the database (pg only)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "hq.json"))
     args = parser.parse_args()
+    if args.processes > 1 and args.database != "pg":
+        parser.error("--processes > 1 needs --database pg (SQLite: use --workers)")
     result = asyncio.run(main_async(args))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

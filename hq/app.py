@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from hq import outbox
 from hq.auth import hash_password
 from hq.core import HQ, Clock, WallClock
 from hq.db import open_database
@@ -39,6 +40,9 @@ def open_hq(settings: Settings, *, clock: Clock | None = None, rng: random.Rando
     db.write_sync(lambda c: None)  # SQLite: creates the file and WAL before readers open it
     db.migrate()
     key = load_or_create_key(settings.key_path)
+    if db.dialect == "postgresql":  # booking events are chained after their commit (hq/outbox.py)
+        db.chain = lambda c: outbox.sequence(c, key)
+        db.write_sync(db.chain)  # what a process that died before chaining left queued
     hq = HQ(settings=settings, db=db, key=key, clock=clock or WallClock())
     if rng is not None:
         hq.rng = rng

@@ -292,7 +292,7 @@ def book_row(conn: sqlite3.Connection, ctx: BookingContext, body: Any) -> Writte
     if _taken(conn, branch_id, service["id"], start) >= capacity:
         raise conflict("this slot is fully booked", "slot_full")
     row = _insert_booking(conn, ctx, (branch_id, service["id"], start, end, name, phone, email, language))
-    outbox.emit(conn, ctx.key, branch_id, ev.BOOKING_CREATED, _event_payload(row), ctx.now * 1000)
+    outbox.emit(conn, ctx.key, branch_id, ev.BOOKING_CREATED, _event_payload(row), ctx.now * 1000, defer=True)
     notifications.enqueue_for_booking(conn, row, branch, "confirmation", f"confirm:{row['code']}", ctx.now,
                                       service_names=service["names"])
     return Written(dict(row), branch["timezone"])
@@ -345,7 +345,7 @@ def reschedule_row(conn: sqlite3.Connection, ctx: BookingContext, code: Any, bod
     conn.execute("UPDATE bookings SET slot_start = ?, slot_end = ?, updated_at = ? WHERE id = ?",
                  (start, end, ctx.now, row["id"]))
     row = conn.execute("SELECT * FROM bookings WHERE id = ?", (row["id"],)).fetchone()
-    outbox.emit(conn, ctx.key, row["branch_id"], ev.BOOKING_RESCHEDULED, _event_payload(row), ctx.now * 1000)
+    outbox.emit(conn, ctx.key, row["branch_id"], ev.BOOKING_RESCHEDULED, _event_payload(row), ctx.now * 1000, defer=True)
     notifications.enqueue_for_booking(conn, row, branch, "reschedule", f"reschedule:{row['code']}:{start}:{ctx.now}", ctx.now,
                                       service_names=service["names"])
     return Written(dict(row), branch["timezone"])
@@ -366,7 +366,7 @@ def cancel_row(conn: sqlite3.Connection, ctx: BookingContext, code: Any, body: A
         raise conflict("this booking's slot has passed and nobody checked in", "no_show")
     conn.execute("UPDATE bookings SET status = 'cancelled', updated_at = ? WHERE id = ?", (ctx.now, row["id"]))
     row = conn.execute("SELECT * FROM bookings WHERE id = ?", (row["id"],)).fetchone()
-    outbox.emit(conn, ctx.key, row["branch_id"], ev.BOOKING_CANCELLED, _event_payload(row), ctx.now * 1000)
+    outbox.emit(conn, ctx.key, row["branch_id"], ev.BOOKING_CANCELLED, _event_payload(row), ctx.now * 1000, defer=True)
     notifications.enqueue_for_booking(conn, row, branch, "cancellation", f"cancel:{row['code']}", ctx.now)
     return Written(dict(row), branch["timezone"])
 

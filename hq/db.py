@@ -52,6 +52,10 @@ class BadData(ValueError):
     bad input, answered with a 400, never a 500."""
 
 
+class Busy(RuntimeError):
+    """A write kept conflicting with others for too long (PostgreSQL): answered with a 503."""
+
+
 class DatabaseClosed(RuntimeError):
     """The database was closed while a write was pending."""
 

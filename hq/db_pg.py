@@ -35,12 +35,13 @@ from psycopg.adapt import Dumper, Loader
 from psycopg.pq import Format
 from psycopg_pool import ConnectionPool
 
-from hq.db import BadData, DatabaseClosed, IntegrityError
+from hq.db import BadData, Busy, DatabaseClosed, IntegrityError
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MAX_ATTEMPTS = 60
+MAX_ATTEMPTS = 1000
+RETRY_FOR_S = 30.0  # then the caller gets Busy (a 503), never a 500
 RETRY_ERRORS = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
 MIGRATION_LOCK = 0x5347_4851  # pg_advisory_lock key: one migrating process at a time
 
@@ -132,10 +133,11 @@ class PgConn:
     """A psycopg connection behind HQ's small connection interface (``?`` params, named rows)."""
 
     dialect = "postgresql"
-    __slots__ = ("raw",)
+    __slots__ = ("raw", "queued")
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
+        self.queued = False  # the transaction queued events for the chain (hq/outbox.py emit defer)
 
     def execute(self, sql: str, params: Sequence[Any] | None = ()) -> psycopg.Cursor[Any]:
         try:
@@ -179,6 +181,9 @@ class PostgresDatabase:
         self._rpool = ThreadPoolExecutor(max_workers=self._readers, thread_name_prefix="hq-pg-read")
         self.retries = 0  # serialization failures retried (a measure of contention)
         self._retries_lock = threading.Lock()
+        # fn(conn) chaining queued events (set by hq.app.open_hq: it needs HQ's key)
+        self.chain: Callable[[Any], Any] | None = None
+        self._chain_runs = _GroupRun()
 
     def migrate(self) -> list[int]:
         from hq.migrations import apply_migrations
@@ -191,25 +196,42 @@ class PostgresDatabase:
 
     # -- transactions ---------------------------------------------------------------------
     def write_sync(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn`` in a SERIALIZABLE transaction, retried on serialization failure or deadlock."""
-        delay = 0.001
+        """Run ``fn`` in a SERIALIZABLE transaction, retried on serialization failure or deadlock.
+
+        If it queued events for a branch chain, they are chained before this returns, by one
+        pass that serves every transaction waiting at that moment (group commit for the chain)."""
         with self.pool.connection() as raw:
             conn = PgConn(raw)
-            for attempt in range(1, MAX_ATTEMPTS + 1):
-                raw.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+            result = self._attempts(raw, conn, fn)
+            if conn.queued and self.chain is not None:
+                chain = self.chain
                 try:
-                    result = fn(conn)
-                    raw.execute("COMMIT")
-                    return result
-                except BaseException as err:
-                    if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                        raw.execute("ROLLBACK")
-                    if not _retryable(err) or attempt == MAX_ATTEMPTS:
-                        raise
-                with self._retries_lock:
-                    self.retries += 1
-                time.sleep(random.uniform(0, delay))
-                delay = min(delay * 2, 0.05)
+                    self._chain_runs.run(lambda: self._attempts(raw, PgConn(raw), chain))
+                except Exception:  # committed all the same: the next pass (any process) chains it
+                    logger.exception("chaining queued events failed")
+            return result
+
+    def _attempts(self, raw: psycopg.Connection[Any], conn: PgConn, fn: Callable[[Any], T]) -> T:
+        delay = 0.001
+        give_up = time.monotonic() + RETRY_FOR_S
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            conn.queued = False
+            raw.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+            try:
+                result = fn(conn)
+                raw.execute("COMMIT")
+                return result
+            except BaseException as err:
+                if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    raw.execute("ROLLBACK")
+                if not _retryable(err):
+                    raise
+                if attempt == MAX_ATTEMPTS or time.monotonic() > give_up:
+                    raise Busy("the database is too busy, try again") from err
+            with self._retries_lock:
+                self.retries += 1
+            time.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, 0.05)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def read_sync(self, fn: Callable[[Any], T]) -> T:
@@ -238,6 +260,38 @@ class PostgresDatabase:
         self._wpool.shutdown(wait=True)
         self._rpool.shutdown(wait=True)
         self.pool.close()
+
+
+class _GroupRun:
+    """Run a pass that covers every caller arrived before it started; callers arriving while a
+    pass runs share the next one (one pass at a time per process)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._asked = self._done = 0
+        self._running = False
+
+    def run(self, once: Callable[[], Any]) -> None:
+        with self._cond:
+            self._asked += 1
+            mine = self._asked
+            while self._done < mine:
+                if not self._running:
+                    self._running, covers = True, self._asked
+                    break
+                self._cond.wait()
+            else:
+                return
+        ok = False
+        try:
+            once()
+            ok = True
+        finally:
+            with self._cond:
+                self._running = False
+                if ok:
+                    self._done = max(self._done, covers)
+                self._cond.notify_all()
 
 
 def _retryable(err: BaseException) -> bool:

@@ -3,6 +3,11 @@
 A row is claimed (status 'sending', attempts+1) in a write transaction before it is sent, so two
 dispatch passes never send the same row; after the send it becomes 'sent', or 'pending' again
 with a later ``next_attempt_at``, or 'failed' after ``notify_max_attempts``.
+
+Several dispatchers (one per HQ host on PostgreSQL) claim disjoint rows with ``FOR UPDATE SKIP
+LOCKED``. A claim is a lease: ``next_attempt_at`` becomes now + CLAIM_LEASE_S, and a row still
+'sending' after that (its dispatcher died) is claimable again by any dispatcher, so a crash
+of one host delays its rows, never loses them, and a live dispatcher's rows are never taken.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from hq.gateways import Gateway, GatewayError, Message
 
 logger = logging.getLogger(__name__)
 
+CLAIM_LEASE_S = 300  # longer than any gateway's timeout
+
 
 class Dispatcher:
     def __init__(self, hq: HQ, gateways: dict[str, Gateway]) -> None:
@@ -26,9 +33,12 @@ class Dispatcher:
         return int(min(s.notify_backoff_max_s, s.notify_backoff_base_s * 2 ** max(0, attempts - 1)))
 
     async def recover(self) -> int:
-        """Rows left 'sending' by a crash go back to 'pending' (gateways dedupe by idempotency key)."""
-        return await self.hq.db.write(
-            lambda c: c.execute("UPDATE notifications SET status = 'pending' WHERE status = 'sending'").rowcount)
+        """Rows left 'sending' by a crashed dispatcher whose lease ran out go back to 'pending'
+        (gateways dedupe by idempotency key). Another host's live claims are left alone."""
+        now = self.hq.now()
+        return await self.hq.db.write(lambda c: c.execute(
+            "UPDATE notifications SET status = 'pending' WHERE status = 'sending' AND next_attempt_at <= ?",
+            (now,)).rowcount)
 
     async def run_once(self, limit: int = 50) -> int:
         """Send what is due now; return how many were sent successfully."""
@@ -38,10 +48,11 @@ class Dispatcher:
             # PostgreSQL: several dispatchers (one per HQ host) claim disjoint rows and never wait
             # on each other; SQLite has one writer at a time, so plain SELECT is the same there.
             lock = " FOR UPDATE SKIP LOCKED" if conn.dialect == "postgresql" else ""
-            rows = conn.execute("SELECT * FROM notifications WHERE status = 'pending' AND next_attempt_at <= ?"
-                                " ORDER BY next_attempt_at, id LIMIT ?" + lock, (now, limit)).fetchall()
-            conn.executemany("UPDATE notifications SET status = 'sending', attempts = attempts + 1 WHERE id = ?",
-                             [(r["id"],) for r in rows])
+            rows = conn.execute("SELECT * FROM notifications WHERE status IN ('pending', 'sending')"
+                                " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?" + lock,
+                                (now, limit)).fetchall()
+            conn.executemany("UPDATE notifications SET status = 'sending', attempts = attempts + 1,"
+                             " next_attempt_at = ? WHERE id = ?", [(now + CLAIM_LEASE_S, r["id"]) for r in rows])
             return [dict(r) | {"attempts": r["attempts"] + 1} for r in rows]
 
         rows = await self.hq.db.write(claim)

@@ -23,21 +23,29 @@ def hq_origin(branch_id: str) -> str:
     return f"hq:{branch_id}"
 
 
-def tick_hlc(conn: sqlite3.Connection, now_ms: int) -> int:
-    row = conn.execute("SELECT hlc FROM hq_clock WHERE id = 1").fetchone()
-    hlc = next_hlc(row[0] if row else 0, now_ms)
-    conn.execute("INSERT INTO hq_clock (id, hlc) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET hlc = excluded.hlc", (hlc,))
-    return hlc
-
-
 def emit(conn: sqlite3.Connection, key: Ed25519PrivateKey, branch_id: str, type_: str,
-         payload: dict[str, Any], now_ms: int) -> dict[str, Any]:
-    """Append one signed event to the branch's outbox inside the caller's transaction."""
-    last = conn.execute("SELECT seq, hash FROM outbox WHERE branch_id = ? ORDER BY seq DESC LIMIT 1",
+         payload: dict[str, Any], now_ms: int, *, defer: bool = False) -> dict[str, Any] | None:
+    """Append one signed event to the branch's outbox inside the caller's transaction.
+
+    ``defer`` (bookings): on PostgreSQL the event is queued in ``outbox_queue`` instead, and
+    chained by :func:`sequence` right after the commit, many transactions' events in one pass
+    (hq/db_pg.py runs it before the write returns). Appending to a branch's chain is a serial
+    point; inside every booking transaction it made concurrent bookings of a branch fail
+    with serialization errors. SQLite has one writer, so it appends at once.
+
+    The HLC follows the branch's own last event (its origin ``hq:<branch>``), not one clock row
+    for all of HQ: that row was a point every write of every branch contended on (PostgreSQL
+    answered concurrent writers with serialization failures)."""
+    if defer and getattr(conn, "dialect", "sqlite") == "postgresql":
+        conn.execute("INSERT INTO outbox_queue (branch_id, type, payload, now_ms) VALUES (?, ?, ?, ?)",
+                     (branch_id, type_, orjson.dumps(payload).decode(), now_ms))
+        conn.queued = True
+        return None
+    last = conn.execute("SELECT seq, hash, hlc FROM outbox WHERE branch_id = ? ORDER BY seq DESC LIMIT 1",
                         (branch_id,)).fetchone()
-    seq, prev = (last[0] + 1, last[1]) if last else (1, "")
+    seq, prev, last_hlc = (last[0] + 1, last[1], last[2]) if last else (1, "", 0)
     event = sign_event(key, {
-        "origin": hq_origin(branch_id), "seq": seq, "hlc": tick_hlc(conn, now_ms), "type": type_,
+        "origin": hq_origin(branch_id), "seq": seq, "hlc": next_hlc(last_hlc, now_ms), "type": type_,
         "schema": SCHEMA, "payload": payload, "branch": branch_id, "prev": prev,
     })
     envelope = event.to_dict()
@@ -47,6 +55,16 @@ def emit(conn: sqlite3.Connection, key: Ed25519PrivateKey, branch_id: str, type_
                  (branch_id, seq, envelope["hlc"], type_, orjson.dumps(envelope).decode(), event.hash,
                   ticket if isinstance(ticket, str) else None))
     return envelope
+
+
+def sequence(conn: Any, key: Ed25519PrivateKey, limit: int = 2000) -> int:
+    """Chain queued events (``emit(defer=True)``) into their branches' outboxes, oldest first."""
+    rows = conn.execute("SELECT id, branch_id, type, payload, now_ms FROM outbox_queue ORDER BY id LIMIT ?",
+                        (limit,)).fetchall()
+    for r in rows:
+        emit(conn, key, r[1], r[2], json.loads(r[3]), r[4])
+    conn.executemany("DELETE FROM outbox_queue WHERE id = ?", [(r[0],) for r in rows])
+    return len(rows)
 
 
 def pending(conn: sqlite3.Connection, branch_id: str, after_seq: int = 0, limit: int = 500) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from hq.auth import COOKIE_NAME, Principal, csrf_ok, lookup_session
 from hq.core import HQ
-from hq.db import BadData
+from hq.db import BadData, Busy
 from hq.errors import ApiError, bad_request
 from hq.ratelimit import RateLimiter
 from sync.replication import error_response
@@ -75,6 +75,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_json(err.status, err.code, err.message, headers)
     except BadData:  # e.g. a NUL character, which PostgreSQL's text cannot hold
         return error_json(400, "bad_request", "the request holds a value that cannot be stored")
+    except Busy:
+        return error_json(503, "busy", "too busy, try again", {"Retry-After": "1"})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -19,7 +19,7 @@ import jinja2
 from aiohttp import web
 
 from hq.auth import token_digest
-from hq.db import BadData
+from hq.db import BadData, Busy
 from hq.errors import ApiError
 from hq.pages.i18n import DEFAULT, LANGUAGES, N_, Translator, negotiate, translator
 from hq.ratelimit import RateLimiter
@@ -144,6 +144,8 @@ async def pages_middleware(request: web.Request, handler: Handler) -> web.Stream
                               "This request could not be handled.")
     except BadData:  # a value the database cannot hold (e.g. a NUL character on PostgreSQL)
         response = error_page(request, 400, N_("This request could not be handled."))
+    except Busy:
+        response = error_page(request, 503, N_("Something went wrong on our side. Please try again in a minute."))
     except Exception:  # never a traceback: log it and say so, in the visitor's language
         logger.exception("unhandled error on %s %s", request.method, request.path)
         response = error_page(request, 500, N_("Something went wrong on our side. Please try again in a minute."))

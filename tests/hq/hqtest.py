@@ -57,6 +57,8 @@ class TestDb:
     parameters, rows by name and index; commits and closes at the end of a ``with``."""
 
     def __init__(self, where: Settings | Server | Any) -> None:
+        if isinstance(where, (str, Path)):  # a SQLite file
+            where = Settings(database=str(where))
         settings = where.app[HQ_KEY].settings if isinstance(where, Server) else where
         url = settings.database_url
         if url.startswith("postgresql"):

@@ -5,14 +5,13 @@ organization 404; bad bodies 400."""
 from __future__ import annotations
 
 import json
-import sqlite3
+from typing import Any
 
-from hq.web import HQ_KEY
-from hqtest import Server, api
+from hqtest import Server, api, connect_db
 
 V = "/api/v1"
-def db(srv: Server) -> sqlite3.Connection:
-    return sqlite3.connect(srv.app[HQ_KEY].settings.database_path)
+def db(srv: Server) -> Any:
+    return connect_db(srv)
 
 
 TAX = {"letter": "T", "names": {"en": "Taxes", "fr": "Impôts"}, "slot_minutes": 20, "capacity": 2, "icon": "money"}

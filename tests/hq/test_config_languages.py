@@ -4,7 +4,6 @@ config HQ writes for an enrolled device holds them as valid TOML."""
 
 from __future__ import annotations
 
-import sqlite3
 import tomllib
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from appliance.config import parse_config
 from hq.trust import device_config
 from hq.web import HQ_KEY
 
-from hqtest import api
+from hqtest import api, connect_db
 
 V = "/api/v1"
 NAMES = {"en": "Counter 1", "fr": "Guichet 1", "rw": "Idirishya 1", "sw": "Dirisha 1", "es": "Ventanilla 1"}
@@ -72,8 +71,7 @@ async def test_an_enrolled_devices_config_holds_names_and_notices_per_language(s
               json={"name": "Counter 1", "names": NAMES, "services": ["general"]})
     await api(session, "PATCH", f"{server.url}{V}/branches/acme-main", 200, headers=admin, json={"notices": NOTICES})
     key = (await api(session, "GET", f"{server.url}{V}/public/hq-key", 200))["public_key_b64"]
-    with sqlite3.connect(server.app[HQ_KEY].settings.database_path) as conn:
-        conn.row_factory = sqlite3.Row
+    with connect_db(server) as conn:
         text = device_config(conn, branch="acme-main", device="display-1", role="display", counters=[],
                              link_url=server.url, hq_public_key=key)
     config = parse_config(tomllib.loads(text), path=tmp_path / "display-1.toml")

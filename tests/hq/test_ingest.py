@@ -165,10 +165,8 @@ async def test_the_front_of_each_queue_is_the_waiting_line_ranked_in_sql(server)
 
     from hq import live
 
-    path = server.app[HQ_KEY].settings.database_path
     rng = random.Random(5)
-    with sqlite3.connect(path) as c:
-        c.row_factory = sqlite3.Row
+    with connect_db(server) as c:
         for n in range(400):
             issued = T0 * 1000 + rng.randrange(50) * 1000  # many equal times: the id decides
             c.execute("INSERT INTO tickets (branch_id, id, service, day, label, priority, issued_ms, effective_ms,"

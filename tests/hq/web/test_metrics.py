@@ -88,7 +88,7 @@ async def test_a_metrics_token_lets_a_remote_scraper_in_and_nobody_else(tmp_path
     runner, srv = await start_server(make_settings(tmp_path, metrics_token="s3cret-scrape-token"), clock)
     try:
         async with aiohttp.ClientSession() as session:
-            await seed(srv, session, srv.app[HQ_KEY].settings.database_path)
+            await seed(srv, session)
             await scrape(session, srv.url, 401)  # even from loopback: the token is the rule now
             await scrape(session, srv.url, 401, headers={"Authorization": "Bearer wrong"})
             await scrape(session, srv.url, 401, headers={"Authorization": srv.h("super")["Authorization"]})

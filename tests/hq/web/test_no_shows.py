@@ -3,12 +3,11 @@ HQ: a check-in that reaches HQ late undoes the mark; a no-show cannot be moved o
 
 from __future__ import annotations
 
-import sqlite3
 
 from hq.ingest import ingest_branch_events
 from hq.scheduler import no_show_job
 from hq.web import HQ_KEY
-from hqtest import T0, api
+from hqtest import T0, api, connect_db
 from webtest import Device
 
 B = "/api/v1/public"
@@ -16,8 +15,8 @@ PHONE = "+41 44 668 18 00"
 
 
 def _status(srv, code: str) -> tuple[str, int | None]:
-    with sqlite3.connect(srv.app[HQ_KEY].settings.database_path) as c:
-        return c.execute("SELECT status, no_show_at FROM bookings WHERE code = ?", (code,)).fetchone()
+    with connect_db(srv) as c:
+        return tuple(c.execute("SELECT status, no_show_at FROM bookings WHERE code = ?", (code,)).fetchone())
 
 
 async def test_unchecked_bookings_become_no_shows_after_the_slot_and_a_late_check_in_undoes_it(server, session):
