@@ -9,6 +9,7 @@ dropped afterwards.
 
 from __future__ import annotations
 
+import atexit
 import os
 import pwd
 import shutil
@@ -51,6 +52,7 @@ class PgServer:
         return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=120, cwd=self.dir)
 
     def start(self) -> PgServer:
+        atexit.register(self.stop)  # also when pytest is interrupted: no server left running
         os.chmod(self.dir, 0o700)
         if self._root:
             pw = pwd.getpwnam("postgres")
@@ -66,6 +68,7 @@ class PgServer:
         return self
 
     def stop(self) -> None:
+        atexit.unregister(self.stop)
         if (self.data / "postmaster.pid").exists():
             self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
