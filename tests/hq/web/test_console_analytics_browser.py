@@ -28,7 +28,11 @@ PAGES = [("analytics", f"/console/analytics?{Q}"), ("analytics-staff", f"/consol
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory):
-    threaded = ThreadedServer(make_settings(tmp_path_factory.mktemp("analytics")), FakeClock(NOW))
+    # SQLite for the module's one server (the browser sweep is about the pages; both backends'
+    # figures are checked in test_console_analytics.py); a per-test PostgreSQL database would be
+    # dropped under it after the first test.
+    settings = make_settings(tmp_path_factory.mktemp("analytics"), database="sqlite:///hq.sqlite3")
+    threaded = ThreadedServer(settings, FakeClock(NOW))
     with threaded as srv:
         def ingest(hq: Any, events: list, branch: str) -> Any:
             # on the server's own loop, as the branch link would call it
