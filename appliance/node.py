@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sync.checkpoint import PAGES as CHECKPOINT_PAGES
+from sync.checkpoint import ROWS as CHECKPOINT_ROWS
 from sync.db import connect, migrate
 from sync.envelope import Event
 from sync.hlc import HybridLogicalClock, wall_ms
@@ -137,8 +137,8 @@ class Hub:
 
 class Node:
     def __init__(self, config: Config, *, clock: Callable[[], int] = wall_ms,
-                 checkpoint_pages: int | None = CHECKPOINT_PAGES) -> None:
-        """`checkpoint_pages`: see sync.writer.Writer (None: SQLite checkpoints inside commits)."""
+                 checkpoint_rows: int | None = CHECKPOINT_ROWS) -> None:
+        """`checkpoint_rows`: see sync.writer.Writer (None: SQLite checkpoints inside commits)."""
         self.config = config
         self.data_dir = config.data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +192,7 @@ class Node:
         self._load_pd_key()
         self.branch.wait_model = waits.load_model(self.data_dir)
         self._waits_trained_for = self.branch.wait_model.pooled.meta.get("trained_for") if self.branch.wait_model else None
-        self.writer = Writer(self.db_path, checkpoint_pages=checkpoint_pages)
+        self.writer = Writer(self.db_path, checkpoint_rows=checkpoint_rows)
         self.writer.add_listener(self.log)
         self.writer.add_listener(self.branch)
         self.readers = Readers(self.db_path)

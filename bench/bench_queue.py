@@ -12,8 +12,6 @@ of them of a priority class and some old enough to be promoted; then, timed one 
 - call_next_command: the same calls without the commit (choosing, appending, folding);
 - position: GET /tickets/{id}'s read (position and estimate) of the last ticket in line;
 - issue: a walk-in ticket through the writer (numbering, position, estimate, commit);
-- pages_per_call / pages_per_issue: frames each such commit added to the SQLite log (what it
-  wrote and synced; read from the wal-index);
 - commit_floor: a one-row durable commit to a scratch SQLite file beside the store, at the
   same moments: what the disk alone costs then (on a shared machine it moves with the load).
 `--checkpoint`: `thread` (the node's way: the log is copied back by the checkpointer thread,
@@ -27,13 +25,12 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from appliance.config import load_config
-from sync.checkpoint import PAGES, wal_frames
+from sync.checkpoint import ROWS
 from sync.db import connect
 from appliance.node import Node
 from appliance.sample import write_sample
@@ -81,7 +78,7 @@ def measure(base: Path, waiting: int, calls: int, checkpoint: str) -> dict:
     shutil.copytree(base, folder)
     clock = Clock()
     node = Node(load_config(folder / "kiosk.toml"), clock=clock,
-                checkpoint_pages=PAGES if checkpoint == "thread" else None)
+                checkpoint_rows=ROWS if checkpoint == "thread" else None)
     node.open()
     rnd = random.Random(waiting)
     scratch = connect(folder / "floor.db")
@@ -94,24 +91,17 @@ def measure(base: Path, waiting: int, calls: int, checkpoint: str) -> dict:
         settle.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         settle.close()
         call, command, position, issue, floor = [], [], [], [], []
-        call_pages, issue_pages = [], []
         reader = connect(node.db_path, readonly=True)  # as a reader thread of the node has
         for i in range(calls):
             clock.ms += 1000
             counter = ("c1", "c2", "c3")[i % 3]
-            f0 = wal_frames(node.db_path)
             t0 = time.perf_counter()
             inner = node.writer.call(lambda conn: _timed(node.branch.call_next, conn, counter))
             call.append(time.perf_counter() - t0)
             command.append(inner)
-            f1 = wal_frames(node.db_path)
             t0 = time.perf_counter()
             ticket = node.writer.call(lambda conn: node.branch.issue(conn, {"service": rnd.choice(SERVICES)}))
             issue.append(time.perf_counter() - t0)
-            f2 = wal_frames(node.db_path)
-            for pages, a, b in ((call_pages, f0, f1), (issue_pages, f1, f2)):
-                if a and b and b[0] > a[0]:  # else the log restarted in between: not counted
-                    pages.append(b[0] - a[0])
             t0 = time.perf_counter()
             view = node.branch.ticket(reader, ticket["id"])
             position.append(time.perf_counter() - t0)
@@ -132,9 +122,7 @@ def measure(base: Path, waiting: int, calls: int, checkpoint: str) -> dict:
     return {"waiting": waiting, "checkpoint": checkpoint, "waiting_at_end": left,
             "call_next": latency_summary(call), "call_next_command": latency_summary(command),
             "position_estimate": latency_summary(position), "issue": latency_summary(issue),
-            "commit_floor": latency_summary(floor), "thread_checkpoints": checkpoints,
-            "pages_per_call": round(statistics.fmean(call_pages), 1) if call_pages else None,
-            "pages_per_issue": round(statistics.fmean(issue_pages), 1) if issue_pages else None}
+            "commit_floor": latency_summary(floor), "thread_checkpoints": checkpoints}
 
 
 def main() -> None:
@@ -154,8 +142,7 @@ def main() -> None:
         for r in results:
             print(f"{r['waiting']:>6} waiting, checkpoint {r['checkpoint']:<6}: "
                   + "; ".join(f"{k} p50 {r[k]['p50_ms']:.2f} p99 {r[k]['p99_ms']:.2f} ms"
-                              for k in ("call_next", "call_next_command", "issue", "position_estimate", "commit_floor"))
-                  + f"; pages per call {r['pages_per_call']}, per issue {r['pages_per_issue']}")
+                              for k in ("call_next", "call_next_command", "issue", "position_estimate", "commit_floor")))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -5,13 +5,17 @@ SQLite's automatic checkpoint runs inside the COMMIT that takes the log past its
 syncs it. With a long queue those pages are scattered over a large file, so the command that
 drew the checkpoint took several times a plain commit (bench/bench_queue.py: call-next p99
 grew with the queue). Here a thread copies the log back concurrently (a PASSIVE checkpoint
-never blocks the writer or a reader) whenever the log holds `pages` frames not yet copied.
+never blocks the writer or a reader) once the commits since its last checkpoint changed
+`rows` rows (about 4 pages a row with our indexes, so the default is about SQLite's 1,000
+pages). It counts rows, not frames: the frame count lives in the wal-index ("-shm"), and
+opening that file beside SQLite would drop this process's POSIX locks on it when closed,
+letting another process re-initialise it under our mapping (SIGBUS, or worse).
 
 The log restarts from its beginning only when a write transaction begins with every frame
 copied. Between bursts of commands that happens after this thread's checkpoint; under
 commands without a pause, each checkpoint ends with a few frames committed meanwhile, so the
-writer's connection keeps SQLite's automatic checkpoint as a backstop at BACKSTOP_FACTOR x
-`pages` frames in the log: the commit that reaches it copies only that remainder (the rest is
+writer's connection keeps SQLite's automatic checkpoint as a backstop at BACKSTOP_PAGES
+frames in the log: the commit that reaches it copies only that remainder (the rest is
 copied already), and the log restarts. That bounds the log's file under any load.
 
 Durability is unchanged: a commit is acknowledged after the log is synced
@@ -22,9 +26,7 @@ Durability is unchanged: a commit is acknowledged after the log is synced
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
-import struct
 import threading
 from pathlib import Path
 
@@ -32,47 +34,19 @@ from sync.db import connect
 
 logger = logging.getLogger(__name__)
 
-PAGES = 1000  # SQLite's own default threshold: the log is copied back about every 4 MB
-BACKSTOP_FACTOR = 4  # frames in the log (copied or not) at which a commit checkpoints the remainder
+ROWS = 250  # rows changed between checkpoints: about 1,000 pages, SQLite's own threshold
+BACKSTOP_PAGES = 4000  # frames in the log (copied or not) at which a commit checkpoints the remainder
 ROUNDS = 3  # follow-up checkpoints of what was committed during one, so the log can restart
-
-# The wal-index (the "-shm" file, https://sqlite.org/walformat.html) starts with two copies of
-# a 48-byte header whose mxFrame (frames in the log) is at byte 16, then the checkpoint info,
-# whose nBackfill (frames already copied back) is at byte 96. Native byte order.
-_SHM_MX_FRAME = 16
-_SHM_BACKFILL = 96
-
-
-def wal_frames(db_path: Path | str) -> tuple[int, int] | None:
-    """(frames in the log, frames of them copied into the database file), from the wal-index;
-    None when it cannot be read (no log open)."""
-    try:
-        fd = os.open(f"{db_path}-shm", os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        head = os.pread(fd, 100, 0)
-    finally:
-        os.close(fd)
-    if len(head) < 100:
-        return None
-    (mx_frame,) = struct.unpack_from("=I", head, _SHM_MX_FRAME)
-    (backfill,) = struct.unpack_from("=I", head, _SHM_BACKFILL)
-    return mx_frame, backfill
-
-
-def wal_backlog(db_path: Path | str) -> int | None:
-    """Frames in the log not yet copied into the database file; None when it cannot be read."""
-    frames = wal_frames(db_path)
-    return None if frames is None else max(0, frames[0] - frames[1])
 
 
 class Checkpointer:
-    """Wakes after commits; checkpoints when `pages` frames wait. Start, notify, stop."""
+    """Wakes after commits; checkpoints once they changed `rows` rows. Start, notify, stop."""
 
-    def __init__(self, path: Path | str, *, pages: int = PAGES, name: str = "sqlite-checkpoint") -> None:
+    def __init__(self, path: Path | str, *, rows: int = ROWS, name: str = "sqlite-checkpoint") -> None:
         self._path = path
-        self.pages = pages
+        self.rows = rows
+        self._changes = 0  # the writer connection's total_changes at its last commit
+        self._checkpointed_at = 0  # ... when the last checkpoint started
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -81,9 +55,11 @@ class Checkpointer:
     def start(self) -> None:
         self._thread.start()
 
-    def notify(self) -> None:
-        """Called by the writer after each commit (cheap: sets an event)."""
-        self._wake.set()
+    def notify(self, total_changes: int) -> None:
+        """Called by the writer after each commit with its connection's total_changes."""
+        self._changes = total_changes
+        if total_changes - self._checkpointed_at >= self.rows:
+            self._wake.set()
 
     def stop(self) -> None:
         self._stopping = True
@@ -103,9 +79,7 @@ class Checkpointer:
                 self._wake.clear()
                 if self._stopping:
                     break
-                backlog = wal_backlog(self._path)
-                if backlog is not None and backlog < self.pages:
-                    continue
+                self._checkpointed_at = self._changes
                 try:
                     self._catch_up(conn)
                 except sqlite3.Error:

@@ -43,9 +43,9 @@ class WriterClosed(RuntimeError):
 
 class Writer:
     def __init__(self, path: Path | str, *, max_batch: int = 128, name: str = "sqlite-writer",
-                 checkpoint_pages: int | None = checkpoint.PAGES) -> None:
-        """`checkpoint_pages`: frames in the log before the checkpointer copies them back;
-        None leaves it to SQLite's automatic checkpoint inside the COMMIT (the old way)."""
+                 checkpoint_rows: int | None = checkpoint.ROWS) -> None:
+        """`checkpoint_rows`: rows changed by commits before the checkpointer copies the log
+        back; None leaves it to SQLite's automatic checkpoint inside the COMMIT (the old way)."""
         self._path = path
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[tuple[Job, concurrent.futures.Future[Any]] | None] = queue.SimpleQueue()
@@ -54,7 +54,7 @@ class Writer:
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.checkpointer = checkpoint.Checkpointer(path, pages=checkpoint_pages) if checkpoint_pages else None
+        self.checkpointer = checkpoint.Checkpointer(path, rows=checkpoint_rows) if checkpoint_rows else None
         self.transactions = 0
         self.jobs = 0
 
@@ -101,7 +101,7 @@ class Writer:
             self._ready.set()
             return
         if self.checkpointer is not None:  # a backstop that restarts the log (see sync.checkpoint)
-            conn.execute(f"PRAGMA wal_autocheckpoint = {self.checkpointer.pages * checkpoint.BACKSTOP_FACTOR}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {checkpoint.BACKSTOP_PAGES}")
         self._ready.set()
         try:
             while True:
@@ -174,7 +174,7 @@ class Writer:
         self.transactions += 1
         self.jobs += len(outcomes)
         if self.checkpointer is not None:
-            self.checkpointer.notify()
+            self.checkpointer.notify(conn.total_changes)
         for listener in self._listeners:
             try:
                 listener.committed()
