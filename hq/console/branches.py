@@ -1,15 +1,17 @@
 """A branch's settings in the console, /console/branches/{branch}: its details (name, address,
-time zone), opening hours, closed days and holidays, staff and their counter PINs.
+time zone), opening hours, closed days and holidays, the display's notices and the counters'
+names in each of its languages, staff and their counter PINs.
 
 Every change goes through hq.tenants.Writer, so it becomes the signed config event the branch
 link carries to the branch (config.branch, config.hours, config.staff), in the same
 transaction as the row and the audit entry. Details and staff: org admins and up; hours and
-closed days: branch managers too (docs/hq.md, "Roles").
+closed days, notices and counter names: branch managers too (docs/hq.md, "Roles").
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from typing import Any
 
@@ -49,12 +51,18 @@ async def _page(request: web.Request, p: Principal, branch: sqlite3.Row, errors:
         staff = [dict(r) for r in c.execute("SELECT id, name, pin_hash != '' AS has_pin FROM staff WHERE branch_id = ?"
                                             " ORDER BY id", (branch["id"],))]
         return {"hours": tenants.hours_json(c, branch["id"]), "staff": staff,
+                "counters": tenants.list_counters(c, branch["id"]),
                 "b": dict(c.execute("SELECT * FROM branches WHERE id = ?", (branch["id"],)).fetchone())}
     data = await hq.db.read(load)
     week = {wd: data["hours"]["weekdays"].get(str(wd), {"opens": "", "closes": ""}) for wd in range(7)}
+    languages = json.loads(data["b"]["languages"])
+    stored = json.loads(data["b"]["notices"])
+    # A list holds for every language: each language's box starts with it.
+    notices = {lang: "\n".join(stored.get(lang, []) if isinstance(stored, dict) else stored) for lang in languages}
     return crender(request, "console/branch.html", status=400 if errors else 200, week=week,
                    closed=data["hours"]["closed_days"], staff=data["staff"], b=data["b"], errors=errors or {},
-                   values=values or {}, may_admin=_may(p, branch, "admin"), done=request.query.get("done", ""))
+                   values=values or {}, may_admin=_may(p, branch, "admin"), done=request.query.get("done", ""),
+                   branch_languages=languages, notices=notices, counters=data["counters"])
 
 
 @page(MANAGERS)
@@ -145,6 +153,73 @@ async def branch_closed_remove(request: web.Request, p: Principal) -> web.Respon
     return redirect(f"/console/branches/{branch['id']}?done=closed")
 
 
+async def _languages(request: web.Request, branch: sqlite3.Row) -> list[str]:
+    row = await hq_of(request).db.read(lambda c: c.execute("SELECT languages FROM branches WHERE id = ?",
+                                                           (branch["id"],)).fetchone())
+    return list(json.loads(row[0]))
+
+
+@page(MANAGERS)
+async def branch_notices(request: web.Request, p: Principal) -> web.Response:
+    """The display's ticker lines, one box per language of the branch (one line per notice)."""
+    branch = await _branch(request, p)
+    _require(p, branch, "manage")
+    form = await request.post()
+    values: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    notices: dict[str, list[str]] = {}
+    for lang in await _languages(request, branch):
+        raw = form.get(f"notices_{lang}", "")
+        text = raw if isinstance(raw, str) else ""
+        values[f"notices_{lang}"] = text[:20 * 210]
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if len(lines) > 20 or any(len(line) > 200 for line in lines):
+            errors[f"notices_{lang}"] = N_("Enter at most 20 notices of at most 200 characters each.")
+        elif lines:
+            notices[lang] = lines
+    if errors:
+        return await _page(request, p, branch, errors, values)
+    await _write(request, p, branch, "branch.notices", ", ".join(f"{k}:{len(v)}" for k, v in notices.items()),
+                 lambda w: w.update_branch(branch["id"], {"notices": notices or []}))
+    return redirect(f"/console/branches/{branch['id']}?done=notices")
+
+
+@page(MANAGERS)
+async def branch_counter_names(request: web.Request, p: Principal) -> web.Response:
+    """Each counter's name in each language of the branch; an empty box: its default name."""
+    branch = await _branch(request, p)
+    _require(p, branch, "manage")
+    form = await request.post()
+    languages = await _languages(request, branch)
+    counters = await hq_of(request).db.read(lambda c: tenants.list_counters(c, branch["id"]))
+    values: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    changed: list[dict[str, Any]] = []
+    for counter in counters:
+        names = {}
+        for lang in languages:
+            key = f"name_{counter['id']}_{lang}"
+            raw = form.get(key, "")
+            values[key] = text = raw.strip() if isinstance(raw, str) else ""
+            if len(text) > 120:
+                errors[key] = N_("A name has at most 120 characters.")
+            elif text:
+                names[lang] = text
+        # Names of languages the branch no longer offers are kept.
+        names = {**{k: v for k, v in counter["names"].items() if k not in languages}, **names}
+        if names != counter["names"]:
+            changed.append({**counter, "names": names})
+    if errors:
+        return await _page(request, p, branch, errors, values)
+
+    def put(w: tenants.Writer) -> None:
+        for c in changed:
+            w.put_counter(branch["id"], c["id"], {"name": c["name"], "names": c["names"], "services": c["services"],
+                                                  "order": c["order"]})
+    await _write(request, p, branch, "branch.counter_names", ", ".join(c["id"] for c in changed), put)
+    return redirect(f"/console/branches/{branch['id']}?done=counters")
+
+
 @page(MANAGERS)
 async def branch_staff(request: web.Request, p: Principal) -> web.Response:
     branch = await _branch(request, p)
@@ -178,3 +253,5 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/console/branches/{branch}/closed-days", branch_closed_add)
     r.add_post("/console/branches/{branch}/closed-days/{day}/delete", branch_closed_remove)
     r.add_post("/console/branches/{branch}/staff", branch_staff)
+    r.add_post("/console/branches/{branch}/notices", branch_notices)
+    r.add_post("/console/branches/{branch}/counter-names", branch_counter_names)
