@@ -96,19 +96,19 @@ names = { en = "Documents and certificates", fr = "Documents et certificats", rw
 [[counters]]
 id = "c1"
 name = "Counter 1"
-names = { en = "Counter 1", fr = "Guichet 1", rw = "Idirishya 1", sw = "Dirisha 1", es = "Ventanilla 1" }
+names = { en = "Counter 1", fr = "Guichet 1", rw = "Konteri 1", sw = "Dirisha 1", es = "Ventanilla 1" }
 services = ["general", "payments"]
 
 [[counters]]
 id = "c2"
 name = "Counter 2"
-names = { en = "Counter 2", fr = "Guichet 2", rw = "Idirishya 2", sw = "Dirisha 2", es = "Ventanilla 2" }
+names = { en = "Counter 2", fr = "Guichet 2", rw = "Konteri 2", sw = "Dirisha 2", es = "Ventanilla 2" }
 services = ["general", "documents"]
 
 [[counters]]
 id = "c3"
 name = "Counter 3"
-names = { en = "Counter 3", fr = "Guichet 3", rw = "Idirishya 3", sw = "Dirisha 3", es = "Ventanilla 3" }
+names = { en = "Counter 3", fr = "Guichet 3", rw = "Konteri 3", sw = "Dirisha 3", es = "Ventanilla 3" }
 services = ["documents", "payments"]
 """
 

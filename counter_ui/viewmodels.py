@@ -69,6 +69,22 @@ ACTIONS: dict[str, str] = {
     "walk_in": "Walk-in",
     "undo": "Undo",
 }
+#: The node's error codes (appliance/errors.py and its callers) as the clerk reads them; the
+#: node's own message (English, for logs and API users) shows only for a code not listed.
+NODE_ERRORS: dict[str, str] = {
+    "session_expired": "your session has ended",
+    "unauthorized": "log in first",
+    "forbidden": "this session is for another counter",
+    "wrong_pin": "wrong PIN",
+    "locked_out": "too many wrong PINs; wait a minute",
+    "counter_not_open": "the counter is not open; open it first",
+    "invalid_transition": "not possible for this ticket now",
+    "no_current_ticket": "there is no current ticket",
+    "not_waiting": "this ticket is no longer waiting",
+    "not_your_ticket": "this ticket is at another counter",
+    "superseded": "another counter called this ticket first",
+    "unknown_ticket": "unknown ticket",
+}
 #: Counter and ticket states as shown on the screen.
 STATES: dict[str, str] = {
     "open": "open",
@@ -125,6 +141,9 @@ class CounterViewModel(NodeViewModel):
     #: The counter's name and status on the header, translated.
     header_text = StringProperty("")
     #: What each button can do now (a disabled button cannot be pressed).
+    can_open = BooleanProperty(False)
+    can_pause = BooleanProperty(False)
+    can_close = BooleanProperty(False)
     can_call_next = BooleanProperty(False)
     can_recall = BooleanProperty(False)
     can_start = BooleanProperty(False)
@@ -187,6 +206,9 @@ class CounterViewModel(NodeViewModel):
     # --- strings --------------------------------------------------------------------------
 
     def retranslate(self) -> None:
+        mine = self._counter_rows.get(self.counter_id)
+        if mine:
+            self.counter_name = self._counter_name(mine)
         self.tick()
         self._rebuild_waiting()
         self._rebuild_superseded_notice()
@@ -313,6 +335,9 @@ class CounterViewModel(NodeViewModel):
         cur = self.current
         status = self.current_status if cur else ""
         working = self.logged_in and not self.offline
+        self.can_open = working and self.status != "open"
+        self.can_pause = working and self.status == "open"
+        self.can_close = working and self.status != "closed"
         self.can_call_next = working and self.status == "open"
         self.can_recall = working and status == "called"
         self.can_start = working and status == "called"
@@ -392,19 +417,23 @@ class CounterViewModel(NodeViewModel):
             self.error = self.t("Cannot reach the node. Retrying by itself…")
         except Unauthorized as err:
             if action == "login":
-                self.error = self.t("{what}: {message}", what=what, message=err.message)
+                self.error = self.t("{what}: {message}", what=what, message=self._reason(err))
             else:
                 self.error = self.t("{what}: not allowed ({message}). Log in again.",
-                                    what=what, message=err.message)
+                                    what=what, message=self._reason(err))
                 if self.login_required:
                     self.logged_in = False
                     self.staff_name = ""
                     self.client.token = None
         except (Conflict, NodeRejected) as err:
-            self.error = self.t("{what}: {message}", what=what, message=err.message)
+            self.error = self.t("{what}: {message}", what=what, message=self._reason(err))
         finally:
             self.busy = False
         return None
+
+    def _reason(self, err: NodeRejected) -> str:
+        """The node's refusal in the screen's language (its code), else its own message."""
+        return self.t(NODE_ERRORS[err.code]) if err.code in NODE_ERRORS else err.message
 
     async def login(self, pin: str) -> bool:
         self.login_error = ""

@@ -12,7 +12,7 @@ import pytest
 
 from appliance.client import NodeClient, Unauthorized
 from counter_ui.i18n import CATALOGS, LANGUAGES
-from counter_ui.viewmodels import ACTIONS, STATES, CounterViewModel, format_duration
+from counter_ui.viewmodels import ACTIONS, NODE_ERRORS, STATES, CounterViewModel, format_duration
 from ui_common.i18n import used_msgids
 from tests.appliance.procs import NodeProcess
 
@@ -93,12 +93,13 @@ async def test_a_ticket_goes_through_call_start_done(nodes: Nodes) -> None:
         await vm.client.close()
 
 
-async def test_call_next_at_a_closed_counter_is_the_nodes_409_message(shared_node: NodeProcess) -> None:
+async def test_call_next_at_a_closed_counter_is_the_nodes_409_by_its_code(shared_node: NodeProcess) -> None:
     vm = await make_vm(shared_node.url, "c3")
     try:
         assert await vm.login("3456") and await vm.close_counter()
-        assert not await vm.call_next()
-        assert vm.error == "Call next: Counter 3 is closed; open it first"
+        assert not vm.can_call_next
+        assert not await vm.call_next()  # the shortcut key still reaches the node, which refuses
+        assert vm.error == "Call next: the counter is not open; open it first"
         assert vm.logged_in  # a 409 does not log anybody out
     finally:
         await vm.client.close()
@@ -113,7 +114,7 @@ async def test_completing_a_ticket_that_is_not_being_served_is_a_409(
     # Meanwhile the ticket went back to the queue (this screen did not hear it yet).
     await vm.client.ticket_action("c1", t["id"], "transfer", {"to_service": "payments"})
     assert not await vm.done()
-    assert vm.error.startswith("Done: ") and "waiting" in vm.error
+    assert vm.error == "Done: not possible for this ticket now"  # the 409 by its code, translated
 
 
 async def test_a_ticket_another_counter_called_first_is_a_409(vms: dict[str, CounterViewModel]) -> None:
@@ -122,7 +123,7 @@ async def test_a_ticket_another_counter_called_first_is_a_409(vms: dict[str, Cou
     assert any(w["id"] == t["id"] for w in vms["c2"].waiting)
     assert await vms["c1"].call_ticket(t["id"])
     assert not await vms["c2"].call_ticket(t["id"])  # the c2 screen was one step behind
-    assert vms["c2"].error == f"Call: ticket {t['label']} is called, not waiting"
+    assert vms["c2"].error == "Call: this ticket is no longer waiting"  # the 409 by its code
 
 
 async def test_call_a_specific_ticket_no_show_and_transfer_to_a_service(
@@ -255,8 +256,13 @@ async def test_buttons_follow_what_is_possible_and_the_ticket_shows_its_details(
         assert not (vm.can_call_next or vm.can_recall or vm.can_done or vm.can_undo)  # locked
         assert await vm.login("1234")
         assert not vm.can_call_next  # closed
+        assert (vm.can_open, vm.can_pause, vm.can_close) == (True, False, False)
         assert await vm.open_counter() and vm.can_call_next
-        assert vm.header_text == "Counter 1 : ouvert"
+        assert (vm.can_open, vm.can_pause, vm.can_close) == (False, True, True)
+        assert vm.header_text == "Guichet 1 : ouvert"  # its name from configuration, in French
+        vm.language = "sw"
+        assert vm.header_text == "Dirisha 1: wazi"
+        vm.language = "fr"
         t = await vm.client.issue_ticket("payments", priority=1, language="sw")
         assert await vm.call_next()
         assert (vm.can_recall, vm.can_start, vm.can_no_show, vm.can_done) == (True, True, True, False)
@@ -311,7 +317,7 @@ async def test_an_expired_session_asks_to_log_in_again(nodes: Nodes) -> None:
         await asyncio.sleep(1.2)
         assert not await vm.open_counter()
         assert not vm.logged_in and vm.error.endswith("Log in again.")
-        assert "session expired" in vm.error
+        assert vm.error == "Open: not allowed (your session has ended). Log in again."
     finally:
         await vm.client.close()
 
@@ -320,10 +326,12 @@ async def test_the_counter_speaks_the_staff_language(shared_node: NodeProcess) -
     vm = await make_vm(shared_node.url, "c3", language="fr")
     try:
         assert not await vm.login("0000")
-        assert vm.login_error == "Se connecter : wrong PIN"  # the node's message as sent
+        # The node's refusals by their code, in the clerk's language (never its English text).
+        assert vm.login_error == "Se connecter : code PIN erroné"
         assert await vm.login("3456") and await vm.close_counter()
         assert not await vm.call_next()
-        assert vm.error.startswith("Appeler le suivant : ")
+        assert vm.error == "Appeler le suivant : le guichet n'est pas ouvert ; ouvrez-le d'abord"
+        assert vm.header_text == "Guichet 3 : fermé"  # the counter's name from configuration
         assert vm.state_text("closed") == "fermé"
         assert any(s["name"] == "Paiements" for s in vm.services)
         vm.language = "sw"
@@ -384,7 +392,7 @@ async def test_losing_a_call_made_while_apart_shows_who_won(branch: Any) -> None
             await asyncio.wait_for(connected.wait(), 10)
             b.start("counter-1")
             await wait_for(lambda: c2.superseded_notice, timeout=30, what="the superseded notice")
-            assert c2.superseded_notice == f"{label} fue llamado primero en Counter 1. Llame al siguiente."
+            assert c2.superseded_notice == f"{label} fue llamado primero en Ventanilla 1. Llame al siguiente."
             assert c2.current == {}
             c2.language = "en"
             assert c2.superseded_notice == f"{label} was called at Counter 1 first. Call next."
@@ -412,7 +420,7 @@ def test_durations_read_as_clock_times() -> None:
 
 def test_every_counter_message_is_in_the_template_and_translated() -> None:
     used = (used_msgids(COUNTER_DIR / "counter.kv", COUNTER_DIR / "viewmodels.py")
-            | set(ACTIONS.values()) | set(STATES.values()))
+            | set(ACTIONS.values()) | set(STATES.values()) | set(NODE_ERRORS.values()))
     ids = CATALOGS.template_ids()
     assert used - set(ids) == set()
     for lang in LANGUAGES:
