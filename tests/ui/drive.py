@@ -13,8 +13,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import re
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -148,6 +150,125 @@ def layout_problems(root: Any, where: str, *, shortened: bool = False) -> list[s
     return problems
 
 
+def _shown(w: Any) -> bool:
+    """Visible on screen: neither it nor an ancestor is transparent."""
+    while w is not None:
+        if getattr(w, "opacity", 1) == 0:
+            return False
+        w = w.parent if w.parent is not w else None
+    return True
+
+
+def contrast_problems(surface: Any, where: str, png: Path) -> list[str]:
+    """Text whose colour has less than 4.5:1 contrast with the pixels actually drawn behind it.
+
+    ``surface`` (the app's root, or a panel over it) is rendered into ``png`` as the window
+    shows it; for each visible, enabled label the background is the commonest colour on a
+    ring just inside its box (the text itself rarely reaches its edges), and the text colour
+    is the label's own, blended over it."""
+    from collections import Counter
+
+    from kivy.core.window import Window
+    from kivy.uix.label import Label
+    from PIL import Image
+
+    from ui_common.theme import contrast
+
+    surface.export_to_png(str(png))
+    image = Image.open(png).convert("RGBA")
+    width, height = image.size
+    pixels = image.load()
+    clear = Window.clearcolor  # what shows through where nothing is drawn
+    sx, sy = surface.to_window(surface.x, surface.y)
+
+    def colour(x: int, y: int) -> tuple[float, float, float]:
+        r, g, b, a = (c / 255 for c in pixels[x, y])
+        return (r * a + clear[0] * (1 - a), g * a + clear[1] * (1 - a), b * a + clear[2] * (1 - a))
+
+    problems = []
+    for w in walk(surface):
+        if not (isinstance(w, Label) and w.text.strip() and not w.disabled and w.width > 6 and w.height > 6
+                and _shown(w)):
+            continue
+        wx, wy = w.to_window(w.x, w.y)
+        x0, x1 = max(0, int(wx - sx) + 1), min(width - 1, int(wx - sx + w.width) - 2)
+        top, bottom = max(0, int(height - (wy - sy + w.height)) + 1), min(height - 1, int(height - (wy - sy)) - 2)
+        if x1 - x0 < 4 or bottom - top < 4:
+            continue  # outside the surface (scrolled away)
+        ring = [(x, top) for x in range(x0, x1)] + [(x, bottom) for x in range(x0, x1)]
+        ring += [(x0, y) for y in range(top, bottom)] + [(x1, y) for y in range(top, bottom)]
+        counts = Counter(tuple(round(c, 2) for c in colour(x, y)) for x, y in ring)
+        fg_rgba = w.color
+        alpha = fg_rgba[3] if len(fg_rgba) > 3 else 1.0
+        candidates = [c for c, n in counts.most_common(3) if n >= len(ring) // 10]
+
+        def blended(bg: tuple[float, ...]) -> tuple[float, ...]:
+            return tuple(fg_rgba[i] * alpha + bg[i] * (1 - alpha) for i in range(3))
+
+        # The ring's commonest colour is the background, unless it is the text's own colour
+        # (big type touching its box): then the next common one.
+        bg = next((c for c in candidates if contrast(blended(c), c) > 1.2), candidates[0] if candidates else None)
+        if bg is None:
+            continue
+        ratio = contrast(blended(bg), bg)
+        if ratio < 4.5:
+            problems.append(f"{where}: {w.text[:40]!r} contrast {ratio:.2f}:1 < 4.5:1 "
+                            f"(text {tuple(round(c, 2) for c in fg_rgba[:3])} on {bg})")
+    return problems
+
+
+def check(app: Any, surface: Any, where: str, *, shot: str | None = None, shortened: bool = False) -> list[str]:
+    """Layout (labels fit, touch targets >= 9 mm, glyphs drawn) and contrast of what the window
+    shows now; ``shot``: keep the rendering as that screenshot."""
+    out = app.screenshot_dir
+    png = out / f"_check-{os.getpid()}.png"  # the apps share the folder
+    problems = layout_problems(surface, where, shortened=shortened) + contrast_problems(surface, where, png)
+    if shot:
+        png.replace(out / shot)
+    return problems
+
+
+async def enroll_panel_script(app: Any, prefix: str, result: dict[str, Any], *, shortened: bool = False) -> None:
+    """``--data-dir`` with a pending enrollment: the panel covers the window, shows the code in
+    every language (checked like every screen), swallows touches, and goes once enrolled."""
+    from kivy.core.window import Window
+    from kivy.uix.behaviors import ButtonBehavior
+
+    from appliance.enroll import CODE_FILE, new_code, qr_text
+    from ui_common.i18n import LANGUAGES
+
+    vm = app.vm
+    data = Path(tempfile.mkdtemp(prefix=f"smartq-{prefix}-enroll-"))
+    code = new_code()
+    (data / CODE_FILE).write_text(json.dumps({"code": code, "qr": qr_text(code)}), "utf-8")
+    app.watch_enrollment(data, every=0.2)
+    await wait_until(lambda: app._enroll_panel is not None, 10, "enroll panel shown")
+    panel = app._enroll_panel
+    await frames(4)
+    # A touch on the screen (on its first enabled button, if it has one) never reaches it.
+    target = next((w for w in walk(app.root) if isinstance(w, ButtonBehavior) and not w.disabled and _shown(w)),
+                  app.root)
+    pressed: list[bool] = []
+    app.root.fbind("on_touch_down", lambda *_: pressed.append(True))
+    await tap(target)
+    problems: list[str] = []
+    for lang in LANGUAGES:
+        vm.language = lang
+        await frames(4)
+        problems += check(app, panel, f"{prefix}/{lang}/enroll", shot=f"{prefix}-{lang}-enroll.png",
+                          shortened=shortened)
+    vm.language = "en"
+    texts = [w.text for w in walk(panel) if getattr(w, "text", "")]
+    qr = [w for w in walk(panel) if type(w).__name__ == "EnrollQR"]
+    qr_drawn = bool(qr) and qr[0].data == qr_text(code) and qr[0].texture is not None
+    (data / CODE_FILE).unlink()
+    await wait_until(lambda: app._enroll_panel is None, 10, "enroll panel gone once enrolled")
+    data.rmdir()
+    result["enroll"] = {"covers_window": list(panel.size) == list(Window.size), "code_shown": code in texts,
+                        "qr": qr_drawn,
+                        "touch_swallowed": not pressed, "gone_after": True, "layout_problems": problems}
+
+
 # --- scripts ------------------------------------------------------------------------------
 
 async def kiosk_script(app: Any, args: argparse.Namespace, result: dict[str, Any]) -> None:
@@ -204,16 +325,28 @@ async def kiosk_script(app: Any, args: argparse.Namespace, result: dict[str, Any
                     await frames(4)
                     where = (f"{lang}/{screen}" + (f"/{print_state}" if print_state else "")
                              + ("/large" if large else ""))
-                    problems += layout_problems(sm.current_screen, where)
+                    # Every screen in every language kept as a screenshot (one per print state).
+                    shot = (f"kiosk-{lang}-{screen}{'-' + print_state if print_state else ''}"
+                            f"{'-large' if large else ''}.png")
+                    problems += check(app, app.root, where, shot=shot)
                     problems += layout_problems(app.root.ids.offline_banner, f"{where}/banner")
-                    # The service screen (pictograms) in every language; the rest in en and rw.
-                    if (lang in ("en", "rw") or screen == "service") and print_state in ("", "failed", "printed"):
-                        app.screenshot(f"kiosk-{lang}-{screen}{'-' + print_state if print_state else ''}"
-                                       f"{'-large' if large else ''}.png")
         vm.large_text = vm.priority = vm.want_sms = False
         vm.phone = vm.booking_code = vm.closed_text = ""
     result["layout_problems"] = problems
-    vm.offline = False
+    # After a good print nothing is left where the QR would be: no white box on the screen.
+    from PIL import Image
+
+    vm.offline, vm.error = False, ""
+    vm.screen = "confirm"
+    vm._set_print_state("printed")
+    await frames(4)
+    png = app.screenshot("kiosk-confirm-printed-clean.png")
+    image = Image.open(png).convert("RGB")
+    qr = app.root.ids.qr
+    x, y = qr.to_window(qr.x, qr.y)
+    box = (int(x), int(image.height - y - qr.height), int(x + qr.width), int(image.height - y))
+    pixels = list(image.crop(box).getdata()) if qr.width > 1 and qr.height > 1 else [(0, 0, 0)]
+    result["printed_white_share"] = sum(p == (255, 255, 255) for p in pixels) / len(pixels)
     vm.reset()
     await frames(4)
     app.screenshot("kiosk-start.png")
@@ -249,6 +382,8 @@ async def kiosk_script(app: Any, args: argparse.Namespace, result: dict[str, Any
     app.screenshot("kiosk-confirm-issued.png")
     result["ticket"] = dict(vm.ticket)
     result["printer_failed"] = vm.printer_failed
+    vm.reset()
+    await enroll_panel_script(app, "kiosk", result)
 
 
 async def counter_script(app: Any, args: argparse.Namespace, result: dict[str, Any]) -> None:
@@ -258,31 +393,56 @@ async def counter_script(app: Any, args: argparse.Namespace, result: dict[str, A
     await wait_until(lambda: app.root is not None and not vm.offline, 30, "counter connected")
     ids = app.root.ids
     await frames(4)
-    app.screenshot("counter-login.png")
     problems: list[str] = []
+    # The login screen in every language: as it opens, then with an error and the offline note.
     for lang in LANGUAGES:
         vm.language = lang
+        await frames(4)
+        problems += check(app, app.root, f"counter/{lang}/login", shot=f"counter-{lang}-login.png")
         vm.login_error = vm.t("Logged out here; the node could not be told.")
         vm.offline = True
         await frames(4)
-        problems += layout_problems(app.root, f"counter/{lang}/login")
-    vm.language, vm.login_error, vm.offline = "en", "", False
+        problems += check(app, app.root, f"counter/{lang}/login-error", shot=f"counter-{lang}-login-error.png")
+        vm.login_error, vm.offline = "", False
+    vm.language = "en"
     ids.pin.text = args.pin
     await frames(10)  # the offline banner folds away: let the layout settle before touching
     await tap(ids.login)
     await wait_until(lambda: vm.logged_in, 10, "login")
     await wait_until(lambda: not vm.busy, 10, "login finished")
     await frames(10)
+    for lang in LANGUAGES:  # logged in, the counter still closed
+        vm.language = lang
+        await frames(4)
+        problems += check(app, app.root, f"counter/{lang}/closed", shot=f"counter-{lang}-closed.png")
+    vm.language = "en"
+    await frames(4)
     await tap(ids.open)
     await wait_until(lambda: vm.status == "open" and not vm.busy, 10, "counter open")
     await wait_until(lambda: any(w["label"] == args.expect for w in vm.waiting), 30,
                      f"{args.expect} waiting at the counter")
+    for lang in LANGUAGES:  # open, the queue shown, nobody called yet
+        vm.language = lang
+        await frames(4)
+        problems += check(app, app.root, f"counter/{lang}/open", shot=f"counter-{lang}-open.png")
+    vm.language = "en"
     await frames(4)
     app.screenshot("counter-open.png")
     await tap(ids.call_next)
     await wait_until(lambda: vm.current_label == args.expect and not vm.busy, 10, f"{args.expect} called")
+    # A second tap at once (inside the guard time, unless this machine is very slow: then it
+    # asks to confirm): nothing changes, the screen says why.
+    await tap(ids.call_next)
+    result["second_tap"] = {"label": vm.current_label, "status": vm.current_status, "notice": vm.notice}
     await frames(4)
     app.screenshot("counter-called.png")
+    for lang in LANGUAGES:  # called: recall, start, no-show and undo offered
+        vm.language = lang
+        vm.notice = vm.t("{label} was just called.", label=vm.current_label)
+        await frames(4)
+        problems += check(app, app.root, f"counter/{lang}/called", shot=f"counter-{lang}-called.png")
+    vm.language, vm.notice = "en", ""
+    await frames(4)
     await tap(ids.start)
     await wait_until(lambda: vm.current_status == "serving", 10, "serving")
     await frames(4)
@@ -290,8 +450,11 @@ async def counter_script(app: Any, args: argparse.Namespace, result: dict[str, A
     result["current"] = dict(vm.current)
     result["buttons"] = {name: not ids[name].disabled for name in
                          ("call_next", "recall", "start", "done", "no_show", "transfer", "undo")}
+    for lang in LANGUAGES:  # serving: done and transfer
+        vm.language = lang
+        await frames(4)
+        problems += check(app, app.root, f"counter/{lang}/serving", shot=f"counter-{lang}-serving.png")
     # Every language, with the longest notices and the transfer choices open.
-    problems += layout_problems(app.root, "counter/en/main")
     for lang in LANGUAGES:
         vm.language = lang
         # Online: the ticket's details, a no-show waiting for its confirmation, Undo offered.
@@ -302,28 +465,28 @@ async def counter_script(app: Any, args: argparse.Namespace, result: dict[str, A
                          label="A000")
         vm._rebuild_controls()
         await frames(4)
-        problems += layout_problems(app.root, f"counter/{lang}/confirm")
-        if lang in ("fr", "sw"):
-            app.screenshot(f"counter-{lang}-confirm-undo.png")
+        problems += check(app, app.root, f"counter/{lang}/confirm", shot=f"counter-{lang}-confirm-undo.png")
         vm.confirming, vm.notice, vm._undo = "", "", None
         vm._rebuild_controls()
         vm.error = vm.t("{what}: not allowed ({message}). Log in again.",
-                        what=vm.t("Call next"), message="staff session expired")
+                        what=vm.t("Call next"), message=vm.t("staff session expired"))
         vm.superseded_notice = vm.t("{label} was called at {counter} first. Call next.",
                                     label="A000", counter="Counter 3")
         app.root.show_transfer = True
         vm.offline = True
         await frames(4)
-        problems += layout_problems(app.root, f"counter/{lang}/main")
-        if lang in ("fr", "rw"):
-            app.screenshot(f"counter-{lang}-transfer.png")
+        problems += check(app, app.root, f"counter/{lang}/transfer", shot=f"counter-{lang}-transfer.png")
         app.root.show_transfer = False
-    vm.language, vm.error, vm.superseded_notice, vm.offline = "en", "", "", False
+        vm.error, vm.superseded_notice, vm.offline = "", "", False
+    vm.language = "en"
+    await frames(4)
     result["layout_problems"] = problems
+    await enroll_panel_script(app, "counter", result)
 
 
 async def display_script(app: Any, args: argparse.Namespace, result: dict[str, Any]) -> None:
     from display_ui.i18n import LANGUAGES
+    from display_ui.viewmodels import CROWD_TEXT
 
     vm = app.vm
     await wait_until(lambda: app.root is not None and not vm.offline, 30, "display connected")
@@ -354,12 +517,16 @@ async def display_script(app: Any, args: argparse.Namespace, result: dict[str, A
         for offline in (False, True):
             vm.set_connected(not offline)
             await frames(4)
-            problems += layout_problems(app.root, f"display-{args.size}/{lang}{'/offline' if offline else ''}",
-                                        shortened=True)
-        app.screenshot(f"display-{args.size}-{lang}-offline.png")
+            state = "offline" if offline else "called"
+            result.setdefault("crowd_shown", {})[f"{lang}/{state}"] = (
+                app.root.ids.crowd.text == vm.crowd_text == vm.t(CROWD_TEXT[vm.crowd]))
+            problems += check(app, app.root, f"display-{args.size}/{lang}/{state}", shortened=True,
+                              shot=f"display-{args.size}-{lang}-{state}.png")
     vm.language = "en"
     vm.set_connected(True)
+    await frames(4)
     result["layout_problems"] = problems
+    await enroll_panel_script(app, f"display-{args.size}", result, shortened=True)
 
 
 SCRIPTS = {"kiosk": kiosk_script, "counter": counter_script, "display": display_script}
