@@ -14,6 +14,7 @@ from aiohttp import web
 
 from hq import booking, live, tenants
 from hq.booking import BookingContext
+from hq.db import read_committed
 from hq.errors import ApiError, bad_request, not_found
 from hq.ics import booking_ics
 from hq.signing import public_key_b64, public_key_hex
@@ -54,7 +55,7 @@ async def create_booking(request: web.Request) -> web.Response:
     body = await read_json(request)
     ctx = _ctx(request)
     hq = hq_of(request)
-    data = booking.render(await hq.db.write(lambda c: booking.book_row(c, ctx, body)), ctx)
+    data = booking.render(await hq.db.write(read_committed(lambda c: booking.book_row(c, ctx, body))), ctx)
     hq.booking_written("created")
     return jresp(_with_links(request, data), 201)
 
@@ -78,7 +79,7 @@ async def lookup_booking(request: web.Request) -> web.Response:
 async def reschedule_booking(request: web.Request) -> web.Response:
     body, ctx, code = await read_json(request), _ctx(request), request.match_info["code"]
     hq = hq_of(request)
-    data = booking.render(await hq.db.write(lambda c: booking.reschedule_row(c, ctx, code, body)), ctx)
+    data = booking.render(await hq.db.write(read_committed(lambda c: booking.reschedule_row(c, ctx, code, body))), ctx)
     hq.booking_written("rescheduled")
     return jresp(_with_links(request, data))
 
@@ -87,7 +88,7 @@ async def reschedule_booking(request: web.Request) -> web.Response:
 async def cancel_booking(request: web.Request) -> web.Response:
     body, ctx, code = await read_json(request), _ctx(request), request.match_info["code"]
     hq = hq_of(request)
-    data = booking.render(await hq.db.write(lambda c: booking.cancel_row(c, ctx, code, body)), ctx)
+    data = booking.render(await hq.db.write(read_committed(lambda c: booking.cancel_row(c, ctx, code, body))), ctx)
     hq.booking_written("cancelled")
     return jresp(data)
 

@@ -1,7 +1,15 @@
 """Online booking: slots from opening hours and capacity, book/reschedule/cancel, codes and tokens.
 
-Capacity safety: :func:`book` and :func:`reschedule` count and insert/update inside the single
-writer's transaction (hq.db), so no two requests can both take the last place of a slot.
+Capacity safety: every slot that holds a booking has a counter row in ``slot_counts`` equal to
+the number of its bookings with status 'booked'. :func:`book` and :func:`reschedule` take a
+place with one atomic upsert that refuses when the count has reached the slot's capacity
+(:func:`take_place`); every path that moves a booking out of 'booked' or to another slot gives
+its place back in the same transaction (:func:`release_places`), and every path that makes a
+booking hold a place without a capacity check adds it (:func:`add_places`). On SQLite the single
+writer serializes everything; on PostgreSQL the upsert locks the slot's row, so bookings of the
+same slot queue on that row and bookings of other slots do not meet at all, and the booking
+transactions run at READ COMMITTED (hq/db.py read_committed). Status changes are guarded
+(``WHERE ... AND status = 'booked'``), so two concurrent cancels release one place, not two.
 """
 
 from __future__ import annotations
@@ -123,7 +131,7 @@ def grid(conn: sqlite3.Connection, branch: sqlite3.Row, service: sqlite3.Row, da
     return [(t, t + step) for t in range(opens, closes - step + 1, step)]
 
 
-def _span(branch: sqlite3.Row, service: sqlite3.Row, day: date, hours: sqlite3.Row) -> tuple[int, int, int]:
+def _span(branch: sqlite3.Row, service: sqlite3.Row, day: date, hours: Any) -> tuple[int, int, int]:
     """Opening and closing instants (unix s) of ``day`` and the slot length (s).
 
     Slots step in absolute time from opening, so a DST change inside opening hours never makes
@@ -138,19 +146,29 @@ def _span(branch: sqlite3.Row, service: sqlite3.Row, day: date, hours: sqlite3.R
 def slot_end(conn: sqlite3.Connection, branch: sqlite3.Row, service: sqlite3.Row, day: date, start: int) -> int | None:
     """The end of the slot starting at ``start`` on ``day``, or None if no such slot: the same
     grid as :func:`day_slots` without listing the whole day."""
-    if conn.execute("SELECT 1 FROM closed_days WHERE branch_id = ? AND day = ?", (branch["id"], day.isoformat())).fetchone():
+    slot = slot_at(conn, branch, service, day, start)
+    return slot[0] if slot else None
+
+
+def slot_at(conn: sqlite3.Connection, branch: sqlite3.Row, service: sqlite3.Row, day: date,
+            start: int) -> tuple[int, int] | None:
+    """(end, capacity of ``day``) of the offered slot starting at ``start``, or None if no such
+    slot (closed day, outside hours, off the grid, blocked): one query for the closed day, the
+    hours, the blocks and the date's capacity (each a round trip on PostgreSQL)."""
+    b, s, d = branch["id"], service["id"], day.isoformat()
+    closed, opens_t, closes_t, blocks, capacity = conn.execute(
+        "SELECT (SELECT COUNT(*) FROM closed_days WHERE branch_id = ? AND day = ?),"
+        " (SELECT opens FROM hours WHERE branch_id = ? AND weekday = ?),"
+        " (SELECT closes FROM hours WHERE branch_id = ? AND weekday = ?),"
+        " (SELECT COUNT(*) FROM slot_blocks WHERE branch_id = ? AND service_id = ? AND day = ? AND slot_start IN (?, ?)),"
+        " (SELECT capacity FROM slot_capacity WHERE branch_id = ? AND service_id = ? AND day = ?)",
+        (b, d, b, day.weekday(), b, day.weekday(), b, s, d, slotrules.WHOLE_DAY, start, b, s, d)).fetchone()
+    if closed or opens_t is None or blocks:
         return None
-    hours = conn.execute("SELECT opens, closes FROM hours WHERE branch_id = ? AND weekday = ?",
-                         (branch["id"], day.weekday())).fetchone()
-    if hours is None:
-        return None
-    opens, closes, step = _span(branch, service, day, hours)
+    opens, closes, step = _span(branch, service, day, {"opens": opens_t, "closes": closes_t})
     if start < opens or (start - opens) % step or start + step > closes:
         return None
-    blocked = slotrules.blocked_on(conn, branch["id"], service["id"], day)
-    if start in blocked or slotrules.WHOLE_DAY in blocked:
-        return None
-    return start + step
+    return start + step, int(capacity if capacity is not None else service["capacity"])
 
 
 def _bookable_service(conn: sqlite3.Connection, branch_id: str, service_id: Any) -> tuple[sqlite3.Row, sqlite3.Row]:
@@ -164,10 +182,37 @@ def _bookable_service(conn: sqlite3.Connection, branch_id: str, service_id: Any)
 
 
 def _booked_counts(conn: sqlite3.Connection, branch_id: str, service_id: str, lo: int, hi: int) -> dict[int, int]:
-    rows = conn.execute("SELECT slot_start, COUNT(*) FROM bookings WHERE branch_id = ? AND service_id = ?"
-                        " AND status = 'booked' AND slot_start BETWEEN ? AND ? GROUP BY slot_start",
-                        (branch_id, service_id, lo, hi))
+    rows = conn.execute("SELECT slot_start, booked FROM slot_counts WHERE branch_id = ? AND service_id = ?"
+                        " AND slot_start BETWEEN ? AND ?", (branch_id, service_id, lo, hi))
     return {r[0]: r[1] for r in rows}
+
+
+# -- places: the slot_counts counters ----------------------------------------------------------
+def take_place(conn: Any, branch_id: str, service_id: str, start: int, capacity: int) -> bool:
+    """Take one place of the slot if fewer than ``capacity`` are booked; False when it is full.
+
+    One statement: PostgreSQL locks the slot's counter row and, at READ COMMITTED, evaluates the
+    ``WHERE`` on the newest committed count after waiting for a concurrent booking of the slot."""
+    if capacity <= 0:
+        return False
+    return conn.execute(
+        "INSERT INTO slot_counts (branch_id, service_id, slot_start, booked) VALUES (?, ?, ?, 1)"
+        " ON CONFLICT (branch_id, service_id, slot_start) DO UPDATE SET booked = slot_counts.booked + 1"
+        " WHERE slot_counts.booked < ? RETURNING booked", (branch_id, service_id, start, capacity)).fetchone() is not None
+
+
+def add_places(conn: Any, branch_id: str, service_id: str, start: int, n: int = 1) -> None:
+    """``n`` more bookings hold places of the slot without a capacity check (a no-show checked in
+    after all, a waiting ticket moved to another branch)."""
+    conn.execute("INSERT INTO slot_counts (branch_id, service_id, slot_start, booked) VALUES (?, ?, ?, ?)"
+                 " ON CONFLICT (branch_id, service_id, slot_start) DO UPDATE SET booked = slot_counts.booked + ?",
+                 (branch_id, service_id, start, n, n))
+
+
+def release_places(conn: Any, branch_id: str, service_id: str, start: int, n: int = 1) -> None:
+    """``n`` bookings of the slot stopped holding a place (cancelled, moved, no-show)."""
+    conn.execute("UPDATE slot_counts SET booked = booked - ? WHERE branch_id = ? AND service_id = ? AND slot_start = ?",
+                 (n, branch_id, service_id, start))
 
 
 def availability(conn: sqlite3.Connection, branch_id: str, service_id: Any, day_text: Any, now: int,
@@ -197,15 +242,10 @@ def _check_slot(conn: sqlite3.Connection, branch: sqlite3.Row, service: sqlite3.
     day = datetime.fromtimestamp(start, tz).date()
     if day > datetime.fromtimestamp(ctx.now, tz).date() + timedelta(days=ctx.horizon_days):
         raise conflict("this day is beyond the booking horizon", "slot_unavailable")
-    end = slot_end(conn, branch, service, day, start)
-    if end is not None:
-        return end, slotrules.capacity_on(conn, branch["id"], service, day)
+    slot = slot_at(conn, branch, service, day, start)
+    if slot is not None:
+        return slot
     raise conflict("no slot starts at this time (closed, blocked, or not on the slot grid)", "slot_unavailable")
-
-
-def _taken(conn: sqlite3.Connection, branch_id: str, service_id: str, start: int) -> int:
-    return conn.execute("SELECT COUNT(*) FROM bookings WHERE branch_id = ? AND service_id = ? AND slot_start = ?"
-                        " AND status = 'booked'", (branch_id, service_id, start)).fetchone()[0]
 
 
 # -- bookings ------------------------------------------------------------------------------
@@ -289,7 +329,7 @@ def book_row(conn: sqlite3.Connection, ctx: BookingContext, body: Any) -> Writte
     if language not in languages:
         raise bad_request(f"language must be one of {', '.join(languages)}")
     end, capacity = _check_slot(conn, branch, service, start, ctx)
-    if _taken(conn, branch_id, service["id"], start) >= capacity:
+    if not take_place(conn, branch_id, service["id"], start, capacity):
         raise conflict("this slot is fully booked", "slot_full")
     row = _insert_booking(conn, ctx, (branch_id, service["id"], start, end, name, phone, email, language))
     outbox.emit(conn, ctx.key, branch_id, ev.BOOKING_CREATED, _event_payload(row), ctx.now * 1000, defer=True)
@@ -340,11 +380,15 @@ def reschedule_row(conn: sqlite3.Connection, ctx: BookingContext, code: Any, bod
     if start == row["slot_start"]:
         return Written(dict(row), branch["timezone"])
     end, capacity = _check_slot(conn, branch, service, start, ctx)
-    if _taken(conn, row["branch_id"], row["service_id"], start) >= capacity:
+    if not take_place(conn, row["branch_id"], row["service_id"], start, capacity):
         raise conflict("this slot is fully booked", "slot_full")
-    conn.execute("UPDATE bookings SET slot_start = ?, slot_end = ?, updated_at = ? WHERE id = ?",
-                 (start, end, ctx.now, row["id"]))
-    row = conn.execute("SELECT * FROM bookings WHERE id = ?", (row["id"],)).fetchone()
+    old_start = row["slot_start"]
+    row = conn.execute("UPDATE bookings SET slot_start = ?, slot_end = ?, updated_at = ? WHERE id = ?"
+                       " AND status = 'booked' AND slot_start = ? RETURNING *",
+                       (start, end, ctx.now, row["id"], old_start)).fetchone()
+    if row is None:  # changed by a concurrent request since we read it: the place taken is rolled back
+        raise conflict("this booking was changed meanwhile, look it up again", "changed")
+    release_places(conn, row["branch_id"], row["service_id"], old_start)
     outbox.emit(conn, ctx.key, row["branch_id"], ev.BOOKING_RESCHEDULED, _event_payload(row), ctx.now * 1000, defer=True)
     notifications.enqueue_for_booking(conn, row, branch, "reschedule", f"reschedule:{row['code']}:{start}:{ctx.now}", ctx.now,
                                       service_names=service["names"])
@@ -364,8 +408,15 @@ def cancel_row(conn: sqlite3.Connection, ctx: BookingContext, code: Any, body: A
         return Written(dict(row), branch["timezone"])
     if row["status"] == "no_show":
         raise conflict("this booking's slot has passed and nobody checked in", "no_show")
-    conn.execute("UPDATE bookings SET status = 'cancelled', updated_at = ? WHERE id = ?", (ctx.now, row["id"]))
-    row = conn.execute("SELECT * FROM bookings WHERE id = ?", (row["id"],)).fetchone()
+    done = conn.execute("UPDATE bookings SET status = 'cancelled', updated_at = ? WHERE id = ? AND status = 'booked'"
+                        " RETURNING *", (ctx.now, row["id"])).fetchone()
+    if done is None:  # a concurrent request changed it first (cancelled it: answered as above)
+        row = conn.execute("SELECT * FROM bookings WHERE id = ?", (row["id"],)).fetchone()
+        if row["status"] == "cancelled":
+            return Written(dict(row), branch["timezone"])
+        raise conflict("this booking's slot has passed and nobody checked in", "no_show")
+    row = done
+    release_places(conn, row["branch_id"], row["service_id"], row["slot_start"])
     outbox.emit(conn, ctx.key, row["branch_id"], ev.BOOKING_CANCELLED, _event_payload(row), ctx.now * 1000, defer=True)
     notifications.enqueue_for_booking(conn, row, branch, "cancellation", f"cancel:{row['code']}", ctx.now)
     return Written(dict(row), branch["timezone"])
@@ -384,23 +435,25 @@ def mark_no_shows(conn: sqlite3.Connection, now: int) -> int:
         "SELECT b.id FROM bookings b WHERE b.status = 'booked' AND b.slot_end <= ? AND b.slot_end > ? AND NOT EXISTS"
         " (SELECT 1 FROM tickets t WHERE t.booking_code = b.code AND t.branch_id = b.branch_id)",
         (now, now - NO_SHOW_LOOKBACK_S))]
+    n = 0
     for lo in range(0, len(ids), 500):
         chunk = ids[lo:lo + 500]
-        conn.execute(f"UPDATE bookings SET status = 'no_show', no_show_at = ?, updated_at = ?"
-                     f" WHERE id IN ({', '.join('?' * len(chunk))})", (now, now, *chunk))
-        for branch, service, start in conn.execute(
-                f"SELECT branch_id, service_id, slot_start FROM bookings WHERE id IN ({', '.join('?' * len(chunk))})",
-                chunk).fetchall():
+        marked = conn.execute(f"UPDATE bookings SET status = 'no_show', no_show_at = ?, updated_at = ?"
+                              f" WHERE id IN ({', '.join('?' * len(chunk))}) AND status = 'booked'"
+                              f" RETURNING branch_id, service_id, slot_start", (now, now, *chunk)).fetchall()
+        for branch, service, start in marked:
+            release_places(conn, branch, service, start)
             aggregates.booking_missed(conn, branch, service, start, 1)  # the console's no-show figures
-    return len(ids)
+        n += len(marked)
+    return n
 
 
 def checked_in(conn: sqlite3.Connection, branch_id: str, code: str, now: int) -> None:
     """A ticket of the branch checked the booking in: it was no no-show after all."""
-    row = conn.execute("SELECT service_id, slot_start FROM bookings WHERE code = ? AND branch_id = ?"
-                       " AND status = 'no_show'", (code, branch_id)).fetchone()
+    row = conn.execute("UPDATE bookings SET status = 'booked', no_show_at = NULL, updated_at = ?"
+                       " WHERE code = ? AND branch_id = ? AND status = 'no_show' RETURNING service_id, slot_start",
+                       (now, code, branch_id)).fetchone()
     if row is None:
         return
-    conn.execute("UPDATE bookings SET status = 'booked', no_show_at = NULL, updated_at = ?"
-                 " WHERE code = ? AND branch_id = ? AND status = 'no_show'", (now, code, branch_id))
+    add_places(conn, branch_id, row[0], row[1])  # it holds its place again (the slot has passed)
     aggregates.booking_missed(conn, branch_id, row[0], row[1], -1)

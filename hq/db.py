@@ -17,6 +17,7 @@ read-check-insert inside one function cannot race, even across HQ worker process
 PostgreSQL (``postgresql://...``, hq/db_pg.py): each function runs in its own SERIALIZABLE
 transaction on a pooled connection, retried when PostgreSQL reports a serialization failure
 or deadlock, so the same read-check-insert is just as safe with many HQ processes on many hosts.
+Functions marked with :func:`read_committed` (the booking writes) run at READ COMMITTED.
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ T = TypeVar("T")
 MAX_BATCH = 256
 LOCK_WAIT_S = 30.0
 LOCK_RETRY_S = 0.0005
+
+
+def read_committed(fn: Callable[[Any], T]) -> Callable[[Any], T]:
+    """Mark a write function safe at READ COMMITTED: on PostgreSQL it runs at that level instead
+    of SERIALIZABLE (and is retried only on deadlock). Only for functions whose invariants rest
+    on row locks and atomic statements, not on what they read before writing: the booking
+    writes, whose capacity is one conditional upsert on the slot's counter (hq/booking.py).
+    SQLite's single writer is serializable whatever the mark."""
+    fn.isolation = "READ COMMITTED"  # type: ignore[attr-defined]
+    return fn
 
 
 class IntegrityError(sqlite3.IntegrityError):

@@ -13,7 +13,10 @@ when PostgreSQL answers a serialization failure or a deadlock: whatever a functi
 before it writes (a slot's free places, an event already stored, a notification already
 claimed) still holds at its commit, whichever HQ process on whichever host ran it. That is
 also the isolation PostgreSQL-compatible distributed databases (CockroachDB, YugabyteDB) run
-by default and expect clients to retry. Reads run in ``REPEATABLE READ READ ONLY``
+by default and expect clients to retry. Functions marked ``read_committed`` (hq/db.py: the
+booking writes, whose capacity rests on one conditional upsert of the slot's counter row) run
+at READ COMMITTED instead: SERIALIZABLE predicate-locks the bookings index by page, so
+bookings of neighbouring slots failed each other. Reads run in ``REPEATABLE READ READ ONLY``
 transactions: one consistent snapshot per function, as SQLite's readers have.
 """
 
@@ -213,10 +216,11 @@ class PostgresDatabase:
 
     def _attempts(self, raw: psycopg.Connection[Any], conn: PgConn, fn: Callable[[Any], T]) -> T:
         delay = 0.001
+        begin = f"BEGIN ISOLATION LEVEL {getattr(fn, 'isolation', 'SERIALIZABLE')}"
         give_up = time.monotonic() + RETRY_FOR_S
         for attempt in range(1, MAX_ATTEMPTS + 1):
             conn.queued = False
-            raw.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+            raw.execute(begin)
             try:
                 result = fn(conn)
                 raw.execute("COMMIT")

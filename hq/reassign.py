@@ -24,7 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from appliance import events as ev
-from hq import booking, live, notifications, outbox, slotrules, tenants
+from hq import booking, live, notifications, outbox, tenants
 from hq.booking import BookingContext
 from hq.errors import conflict, not_found
 
@@ -59,14 +59,18 @@ def move_booking(conn: sqlite3.Connection, ctx: BookingContext, from_branch: str
     branch, service = _target(conn, old["org_id"], to_branch, to_service)
     start = row["slot_start"]
     day = datetime.fromtimestamp(start, ZoneInfo(branch["timezone"])).date()
-    end = booking.slot_end(conn, branch, service, day, start)
-    if end is None:
+    slot = booking.slot_at(conn, branch, service, day, start)
+    if slot is None:
         raise conflict("that branch has no slot at this time (closed, blocked or another slot length)", "no_slot")
-    if booking._taken(conn, to_branch, to_service, start) >= slotrules.capacity_on(conn, to_branch, service, day):
+    end, capacity = slot
+    if not booking.take_place(conn, to_branch, to_service, start, capacity):
         raise conflict("that slot is fully booked at that branch", "slot_full")
-    conn.execute("UPDATE bookings SET branch_id = ?, service_id = ?, slot_end = ?, updated_at = ? WHERE id = ?",
-                 (to_branch, to_service, end, ctx.now, row["id"]))
-    moved = conn.execute("SELECT * FROM bookings WHERE id = ?", (row["id"],)).fetchone()
+    moved = conn.execute("UPDATE bookings SET branch_id = ?, service_id = ?, slot_end = ?, updated_at = ? WHERE id = ?"
+                         " AND status = 'booked' AND branch_id = ? AND service_id = ? AND slot_start = ? RETURNING *",
+                         (to_branch, to_service, end, ctx.now, row["id"], from_branch, row["service_id"], start)).fetchone()
+    if moved is None:  # changed by a concurrent request since we read it: the place taken is rolled back
+        raise conflict("the booking was changed meanwhile, look again", "not_booked")
+    booking.release_places(conn, from_branch, row["service_id"], start)
     now_ms = ctx.now * 1000
     if to_branch == from_branch:  # another service of the same branch: the branch's booking changes
         outbox.emit(conn, ctx.key, to_branch, ev.BOOKING_RESCHEDULED, booking._event_payload(moved), now_ms)
@@ -98,6 +102,7 @@ def move_ticket(conn: sqlite3.Connection, ctx: BookingContext, from_branch: str,
     languages = json.loads(branch["languages"])
     language = t["language"] if t["language"] in languages else languages[0]
     row = booking._insert_booking(conn, ctx, (to_branch, to_service, start, end, "", t["phone"], None, language))
+    booking.add_places(conn, to_branch, to_service, start)  # keeps its place in line: no capacity check
     # What HQ had of the ticket when it decided: a counter's call HQ had not seen is concurrent
     # with the move, and the call wins at the branch (docs/conflicts.md).
     seen = {r[0]: r[1] for r in conn.execute("SELECT origin, max(seq) FROM events WHERE branch = ? AND subject = ?"

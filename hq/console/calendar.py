@@ -115,8 +115,11 @@ def cancel_held(c: sqlite3.Connection, key: Any, branch: sqlite3.Row, service: s
         if row["slot_start"] not in starts or c.execute(
                 "SELECT 1 FROM tickets WHERE branch_id = ? AND booking_code = ?", (branch["id"], row["code"])).fetchone():
             continue
-        c.execute("UPDATE bookings SET status = 'cancelled', updated_at = ? WHERE id = ?", (now, row["id"]))
-        row = c.execute("SELECT * FROM bookings WHERE id = ?", (row["id"],)).fetchone()
+        row = c.execute("UPDATE bookings SET status = 'cancelled', updated_at = ? WHERE id = ? AND status = 'booked'"
+                        " RETURNING *", (now, row["id"])).fetchone()
+        if row is None:  # cancelled by a concurrent request
+            continue
+        booking.release_places(c, row["branch_id"], row["service_id"], row["slot_start"])
         outbox.emit(c, key, branch["id"], ev.BOOKING_CANCELLED, booking._event_payload(row), now * 1000)
         notifications.enqueue_for_booking(c, row, branch, "cancellation", f"cancel:{row['code']}", now)
         n += 1

@@ -345,7 +345,10 @@ def delete_citizen(c: sqlite3.Connection, citizen_id: int, key: Any, now: int) -
     of their messages, and remove the account with its sessions and codes."""
     for b in c.execute("SELECT * FROM bookings WHERE citizen_id = ? AND status = 'booked' AND slot_start > ?",
                        (citizen_id, now)).fetchall():
-        c.execute("UPDATE bookings SET status = 'cancelled', updated_at = ? WHERE id = ?", (now, b["id"]))
+        if c.execute("UPDATE bookings SET status = 'cancelled', updated_at = ? WHERE id = ? AND status = 'booked'",
+                     (now, b["id"])).rowcount != 1:
+            continue  # cancelled by a concurrent request
+        booking.release_places(c, b["branch_id"], b["service_id"], b["slot_start"])
         outbox.emit(c, key, b["branch_id"], ev.BOOKING_CANCELLED, booking._event_payload(
             {**dict(b), "status": "cancelled"}), now * 1000)
     ids = [r[0] for r in c.execute("SELECT id FROM bookings WHERE citizen_id = ?", (citizen_id,))]

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from hq import booking, tenants
 from hq.booking import BookingContext
+from hq.db import read_committed
 from hq.errors import MAX_TS, ApiError, check_date
 from hq.ics import booking_ics
 from hq.pages import data
@@ -197,7 +198,7 @@ async def _book(request: web.Request, branch: sqlite3.Row, service: sqlite3.Row,
             c.execute("UPDATE bookings SET citizen_id = ? WHERE id = ?", (citizen["id"], written.row["id"]))
         return written
     try:
-        written = await hq.db.write(write)
+        written = await hq.db.write(read_committed(write))
     except ApiError as err:
         if err.code in CONTACT_ERRORS:
             field, message = CONTACT_ERRORS[err.code]
@@ -376,8 +377,8 @@ async def manage_reschedule(request: web.Request) -> web.Response:
     hq, ctx = hq_of(request), _ctx(request)
     contact = row["email"] or row["phone"]
     try:
-        await hq.db.write(lambda c: booking.reschedule_row(c, ctx, row["code"], {"contact": contact,
-                                                                                  "start": booking.iso_utc(start)}))
+        await hq.db.write(read_committed(lambda c: booking.reschedule_row(
+            c, ctx, row["code"], {"contact": contact, "start": booking.iso_utc(start)})))
     except ApiError as err:
         if err.code in ("slot_full", "slot_past", "slot_unavailable"):
             nearest = await hq.db.read(lambda c: data.nearest_slots(c, branch, service, start, hq.now(),
@@ -398,7 +399,7 @@ async def manage_cancel(request: web.Request) -> web.Response:
     await rate_check(request)
     hq, ctx = hq_of(request), _ctx(request)
     contact = row["email"] or row["phone"]
-    await hq.db.write(lambda c: booking.cancel_row(c, ctx, row["code"], {"contact": contact}))
+    await hq.db.write(read_committed(lambda c: booking.cancel_row(c, ctx, row["code"], {"contact": contact})))
     hq.booking_written("cancelled")
     return redirect(f"/manage/{row['code']}?done=cancelled")
 
