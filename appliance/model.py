@@ -62,7 +62,7 @@ def config_events(config: Config) -> list[tuple[str, dict[str, Any]]]:
     out.append(("config.roster", {"devices": [
         {"id": r.id, "role": r.role, "public_key": r.public_key,
          "numbers": f"{r.numbers[0]}-{r.numbers[1]}" if r.numbers else None}
-        for r in config.roster
+        for r in sorted(config.roster, key=lambda r: r.id)  # by id, as HQ sends it: one canonical body
     ]}))
     return out
 

@@ -181,8 +181,11 @@ def counter_event(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def roster_event(conn: sqlite3.Connection, branch_id: str) -> dict[str, Any]:
+    """Devices by id in code-point order, as a node writes its file's roster (appliance.model):
+    sorted here, not by the database's collation, which differs between SQLite and PostgreSQL."""
+    rows = conn.execute("SELECT * FROM devices WHERE branch_id = ?", (branch_id,)).fetchall()
     return {"devices": [{"id": r["id"], "role": r["role"], "public_key": r["public_key"], "numbers": r["numbers"]}
-                        for r in conn.execute("SELECT * FROM devices WHERE branch_id = ? ORDER BY id", (branch_id,))]}
+                        for r in sorted(rows, key=lambda r: r["id"])]}
 
 
 def staff_event(conn: sqlite3.Connection, branch_id: str) -> dict[str, Any]:
