@@ -2,7 +2,8 @@
 
 The guest's node is reached over QEMU user networking with one port forwarded on 127.0.0.1
 (restrict=on: the guest reaches nothing outside). The test build adds one test-only unit, a
-root shell on the second serial port (ttyS1); the kernel console goes to a log file (ttyS0).
+command agent (guest_agent.py) on a virtio-serial port; the kernel console goes to a log file
+(ttyS0).
 Production images have neither (images/build.sh adds --extra files to test builds only).
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 import threading
@@ -28,60 +28,67 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class SerialShell:
-    """Runs commands in the guest's test shell and returns (exit status, output)."""
+class GuestAgent:
+    """Runs commands in the guest through the test agent (tests/images/guest_agent.py) on a
+    virtio-serial port, and returns (exit status, output)."""
 
     def __init__(self, path: Path) -> None:
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.connect(str(path))
-        self.buffer = ""
-        self.lock = threading.Lock()
+        self.lines: list[dict] = []
+        self.cond = threading.Condition()
         self.count = 0
-        self.closed = False
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
+        pending = b""
         while True:
             try:
                 data = self.sock.recv(65536)
             except OSError:
                 data = b""
             if not data:
-                self.closed = True
                 return
-            with self.lock:
-                self.buffer += data.decode("utf-8", "replace").replace("\r", "")
+            pending += data
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                try:
+                    answer = json.loads(line)
+                except ValueError:
+                    continue
+                with self.cond:
+                    self.lines.append(answer)
+                    self.cond.notify_all()
 
-    def _wait_for(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                m = pattern.search(self.buffer)
-                if m:
-                    self.buffer = self.buffer[m.end():]
-                    return m
-            time.sleep(0.05)
-        raise TimeoutError(f"no {pattern.pattern!r} from the guest shell; last output: {self.buffer[-2000:]!r}")
+    def _ask(self, command: str, timeout: float) -> dict | None:
+        self.count += 1
+        ident = self.count
+        request = json.dumps({"id": ident, "cmd": command, "timeout": timeout}) + "\n"
+        self.sock.sendall(request.encode())
+        deadline = time.monotonic() + timeout + 5
+        with self.cond:
+            while True:
+                for answer in self.lines:
+                    if answer.get("id") == ident:
+                        self.lines.remove(answer)
+                        return answer
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
 
     def ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.sock.sendall(b"\nbind 'set enable-bracketed-paste off'; stty -echo; PS1=; PS2=; echo @@READY\n")
-            try:
-                self._wait_for(re.compile(r"^@@READY$", re.M), 3)
+            if self._ask("true", 5) is not None:
                 return
-            except TimeoutError:
-                continue
-        raise TimeoutError("the guest's test shell never answered")
+        raise TimeoutError("the guest's test agent never answered")
 
     def run(self, command: str, timeout: float = 60) -> tuple[int, str]:
-        self.count += 1
-        tag = f"@@END{self.count}"
-        with self.lock:
-            self.buffer = ""
-        self.sock.sendall(f"{command}\nprintf '%s %s\\n' {tag} $?\n".encode())
-        m = self._wait_for(re.compile(rf"(?s)^(.*?)^{tag} (\d+)$", re.M), timeout)
-        return int(m.group(2)), m.group(1).strip()
+        answer = self._ask(command, timeout)
+        if answer is None:
+            raise TimeoutError(f"guest: no answer to {command!r} within {timeout} s")
+        return int(answer["rc"]), str(answer["out"]).strip()
 
     def check(self, command: str, timeout: float = 60) -> str:
         rc, out = self.run(command, timeout)
@@ -101,7 +108,7 @@ class Machine:
         self.workdir = workdir
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.shell: SerialShell | None = None
+        self.shell: GuestAgent | None = None
         self.boots = 0
 
     @property
@@ -116,7 +123,7 @@ class Machine:
     def start(self) -> None:
         self.boots += 1
         self.console = self.workdir / f"console-{self.boots}.log"
-        self.shell_sock = self.workdir / "shell.sock"
+        self.shell_sock = self.workdir / "agent.sock"
         self.monitor_sock = self.workdir / "monitor.sock"
         for p in (self.shell_sock, self.monitor_sock):
             p.unlink(missing_ok=True)
@@ -130,7 +137,9 @@ class Machine:
             "-device", "virtio-net-pci,netdev=n0",
             "-device", "i6300esb", "-device", "qemu-xhci,id=xhci",
             "-serial", f"file:{self.console}",
-            "-serial", f"unix:{self.shell_sock},server=on,wait=off",
+            "-device", "virtio-serial-pci",
+            "-chardev", f"socket,id=agent,path={self.shell_sock},server=on,wait=off",
+            "-device", "virtserialport,chardev=agent,name=smartq.test",
             "-monitor", f"unix:{self.monitor_sock},server=on,wait=off",
         ]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -140,7 +149,7 @@ class Machine:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"qemu did not start: {(self.workdir / f'qemu-{self.boots}.log').read_text()}")
             time.sleep(0.1)
-        self.shell = SerialShell(self.shell_sock)
+        self.shell = GuestAgent(self.shell_sock)
         try:
             self.shell.ready(timeout=300 if self.kvm else 900)
         except BaseException:
