@@ -232,7 +232,7 @@ def ticket(machine: Machine) -> dict:
     assert sh is not None
     key = sh.check("sed -n 's/^public key //p' /run/smartq/enrollment.txt")
     sh.check("printf '\\n[[roster]]\\nid = \"kiosk-1\"\\nrole = \"kiosk\"\\npublic_key = \"%s\"\\nnumbers = \"1-599\"\\n' "
-             f"'{key}' >> /etc/smartq/device.toml && systemctl restart smartq-node.service")
+             f"'{key}' >> /etc/smartq/device.toml && sync && systemctl restart smartq-node.service")
     machine.wait_healthy()
     status, body = machine.http("POST", "/api/v1/tickets", {"service": "general"})
     assert status == 201, body
