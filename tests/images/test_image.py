@@ -345,4 +345,7 @@ def test_screen_sleeps_at_night_and_wakes_for_opening_hours(machine: Machine) ->
     sh.check(f"{screen} --now 2026-11-30T21:00")
     assert "Monitor is Off" in sh.check("DISPLAY=:0 runuser -u smartq -- xset q")
     sh.check(f"{screen} --now 2026-11-30T09:00")
-    assert "Monitor is On" in sh.check("DISPLAY=:0 runuser -u smartq -- xset q")
+    # On: forced on, then DPMS disabled so that nothing blanks it during opening hours (xset
+    # prints no monitor state while DPMS is disabled).
+    shown = sh.check("DISPLAY=:0 runuser -u smartq -- xset q")
+    assert "DPMS is Disabled" in shown and "Monitor is Off" not in shown
