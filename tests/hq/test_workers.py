@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -75,6 +76,24 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
+def _stop(proc: subprocess.Popen, workers: Iterable[int]) -> None:
+    """SIGTERM the supervisor; it must stop its workers: never leave one behind."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for pid in workers:
+        for _ in range(100):
+            if not _alive(pid):
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"worker {pid} outlived the supervisor")
+
+
 async def test_two_worker_processes_never_overbook_and_stop_together(tmp_path):
     port = _free_port()
     settings = make_settings(tmp_path)  # a fresh database on this test's backend
@@ -123,20 +142,7 @@ async def test_two_worker_processes_never_overbook_and_stop_together(tmp_path):
             statuses = await asyncio.gather(*(one(i) for i in range(200)))
         assert statuses.count(201) == 3 and statuses.count(409) == 197, sorted(set(statuses))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for pid in workers:  # the parent stops its workers; never leave one behind
-            for _ in range(100):
-                if not _alive(pid):
-                    break
-                time.sleep(0.05)
-            else:
-                os.kill(pid, signal.SIGKILL)
-                raise AssertionError(f"worker {pid} outlived the parent")
+        _stop(proc, workers)
     with connect_db(settings.replace(data_dir=str(tmp_path), database=database)) as c:
         assert c.execute("SELECT COUNT(*) FROM bookings WHERE status = 'booked'").fetchone()[0] == 3
 
@@ -227,21 +233,8 @@ async def test_a_killed_worker_is_replaced_while_the_other_keeps_serving_and_met
                         if x.startswith("smartq_http_requests_total{") and 'route="/healthz"' in x and 'status="200"' in x)
             assert float(line.rsplit(" ", 1)[1]) == answered, (line, answered)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc, seen)
         log.close()
-        for pid in seen:  # the supervisor stops its workers; never leave one behind
-            for _ in range(100):
-                if not _alive(pid):
-                    break
-                time.sleep(0.05)
-            else:
-                os.kill(pid, signal.SIGKILL)
-                raise AssertionError(f"worker {pid} outlived the supervisor")
     assert proc.returncode == 0
 
 
