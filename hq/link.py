@@ -253,9 +253,13 @@ async def pull(request: web.Request, link: BranchLink, signed: Signed, message: 
         raise AuthError(400, f"limit must be an integer from 1 to {MAX_PULL}")
     branch = signed.branch
 
-    def read(c: sqlite3.Connection) -> tuple[list[dict[str, Any]], dict[str, int]]:
-        return events_for(c, branch, vv, limit), branch_vv(c, branch)
-    events, have = await link.hq.db.read(read)
+    def read(c: sqlite3.Connection) -> tuple[list[dict[str, Any]], dict[str, int], bool]:
+        return events_for(c, branch, vv, limit), branch_vv(c, branch), chain is not None and outbox.queued_for(c, branch)
+    chain = getattr(link.hq.db, "chain", None)  # PostgreSQL: booking events are chained after their commit
+    events, have, stranded = await link.hq.db.read(read)
+    if stranded:  # the pass after their commit failed and none has run since: chain them now
+        await link.hq.db.write(chain)
+        events, have, _ = await link.hq.db.read(read)
     acked = vv.get(outbox.hq_origin(branch), 0)
     if acked:  # the branch says it holds HQ's chain up to here
         now = link.hq.now()

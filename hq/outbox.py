@@ -36,11 +36,22 @@ def emit(conn: sqlite3.Connection, key: Ed25519PrivateKey, branch_id: str, type_
     The HLC follows the branch's own last event (its origin ``hq:<branch>``), not one clock row
     for all of HQ: that row was a point every write of every branch contended on (PostgreSQL
     answered concurrent writers with serialization failures)."""
-    if defer and getattr(conn, "dialect", "sqlite") == "postgresql":
-        conn.execute("INSERT INTO outbox_queue (branch_id, type, payload, now_ms) VALUES (?, ?, ?, ?)",
-                     (branch_id, type_, orjson.dumps(payload).decode(), now_ms))
-        conn.queued = True
-        return None
+    if getattr(conn, "dialect", "sqlite") == "postgresql":
+        if defer:
+            conn.execute("INSERT INTO outbox_queue (branch_id, type, payload, now_ms) VALUES (?, ?, ?, ?)",
+                         (branch_id, type_, orjson.dumps(payload).decode(), now_ms))
+            conn.queued = True
+            return None
+        # Events queued for this branch were committed before this one: they go first, or a
+        # console reassign could ship a booking's cancel ahead of its creation (when the pass
+        # that chains the queue failed and nothing has run it since).
+        _chain(conn, key, conn.execute("SELECT id, branch_id, type, payload, now_ms FROM outbox_queue"
+                                       " WHERE branch_id = ? ORDER BY id", (branch_id,)).fetchall())
+    return _append(conn, key, branch_id, type_, payload, now_ms)
+
+
+def _append(conn: Any, key: Ed25519PrivateKey, branch_id: str, type_: str, payload: dict[str, Any],
+            now_ms: int) -> dict[str, Any]:
     last = conn.execute("SELECT seq, hash, hlc FROM outbox WHERE branch_id = ? ORDER BY seq DESC LIMIT 1",
                         (branch_id,)).fetchone()
     seq, prev, last_hlc = (last[0] + 1, last[1], last[2]) if last else (1, "", 0)
@@ -59,12 +70,21 @@ def emit(conn: sqlite3.Connection, key: Ed25519PrivateKey, branch_id: str, type_
 
 def sequence(conn: Any, key: Ed25519PrivateKey, limit: int = 2000) -> int:
     """Chain queued events (``emit(defer=True)``) into their branches' outboxes, oldest first."""
-    rows = conn.execute("SELECT id, branch_id, type, payload, now_ms FROM outbox_queue ORDER BY id LIMIT ?",
-                        (limit,)).fetchall()
+    return _chain(conn, key, conn.execute("SELECT id, branch_id, type, payload, now_ms FROM outbox_queue"
+                                          " ORDER BY id LIMIT ?", (limit,)).fetchall())
+
+
+def _chain(conn: Any, key: Ed25519PrivateKey, rows: list[Any]) -> int:
     for r in rows:
-        emit(conn, key, r[1], r[2], json.loads(r[3]), r[4])
-    conn.executemany("DELETE FROM outbox_queue WHERE id = ?", [(r[0],) for r in rows])
+        _append(conn, key, r[1], r[2], json.loads(r[3]), r[4])
+    if rows:
+        conn.executemany("DELETE FROM outbox_queue WHERE id = ?", [(r[0],) for r in rows])
     return len(rows)
+
+
+def queued_for(conn: Any, branch_id: str) -> bool:
+    """Whether events of ``branch_id`` wait to be chained (PostgreSQL; the table is empty on SQLite)."""
+    return conn.execute("SELECT 1 FROM outbox_queue WHERE branch_id = ? LIMIT 1", (branch_id,)).fetchone() is not None
 
 
 def pending(conn: sqlite3.Connection, branch_id: str, after_seq: int = 0, limit: int = 500) -> list[dict[str, Any]]:

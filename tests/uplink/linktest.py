@@ -157,14 +157,15 @@ class Proxy:
         self.proc = None
 
 
-def wait_for(predicate: Any, timeout: float = 30.0, every: float = 0.2) -> Any:
+def wait_for(predicate: Any, timeout: float = 30.0, every: float = 0.2, explain: Any = None) -> Any:
+    """``explain()``, if given, says what the parts showed when the condition was not met."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"condition not met within {timeout} s" + (f": {explain()}" if explain else ""))
         time.sleep(every)
 
 

@@ -303,7 +303,12 @@ def test_a_manager_reassigns_a_booking_and_a_ticket_and_the_other_office_checks_
     def east_done() -> bool:
         status, t = site.nodes["kiosk-east"].request("GET", f"/api/v1/tickets/{walk_in['id']}")
         return status == 200 and t["status"] == "moved"
-    wait_for(east_done, 30)
+
+    def east_explained() -> str:
+        ticket = site.nodes["kiosk-east"].request("GET", f"/api/v1/tickets/{walk_in['id']}")
+        log = site.nodes["kiosk-east"].log_path.read_text(errors="replace").splitlines()[-15:]
+        return f"ticket {ticket}; link {site.state('kiosk-east').get('hq')}; node log tail: {log}"
+    wait_for(east_done, 30, explain=east_explained)
 
     def same_state() -> bool:  # HQ's fold of east (its ticket.moved included) equals the node's
         at_hq = run_async(_get(f"{site.url}/api/v1/branches/east/link", site.token))["state_hash"]
