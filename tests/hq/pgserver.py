@@ -5,6 +5,11 @@
 dir owned by that user, listening on 127.0.0.1 on a free port and on a unix socket in the
 same dir. Each test gets its own database, created from a migrated template (fast), and
 dropped afterwards.
+
+``PgServer(host="10.77.3.1", netns="ns")`` runs the server inside a network namespace a test
+made (tests/hq/test_pg_cluster.py): clients in other namespaces reach it on ``host``, and the
+test itself administers it through the unix socket, which no network namespace hides. Clients
+from the namespace's /24 log in with a password (scram-sha-256), as on a real network.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import atexit
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -36,8 +42,8 @@ def _free_port() -> int:
 class PgServer:
     """``with PgServer() as pg: pg.url(dbname)``; the data dir is removed on exit, also after errors."""
 
-    def __init__(self, *, host: str = "127.0.0.1", durable: bool = False) -> None:
-        self.host, self.durable = host, durable
+    def __init__(self, *, host: str = "127.0.0.1", durable: bool = False, netns: str | None = None) -> None:
+        self.host, self.durable, self.netns = host, durable, netns
         self.port = _free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="smartq-pg-"))
         self.data = self.dir / "data"
@@ -46,9 +52,11 @@ class PgServer:
         self._count = 0
         self._lock = threading.Lock()
         self.template: str | None = None
+        self.password = secrets.token_urlsafe(12) if netns else None
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [*(["runuser", "-u", "postgres", "--"] if self._root else []), *args]
+        cmd = [*(["ip", "netns", "exec", self.netns] if self.netns else []),
+               *(["runuser", "-u", "postgres", "--"] if self._root else []), *args]
         return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=120, cwd=self.dir)
 
     def start(self) -> PgServer:
@@ -59,12 +67,18 @@ class PgServer:
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
                   "--encoding=UTF8", "--no-locale", "--no-sync")
+        if self.password is not None:  # other namespaces on this /24: password only
+            subnet = ".".join(self.host.split(".")[:3]) + ".0/24"
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {subnet} scram-sha-256\n")
         opts = [f"-c listen_addresses={self.host}", f"-p {self.port}", f"-c unix_socket_directories={self.dir}",
                 "-c max_connections=400", "-c shared_buffers=64MB", "-c max_pred_locks_per_transaction=256"]
         if not self.durable:  # a test server: losing it in a power cut loses nothing
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                   "-o", " ".join(opts), "start")
+        if self.password is not None:
+            self.sql(f"ALTER ROLE postgres PASSWORD '{self.password}'")
         return self
 
     def stop(self) -> None:
@@ -84,18 +98,25 @@ class PgServer:
         self.stop()
 
     def url(self, dbname: str = "postgres", host: str | None = None) -> str:
-        return f"postgresql://postgres@{host or self.host}:{self.port}/{dbname}"
+        login = f"postgres:{self.password}" if self.password else "postgres"
+        return f"postgresql://{login}@{host or self.host}:{self.port}/{dbname}"
+
+    def admin_url(self, dbname: str = "postgres") -> str:
+        """A URL this (the test's) process can always use: TCP on loopback, the socket for a namespace."""
+        if self.netns is None:
+            return self.url(dbname)
+        return f"postgresql://postgres@/{dbname}?host={self.dir}&port={self.port}"
 
     def sql(self, statement: str, dbname: str = "postgres") -> None:
         import psycopg
-        with psycopg.connect(self.url(dbname), autocommit=True) as conn:
+        with psycopg.connect(self.admin_url(dbname), autocommit=True) as conn:
             conn.execute(statement)
 
     def make_template(self) -> None:
         """A database with HQ's migrations applied, copied by :meth:`create_database`."""
         from hq.db_pg import PostgresDatabase
         self.sql("CREATE DATABASE hq_template")
-        db = PostgresDatabase(self.url("hq_template"), readers=1, writers=1)
+        db = PostgresDatabase(self.admin_url("hq_template"), readers=1, writers=1)
         try:
             db.migrate()
         finally:
