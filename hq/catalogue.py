@@ -1,6 +1,6 @@
 """The service catalogue of an organization: a service defined once (letter, names, slot length,
-capacity, queue rules, the kiosk's pictogram) and offered in many branches, each offer with its
-local overrides (slot length, capacity) or withdrawn.
+capacity, queue rules, the kiosk's pictogram, the target wait) and offered in many branches, each
+offer with its local overrides (slot length, capacity, target wait) or withdrawn.
 
 The catalogue does not replace a branch's services: every offer is written through to the
 branch's own service row with :meth:`hq.tenants.Writer.put_service`, so booking, the public
@@ -21,18 +21,19 @@ from hq import tenants
 from hq.errors import ApiError, bad_request, check_id, check_int, check_obj, conflict, not_found
 
 #: What an offer may change for its branch; None keeps the catalogue's value.
-OVERRIDES = ("slot_minutes", "capacity")
+OVERRIDES = ("slot_minutes", "capacity", "target_wait_minutes")
 
 
 def entry_json(row: sqlite3.Row) -> dict[str, Any]:
     return {"id": row["id"], "org": row["org_id"], "letter": row["letter"], "names": json.loads(row["names"]),
             "bookable": bool(row["bookable"]), "slot_minutes": row["slot_minutes"], "capacity": row["capacity"],
-            "rules": json.loads(row["rules"]), "icon": row["icon"]}
+            "rules": json.loads(row["rules"]), "icon": row["icon"], "target_wait_minutes": row["target_wait_minutes"]}
 
 
 def offer_json(row: sqlite3.Row) -> dict[str, Any]:
     return {"branch": row["branch_id"], "service": row["service_id"], "enabled": bool(row["enabled"]),
-            "slot_minutes": row["slot_minutes"], "capacity": row["capacity"]}
+            "slot_minutes": row["slot_minutes"], "capacity": row["capacity"],
+            "target_wait_minutes": row["target_wait_minutes"]}
 
 
 def get_entry(conn: sqlite3.Connection, org_id: str, service_id: str) -> sqlite3.Row:
@@ -70,7 +71,8 @@ def check_entry(body: Any) -> dict[str, Any]:
             "slot_minutes": check_int(body.get("slot_minutes", 15), "slot_minutes", 5, 480),
             "capacity": check_int(body.get("capacity", 1), "capacity", 0, 10000),
             "rules": tenants.check_rules(body.get("rules"), tenants.SERVICE_RULE_KEYS, "rules"),
-            "icon": tenants.check_icon(body.get("icon", ""))}
+            "icon": tenants.check_icon(body.get("icon", "")),
+            "target_wait_minutes": tenants.check_target(body.get("target_wait_minutes"))}
 
 
 def check_offer(body: Any) -> dict[str, Any]:
@@ -79,7 +81,7 @@ def check_offer(body: Any) -> dict[str, Any]:
     if not isinstance(enabled, bool):
         raise bad_request("enabled must be true or false")
     out: dict[str, Any] = {"enabled": enabled}
-    bounds = {"slot_minutes": (5, 480), "capacity": (0, 10000)}
+    bounds = {"slot_minutes": (5, 480), "capacity": (0, 10000), "target_wait_minutes": tenants.TARGET_MINUTES}
     for k in OVERRIDES:
         v = body.get(k)
         out[k] = None if v is None else check_int(v, k, *bounds[k])
@@ -110,12 +112,13 @@ class Catalogue:
         check_id(service_id, "service id")
         e = check_entry(body)
         self.conn.execute(
-            "INSERT INTO catalogue (org_id, id, letter, names, bookable, slot_minutes, capacity, rules, icon)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (org_id, id) DO UPDATE SET letter = excluded.letter,"
-            " names = excluded.names, bookable = excluded.bookable, slot_minutes = excluded.slot_minutes,"
-            " capacity = excluded.capacity, rules = excluded.rules, icon = excluded.icon",
+            "INSERT INTO catalogue (org_id, id, letter, names, bookable, slot_minutes, capacity, rules, icon,"
+            " target_wait_minutes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (org_id, id) DO UPDATE SET"
+            " letter = excluded.letter, names = excluded.names, bookable = excluded.bookable,"
+            " slot_minutes = excluded.slot_minutes, capacity = excluded.capacity, rules = excluded.rules,"
+            " icon = excluded.icon, target_wait_minutes = excluded.target_wait_minutes",
             (self.org_id, service_id, e["letter"], json.dumps(e["names"], ensure_ascii=False), int(e["bookable"]),
-             e["slot_minutes"], e["capacity"], json.dumps(e["rules"]), e["icon"]))
+             e["slot_minutes"], e["capacity"], json.dumps(e["rules"]), e["icon"], e["target_wait_minutes"]))
         for branch_id in offers(self.conn, self.org_id, service_id):
             self._write_through(service_id, branch_id)
         return entry_json(get_entry(self.conn, self.org_id, service_id))
@@ -130,10 +133,12 @@ class Catalogue:
         if not o["enabled"] and branch_id not in offers(self.conn, self.org_id, service_id):
             raise conflict("the service is not offered in this branch", "not_offered")
         self.conn.execute(
-            "INSERT INTO catalogue_offers (branch_id, service_id, org_id, enabled, slot_minutes, capacity)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (branch_id, service_id) DO UPDATE SET enabled = excluded.enabled,"
-            " slot_minutes = excluded.slot_minutes, capacity = excluded.capacity",
-            (branch_id, service_id, self.org_id, int(o["enabled"]), o["slot_minutes"], o["capacity"]))
+            "INSERT INTO catalogue_offers (branch_id, service_id, org_id, enabled, slot_minutes, capacity,"
+            " target_wait_minutes) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (branch_id, service_id) DO UPDATE SET"
+            " enabled = excluded.enabled, slot_minutes = excluded.slot_minutes, capacity = excluded.capacity,"
+            " target_wait_minutes = excluded.target_wait_minutes",
+            (branch_id, service_id, self.org_id, int(o["enabled"]), o["slot_minutes"], o["capacity"],
+             o["target_wait_minutes"]))
         self._write_through(service_id, branch_id)
         return offers(self.conn, self.org_id, service_id)[branch_id]
 

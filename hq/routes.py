@@ -31,6 +31,8 @@ NOTICE_LINES = {"type": "array", "maxItems": 20, "items": {"type": "string", "ma
 NOTICES = {"oneOf": [NOTICE_LINES, {"type": "object", "maxProperties": 20, "additionalProperties": NOTICE_LINES}],
            "description": "the display's ticker lines: one list for every language, or {language: [lines]}"}
 ORDER = {"type": "integer", "minimum": 0, "maximum": 10000}
+TARGET = {"type": "integer", "nullable": True, "minimum": 1, "maximum": 240,
+          "description": "the target wait in minutes; null: the HQ setting target_wait_s"}
 SPAN = {"type": "object", "required": ["opens", "closes"], "properties": {
     "opens": {"type": "string", "example": "08:30"}, "closes": {"type": "string", "example": "17:00"}}}
 CONTACT = {"type": "object", "required": ["contact"], "properties": {
@@ -97,12 +99,12 @@ ROUTES: tuple[Route, ...] = (
               "slot_minutes": {"type": "integer", "minimum": 5, "maximum": 480},
               "capacity": {"type": "integer", "minimum": 0, "maximum": 10000}, "rules": RULES,
               "icon": {"type": "string", "enum": ["", "person", "money", "document", "id-card", "health", "info",
-                                                  "mail", "calendar"]}}}),
+                                                  "mail", "calendar"]}, "target_wait_minutes": TARGET}}),
     Route("PUT", f"{V}/orgs/{{org}}/catalogue/{{service}}/offers/{{branch}}", C.put_offer,
           "Offer a catalogue service in a branch with overrides, or withdraw it (emits config.service)", "config",
           auth=True, body={"type": "object", "properties": {
               "enabled": {"type": "boolean"}, "slot_minutes": {"type": "integer", "nullable": True, "minimum": 5, "maximum": 480},
-              "capacity": {"type": "integer", "nullable": True, "minimum": 0, "maximum": 10000}}}),
+              "capacity": {"type": "integer", "nullable": True, "minimum": 0, "maximum": 10000}, "target_wait_minutes": TARGET}}),
     Route("GET", f"{V}/branches/{{branch}}/services", A.list_services, "Services of a branch", "config", auth=True),
     Route("PUT", f"{V}/branches/{{branch}}/services/{{service}}", A.put_service,
           "Create or change a service and its slot rule (emits config.service)", "config", auth=True, body={
@@ -112,7 +114,7 @@ ROUTES: tuple[Route, ...] = (
                   "capacity": {"type": "integer", "minimum": 0, "maximum": 10000}, "rules": RULES, "order": ORDER,
                   "icon": {"type": "string", "enum": ["", "person", "money", "document", "id-card", "health", "info",
                                                       "mail", "calendar"]},
-                  "enabled": {"type": "boolean"}}}),
+                  "enabled": {"type": "boolean"}, "target_wait_minutes": TARGET}}),
     Route("GET", f"{V}/branches/{{branch}}/counters", A.list_counters, "Counters of a branch", "config", auth=True),
     Route("PUT", f"{V}/branches/{{branch}}/counters/{{counter}}", A.put_counter,
           "Create or change a counter (emits config.counter)", "config", auth=True, body={

@@ -73,7 +73,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", "INFO", "Logging level of `python -m hq`."),
     Setting("branch_silent_after_s", 90, "The status page says the office works offline when HQ has not heard from the branch for this long."),
     Setting("fleet_silent_after_s", 300, "The console's fleet page lists a device under 'needs attention' when neither HQ nor a peer has heard from it for this long (seconds)."),
-    Setting("target_wait_s", 900, "The console's live page warns when a ticket has waited longer than this (seconds)."),
+    Setting("target_wait_s", 900, "The target wait (seconds) of every service without its own (the service catalogue sets those)."),
     Setting("citizen_code_ttl_s", 900, "How long a one-time code (account verification, password reset) is valid."),
     Setting("citizen_max_failures", 5, "Failed logins (or code attempts) of one citizen account before it is locked for citizen_lockout_s."),
     Setting("citizen_lockout_s", 300, "How long a citizen account stays locked after too many failed logins."),

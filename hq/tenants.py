@@ -83,6 +83,17 @@ def check_icon(value: Any) -> str:
     return str(value)
 
 
+#: A service's target wait in whole minutes (the histogram of hq/aggregates.py ends at 240 min).
+TARGET_MINUTES = (1, 240)
+
+
+def check_target(value: Any, field: str = "target_wait_minutes") -> int | None:
+    """A service's target wait in minutes, or None: the HQ setting ``target_wait_s``."""
+    if value is None:
+        return None
+    return check_int(value, field, *TARGET_MINUTES)
+
+
 def _notice_lines(value: Any, field: str) -> list[str]:
     if not isinstance(value, list) or len(value) > 20 or not all(isinstance(v, str) and len(v) <= 200 for v in value):
         raise bad_request(f"{field} must be a list of at most 20 texts of at most 200 characters")
@@ -142,7 +153,7 @@ def service_json(row: sqlite3.Row) -> dict[str, Any]:
     return {"id": row["id"], "letter": row["letter"], "names": json.loads(row["names"]),
             "bookable": bool(row["bookable"]) and bool(row["enabled"]), "slot_minutes": row["slot_minutes"],
             "capacity": row["capacity"], "rules": json.loads(row["rules"]), "order": row["position"],
-            "enabled": bool(row["enabled"]), "icon": row["icon"]}
+            "enabled": bool(row["enabled"]), "icon": row["icon"], "target_wait_minutes": row["target_wait_minutes"]}
 
 
 def counter_json(row: sqlite3.Row) -> dict[str, Any]:
@@ -327,6 +338,7 @@ class Writer:
         capacity = check_int(body.get("capacity", 1), "capacity", 0, 10000)
         rules = check_rules(body.get("rules"), SERVICE_RULE_KEYS, "rules")
         icon = check_icon(body.get("icon", ""))
+        target = check_target(body.get("target_wait_minutes"))
         enabled = body.get("enabled", True)
         if not isinstance(enabled, bool):
             raise bad_request("enabled must be true or false")
@@ -337,12 +349,13 @@ class Writer:
             raise conflict(f"letter {letter} is used by service {clash[0]}")
         self.conn.execute(
             "INSERT INTO services (branch_id, id, letter, names, bookable, slot_minutes, capacity, rules, position,"
-            " enabled, icon) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " enabled, icon, target_wait_minutes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(branch_id, id) DO UPDATE SET letter = excluded.letter, names = excluded.names,"
             " bookable = excluded.bookable, slot_minutes = excluded.slot_minutes, capacity = excluded.capacity,"
-            " rules = excluded.rules, position = excluded.position, enabled = excluded.enabled, icon = excluded.icon",
+            " rules = excluded.rules, position = excluded.position, enabled = excluded.enabled, icon = excluded.icon,"
+            " target_wait_minutes = excluded.target_wait_minutes",
             (branch_id, service_id, letter, json.dumps(names, ensure_ascii=False), int(bookable), slot_minutes, capacity,
-             json.dumps(rules), order, int(enabled), icon))
+             json.dumps(rules), order, int(enabled), icon, target))
         row = get_service(self.conn, branch_id, service_id)
         self._emit(branch_id, ev.CONFIG_SERVICE, service_event(row))
         return service_json(row)

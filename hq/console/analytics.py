@@ -22,6 +22,8 @@ from aiohttp import web
 from hq import aggregates as ag
 from hq.auth import Principal
 from hq.console import charts
+from hq.console import targets as tg
+from hq.console.targets import Targets
 from hq.console.views import crender, csv_response, page
 from hq.pages.app import LANG, T, PageError
 from hq.pages.i18n import DEFAULT, N_, Translator, translator
@@ -127,44 +129,51 @@ def load_scope(c: sqlite3.Connection, p: Principal, q: Any, today: date) -> Scop
 
 def sums(c: sqlite3.Connection, scope: Scope, group: tuple[str, ...], *, table: str = "analytics_days",
          days: tuple[str, str] | None = None, measures: tuple[str, ...] = ag.MEASURES,
-         target_s: int | None = None, having: tuple[str, list[Any]] | None = None) -> list[dict[str, Any]]:
-    """SUM of ``measures`` over the scope, grouped by ``group`` columns; with ``target_s`` also
-    the waits within it ("inside"), counted in SQL from the buckets below it."""
+         targets: Targets | None = None, having: tuple[str, list[Any]] | None = None) -> list[dict[str, Any]]:
+    """SUM of ``measures`` over the scope, grouped by ``group`` columns; with ``targets`` also
+    the waits within each row's service target ("inside"), counted in SQL from its buckets.
+    ``having`` may use ``{inside}`` for that SQL sum (its arguments are added)."""
     if not scope.chosen:
         return []
     exprs = [f"SUM({m})" for m in measures]
-    cut_share = 0.0
-    if target_s is not None:
-        inside, cut, cut_share = ag.within_columns(target_s)
-        exprs += [f"SUM({inside})", f"SUM({cut})" if cut else "0"]
+    args: list[Any] = []
+    inside_sql, inside_args = targets.inside_sql() if targets is not None else ("", [])
+    if targets is not None:
+        exprs.append(f"SUM({inside_sql})")
+        args += inside_args
     marks = ", ".join("?" * len(scope.chosen))
     d_from, d_to = days or (scope.day_from, scope.day_to)
     sql = (f"SELECT {''.join(g + ', ' for g in group)}{', '.join(exprs)} FROM {table}"
            f" WHERE branch_id IN ({marks}) AND day >= ? AND day <= ?")
-    args: list[Any] = [*scope.chosen, d_from, d_to]
+    args += [*scope.chosen, d_from, d_to]
     if scope.service:
         sql += " AND service = ?"
         args.append(scope.service)
     if group:
         sql += f" GROUP BY {', '.join(group)}"
     if having:
-        sql += f" HAVING {having[0]}"
-        args += having[1]
+        sql += f" HAVING {having[0].replace('{inside}', f'SUM({inside_sql})')}"
+        given = list(having[1])
+        for i, part in enumerate(having[0].split("{inside}")):  # the arguments in the order of their marks
+            if i:
+                args += inside_args
+            args += [given.pop(0) for _ in range(part.count("?"))]
     out = []
     n = len(group)
     for r in c.execute(sql, args):
-        values = [int(v or 0) for v in list(r)[n:]]
-        d = dict(zip(group, list(r)[:n]))
-        d["m"] = dict(zip(measures, values))
-        if target_s is not None:
-            d["inside"] = values[-2] + values[-1] * cut_share
+        row = list(r)
+        d = dict(zip(group, row[:n]))
+        d["m"] = dict(zip(measures, (int(v or 0) for v in row[n:n + len(measures)])))
+        if targets is not None:
+            d["inside"] = float(row[-1] or 0)
         if d["m"].get("tickets") or d["m"].get("wait_n"):
             out.append(d)
     return out
 
 
-def figures(m: dict[str, int], target_s: int) -> dict[str, Any]:
-    """The page's figures from one row of summed measures (docs/console.md says how)."""
+def figures(m: dict[str, int], inside: float | None = None) -> dict[str, Any]:
+    """The page's figures from one row of summed measures and its waits within their services'
+    targets (``inside``, from :func:`sums` with targets; docs/console.md says how)."""
     m = {k: m.get(k, 0) for k in ag.MEASURES}
     hist = [m[h] for h in ag.HIST]
 
@@ -179,7 +188,7 @@ def figures(m: dict[str, int], target_s: int) -> dict[str, Any]:
         "wait_p50": ag.percentile(hist, 0.5), "wait_p90": ag.percentile(hist, 0.9),
         "service_mean": m["service_ms"] / m["service_n"] / 1000 if m["service_n"] else None,
         "abandonment": ratio(m["abandoned"], m["tickets"]),
-        "within_target": ratio(ag.within(hist, target_s), m["wait_n"]),
+        "within_target": ratio(round(inside), m["wait_n"]) if inside is not None else None,
         "waits": m["wait_n"],
         "est_mae": m["est_err_ms"] / m["est_n"] / 1000 if m["est_n"] else None, "est_n": m["est_n"],
         "est_in_range": ratio(m["est_in_range"], m["est_range_n"]), "est_range_n": m["est_range_n"],
@@ -223,6 +232,7 @@ def _service_name(raw: str | None, lang: str, default: str) -> str:
 
 
 async def _scope(request: web.Request, p: Principal) -> tuple[Scope, int]:
+    """The scope of the request and the HQ-wide target wait (services without their own)."""
     hq = hq_of(request)
     today = datetime.fromtimestamp(hq.now(), ZoneInfo("UTC")).date()
     scope = await hq.db.read(lambda c: load_scope(c, p, request.query, today))
@@ -262,16 +272,19 @@ async def overview(request: web.Request, p: Principal) -> web.StreamResponse:
     group = {"branch": ("branch_id",), "service": ("service",), "staff": ("branch_id", "staff"), "day": ("day",),
              "hour": ("hour",)}[by]
 
-    def load(c: sqlite3.Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple[str, str], str]]:
-        total = sums(c, scope, ())
-        rows = sums(c, scope, group, table={"staff": "analytics_staff", "hour": "analytics_hours"}.get(by, "analytics_days"))
+    def load(c: sqlite3.Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple[str, str], str],
+                                             Targets]:
+        targets = tg.load(c, scope.chosen, target, scope.service)
+        total = sums(c, scope, (), targets=targets)
+        rows = sums(c, scope, group, table={"staff": "analytics_staff", "hour": "analytics_hours"}.get(by, "analytics_days"),
+                    targets=targets)
         staff = {}
         if by == "staff":
             staff = {(r[0], r[1]): r[2] for r in c.execute(
                 f"SELECT branch_id, id, name FROM staff WHERE branch_id IN ({', '.join('?' * len(scope.chosen))})",
                 scope.chosen)}
-        return total, rows, staff
-    total_rows, rows, staff_names = await hq.db.read(load)
+        return total, rows, staff, targets
+    total_rows, rows, staff_names, targets = await hq.db.read(load)
     services = dict(scope.services)
 
     def label(r: dict[str, Any]) -> str:
@@ -286,10 +299,11 @@ async def overview(request: web.Request, p: Principal) -> web.StreamResponse:
             return f"{r['hour']:02d}:00"
         return str(r["day"])
     ordered = sorted(rows, key=lambda r: tuple(r[g] for g in group))
-    table = [(label(r), [r[g] for g in group], figures(r["m"], target)) for r in ordered]
+    table = [(label(r), [r[g] for g in group], figures(r["m"], r["inside"])) for r in ordered]
     if request.query.get("format") == "csv":
         return _figure_csv(f"analytics-{scope.org_id}-{by}.csv", list(group), [(keys, f) for _, keys, f in table])
-    total = figures(total_rows[0]["m"], target) if total_rows else None
+    total = figures(total_rows[0]["m"], total_rows[0]["inside"]) if total_rows else None
+    single = targets.single()
     chart = ""
     if table and by in ("day", "hour"):
         chart = charts.columns(t("Tickets per {group}", group=t(GROUPS[by]).lower()),
@@ -298,12 +312,19 @@ async def overview(request: web.Request, p: Principal) -> web.StreamResponse:
                                [(lbl, f["tickets"], t.number(f["tickets"])) for lbl, _, f in table])
     elif table:
         chart = charts.bars(t("Wait p90 per {group}", group=t(GROUPS[by]).lower()),
-                            t("Bars: the wait that 9 in 10 people did not exceed; the dashed line is the target"
-                              " wait; the same numbers are in the table below."),
-                            [(lbl, f["wait_p90"], cell(t, "wait_p90", f["wait_p90"])) for lbl, _, f in table],
-                            target=target, target_text=t("Target {target}", target=t.minutes(target)))
+                            _p90_desc(t, single), [(lbl, f["wait_p90"], cell(t, "wait_p90", f["wait_p90"]))
+                                                   for lbl, _, f in table],
+                            target=single, target_text=t("Target {target}", target=t.minutes(single)) if single else "")
     return _render(request, "console/analytics.html", scope, "overview", by=by, total=total, rows=table, chart=chart,
-                   target_s=target, exact=ag.exact_target(target))
+                   target_s=single, targets=targets.values(), exact=targets.exact())
+
+
+def _p90_desc(t: Translator, single: int | None) -> str:
+    if single is not None:
+        return t("Bars: the wait that 9 in 10 people did not exceed; the dashed line is the target"
+                 " wait; the same numbers are in the table below.")
+    return t("Bars: the wait that 9 in 10 people did not exceed; the services' target waits differ, so no"
+             " line is drawn; the same numbers are in the table below.")
 
 
 # -- heat map ---------------------------------------------------------------------------------------
@@ -323,7 +344,8 @@ async def heatmap(request: web.Request, p: Principal) -> web.StreamResponse:
     if scope.errors:
         return _render(request, "console/analytics_heatmap.html", scope, "heatmap", grid=None)
     rows = await hq_of(request).db.read(lambda c: sums(c, scope, ("weekday", "hour"), table="analytics_hours",
-                                                       measures=("tickets", "wait_n", "wait_ms"), target_s=target))
+                                                       measures=("tickets", "wait_n", "wait_ms"),
+                                                       targets=tg.load(c, scope.chosen, target, scope.service)))
     per_weekday = weekday_count(date.fromisoformat(scope.day_from), date.fromisoformat(scope.day_to))
     hours = sorted({r["hour"] for r in rows})
     grid: dict[tuple[int, int], dict[str, Any]] = {}
@@ -354,7 +376,7 @@ async def heatmap(request: web.Request, p: Principal) -> web.StreamResponse:
                          for (wd, h), f in grid.items()})
     peaks = sorted(grid.items(), key=lambda kv: -kv[1]["per_day"])[:3]
     return _render(request, "console/analytics_heatmap.html", scope, "heatmap", grid=grid, hours=hours,
-                   day_names=day_names, arrivals=arrivals, waits=waits, peaks=peaks, target_s=target)
+                   day_names=day_names, arrivals=arrivals, waits=waits, peaks=peaks)
 
 
 # -- offices side by side ----------------------------------------------------------------------------
@@ -365,18 +387,21 @@ async def offices(request: web.Request, p: Principal) -> web.StreamResponse:
     if scope.errors:
         return _render(request, "console/analytics_offices.html", scope, "offices", rows=[], chart="")
     scope.branch, scope.chosen = "", list(scope.branches)  # every office of the organization the visitor sees
-    rows = await hq_of(request).db.read(lambda c: sums(c, scope, ("branch_id",)))
-    by_id = {r["branch_id"]: figures(r["m"], target) for r in rows}
+    def load(c: sqlite3.Connection) -> tuple[list[dict[str, Any]], Targets]:
+        targets = tg.load(c, scope.chosen, target, scope.service)
+        return sums(c, scope, ("branch_id",), targets=targets), targets
+    rows, targets = await hq_of(request).db.read(load)
+    single = targets.single()
+    by_id = {r["branch_id"]: figures(r["m"], r["inside"]) for r in rows}
     table = [(b["name"], [bid], by_id[bid]) for bid, b in scope.branches.items() if bid in by_id]
     if request.query.get("format") == "csv":
         return _figure_csv(f"offices-{scope.org_id}.csv", ["branch_id"], [(k, f) for _, k, f in table])
-    chart = charts.bars(t("Wait p90 per office"),
-                        t("Bars: the wait that 9 in 10 people did not exceed at each office; the dashed line is the"
-                          " target wait; the same numbers are in the table below."),
+    chart = charts.bars(t("Wait p90 per office"), _p90_desc(t, single),
                         [(name, f["wait_p90"], cell(t, "wait_p90", f["wait_p90"])) for name, _, f in table],
-                        target=target, target_text=t("Target {target}", target=t.minutes(target))) if table else ""
+                        target=single, target_text=t("Target {target}", target=t.minutes(single)) if single else ""
+                        ) if table else ""
     return _render(request, "console/analytics_offices.html", scope, "offices", rows=table, chart=chart,
-                   target_s=target)
+                   target_s=single)
 
 
 # -- bottlenecks -----------------------------------------------------------------------------------
@@ -391,14 +416,15 @@ async def bottlenecks(request: web.Request, p: Principal) -> web.StreamResponse:
     if scope.errors:
         return _render(request, "console/analytics_bottlenecks.html", scope, "bottlenecks", rows=[], share=share)
     goal = int(share) / 100
-    inside, cut, cut_share = ag.within_columns(target)
-    # only the weekday hours that may fail the share come back from SQL (a cut bucket may add to
-    # the inside count, hence the margin; Python decides with the exact rule below)
-    having = (f"SUM(wait_n) >= ? AND SUM({inside}) < ? * SUM(wait_n)", [MIN_WAITS, goal + 1e-9]) if cut is None \
-        else ("SUM(wait_n) >= ?", [MIN_WAITS])
-    rows = await hq_of(request).db.read(lambda c: sums(c, scope, ("branch_id", "service", "weekday", "hour"),
-                                                       table="analytics_hours", target_s=target, having=having,
-                                                       measures=("tickets", "wait_n", "wait_ms", "abandoned")))
+    # only the weekday hours that may fail the share come back from SQL (the count within the
+    # target is rounded below, hence the half; Python decides with the exact rule below)
+    having = ("SUM(wait_n) >= ? AND {inside} - 0.5 < ? * SUM(wait_n)", [MIN_WAITS, goal + 1e-9])
+
+    def load(c: sqlite3.Connection) -> tuple[list[dict[str, Any]], Targets]:
+        targets = tg.load(c, scope.chosen, target, scope.service)
+        return sums(c, scope, ("branch_id", "service", "weekday", "hour"), table="analytics_hours", targets=targets,
+                    having=having, measures=("tickets", "wait_n", "wait_ms", "abandoned")), targets
+    rows, targets = await hq_of(request).db.read(load)
     found = []
     for r in rows:
         m = r["m"]
@@ -407,6 +433,7 @@ async def bottlenecks(request: web.Request, p: Principal) -> web.StreamResponse:
         inside = round(r["inside"]) / m["wait_n"]
         if inside < goal:
             found.append((r, inside, {"waits": m["wait_n"], "within_target": inside,
+                                      "target_s": targets.of(r["branch_id"], r["service"]),
                                       "wait_mean": m["wait_ms"] / m["wait_n"] / 1000,
                                       "abandonment": m["abandoned"] / m["tickets"] if m["tickets"] else None}))
     found.sort(key=lambda x: (x[1], -x[0]["m"]["wait_n"]))
@@ -418,11 +445,11 @@ async def bottlenecks(request: web.Request, p: Principal) -> web.StreamResponse:
     if request.query.get("format") == "csv":
         return csv_response(f"bottlenecks-{scope.org_id}.csv",
                             ["branch_id", "service", "weekday", "hour", "waits", "within_target", "wait_mean_s",
-                             "abandonment"],
+                             "abandonment", "target_wait_s"],
                             [[x["branch_id"], x["service"], x["weekday"], x["hour"], x["f"]["waits"],
                               csv_value("within_target", x["f"]["within_target"]),
                               csv_value("wait_mean", x["f"]["wait_mean"]),
-                              csv_value("abandonment", x["f"]["abandonment"])] for x in table])
+                              csv_value("abandonment", x["f"]["abandonment"]), x["f"]["target_s"]] for x in table])
     chart = charts.bars(t("Share called within the target, worst hours"),
                         t("Bars: the share of people called within the target wait in each of the worst weekday"
                           " hours; the same numbers are in the table below."),
@@ -430,7 +457,7 @@ async def bottlenecks(request: web.Request, p: Principal) -> web.StreamResponse:
                           x["f"]["within_target"] * 100, cell(t, "within_target", x["f"]["within_target"]))
                          for x in table[:12]]) if table else ""
     return _render(request, "console/analytics_bottlenecks.html", scope, "bottlenecks", rows=table[:SHOWN],
-                   more=max(len(table) - SHOWN, 0), share=share, shares=SHARES, chart=chart, target_s=target,
+                   more=max(len(table) - SHOWN, 0), share=share, shares=SHARES, chart=chart, target_s=targets.single(),
                    min_waits=MIN_WAITS)
 
 
@@ -457,7 +484,7 @@ async def estimates(request: web.Request, p: Principal) -> web.StreamResponse:
     for r in sorted(rows, key=lambda r: (scope.branches[r["branch_id"]]["name"], r["service"])):
         if r["day"] != days.get(r["branch_id"]) or not r["m"]["est_n"]:
             continue
-        f = figures(r["m"], target)
+        f = figures(r["m"])
         table.append({"branch_id": r["branch_id"], "branch": scope.branches[r["branch_id"]]["name"], "day": r["day"],
                       "service": r["service"], "service_name": services.get(r["service"], r["service"]), "f": f})
     if request.query.get("format") == "csv":

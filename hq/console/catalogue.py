@@ -27,6 +27,7 @@ ICON_NAMES = {"": N_("Chosen by the kiosk"), "person": N_("Person"), "money": N_
               "document": N_("Document"), "id-card": N_("Identity card"), "health": N_("Health"),
               "info": N_("Information"), "mail": N_("Mail"), "calendar": N_("Calendar")}
 assert set(ICON_NAMES) == {"", *SERVICE_ICONS}
+TARGET_ERROR = N_("Enter a target wait from 1 to 240 minutes, or leave it empty.")
 LETTER_TAKEN = N_("Another service of a branch that offers it uses this letter: change one of the two letters first.")
 
 
@@ -49,7 +50,8 @@ def _entry_form(form: Any) -> tuple[dict[str, str], dict[str, str], dict[str, An
     """The definition form: (values to show again, errors by field, body for hq.catalogue)."""
     values = {"service_id": _text(form, "service_id", 40).lower(), "letter": _text(form, "letter", 1).upper(),
               "slot_minutes": _text(form, "slot_minutes", 4), "capacity": _text(form, "capacity", 6),
-              "icon": _text(form, "icon", 20), "bookable": "yes" if form.get("bookable") == "yes" else ""}
+              "icon": _text(form, "icon", 20), "bookable": "yes" if form.get("bookable") == "yes" else "",
+              "target_wait_minutes": _text(form, "target_wait_minutes", 4)}
     values |= {f"name_{lang}": _text(form, f"name_{lang}", 120) for lang in LANGUAGES}
     errors: dict[str, str] = {}
     if not (len(values["letter"]) == 1 and "A" <= values["letter"] <= "Z"):
@@ -64,10 +66,22 @@ def _entry_form(form: Any) -> tuple[dict[str, str], dict[str, str], dict[str, An
         errors["capacity"] = N_("Enter how many people one slot takes, from 0 to 10000.")
     if values["icon"] not in ICON_NAMES:
         errors["icon"] = N_("Choose a pictogram from the list.")
+    target = _target(values["target_wait_minutes"])
+    if target is False:
+        errors["target_wait_minutes"] = TARGET_ERROR
     body = {"letter": values["letter"], "names": {lang: values[f"name_{lang}"] for lang in LANGUAGES
                                                   if values[f"name_{lang}"]},
-            "slot_minutes": slot, "capacity": cap, "icon": values["icon"], "bookable": values["bookable"] == "yes"}
+            "slot_minutes": slot, "capacity": cap, "icon": values["icon"], "bookable": values["bookable"] == "yes",
+            "target_wait_minutes": target if target is not False else None}
     return values, errors, body
+
+
+def _target(raw: str) -> int | None | bool:
+    """A target wait typed in minutes: None when empty, False when not 1-240."""
+    if raw == "":
+        return None
+    lo, hi = tenants.TARGET_MINUTES
+    return int(raw) if raw.isdigit() and lo <= int(raw) <= hi else False
 
 
 def _icons(request: web.Request) -> list[tuple[str, str]]:
@@ -98,7 +112,8 @@ async def _write(request: web.Request, p: Principal, org_id: str, action: str, t
 async def catalogue_page(request: web.Request, p: Principal) -> web.Response:
     org_id = _org(request, p)
     org = await _org_row(request, org_id)
-    values: dict[str, str] = {"slot_minutes": "15", "capacity": "1", "bookable": "yes", "icon": ""}
+    values: dict[str, str] = {"slot_minutes": "15", "capacity": "1", "bookable": "yes", "icon": "",
+                              "target_wait_minutes": ""}
     errors: dict[str, str] = {}
     if request.method == "POST":
         form = await request.post()
@@ -118,11 +133,13 @@ async def catalogue_page(request: web.Request, p: Principal) -> web.Response:
     services = await hq_of(request).db.read(lambda c: catalogue.entries(c, org_id))
     return crender(request, "console/catalogue.html", status=400 if errors else 200, org=org, services=services,
                    values=values, errors=errors, icons=_icons(request), languages=LANGUAGES,
-                   done=request.query.get("done", ""))
+                   done=request.query.get("done", ""), default_target_s=hq_of(request).settings.target_wait_s)
 
 
 async def _service_page(request: web.Request, p: Principal, org_id: str, sid: str, *, errors: dict[str, str] | None = None,
-                        values: dict[str, str] | None = None) -> web.Response:
+                        values: dict[str, str] | None = None,
+                        offer_values: dict[str, str] | None = None) -> web.Response:
+    """The service's page; ``offer_values``: what was typed in an offer form refused, shown again."""
     hq = hq_of(request)
 
     def load(c: sqlite3.Connection) -> dict[str, Any] | None:
@@ -138,12 +155,14 @@ async def _service_page(request: web.Request, p: Principal, org_id: str, sid: st
     e = data["entry"]
     if values is None:
         values = {"letter": e["letter"], "slot_minutes": str(e["slot_minutes"]), "capacity": str(e["capacity"]),
-                  "icon": e["icon"], "bookable": "yes" if e["bookable"] else ""}
+                  "icon": e["icon"], "bookable": "yes" if e["bookable"] else "",
+                  "target_wait_minutes": "" if e["target_wait_minutes"] is None else str(e["target_wait_minutes"])}
         values |= {f"name_{lang}": e["names"].get(lang, "") for lang in LANGUAGES}
     org = await _org_row(request, org_id)
     return crender(request, "console/catalogue_service.html", status=400 if errors else 200, org=org,
                    entry=e, offers=data["offers"], branches=data["branches"], values=values, errors=errors or {},
-                   icons=_icons(request), languages=LANGUAGES, done=request.query.get("done", ""))
+                   icons=_icons(request), languages=LANGUAGES, done=request.query.get("done", ""),
+                   offer_values=offer_values or {}, default_target_s=hq.settings.target_wait_s)
 
 
 @page(ADMINS)
@@ -174,17 +193,20 @@ async def offer(request: web.Request, p: Principal) -> web.Response:
     form = await request.post()
     errors: dict[str, str] = {}
     body: dict[str, Any] = {"enabled": form.get("offered") == "yes"}
+    typed: dict[str, str] = {"offered-" + branch_id: "yes" if body["enabled"] else ""}
+    bounds = {"slot_minutes": (5, 480), "capacity": (0, 10000), "target_wait_minutes": tenants.TARGET_MINUTES}
     for k, msg in (("slot_minutes", N_("Enter a slot length from 5 to 480 minutes, or leave it empty.")),
-                   ("capacity", N_("Enter a capacity from 0 to 10000, or leave it empty."))):
-        raw = _text(form, f"{k}-{branch_id}", 6)
+                   ("capacity", N_("Enter a capacity from 0 to 10000, or leave it empty.")),
+                   ("target_wait_minutes", TARGET_ERROR)):
+        raw = typed[f"{k}-{branch_id}"] = _text(form, f"{k}-{branch_id}", 6)
         if raw == "":
             body[k] = None
-        elif raw.isdigit() and (5 <= int(raw) <= 480 if k == "slot_minutes" else int(raw) <= 10000):
+        elif raw.isdigit() and bounds[k][0] <= int(raw) <= bounds[k][1]:
             body[k] = int(raw)
         else:
             errors[f"{k}-{branch_id}"] = msg
-    if errors:
-        return await _service_page(request, p, org_id, sid, errors=errors)
+    if errors:  # the branch's form shows what was typed, with the errors
+        return await _service_page(request, p, org_id, sid, errors=errors, offer_values=typed)
     try:
         refused = await _write(request, p, org_id, "catalogue.offer", f"{branch_id}/{sid}",
                                ", ".join(f"{k}={v}" for k, v in body.items()),
@@ -192,7 +214,8 @@ async def offer(request: web.Request, p: Principal) -> web.Response:
     except ApiError as err:  # an unknown service, or a branch of another organization
         raise PageError(404, N_("This page does not exist.")) from err
     if refused == "letter_taken":
-        return await _service_page(request, p, org_id, sid, errors={f"offered-{branch_id}": LETTER_TAKEN})
+        return await _service_page(request, p, org_id, sid, errors={f"offered-{branch_id}": LETTER_TAKEN},
+                                   offer_values=typed)
     return redirect(f"/console/orgs/{org_id}/catalogue/{sid}?done=offer#offers")
 
 

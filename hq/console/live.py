@@ -32,8 +32,10 @@ STATES = {"counter.opened": "open", "counter.paused": "paused", "counter.closed"
 STATE_NAMES = {"open": N_("Open"), "paused": N_("Paused"), "closed": N_("Closed")}
 
 
-def snapshot(c: sqlite3.Connection, branch: sqlite3.Row, now_ms: int, target_s: int) -> dict[str, Any]:
-    """Counters (state, who, current ticket and since when), waiting per service, longest waits."""
+def snapshot(c: sqlite3.Connection, branch: sqlite3.Row, now_ms: int, default_target_s: int) -> dict[str, Any]:
+    """Counters (state, who, current ticket and since when), waiting per service, longest waits,
+    and how many have waited longer than their service's target (``default_target_s`` for a
+    service without its own)."""
     tz = ZoneInfo(branch["timezone"])
     today = datetime.fromtimestamp(now_ms / 1000, tz).date()
     day = today.strftime("%Y%m%d")
@@ -63,21 +65,26 @@ def snapshot(c: sqlite3.Connection, branch: sqlite3.Row, now_ms: int, target_s: 
         entry["since_s"] = max(0, (now_ms - (r["started_ms"] or r["called_ms"])) // 1000)
     for entry in counters.values():
         entry["staff_name"] = staff_names.get(entry["staff"] or "", entry["staff"])
-    names = {r["id"]: json.loads(r["names"]) for r in c.execute("SELECT id, names FROM services WHERE branch_id = ?"
-                                                               " ORDER BY position, letter, id", (branch["id"],))}
-    services: dict[str, dict[str, Any]] = {sid: {"id": sid, "names": n, "waiting": 0, "longest_s": None, "over": 0}
-                                           for sid, n in names.items()}
+    services: dict[str, dict[str, Any]] = {
+        r["id"]: {"id": r["id"], "names": json.loads(r["names"]), "waiting": 0, "longest_s": None, "over": 0,
+                  "target_s": r["target_wait_minutes"] * 60 if r["target_wait_minutes"] else default_target_s}
+        for r in c.execute("SELECT id, names, target_wait_minutes FROM services WHERE branch_id = ?"
+                           " ORDER BY position, letter, id", (branch["id"],))}
     for w in live.waiting_in_order(c, branch["id"], day):
         sid = w["service"] or ""
-        s = services.setdefault(sid, {"id": sid, "names": {}, "waiting": 0, "longest_s": None, "over": 0})
+        s = services.setdefault(sid, {"id": sid, "names": {}, "waiting": 0, "longest_s": None, "over": 0,
+                                      "target_s": default_target_s})
         waited = max(0, (now_ms - w["issued_ms"]) // 1000)
         s["waiting"] += 1
         s["longest_s"] = max(s["longest_s"] or 0, waited)
-        s["over"] += waited > target_s
+        s["over"] += waited > s["target_s"]
+    targets = {s["target_s"] for s in services.values()} or {default_target_s}
     return {"counters": list(counters.values()), "services": list(services.values()),
             "waiting": sum(s["waiting"] for s in services.values()),
             "longest_s": max((s["longest_s"] or 0 for s in services.values()), default=0),
-            "over": sum(s["over"] for s in services.values()), "target_s": target_s}
+            "over": sum(s["over"] for s in services.values()),
+            # one target for every service: the page names it; else each service's is in its row
+            "target_s": targets.pop() if len(targets) == 1 else None}
 
 
 async def _branch(request: web.Request, p: Principal) -> sqlite3.Row:

@@ -35,7 +35,8 @@ MIN_ABANDONED = 5  # ...and at least this many did (fewer say little about patie
 def advice(c: sqlite3.Connection, branch: sqlite3.Row, now_s: float, weeks: int, target_s: int, share: float,
            default_service_s: int) -> list[dict[str, Any]]:
     """One row per service, weekday and hour with arrivals, from the pre-aggregated analytics
-    (hq/aggregates.py) of the last ``weeks`` full weeks; counters open from the counter events."""
+    (hq/aggregates.py) of the last ``weeks`` full weeks; counters open from the counter events.
+    Each service is advised against its own target wait (``target_s`` when it has none)."""
     tz = ZoneInfo(branch["timezone"])
     today = datetime.fromtimestamp(now_s, tz).date()
     first, last = today - timedelta(days=7 * weeks), today - timedelta(days=1)
@@ -59,19 +60,24 @@ def advice(c: sqlite3.Connection, branch: sqlite3.Row, now_s: float, weeks: int,
         for s in counter_services[r[0]]:
             serving[s] = serving.get(s, 0) + 1
     open_s = counters_open(c, branch, first, last, counter_services)
-    names = {r["id"]: r["names"] for r in c.execute("SELECT id, names FROM services WHERE branch_id = ?", (branch["id"],))}
+    names, targets = {}, {}
+    for r in c.execute("SELECT id, names, target_wait_minutes FROM services WHERE branch_id = ?", (branch["id"],)):
+        names[r["id"]] = r["names"]
+        if r["target_wait_minutes"]:
+            targets[r["id"]] = r["target_wait_minutes"] * 60  # the service's own target wait
     models = {svc: _model(tot, default_service_s) for svc, tot in per_service.items()}
     out = []
     for (svc, wd, hour), n in sorted(cells.items()):
         m = models[svc]
+        target = targets.get(svc, target_s)
         per_hour = n / weeks
         traffic = per_hour * m["service_s"] / 3600
-        level = _level(per_hour, m, target_s)
-        need = (erlang.counters_needed_a(per_hour / 3600, m["service_s"], m["patience_s"], target_s, share)
-                if m["patience_s"] else erlang.counters_needed(traffic, m["service_s"], target_s, share))
+        level = _level(per_hour, m, target)
+        need = (erlang.counters_needed_a(per_hour / 3600, m["service_s"], m["patience_s"], target, share)
+                if m["patience_s"] else erlang.counters_needed(traffic, m["service_s"], target, share))
         opened = open_s.get((svc, wd, hour), 0.0) / (3600 * weeks)
         out.append({"service": svc, "names": names.get(svc), "weekday": wd, "hour": hour, "per_hour": per_hour,
-                    "service_s": m["service_s"], "traffic": traffic, "needed": need, "configured": serving.get(svc, 0),
+                    "service_s": m["service_s"], "traffic": traffic, "target_s": target, "needed": need, "configured": serving.get(svc, 0),
                     "model": "A" if m["patience_s"] else "C", "patience_s": m["patience_s"],
                     "abandon_share": m["abandon_share"], "open": opened,
                     "level_open": level(round(opened)) if round(opened) >= 1 else 0.0,
@@ -159,16 +165,19 @@ async def staffing_page(request: web.Request, p: Principal) -> web.Response:
         return csv_response(f"staffing-{branch['id']}.csv",
                             ["service", "weekday", "hour", "arrivals_per_hour", "mean_service_s", "traffic_erlangs",
                              "counters_needed", "counters_serving", "share_one_less", "share_advised", "share_one_more",
-                             "counters_open", "share_with_open", "model", "mean_patience_s", "abandon_share"],
+                             "counters_open", "share_with_open", "model", "mean_patience_s", "abandon_share",
+                             "target_wait_s"],
                             [[r["service"], r["weekday"], r["hour"], round(r["per_hour"], 3), round(r["service_s"], 1),
                               round(r["traffic"], 3), r["needed"], r["configured"],
                               *[round(r["levels"][k], 4) if k in r["levels"] else "" for k in
                                 (r["needed"] - 1, r["needed"], r["needed"] + 1)],
                               round(r["open"], 2), round(r["level_open"], 4), f"erlang_{r['model'].lower()}",
-                              round(r["patience_s"], 1) if r["patience_s"] else "", round(r["abandon_share"], 4)]
+                              round(r["patience_s"], 1) if r["patience_s"] else "", round(r["abandon_share"], 4),
+                              r["target_s"]]
                              for r in rows])
+    targets = {r["target_s"] for r in rows} or {target}
     return crender(request, "console/staffing.html", b=dict(branch), rows=rows, weeks=weeks, share=share,
-                   target_s=target)
+                   target_s=targets.pop() if len(targets) == 1 else None)
 
 
 def add_routes(app: web.Application) -> None:

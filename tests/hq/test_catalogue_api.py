@@ -23,7 +23,8 @@ async def test_an_org_admin_defines_offers_and_withdraws_a_service_by_api(server
     assert entry["letter"] == "T" and entry["icon"] == "money"
     offer = await api(session, "PUT", f"{server.url}{V}/orgs/acme/catalogue/tax/offers/acme-main", 200, headers=admin,
                       json={"capacity": 5})
-    assert offer == {"branch": "acme-main", "service": "tax", "enabled": True, "slot_minutes": None, "capacity": 5}
+    assert offer == {"branch": "acme-main", "service": "tax", "enabled": True, "slot_minutes": None, "capacity": 5,
+                     "target_wait_minutes": None}
     services = {s["id"]: s for s in (await api(session, "GET", f"{server.url}{V}/branches/acme-main/services", 200,
                                                headers=admin))["services"]}
     assert (services["tax"]["slot_minutes"], services["tax"]["capacity"]) == (20, 5)

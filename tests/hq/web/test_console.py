@@ -266,6 +266,31 @@ async def test_live_page_shows_counters_and_waits_and_pushes_a_call(console, ses
     assert "Counter 1" in row and "Open" in row and "Amani" in row
     assert "1 people have waited longer than the target of 15 min." in html  # A001: 20 min
     assert "20 min" in html  # the longest wait
+    # the service's own target wait (the catalogue's, written through to the branch's service)
+    # replaces the HQ-wide one: at 30 min nobody is over, at 1 min A001 is (A002 waited just 1 min)
+    general = {"letter": "A", "names": {"en": "General"}, "slot_minutes": 15, "capacity": 3}
+    for minutes, over in ((30, 0), (1, 1)):
+        await api(session, "PUT", f"{console.url}/api/v1/branches/acme-main/services/general", 200,
+                  headers=console.h("acme-admin"), json=general | {"target_wait_minutes": minutes})
+        _, html, _ = await manager.get("/console/live/acme-main")
+        row = re.search(r'<tr data-service="general"[^>]*>(.*?)</tr>', html, re.S)[1]
+        assert f"<td>{minutes} min</td>" in row, row
+        assert ("warning-wait" in html) == bool(over)
+        if over:
+            assert f"{over} people have waited longer than the target of 1 min." in html
+    # two services with different targets: the warning counts each against its own
+    await api(session, "PUT", f"{console.url}/api/v1/branches/acme-main/services/other", 200,
+              headers=console.h("acme-admin"), json={"letter": "B", "names": {"en": "Other"}, "target_wait_minutes": 5})
+    await ingest_branch_events(hq, [issued(kiosk, "20300107", 3, T0 - 400, "Tk" + "e" * 20, service="other")])
+    _, html, _ = await manager.get("/console/live/acme-main")
+    assert "2 people have waited longer than their service&#39;s target." in html  # A001 past 1 min, A003 past 5
+    row = re.search(r'<tr data-service="other"[^>]*>(.*?)</tr>', html, re.S)[1]
+    assert "<td>5 min</td>" in row and "1 ⚠" in row
+    for bad in (0, 241, "15", 1.5):
+        await api(session, "PUT", f"{console.url}/api/v1/branches/acme-main/services/other", 400,
+                  headers=console.h("acme-admin"), json={"letter": "B", "names": {"en": "Other"}, "target_wait_minutes": bad})
+    await api(session, "PUT", f"{console.url}/api/v1/branches/acme-main/services/general", 200,
+              headers=console.h("acme-admin"), json=general)  # back to the HQ-wide target
     for who, path in (("manager@beta.test", "/console/live/acme-main"), ("staff@acme.test", "/console/live/beta-main"),
                       ("staff@acme.test", "/console/live/nowhere")):
         b = await console.login(who)
@@ -283,12 +308,12 @@ async def test_live_page_shows_counters_and_waits_and_pushes_a_call(console, ses
                 if line.startswith(b"data: "):
                     return json.loads(line[6:])
         first = await next_live()
-        assert first["waiting"] == 2
+        assert first["waiting"] == 3  # A001, A002 and the other service's A003
         console.clock.t += 30
         await ingest_branch_events(hq, [counter.event("ticket.called", {"ticket": "20300107-A001", "counter": "c1"},
                                                       T0 + 30)])
         pushed = await next_live()
-    assert pushed["waiting"] == 1
+    assert pushed["waiting"] == 2
     row = re.search(r'<tr data-counter="c1">(.*?)</tr>', pushed["html"], re.S)[1]
     assert '<span class="label">A001</span> called' in row and "0 min" in row
 
@@ -336,7 +361,7 @@ async def test_staffing_advice_from_four_weeks_of_mondays(console, session):
     assert cells[:6] == ["General", "Monday", "09:00", "20", "6 min", str(needed)], cells
     assert cells[6] == "1"  # one counter serves 'general' in the seed
     assert cells[7:10] == [f"{round(level[n] * 100)} %" for n in (needed - 1, needed, needed + 1)]
-    assert cells[10:] == ["0", "0 %", "Erlang C"]  # no counter was opened; nobody gave up
+    assert cells[10:] == ["0", "0 %", "Erlang C", "15 min"]  # no counter was opened; nobody gave up
     assert len(re.findall(r'<tr data-key="', html)) == 1  # nothing outside that hour
     staff = await console.login("staff@acme.test")
     assert (await staff.get("/console/staffing/acme-main"))[0] == 403
@@ -346,7 +371,19 @@ async def test_staffing_advice_from_four_weeks_of_mondays(console, session):
     _, text, _ = await manager.get("/console/staffing/acme-main?weeks=4&share=80&format=csv")
     lines = text.lstrip("\ufeff").splitlines()
     assert lines[0].startswith("service,weekday,hour,arrivals_per_hour") and len(lines) == 2
-    assert lines[1].startswith(f"general,0,9,20.0,360.0,2.0,{needed},1,")
+    assert lines[1].startswith(f"general,0,9,20.0,360.0,2.0,{needed},1,") and lines[1].endswith(",900")
+    # the service's own target wait: 3 minutes needs more counters for the same share
+    strict = {n: 1 - textbook(a, n) * math.exp(-(n - a) * 180 / service_s) if n > a else 0.0 for n in range(1, 9)}
+    needed_strict = min(n for n in strict if strict[n] >= 0.8)
+    assert needed_strict > needed
+    await api(session, "PUT", f"{console.url}/api/v1/branches/acme-main/services/general", 200,
+              headers=console.h("acme-admin"), json={"letter": "A", "names": {"en": "General"}, "target_wait_minutes": 3})
+    _, html, _ = await manager.get("/console/staffing/acme-main?weeks=4&share=80")
+    row = re.search(r'<tr data-key="general-0-9">(.*?)</tr>', html, re.S)[1]
+    cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)]
+    assert cells[5] == str(needed_strict) and cells[-1] == "3 min", cells
+    assert cells[7:10] == [f"{round(strict[n] * 100)} %" for n in (needed_strict - 1, needed_strict, needed_strict + 1)]
+    assert "people within 3 min" in html
 
 
 def outbox_events(srv: Server, branch: str, type_: str) -> list[dict]:

@@ -7,6 +7,7 @@ link round) is in test_console_catalogue_browser.py."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -146,3 +147,51 @@ async def test_only_the_orgs_admins_use_the_catalogue(console):
     root = await console.login("root@hq.test")
     status, html, _ = await root.get("/console/orgs/acme/catalogue")
     assert status == 200 and "Taxes" in html
+
+
+def target_of(srv: Server, branch: str, service: str) -> int | None:
+    with db(srv) as c:
+        return c.execute("SELECT target_wait_minutes FROM services WHERE branch_id = ? AND id = ?",
+                         (branch, service)).fetchone()[0]
+
+
+async def test_target_wait_is_defined_once_overridden_per_branch_and_validated(console, session):
+    admin = await console.login("admin@acme.test", "fr")
+    status, html, _ = await admin.post("/console/orgs/acme/catalogue", FORM | {"target_wait_minutes": "0"})
+    assert status == 400 and 'href="#target_wait_minutes"' in html and 'value="0"' in html  # typed value kept
+    status, _, _ = await admin.post("/console/orgs/acme/catalogue", FORM | {"target_wait_minutes": "20"})
+    assert status == 303
+    for branch in ("acme-main", "acme-east"):
+        status, _, _ = await admin.post(f"/console/orgs/acme/catalogue/tax/offers/{branch}", {"offered": "yes"})
+        assert status == 303
+    # the east branch's own target; a bad one is refused and what was typed stays in its form
+    status, html, _ = await admin.post("/console/orgs/acme/catalogue/tax/offers/acme-east",
+                                       {"offered": "yes", "capacity-acme-east": "4", "target_wait_minutes-acme-east": "999"})
+    assert status == 400 and 'href="#target_wait_minutes-acme-east"' in html
+    assert re.search(r'id="capacity-acme-east"[^>]*value="4"', html), "the typed capacity is kept"
+    status, _, _ = await admin.post("/console/orgs/acme/catalogue/tax/offers/acme-east",
+                                    {"offered": "yes", "target_wait_minutes-acme-east": "5"})
+    assert status == 303
+    assert (target_of(console, "acme-main", "tax"), target_of(console, "acme-east", "tax")) == (20, 5)
+    # the definition's target reaches the branches without an override; the override stays
+    status, _, _ = await admin.post("/console/orgs/acme/catalogue/tax", FORM | {"target_wait_minutes": "12"})
+    assert status == 303
+    assert (target_of(console, "acme-main", "tax"), target_of(console, "acme-east", "tax")) == (12, 5)
+    _, html, _ = await admin.get("/console/orgs/acme/catalogue")
+    assert "12 min" in html
+    # emptied: the HQ-wide target_wait_s (NULL in the branch's service)
+    status, _, _ = await admin.post("/console/orgs/acme/catalogue/tax", FORM | {"target_wait_minutes": ""})
+    assert status == 303 and target_of(console, "acme-main", "tax") is None
+    # the JSON API takes the same field, and refuses a bad one
+    sup = console.h("super")
+    got = await api(session, "PUT", f"{console.url}{V}/orgs/acme/catalogue/tax/offers/acme-main", 200, headers=sup,
+                    json={"target_wait_minutes": 30})
+    assert got["target_wait_minutes"] == 30 and target_of(console, "acme-main", "tax") == 30
+    for bad in (0, 241, "10", True):
+        await api(session, "PUT", f"{console.url}{V}/orgs/acme/catalogue/tax", 400, headers=sup,
+                  json={"letter": "T", "names": {"en": "Taxes"}, "target_wait_minutes": bad})
+    svc = {s["id"]: s for s in (await api(session, "GET", f"{console.url}{V}/branches/acme-east/services", 200,
+                                          headers=sup))["services"]}
+    assert svc["tax"]["target_wait_minutes"] == 5
+    # it is HQ's own figure: the branch's config.service event does not carry it
+    assert "target_wait_minutes" not in service_events(console, "acme-east")[-1]
