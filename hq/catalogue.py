@@ -155,3 +155,40 @@ class Catalogue:
             if err.status == 409:  # the letter is another service's in that branch
                 raise conflict(f"branch {branch_id}: {err.message}", "letter_taken") from err
             raise
+
+
+def branch_targets(conn: sqlite3.Connection, branch_id: str, default_s: int) -> list[dict[str, Any]]:
+    """A branch's services with their target waits: ``own`` (the branch's choice, minutes or
+    None) and ``fallback_s`` (what applies without it: the catalogue's, else HQ's ``default_s``)."""
+    out = []
+    for r in conn.execute(
+            "SELECT s.id, s.names, s.target_wait_minutes, o.service_id AS offered, o.target_wait_minutes AS offer_t,"
+            " c.target_wait_minutes AS entry_t FROM services s LEFT JOIN catalogue_offers o"
+            " ON o.branch_id = s.branch_id AND o.service_id = s.id LEFT JOIN catalogue c"
+            " ON c.org_id = o.org_id AND c.id = o.service_id WHERE s.branch_id = ? AND s.enabled = 1"
+            " ORDER BY s.position, s.letter, s.id", (branch_id,)):
+        from_catalogue = r["offered"] is not None
+        own = r["offer_t"] if from_catalogue else r["target_wait_minutes"]
+        fallback = r["entry_t"] if from_catalogue and r["entry_t"] else None
+        out.append({"id": r["id"], "names": json.loads(r["names"]), "own": own,
+                    "fallback_s": fallback * 60 if fallback else default_s})
+    return out
+
+
+def set_branch_target(conn: sqlite3.Connection, branch_id: str, service_id: str, minutes: Any) -> None:
+    """A branch's own target wait for one of its services (branch managers may set it): the
+    catalogue offer's override when the service comes from the catalogue (None: the catalogue's),
+    else the service's own (None: HQ's target_wait_s). Written through to the service row that
+    every reader uses; HQ-only, so no config event."""
+    minutes = tenants.check_target(minutes)
+    tenants.get_service(conn, branch_id, service_id)
+    row = conn.execute("SELECT c.target_wait_minutes FROM catalogue_offers o JOIN catalogue c"
+                       " ON c.org_id = o.org_id AND c.id = o.service_id WHERE o.branch_id = ? AND o.service_id = ?",
+                       (branch_id, service_id)).fetchone()
+    effective = minutes
+    if row is not None:
+        conn.execute("UPDATE catalogue_offers SET target_wait_minutes = ? WHERE branch_id = ? AND service_id = ?",
+                     (minutes, branch_id, service_id))
+        effective = minutes if minutes is not None else row[0]
+    conn.execute("UPDATE services SET target_wait_minutes = ? WHERE branch_id = ? AND id = ?",
+                 (effective, branch_id, service_id))

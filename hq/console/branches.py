@@ -1,11 +1,11 @@
 """A branch's settings in the console, /console/branches/{branch}: its details (name, address,
 time zone), opening hours, closed days and holidays, the display's notices and the counters'
-names in each of its languages, staff and their counter PINs.
+names in each of its languages, each service's target wait, staff and their counter PINs.
 
 Every change goes through hq.tenants.Writer, so it becomes the signed config event the branch
 link carries to the branch (config.branch, config.hours, config.staff), in the same
 transaction as the row and the audit entry. Details and staff: org admins and up; hours and
-closed days, notices and counter names: branch managers too (docs/hq.md, "Roles").
+closed days, notices, counter names and target waits: branch managers too (docs/hq.md, "Roles").
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from hq import tenants
+from hq import catalogue, tenants
 from hq.auth import Principal, check_branch
 from hq.console import audit
 from hq.console.live import _branch
@@ -52,6 +52,7 @@ async def _page(request: web.Request, p: Principal, branch: sqlite3.Row, errors:
                                             " ORDER BY id", (branch["id"],))]
         return {"hours": tenants.hours_json(c, branch["id"]), "staff": staff,
                 "counters": tenants.list_counters(c, branch["id"]),
+                "targets": catalogue.branch_targets(c, branch["id"], hq.settings.target_wait_s),
                 "b": dict(c.execute("SELECT * FROM branches WHERE id = ?", (branch["id"],)).fetchone())}
     data = await hq.db.read(load)
     week = {wd: data["hours"]["weekdays"].get(str(wd), {"opens": "", "closes": ""}) for wd in range(7)}
@@ -62,7 +63,7 @@ async def _page(request: web.Request, p: Principal, branch: sqlite3.Row, errors:
     return crender(request, "console/branch.html", status=400 if errors else 200, week=week,
                    closed=data["hours"]["closed_days"], staff=data["staff"], b=data["b"], errors=errors or {},
                    values=values or {}, may_admin=_may(p, branch, "admin"), done=request.query.get("done", ""),
-                   branch_languages=languages, notices=notices, counters=data["counters"])
+                   branch_languages=languages, notices=notices, counters=data["counters"], targets=data["targets"])
 
 
 @page(MANAGERS)
@@ -221,6 +222,39 @@ async def branch_counter_names(request: web.Request, p: Principal) -> web.Respon
 
 
 @page(MANAGERS)
+async def branch_targets(request: web.Request, p: Principal) -> web.Response:
+    """Each service's target wait in this branch (minutes; empty: the catalogue's or HQ's)."""
+    branch = await _branch(request, p)
+    _require(p, branch, "manage")
+    form = await request.post()
+    hq = hq_of(request)
+    services = await hq.db.read(lambda c: catalogue.branch_targets(c, branch["id"], hq.settings.target_wait_s))
+    values: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    chosen: dict[str, int | None] = {}
+    lo, hi = tenants.TARGET_MINUTES
+    for s in services:
+        key = f"target_{s['id']}"
+        values[key] = raw = _text(form, key, 6)
+        if raw == "":
+            chosen[s["id"]] = None
+        elif raw.isdigit() and lo <= int(raw) <= hi:
+            chosen[s["id"]] = int(raw)
+        else:
+            errors[key] = N_("Enter a target wait from 1 to 240 minutes, or leave it empty.")
+    if errors:
+        return await _page(request, p, branch, errors, values)
+    changed = {sid: m for sid, m in chosen.items() if m != next(s["own"] for s in services if s["id"] == sid)}
+
+    def put(w: tenants.Writer) -> None:
+        for sid, minutes in changed.items():
+            catalogue.set_branch_target(w.conn, branch["id"], sid, minutes)
+    await _write(request, p, branch, "branch.targets",
+                 ", ".join(f"{sid}={m if m is not None else '-'}" for sid, m in changed.items()), put)
+    return redirect(f"/console/branches/{branch['id']}?done=targets")
+
+
+@page(MANAGERS)
 async def branch_staff(request: web.Request, p: Principal) -> web.Response:
     branch = await _branch(request, p)
     _require(p, branch, "admin")
@@ -255,3 +289,4 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/console/branches/{branch}/staff", branch_staff)
     r.add_post("/console/branches/{branch}/notices", branch_notices)
     r.add_post("/console/branches/{branch}/counter-names", branch_counter_names)
+    r.add_post("/console/branches/{branch}/targets", branch_targets)

@@ -195,3 +195,37 @@ async def test_target_wait_is_defined_once_overridden_per_branch_and_validated(c
     assert svc["tax"]["target_wait_minutes"] == 5
     # it is HQ's own figure: the branch's config.service event does not carry it
     assert "target_wait_minutes" not in service_events(console, "acme-east")[-1]
+
+
+async def test_a_branch_manager_sets_the_branchs_target_waits(console):
+    """On the branch's settings page: the override of a catalogue service's offer, or the own
+    target of a service made by the API; empty falls back; bad input keeps what was typed."""
+    admin = await console.login("admin@acme.test")
+    await admin.post("/console/orgs/acme/catalogue", FORM | {"target_wait_minutes": "20"})
+    await admin.post("/console/orgs/acme/catalogue/tax/offers/acme-main", {"offered": "yes"})
+    manager = await console.login("manager@acme.test")
+    status, html, _ = await manager.get("/console/branches/acme-main")
+    assert status == 200 and 'id="target_tax"' in html and 'id="target_general"' in html
+    assert "Empty: 20 min" in html and "Empty: 15 min" in html  # the catalogue's, HQ's
+    status, html, _ = await manager.post("/console/branches/acme-main/targets",
+                                         {"target_tax": "7", "target_general": "abc"})
+    assert status == 400 and 'href="#target_general"' in html and re.search(r'id="target_tax"[^>]*value="7"', html)
+    assert target_of(console, "acme-main", "tax") == 20  # nothing saved
+    status, _, location = await manager.post("/console/branches/acme-main/targets",
+                                             {"target_tax": "7", "target_general": "25"})
+    assert (status, location) == (303, "/console/branches/acme-main?done=targets")
+    assert (target_of(console, "acme-main", "tax"), target_of(console, "acme-main", "general")) == (7, 25)
+    with db(console) as c:
+        assert c.execute("SELECT target_wait_minutes FROM catalogue_offers WHERE branch_id = 'acme-main'"
+                         " AND service_id = 'tax'").fetchone()[0] == 7
+        assert c.execute("SELECT detail FROM audit WHERE action = 'branch.targets'").fetchone()[0] == "general=25, tax=7"
+    # a change of the catalogue's definition keeps the branch's override
+    await admin.post("/console/orgs/acme/catalogue/tax", FORM | {"target_wait_minutes": "30"})
+    assert target_of(console, "acme-main", "tax") == 7
+    await manager.post("/console/branches/acme-main/targets", {"target_tax": "", "target_general": ""})
+    assert (target_of(console, "acme-main", "tax"), target_of(console, "acme-main", "general")) == (30, None)
+    staff = await console.login("staff@acme.test")
+    assert (await staff.post("/console/branches/acme-main/targets", {"target_general": "5"}))[0] == 403
+    other = await console.login("manager@beta.test")
+    assert (await other.post("/console/branches/acme-main/targets", {"target_general": "5"}))[0] == 403
+    assert target_of(console, "acme-main", "general") is None

@@ -136,3 +136,31 @@ def test_hours_set_in_the_console_close_the_nodes_kiosk_with_the_opening_time(si
     state = site.node.request("GET", "/api/v1/state")[1]
     assert h["opens_at"][:10] > state["now"][:10]  # tomorrow: today's hour has passed
 
+
+
+def test_a_target_wait_the_manager_sets_makes_the_live_page_warn_at_it(site: Site, browser: Any):
+    """The manager sets the service's target wait to 1 minute on the branch's settings page; a
+    ticket the node issued then passes it, and the live page warns by push (no reload)."""
+    status, ticket = site.node.request("POST", "/api/v1/tickets", {"service": "general"})
+    assert status == 201, ticket
+    page = manager_page(browser, site, "fr")
+    page.get_by_role("link", name="Paramètres").first.click()
+    page.fill("#target_general", "0")
+    page.get_by_role("button", name="Enregistrer les objectifs d'attente").click()
+    assert page.locator("#target_general").get_attribute("aria-invalid") == "true"  # 1 to 240 minutes
+    assert page.locator("#target_general").input_value() == "0"  # what was typed stays
+    page.fill("#target_general", "1")
+    page.get_by_role("button", name="Enregistrer les objectifs d'attente").click()
+    assert page.locator("#target_general").input_value() == "1"
+    page.goto(f"{site.url}/console/live/{BRANCH}")
+    expect = playwright_api.expect
+    expect(page.locator("#console-live")).to_have_attribute("data-live", "open")
+    row = page.locator('#live-services tr[data-service="general"]')
+    expect(row).to_contain_text("1 min")
+    page.evaluate("window.__sameDocument = true")
+    # the ticket passes one minute: the next push (at most every 10 s) carries the warning
+    expect(page.locator(".warning-wait")).to_be_visible(timeout=90_000)
+    expect(row).to_have_class("over")
+    assert page.evaluate("window.__sameDocument") is True
+    screenshots(page, "console-live-target")
+    page.context.close()
