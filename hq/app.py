@@ -41,7 +41,7 @@ def open_hq(settings: Settings, *, clock: Clock | None = None, rng: random.Rando
     db.migrate()
     key = load_or_create_key(settings.key_path)
     if db.dialect == "postgresql":  # booking events are chained after their commit (hq/outbox.py)
-        db.chain = lambda c: outbox.sequence(c, key)
+        db.chain = lambda c: outbox.sequence(c, key) >= outbox.SEQUENCE_BATCH  # True: more may wait
         db.write_sync(db.chain)  # what a process that died before chaining left queued
     hq = HQ(settings=settings, db=db, key=key, clock=clock or WallClock())
     if rng is not None:

@@ -51,6 +51,16 @@ def read_committed(fn: Callable[[Any], T]) -> Callable[[Any], T]:
     return fn
 
 
+def autocommit(fn: Callable[[Any], T]) -> Callable[[Any], T]:
+    """Mark a write function whose every statement may commit on its own: on PostgreSQL it runs
+    with no BEGIN/COMMIT (two round trips fewer), each statement atomic at READ COMMITTED and
+    retried only on deadlock or serialization failure. Only for functions whose one write is one
+    statement after reads that need no snapshot: the online booking (hq/booking.py
+    ``_book_in_one_statement``). SQLite's writer runs it in its transaction like any write."""
+    fn.isolation = "AUTOCOMMIT"  # type: ignore[attr-defined]
+    return fn
+
+
 class IntegrityError(sqlite3.IntegrityError):
     """A constraint was violated (unique, foreign key, not null, check), on either backend.
 

@@ -29,7 +29,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
@@ -184,9 +184,10 @@ class PostgresDatabase:
         self._rpool = ThreadPoolExecutor(max_workers=self._readers, thread_name_prefix="hq-pg-read")
         self.retries = 0  # serialization failures retried (a measure of contention)
         self._retries_lock = threading.Lock()
-        # fn(conn) chaining queued events (set by hq.app.open_hq: it needs HQ's key)
+        # fn(conn) chaining queued events, truthy when more may be left (set by hq.app.open_hq:
+        # it needs HQ's key)
         self.chain: Callable[[Any], Any] | None = None
-        self._chain_runs = _GroupRun()
+        self._chainer = _Chainer(self._chain_pass)
 
     def migrate(self) -> list[int]:
         from hq.migrations import apply_migrations
@@ -201,27 +202,40 @@ class PostgresDatabase:
     def write_sync(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn`` in a SERIALIZABLE transaction, retried on serialization failure or deadlock.
 
-        If it queued events for a branch chain, they are chained before this returns, by one
-        pass that serves every transaction waiting at that moment (group commit for the chain)."""
+        If it queued events for a branch chain, they are chained before this returns (by the
+        chainer thread's next pass, hq/outbox.py)."""
+        result, queued = self._write_only(fn)
+        if queued:
+            self._chainer.wait()
+        return result
+
+    def _write_only(self, fn: Callable[[Any], T]) -> tuple[T, bool]:
+        """The transaction alone: (its result, whether it queued events for the chain)."""
         with self.pool.connection() as raw:
             conn = PgConn(raw)
             result = self._attempts(raw, conn, fn)
-            if conn.queued and self.chain is not None:
-                chain = self.chain
-                try:
-                    self._chain_runs.run(lambda: self._attempts(raw, PgConn(raw), chain))
-                except Exception:  # committed all the same: the next pass (any process) chains it
-                    logger.exception("chaining queued events failed")
-            return result
+            return result, conn.queued and self.chain is not None
+
+    def _chain_pass(self) -> None:
+        """One pass of the chainer thread: chain everything queued (any process's) by now."""
+        chain = self.chain
+        if chain is None:
+            return
+        with self.pool.connection() as raw:
+            while self._attempts(raw, PgConn(raw), chain):  # truthy: a full batch, more may wait
+                pass
 
     def _attempts(self, raw: psycopg.Connection[Any], conn: PgConn, fn: Callable[[Any], T]) -> T:
         delay = 0.001
-        begin = f"BEGIN ISOLATION LEVEL {getattr(fn, 'isolation', 'SERIALIZABLE')}"
+        isolation = getattr(fn, "isolation", "SERIALIZABLE")
+        begin = None if isolation == "AUTOCOMMIT" else f"BEGIN ISOLATION LEVEL {isolation}"
         give_up = time.monotonic() + RETRY_FOR_S
         for attempt in range(1, MAX_ATTEMPTS + 1):
             conn.queued = False
-            raw.execute(begin)
             try:
+                if begin is None:  # hq/db.py autocommit: each statement its own transaction
+                    return fn(conn)
+                raw.execute(begin)
                 result = fn(conn)
                 raw.execute("COMMIT")
                 return result
@@ -248,9 +262,15 @@ class PostgresDatabase:
                     raw.execute("ROLLBACK")
 
     async def write(self, fn: Callable[[Any], T]) -> T:
+        """``fn`` in a writer thread; if it queued chain events, wait (without holding the thread or
+        a connection) for the chainer's pass that covers them, so the caller's answer comes after
+        its events are in the branch's outbox."""
         if self._closed:
             raise DatabaseClosed("database is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._wpool, self.write_sync, fn)
+        result, queued = await asyncio.get_running_loop().run_in_executor(self._wpool, self._write_only, fn)
+        if queued:
+            await asyncio.wrap_future(self._chainer.request())
+        return result
 
     async def read(self, fn: Callable[[Any], T]) -> T:
         if self._closed:
@@ -262,40 +282,66 @@ class PostgresDatabase:
             return
         self._closed = True
         self._wpool.shutdown(wait=True)
+        self._chainer.stop()
         self._rpool.shutdown(wait=True)
         self.pool.close()
 
 
-class _GroupRun:
-    """Run a pass that covers every caller arrived before it started; callers arriving while a
-    pass runs share the next one (one pass at a time per process)."""
+class _Chainer:
+    """One thread per process that runs the chain pass for every transaction that queued events.
 
-    def __init__(self) -> None:
+    Callers get a future resolved when a pass that *started after their request* has finished,
+    so it saw their committed rows. Requests arriving during a pass share the next one: under
+    load one pass chains the events of every booking committed meanwhile (group commit for
+    the chain), and no writer thread or connection waits for it. A failed pass is logged and
+    its callers released anyway (their own transaction committed): the rows stay queued for
+    the next pass of any process, a branch's pull, or a direct event of that branch."""
+
+    def __init__(self, run_pass: Callable[[], None]) -> None:
+        self._run_pass = run_pass
         self._cond = threading.Condition()
-        self._asked = self._done = 0
-        self._running = False
+        self._waiting: list[Future[None]] = []
+        self._stopping = False
+        self._thread: threading.Thread | None = None
 
-    def run(self, once: Callable[[], Any]) -> None:
+    def request(self) -> Future[None]:
+        future: Future[None] = Future()
         with self._cond:
-            self._asked += 1
-            mine = self._asked
-            while self._done < mine:
-                if not self._running:
-                    self._running, covers = True, self._asked
-                    break
-                self._cond.wait()
-            else:
-                return
-        ok = False
-        try:
-            once()
-            ok = True
-        finally:
+            if self._stopping:
+                future.set_result(None)
+                return future
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="hq-pg-chain", daemon=True)
+                self._thread.start()
+            self._waiting.append(future)
+            self._cond.notify()
+        return future
+
+    def wait(self) -> None:
+        self.request().result()
+
+    def _loop(self) -> None:
+        while True:
             with self._cond:
-                self._running = False
-                if ok:
-                    self._done = max(self._done, covers)
-                self._cond.notify_all()
+                while not self._waiting and not self._stopping:
+                    self._cond.wait()
+                if not self._waiting:
+                    return
+                batch, self._waiting = self._waiting, []
+            try:
+                self._run_pass()
+            except Exception:  # committed all the same: the next pass (any process) chains it
+                logger.exception("chaining queued events failed")
+            for future in batch:
+                future.set_result(None)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=60)
 
 
 def _retryable(err: BaseException) -> bool:

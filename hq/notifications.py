@@ -48,6 +48,14 @@ def enqueue_for_booking(conn: sqlite3.Connection, booking: sqlite3.Row, branch: 
         service = conn.execute("SELECT names FROM services WHERE branch_id = ? AND id = ?",
                                (booking["branch_id"], booking["service_id"])).fetchone()
         service_names = service["names"] if service else "{}"
+    return sum(_insert(conn, *m, booking["id"], now)
+               for m in booking_messages(booking, branch, kind, idem_key, service_names=service_names))
+
+
+def booking_messages(booking: Any, branch: Any, kind: str, idem_key: str, *,
+                     service_names: str) -> list[tuple[str, str, str, str, str, str]]:
+    """(idem_key, kind, channel, recipient, subject, body) of ``kind`` for the booking's e-mail
+    and phone, in the booking's language."""
     names = json.loads(service_names)
     service_name = names.get(booking["language"]) or next(iter(names.values()), booking["service_id"])
     t = translator(booking["language"])
@@ -55,12 +63,12 @@ def enqueue_for_booking(conn: sqlite3.Connection, booking: sqlite3.Row, branch: 
     subject_t, body_t = TEXTS[kind]
     fields = {"code": booking["code"], "service": service_name, "branch": branch["name"], "when": when}
     subject, body = t(subject_t, **fields), t(body_t, **fields)
-    new = 0
+    out = []
     if booking["email"]:
-        new += _insert(conn, f"{idem_key}:email", kind, "email", booking["email"], subject, body, booking["id"], now)
+        out.append((f"{idem_key}:email", kind, "email", booking["email"], subject, body))
     if booking["phone"]:
-        new += _insert(conn, f"{idem_key}:sms", kind, "sms", booking["phone"], subject, body, booking["id"], now)
-    return new
+        out.append((f"{idem_key}:sms", kind, "sms", booking["phone"], subject, body))
+    return out
 
 
 def enqueue_turn_near(conn: sqlite3.Connection, branch: sqlite3.Row, ticket_id: str, label: str, phone: str,

@@ -52,32 +52,57 @@ def emit(conn: sqlite3.Connection, key: Ed25519PrivateKey, branch_id: str, type_
 
 def _append(conn: Any, key: Ed25519PrivateKey, branch_id: str, type_: str, payload: dict[str, Any],
             now_ms: int) -> dict[str, Any]:
+    envelope, values = _next(key, branch_id, _head(conn, branch_id), type_, payload, now_ms)
+    conn.execute(_INSERT, values)
+    return envelope
+
+
+_INSERT = "INSERT INTO outbox (branch_id, seq, hlc, type, envelope, hash, subject) VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+
+def _head(conn: Any, branch_id: str) -> tuple[int, str, int]:
+    """(seq, hash, hlc) of the branch's last HQ event, (0, "", 0) before the first."""
     last = conn.execute("SELECT seq, hash, hlc FROM outbox WHERE branch_id = ? ORDER BY seq DESC LIMIT 1",
                         (branch_id,)).fetchone()
-    seq, prev, last_hlc = (last[0] + 1, last[1], last[2]) if last else (1, "", 0)
+    return (last[0], last[1], last[2]) if last else (0, "", 0)
+
+
+def _next(key: Ed25519PrivateKey, branch_id: str, head: tuple[int, str, int], type_: str, payload: dict[str, Any],
+          now_ms: int) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """The signed event after ``head`` and the values of its outbox row."""
+    seq, prev, last_hlc = head
     event = sign_event(key, {
-        "origin": hq_origin(branch_id), "seq": seq, "hlc": next_hlc(last_hlc, now_ms), "type": type_,
+        "origin": hq_origin(branch_id), "seq": seq + 1, "hlc": next_hlc(last_hlc, now_ms), "type": type_,
         "schema": SCHEMA, "payload": payload, "branch": branch_id, "prev": prev,
     })
     envelope = event.to_dict()
     # The Event hashes its own canonical form: no second parse/validation of what we just built.
     ticket = payload.get("ticket") if type_.startswith("ticket.") else None  # HQ's ticket.moved
-    conn.execute("INSERT INTO outbox (branch_id, seq, hlc, type, envelope, hash, subject) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                 (branch_id, seq, envelope["hlc"], type_, orjson.dumps(envelope).decode(), event.hash,
-                  ticket if isinstance(ticket, str) else None))
-    return envelope
+    return envelope, (branch_id, seq + 1, envelope["hlc"], type_, orjson.dumps(envelope).decode(), event.hash,
+                      ticket if isinstance(ticket, str) else None)
 
 
-def sequence(conn: Any, key: Ed25519PrivateKey, limit: int = 2000) -> int:
+SEQUENCE_BATCH = 2000  # queued events chained per pass (a pass that chained this many runs again)
+
+
+def sequence(conn: Any, key: Ed25519PrivateKey, limit: int = SEQUENCE_BATCH) -> int:
     """Chain queued events (``emit(defer=True)``) into their branches' outboxes, oldest first."""
     return _chain(conn, key, conn.execute("SELECT id, branch_id, type, payload, now_ms FROM outbox_queue"
                                           " ORDER BY id LIMIT ?", (limit,)).fetchall())
 
 
 def _chain(conn: Any, key: Ed25519PrivateKey, rows: list[Any]) -> int:
+    """Append ``rows`` of the queue in order: one head read per branch, one batch of inserts
+    and one of deletes (psycopg sends an ``executemany`` as one pipeline), whatever their number."""
+    heads: dict[str, tuple[int, str, int]] = {}
+    values = []
     for r in rows:
-        _append(conn, key, r[1], r[2], json.loads(r[3]), r[4])
+        head = heads.get(r[1]) or _head(conn, r[1])
+        envelope, row = _next(key, r[1], head, r[2], orjson.loads(r[3]), r[4])
+        heads[r[1]] = (row[1], row[5], row[2])
+        values.append(row)
     if rows:
+        conn.executemany(_INSERT, values)
         conn.executemany("DELETE FROM outbox_queue WHERE id = ?", [(r[0],) for r in rows])
     return len(rows)
 
