@@ -3,8 +3,10 @@ read these rows only, never raw events or tickets.
 
 Each ticket contributes to one row of ``analytics_hours`` (branch, service, local day, local
 hour of issue in the branch's time zone), of its daily roll-up ``analytics_days`` (what pages
-without hours read: ten times fewer rows) and, once a counter called it, one row of
-``analytics_staff`` (branch, staff member, service, local day, hour). Its contribution is a
+without hours read: ten times fewer rows), of the organization's daily roll-up
+``analytics_org_days`` (an organization's days without a row per branch), of the running totals
+``analytics_running`` (below) and, once a counter called it, one row of ``analytics_staff``
+(branch, staff member, service, local day, hour). Its contribution is a
 function of HQ's ticket row (the branch fold's), kept in ``tickets.agg``; whenever the ticket
 is re-folded, the old contribution is subtracted and the new one added. So the aggregates are
 exactly the sum over the stored tickets, whatever order, duplicates or re-folds the events
@@ -15,6 +17,16 @@ their bucket, so they are within half a bucket of the exact order statistic (30 
 hour, 2.5 min to an hour, 5 min to two hours); the share within a target wait is exact when the
 target is a bucket edge (every whole minute to 30, every 5 to 60, every 10 to 120). All the SQL
 is portable (SQLite and PostgreSQL): upserts that add, dates computed here in Python.
+
+**Running totals** (``analytics_running``): for each branch, service, local hour and day D, the
+sum of ``analytics_hours`` over that branch, service and hour on D and every earlier day of D's
+weekday. So any period's figures per (branch, service, weekday, hour) are one row at the period's
+last day minus one at the day before it began, per weekday: the heat map and bottlenecks read at
+most twice the weekday-hours of the branches, whatever the period (:func:`running_pairs`). Each
+branch's days of one weekday run week by week without a gap from its first to its last day with
+tickets (``analytics_running_span``): a day reaching past the last copies the last row of every
+key forward, and a change on day D is added to D's row and every later week's. A missing row is
+a zero total. Rows are exact sums of the same contributions, so the same exactness holds.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -44,6 +56,8 @@ MEASURES = COUNTS + HIST
 HOUR_KEY = ("branch_id", "service", "day", "hour")
 DAY_KEY = ("branch_id", "service", "day")
 STAFF_KEY = ("branch_id", "staff", "service", "day", "hour")
+ORG_DAY_KEY = ("org_id", "service", "day")
+RUNNING_KEY = ("branch_id", "day", "service", "hour")
 COUNTER_TYPES = ("counter.opened", "counter.paused", "counter.closed")
 DAY_MS = 86_400_000
 
@@ -165,17 +179,21 @@ def _upsert_sql(table: str, key: tuple[str, ...], extra: tuple[str, ...] = ()) -
 HOUR_SQL = _upsert_sql("analytics_hours", HOUR_KEY, ("weekday",))
 DAY_SQL = _upsert_sql("analytics_days", DAY_KEY, ("weekday",))
 STAFF_SQL = _upsert_sql("analytics_staff", STAFF_KEY)
+ORG_DAY_SQL = _upsert_sql("analytics_org_days", ORG_DAY_KEY, ("weekday",))
+RUNNING_SQL = _upsert_sql("analytics_running", RUNNING_KEY, ("weekday",))
+WEEK = timedelta(days=7)
 
 
-def booking_missed(conn: sqlite3.Connection, branch: str, service: str, slot_start_s: int, sign: int) -> None:
+def booking_missed(conn: sqlite3.Connection, branch: str, service: str, slot_start_s: int, sign: int, *,
+                   running: bool = True) -> None:
     """A booking became a no-show (+1) or was checked in after all (-1): its slot's hour and day."""
-    row = conn.execute("SELECT timezone FROM branches WHERE id = ?", (branch,)).fetchone()
-    if row is None:
+    agg = Aggregator(conn, running=running)
+    tz = agg.zone(branch)
+    if tz is None:
         return
-    day, hour, weekday = local(slot_start_s * 1000, ZoneInfo(row[0]))
-    values = [sign if name == "booking_missed" else 0 for name in MEASURES]
-    conn.execute(HOUR_SQL, (branch, service, day, hour, weekday, *values))
-    conn.execute(DAY_SQL, (branch, service, day, weekday, *values))
+    day, hour, weekday = local(slot_start_s * 1000, tz)
+    _add(agg._deltas, branch, {"k": [service, day, hour, weekday], "s": None, "m": {"booking_missed": 1}}, sign)
+    agg.flush()
 
 
 def _add(deltas: dict[tuple[Any, ...], list[int]], branch: str, c: dict[str, Any], sign: int) -> None:
@@ -201,9 +219,11 @@ UNCHANGED = object()  # Aggregator.row: the ticket's contribution did not change
 class Aggregator:
     """Applies ticket contributions for one write transaction (caches time zones and staff)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, running: bool = True) -> None:
         self.conn = conn
+        self.running = running  # also the organizations' days and the running totals (migration 30 on)
         self._zones: dict[str, ZoneInfo | None] = {}
+        self._orgs: dict[str, str | None] = {}
         # Summed changes to the aggregate rows, written by flush(): a push of 500 events touches
         # a handful of (service, day, hour) rows, so it costs a handful of upserts, not 1,000.
         self._deltas: dict[tuple[Any, ...], list[int]] = {}
@@ -211,13 +231,38 @@ class Aggregator:
     def flush(self) -> None:
         """Write the pending deltas (in the caller's transaction); call before it commits."""
         rows: dict[str, list[tuple[Any, ...]]] = {"h": [], "d": [], "s": []}
+        org_days: dict[tuple[Any, ...], list[int]] = {}
+        running: dict[tuple[str, int], dict[tuple[str, int], dict[str, list[int]]]] = {}
         for key, values in self._deltas.items():
-            if any(values):
-                rows[key[0]].append((*key[1:], *values))
+            if not any(values):
+                continue
+            rows[key[0]].append((*key[1:], *values))
+            if key[0] == "d":
+                _, branch, service, day, weekday = key
+                org = self.org(branch)
+                if org is not None:
+                    acc = org_days.setdefault((org, service, day, weekday), [0] * len(MEASURES))
+                    for i, v in enumerate(values):
+                        acc[i] += v
+            elif key[0] == "h":
+                _, branch, service, day, hour, weekday = key
+                running.setdefault((branch, weekday), {}).setdefault((service, hour), {})[day] = values
         self._deltas.clear()
         for kind, sql in (("h", HOUR_SQL), ("d", DAY_SQL), ("s", STAFF_SQL)):
             if rows[kind]:
                 self.conn.executemany(sql, rows[kind])
+        if not self.running:
+            return
+        if org_days:
+            self.conn.executemany(ORG_DAY_SQL, [(*k, *v) for k, v in org_days.items() if any(v)])
+        for (branch, weekday), keys in running.items():
+            add_running(self.conn, branch, weekday, keys)
+
+    def org(self, branch: str) -> str | None:
+        if branch not in self._orgs:
+            row = self.conn.execute("SELECT org_id FROM branches WHERE id = ?", (branch,)).fetchone()
+            self._orgs[branch] = row[0] if row else None
+        return self._orgs[branch]
 
     def zone(self, branch: str) -> ZoneInfo | None:
         if branch not in self._zones:
@@ -279,8 +324,9 @@ class Aggregator:
         return out
 
 
-def rebuild(conn: sqlite3.Connection, branches: Iterable[str] | None = None) -> int:
-    """Recompute every ticket's contribution from scratch (migration, repair): returns tickets."""
+def rebuild(conn: sqlite3.Connection, branches: Iterable[str] | None = None, *, running: bool = True) -> int:
+    """Recompute every ticket's contribution from scratch (migration, repair): returns tickets.
+    ``running`` false: not the tables of migration 30 (migration 24 runs before they exist)."""
     where, args = "", []
     if branches is not None:
         ids = list(branches)
@@ -290,15 +336,153 @@ def rebuild(conn: sqlite3.Connection, branches: Iterable[str] | None = None) -> 
     conn.execute(f"DELETE FROM analytics_days{where}", args)
     conn.execute(f"DELETE FROM analytics_staff{where}", args)
     conn.execute(f"UPDATE tickets SET agg = NULL{where}", args)
-    agg = Aggregator(conn)
+    orgs = []
+    if running:
+        conn.execute(f"DELETE FROM analytics_running{where}", args)
+        conn.execute(f"DELETE FROM analytics_running_span{where}", args)
+        orgs = [r[0] for r in conn.execute(f"SELECT DISTINCT org_id FROM branches{where.replace('branch_id', 'id')}", args)]
+    if orgs:  # the organizations' daily roll-ups: from scratch, the other branches' days added back
+        marks = ", ".join("?" * len(orgs))
+        conn.execute(f"DELETE FROM analytics_org_days WHERE org_id IN ({marks})", orgs)
+        others = [r[0] for r in conn.execute(f"SELECT id FROM branches WHERE org_id IN ({marks})", orgs)
+                  if r[0] not in set(args)]
+        if others:
+            backfill_org_days(conn, others)
+    agg = Aggregator(conn, running=running)
     rows = conn.execute(f"SELECT branch_id, id FROM tickets{where}", args).fetchall()
     for branch, ticket in rows:
         agg.ticket(branch, ticket)
     agg.flush()
     for branch, service, start in conn.execute(f"SELECT branch_id, service_id, slot_start FROM bookings{where}"
                                                f"{' AND' if where else ' WHERE'} status = 'no_show'", args).fetchall():
-        booking_missed(conn, branch, service, start, 1)
+        booking_missed(conn, branch, service, start, 1, running=running)
     return len(rows)
+
+
+def backfill_org_days(conn: sqlite3.Connection, branches: list[str] | None = None) -> None:
+    """Add the branches' ``analytics_days`` rows to their organizations' daily roll-up."""
+    where, args = "", []
+    if branches is not None:
+        where, args = f" WHERE d.branch_id IN ({', '.join('?' * len(branches))})", branches
+    sums = ", ".join(f"SUM(d.{m})" for m in MEASURES)
+    for row in conn.execute(f"SELECT b.org_id, d.service, d.day, d.weekday, {sums} FROM analytics_days d"
+                            f" JOIN branches b ON b.id = d.branch_id{where}"
+                            f" GROUP BY b.org_id, d.service, d.day, d.weekday", args).fetchall():
+        conn.execute(ORG_DAY_SQL, tuple(row[:4]) + tuple(int(v or 0) for v in row[4:]))
+
+
+def add_running(conn: sqlite3.Connection, branch: str, weekday: int,
+                keys: dict[tuple[str, int], dict[str, list[int]]]) -> None:
+    """Add hour-row deltas of one branch and weekday ({(service, hour): {day: values}}) to the
+    running totals: carry every key forward to a new last day, then add each delta to its day's
+    row and every later week's up to the last day."""
+    days = sorted({d for per in keys.values() for d in per})
+    span = conn.execute("SELECT first_day, last_day FROM analytics_running_span WHERE branch_id = ? AND weekday = ?",
+                        (branch, weekday)).fetchone()
+    cols = ", ".join(MEASURES)
+    if span is None:
+        first, last = days[0], days[-1]
+        conn.execute("INSERT INTO analytics_running_span (branch_id, weekday, first_day, last_day) VALUES (?, ?, ?, ?)",
+                     (branch, weekday, first, last))
+    else:
+        first, last = span[0], span[1]
+        if days[-1] > last:
+            d = date.fromisoformat(last) + WEEK
+            while d.isoformat() <= days[-1]:
+                conn.execute(f"INSERT INTO analytics_running (branch_id, day, service, hour, weekday, {cols})"
+                             f" SELECT branch_id, ?, service, hour, weekday, {cols} FROM analytics_running"
+                             f" WHERE branch_id = ? AND day = ?", (d.isoformat(), branch, last))
+                d += WEEK
+            last = days[-1]
+        first = min(first, days[0])
+        if (first, last) != (span[0], span[1]):
+            conn.execute("UPDATE analytics_running_span SET first_day = ?, last_day = ? WHERE branch_id = ? AND weekday = ?",
+                         (first, last, branch, weekday))
+    out = []
+    n = len(MEASURES)
+    for (service, hour), per in keys.items():
+        acc = [0] * n
+        d = date.fromisoformat(min(per))
+        while (day := d.isoformat()) <= last:
+            v = per.get(day)
+            if v is not None:
+                acc = [a + b for a, b in zip(acc, v)]
+            if any(acc):
+                out.append((branch, day, service, hour, weekday, *acc))
+            d += WEEK
+    if out:
+        conn.executemany(RUNNING_SQL, out)
+
+
+def build_running(conn: sqlite3.Connection, branches: list[str] | None = None) -> int:
+    """The running totals from ``analytics_hours`` (migration, rebuild): one pass per branch and
+    weekday in day order, every key carried week by week to the branch's last day of that weekday."""
+    where, args = "", []
+    if branches is not None:
+        where, args = f" WHERE branch_id IN ({', '.join('?' * len(branches))})", branches
+    cols = ", ".join(MEASURES)
+    n = len(MEASURES)
+    written = 0
+    todo = conn.execute(f"SELECT branch_id, weekday, MIN(day), MAX(day) FROM analytics_hours{where}"
+                        f" GROUP BY branch_id, weekday", args).fetchall()
+    for branch, weekday, first, last in todo:
+        conn.execute("INSERT INTO analytics_running_span (branch_id, weekday, first_day, last_day) VALUES (?, ?, ?, ?)",
+                     (branch, weekday, first, last))
+        acc: dict[tuple[str, int], list[int]] = {}
+        rows = conn.execute(f"SELECT day, service, hour, {cols} FROM analytics_hours WHERE branch_id = ? AND weekday = ?"
+                            f" ORDER BY day", (branch, weekday)).fetchall()
+        i = 0
+        d = date.fromisoformat(first)
+        out = []
+        while (day := d.isoformat()) <= last:
+            while i < len(rows) and rows[i][0] <= day:
+                key = (rows[i][1], rows[i][2])
+                prev = acc.get(key)
+                values = [int(v or 0) for v in rows[i][3:]]
+                acc[key] = values if prev is None else [a + b for a, b in zip(prev, values)]
+                i += 1
+            out.extend((branch, day, s, h, weekday, *v) for (s, h), v in acc.items() if any(v))
+            d += WEEK
+        if out:
+            conn.executemany(f"INSERT INTO analytics_running (branch_id, day, service, hour, weekday, {cols})"
+                             f" VALUES ({', '.join('?' * (5 + n))})", out)
+        written += len(out)
+    return written
+
+
+def as_of(span: tuple[str, str] | None, day: date, weekday: int) -> str | None:
+    """The running-total row that holds a branch's weekday up to ``day``: the last day of that
+    weekday on or before it, clipped to the span (None: nothing before)."""
+    if span is None:
+        return None
+    d = (day - timedelta(days=(day.weekday() - weekday) % 7)).isoformat()
+    if d < span[0]:
+        return None
+    return min(d, span[1])
+
+
+def running_pairs(conn: sqlite3.Connection, branches: Sequence[str], day_from: date,
+                  day_to: date) -> tuple[list[str], list[str]]:
+    """For a period, the (branch, day) rows of ``analytics_running`` to add and to subtract, as
+    "branch day" strings: per branch and weekday, the row at the period's end minus the row
+    before its start. At most 7 of each per branch, whatever the period."""
+    if not branches:
+        return [], []
+    spans = {(r[0], r[1]): (r[2], r[3]) for r in conn.execute(
+        f"SELECT branch_id, weekday, first_day, last_day FROM analytics_running_span"
+        f" WHERE branch_id IN ({', '.join('?' * len(branches))})", list(branches))}
+    plus, minus = [], []
+    before = day_from - timedelta(days=1)
+    for b in branches:
+        for w in range(7):
+            span = spans.get((b, w))
+            hi, lo = as_of(span, day_to, w), as_of(span, before, w)
+            if hi is None or hi == lo:
+                continue
+            plus.append(f"{b} {hi}")
+            if lo is not None:
+                minus.append(f"{b} {lo}")
+    return plus, minus
 
 
 def yesterday(now_s: float, tz: ZoneInfo) -> str:

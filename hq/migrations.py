@@ -441,7 +441,7 @@ def _m24(conn: Any) -> None:
     CREATE INDEX analytics_days_day ON analytics_days(branch_id, day);
     """)
     from hq.aggregates import rebuild
-    rebuild(conn)  # every ticket's contribution, to every table (hours, days, staff)
+    rebuild(conn, running=False)  # every ticket's contribution, to every table (hours, days, staff)
 
 
 @migration(25, "tickets_waiting")
@@ -511,6 +511,29 @@ def _m30(conn: Any) -> None:
     ALTER TABLE catalogue_offers ADD COLUMN target_wait_minutes INTEGER;
     ALTER TABLE services ADD COLUMN target_wait_minutes INTEGER;
     """)
+
+
+@migration(31, "analytics_running")
+def _m31(conn: Any) -> None:
+    """Analytics that read a bounded number of rows whatever the period (hq/aggregates.py): an
+    organization's daily roll-up (the dashboard of all its branches), and running totals per
+    branch, service, weekday and hour (heat map, bottlenecks: the period's end minus its start).
+    Back-filled from analytics_days and analytics_hours."""
+    from hq.aggregates import MEASURES, backfill_org_days, build_running
+    measures = ", ".join(f"{m} INTEGER NOT NULL DEFAULT 0" for m in MEASURES)
+    conn.executescript(f"""
+    CREATE TABLE analytics_org_days (
+        org_id TEXT NOT NULL, service TEXT NOT NULL, day TEXT NOT NULL, weekday INTEGER NOT NULL,
+        {measures}, PRIMARY KEY (org_id, day, service)) WITHOUT ROWID;
+    CREATE TABLE analytics_running (
+        branch_id TEXT NOT NULL, day TEXT NOT NULL, service TEXT NOT NULL, hour INTEGER NOT NULL,
+        weekday INTEGER NOT NULL, {measures}, PRIMARY KEY (branch_id, day, service, hour)) WITHOUT ROWID;
+    CREATE TABLE analytics_running_span (
+        branch_id TEXT NOT NULL, weekday INTEGER NOT NULL, first_day TEXT NOT NULL, last_day TEXT NOT NULL,
+        PRIMARY KEY (branch_id, weekday));
+    """)
+    backfill_org_days(conn)
+    build_running(conn)
 
 
 _PG_DDL = (

@@ -1,7 +1,9 @@
 """The console's analytics pages (issue 10; docs/console.md): an overview grouped by branch,
 service, staff member, day or hour; a weekday x hour heat map; offices side by side;
 bottlenecks; yesterday's wait-estimate error. Every page reads the aggregates kept as events
-arrive (hq/aggregates.py), never tickets or events, and every table downloads as CSV.
+arrive (hq/aggregates.py), never tickets or events, and every table downloads as CSV. A page
+reads a bounded number of rows whatever the period: an organization's days from its own daily
+roll-up, weekday-hours from the running totals (the period's end minus its start).
 
 Managers see their branch, org admins their organization, super admins any organization;
 staff get the 403 page. Days and hours are the branch's local ones.
@@ -37,6 +39,7 @@ GROUPS = {"branch": N_("Branch"), "service": N_("Service"), "staff": N_("Staff m
 SHARES = ("50", "70", "80", "90", "95")
 MIN_WAITS = 5  # a bottleneck needs at least this many waits in its weekday-hour
 SHOWN = 100  # bottlenecks listed on the page, worst first (the CSV has them all)
+LONG_DAYS = 120  # periods from this long read per-branch figures from the running totals
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Scope:
     orgs: list[tuple[str, str]] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     services: list[tuple[str, str]] = field(default_factory=list)
+    whole_org: bool = False  # every branch of the organization: its own daily roll-up may answer
 
     def query(self, **over: str) -> str:
         values = {"org": self.org_id, "branch": self.branch, "service": self.service, "from": self.day_from,
@@ -92,7 +96,8 @@ def load_scope(c: sqlite3.Connection, p: Principal, q: Any, today: date) -> Scop
     if p.role == "branch_manager":
         sql, args = sql + " AND id = ?", [org_id, p.branch_id or ""]
     branches = {r[0]: {"name": r[1], "timezone": r[2]} for r in c.execute(sql + " ORDER BY name", args)}
-    scope = Scope(org_id, row[0] if row else org_id, branches, list(branches), orgs=orgs)
+    scope = Scope(org_id, row[0] if row else org_id, branches, list(branches), orgs=orgs,
+                  whole_org=p.role != "branch_manager")
     branch = str(q.get("branch", ""))[:80]
     if branch:
         if branch not in branches:
@@ -100,7 +105,7 @@ def load_scope(c: sqlite3.Connection, p: Principal, q: Any, today: date) -> Scop
             if exists is None and p.role == "super_admin":
                 raise PageError(404, N_("This page does not exist."))
             raise PageError(403, N_("This branch belongs to another organization, or your role may not see it."))
-        scope.branch, scope.chosen = branch, [branch]
+        scope.branch, scope.chosen, scope.whole_org = branch, [branch], False
     names: dict[str, str] = {}
     for r in c.execute(f"SELECT id, names FROM services WHERE branch_id IN ({', '.join('?' * len(scope.chosen))})",
                        scope.chosen) if scope.chosen else []:
@@ -137,15 +142,17 @@ def sums(c: sqlite3.Connection, scope: Scope, group: tuple[str, ...], *, table: 
         return []
     exprs = [f"SUM({m})" for m in measures]
     args: list[Any] = []
-    inside_sql, inside_args = targets.inside_sql() if targets is not None else ("", [])
+    org = table == "analytics_org_days"
+    inside_sql, inside_args = ("", [])
     if targets is not None:
+        inside_sql, inside_args = service_inside_sql(targets, scope.chosen) if org else targets.inside_sql()
         exprs.append(f"SUM({inside_sql})")
         args += inside_args
-    marks = ", ".join("?" * len(scope.chosen))
     d_from, d_to = days or (scope.day_from, scope.day_to)
+    where = "org_id = ?" if org else f"branch_id IN ({', '.join('?' * len(scope.chosen))})"
     sql = (f"SELECT {''.join(g + ', ' for g in group)}{', '.join(exprs)} FROM {table}"
-           f" WHERE branch_id IN ({marks}) AND day >= ? AND day <= ?")
-    args += [*scope.chosen, d_from, d_to]
+           f" WHERE {where} AND day >= ? AND day <= ?")
+    args += [*([scope.org_id] if org else scope.chosen), d_from, d_to]
     if scope.service:
         sql += " AND service = ?"
         args.append(scope.service)
@@ -170,6 +177,96 @@ def sums(c: sqlite3.Connection, scope: Scope, group: tuple[str, ...], *, table: 
             out.append(d)
     return out
 
+
+
+def service_inside_sql(targets: Targets, branches: list[str]) -> tuple[str, list[Any]]:
+    """Like ``targets.inside_sql()`` for rows without a branch (an organization's days): each
+    service's target, which must be the same in every branch (see :func:`org_days_fit`)."""
+    per: dict[int, list[str]] = {}
+    for service in sorted({s for _, s in targets.in_scope} | {s for _, s in targets.own}):
+        t = targets.of(branches[0], service) if branches else targets.default_s
+        if t != targets.default_s:
+            per.setdefault(t, []).append(service)
+    if not per:
+        return tg.within_sql(targets.default_s), []
+    parts, args = [], []
+    for t, services in sorted(per.items()):
+        parts.append(f"WHEN service IN ({', '.join('?' * len(services))}) THEN {tg.within_sql(t)}")
+        args += services
+    return f"CASE {' '.join(parts)} ELSE {tg.within_sql(targets.default_s)} END", args
+
+
+def org_days_fit(scope: Scope, targets: Targets) -> bool:
+    """Whether the organization's daily roll-up answers for the scope: every branch shown, and
+    each service's target the same in every branch (the roll-up has no branch to tell them apart)."""
+    if not scope.whole_org or not scope.chosen:
+        return False
+    services = {scope.service} if scope.service else {s for _, s in targets.in_scope} | {s for _, s in targets.own}
+    return all(len({targets.of(b, s) if (b, s) in targets.in_scope or (b, s) in targets.own else None
+                    for b in scope.chosen}) == 1 for s in services)
+
+
+def _marks(values: list[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def running_sums(c: sqlite3.Connection, scope: Scope, group: tuple[str, ...], *,
+                 measures: tuple[str, ...] = ag.MEASURES, targets: Targets | None = None,
+                 having: tuple[str, list[Any]] | None = None) -> list[dict[str, Any]]:
+    """What :func:`sums` gives over ``analytics_hours`` for the scope's period, from the running
+    totals: per branch and weekday the row at the period's end minus the row before its start
+    (hq/aggregates.py), so at most twice the weekday-hours of the branches are read, whatever the
+    period. ``group`` is among branch_id, service, weekday, hour; ``having`` may use ``{inside}``."""
+    if not scope.chosen:
+        return []
+    plus, minus = ag.running_pairs(c, scope.chosen, date.fromisoformat(scope.day_from), date.fromisoformat(scope.day_to))
+    if not plus:
+        return []
+    sums_ = [f"SUM({m})" for m in measures]
+    inside_sql, inside_args = targets.inside_sql() if targets is not None else ("", [])
+    if targets is not None:
+        sums_.append(f"SUM({inside_sql})")
+    names = [*measures, *(("inside_n",) if targets is not None else ())]
+    keys = "".join(g + ", " for g in group)
+    by = f" GROUP BY {', '.join(group)}" if group else ""
+    # per side, a branch's weekday is one row per (service, hour): grouped by all of them, a side
+    # needs no grouping of its own
+    if {"branch_id", "service", "weekday", "hour"} <= set(group):
+        sums_, by = [e[4:-1] for e in sums_], ""
+    pair = "branch_id || ' ' || day"
+    parts: list[str] = []
+    args: list[Any] = []
+    # each side summed on its own, then the sides: so each row's columns are read once and only
+    # the groups' sums (a few computed columns) cross the subquery
+    for sign, chosen in (("", plus), ("-", minus)):
+        if not chosen:
+            continue
+        days = sorted({x.split(" ", 1)[1] for x in chosen})
+        branches = sorted({x.split(" ", 1)[0] for x in chosen})
+        part = (f"SELECT {keys}{', '.join(f'{sign}({e}) AS {n}' for e, n in zip(sums_, names))} FROM analytics_running"
+                f" WHERE branch_id IN ({_marks(branches)}) AND day IN ({_marks(days)}) AND {pair} IN ({_marks(chosen)})")
+        args += [*inside_args, *branches, *days, *chosen]
+        if scope.service:
+            part += " AND service = ?"
+            args.append(scope.service)
+        parts.append(part + by)
+    sql = f"SELECT {keys}{', '.join(f'SUM({n})' for n in names)} FROM ({' UNION ALL '.join(parts)}) AS r"
+    if group:
+        sql += f" GROUP BY {', '.join(group)}"
+    if having:
+        sql += f" HAVING {having[0].replace('{inside}', 'SUM(inside_n)')}"
+        args += having[1]
+    out = []
+    n = len(group)
+    for r in c.execute(sql, args):
+        row = list(r)
+        d = dict(zip(group, row[:n]))
+        d["m"] = dict(zip(measures, (int(v or 0) for v in row[n:n + len(measures)])))
+        if targets is not None:
+            d["inside"] = float(row[-1] or 0)
+        if d["m"].get("tickets") or d["m"].get("wait_n"):
+            out.append(d)
+    return out
 
 def figures(m: dict[str, int], inside: float | None = None) -> dict[str, Any]:
     """The page's figures from one row of summed measures and its waits within their services'
@@ -275,9 +372,15 @@ async def overview(request: web.Request, p: Principal) -> web.StreamResponse:
     def load(c: sqlite3.Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple[str, str], str],
                                              Targets]:
         targets = tg.load(c, scope.chosen, target, scope.service)
-        total = sums(c, scope, (), targets=targets)
-        rows = sums(c, scope, group, table={"staff": "analytics_staff", "hour": "analytics_hours"}.get(by, "analytics_days"),
-                    targets=targets)
+        # the organization's daily roll-up when it can answer (a few rows per day, not one per
+        # branch); hours and, over long periods, branches from the running totals
+        days = "analytics_org_days" if org_days_fit(scope, targets) else "analytics_days"
+        total = sums(c, scope, (), table=days, targets=targets)
+        if by == "hour" or (by == "branch" and _long(scope)):
+            rows = running_sums(c, scope, group, targets=targets)
+        else:
+            rows = sums(c, scope, group, table={"staff": "analytics_staff", "branch": "analytics_days"}.get(by, days),
+                        targets=targets)
         staff = {}
         if by == "staff":
             staff = {(r[0], r[1]): r[2] for r in c.execute(
@@ -327,6 +430,12 @@ def _p90_desc(t: Translator, single: int | None) -> str:
              " line is drawn; the same numbers are in the table below.")
 
 
+def _long(scope: Scope) -> bool:
+    """Whether the period is long enough that the running totals read fewer rows than the
+    daily roll-up (at most 2 x 7 x hours of a branch and service, against one per day)."""
+    return (date.fromisoformat(scope.day_to) - date.fromisoformat(scope.day_from)).days >= LONG_DAYS
+
+
 # -- heat map ---------------------------------------------------------------------------------------
 def weekday_count(d_from: date, d_to: date) -> list[int]:
     """How many of each weekday (Monday first) the days d_from..d_to hold."""
@@ -343,9 +452,9 @@ async def heatmap(request: web.Request, p: Principal) -> web.StreamResponse:
     t = _tr(request)
     if scope.errors:
         return _render(request, "console/analytics_heatmap.html", scope, "heatmap", grid=None)
-    rows = await hq_of(request).db.read(lambda c: sums(c, scope, ("weekday", "hour"), table="analytics_hours",
-                                                       measures=("tickets", "wait_n", "wait_ms"),
-                                                       targets=tg.load(c, scope.chosen, target, scope.service)))
+    rows = await hq_of(request).db.read(lambda c: running_sums(c, scope, ("weekday", "hour"),
+                                                               measures=("tickets", "wait_n", "wait_ms"),
+                                                               targets=tg.load(c, scope.chosen, target, scope.service)))
     per_weekday = weekday_count(date.fromisoformat(scope.day_from), date.fromisoformat(scope.day_to))
     hours = sorted({r["hour"] for r in rows})
     grid: dict[tuple[int, int], dict[str, Any]] = {}
@@ -389,6 +498,8 @@ async def offices(request: web.Request, p: Principal) -> web.StreamResponse:
     scope.branch, scope.chosen = "", list(scope.branches)  # every office of the organization the visitor sees
     def load(c: sqlite3.Connection) -> tuple[list[dict[str, Any]], Targets]:
         targets = tg.load(c, scope.chosen, target, scope.service)
+        if _long(scope):
+            return running_sums(c, scope, ("branch_id",), targets=targets), targets
         return sums(c, scope, ("branch_id",), targets=targets), targets
     rows, targets = await hq_of(request).db.read(load)
     single = targets.single()
@@ -422,8 +533,8 @@ async def bottlenecks(request: web.Request, p: Principal) -> web.StreamResponse:
 
     def load(c: sqlite3.Connection) -> tuple[list[dict[str, Any]], Targets]:
         targets = tg.load(c, scope.chosen, target, scope.service)
-        return sums(c, scope, ("branch_id", "service", "weekday", "hour"), table="analytics_hours", targets=targets,
-                    having=having, measures=("tickets", "wait_n", "wait_ms", "abandoned")), targets
+        return running_sums(c, scope, ("branch_id", "service", "weekday", "hour"), targets=targets, having=having,
+                            measures=("tickets", "wait_n", "wait_ms", "abandoned")), targets
     rows, targets = await hq_of(request).db.read(load)
     found = []
     for r in rows:

@@ -1,10 +1,12 @@
 """The console's analytics equal an independent computation from the raw tickets.
 
-A generated dataset of two offices (Europe/Madrid and Africa/Kigali) over four days that cross
+A generated dataset of two offices (Europe/Madrid and Africa/Kigali) over eleven days that cross
 midnight and the end of summer time in Madrid (Sunday 2030-10-27, 03:00 -> 02:00) is signed by
 branch devices and fed through HQ's real ingest, out of order and twice; the test computes
 every figure again from its own list of tickets in plain Python and compares it with the
-pages' CSV exports. Role and tenant checks, and bad filters answered with a 400 form."""
+pages' CSV exports, over periods that start and end inside the data (the running totals'
+end-minus-start) and over the whole of it. Role and tenant checks, and bad filters answered
+with a 400 form."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from test_console import console  # noqa: F401  (the logged-in browsers fixture)
 
 TARGET_S = 900
 ZONES = {"acme-main": "Europe/Madrid", "acme-east": "Africa/Kigali"}
-START = datetime(2030, 10, 25, 4, 0, tzinfo=timezone.utc).timestamp()
+START = datetime(2030, 10, 18, 4, 0, tzinfo=timezone.utc).timestamp()
 END = datetime(2030, 10, 28, 18, 0, tzinfo=timezone.utc).timestamp()
 NOW = datetime(2030, 10, 28, 20, 0, tzinfo=timezone.utc).timestamp()
 
@@ -77,7 +79,9 @@ def generate(rng: random.Random) -> list[dict]:
              "n": n, "service": service, "issued": int(t), "booking": f"BK{len(tickets):05d}" if rng.random() < 0.3 else None,
              "fate": fate, "est": est, "counter": rng.choice(["c1", "c2"])}
         if fate in ("served", "no_show"):
-            x["called"] = x["issued"] + int(wait)
+            # at least a second: a call in the issue's own instant, from another device, does not
+            # fold as after the issue
+            x["called"] = x["issued"] + max(int(wait), 1)
         if fate == "served":
             x["started"] = x["called"] + 20
             x["completed"] = x["started"] + rng.randint(60, 1500)
@@ -213,16 +217,39 @@ async def load(console, session, ingest=ingest_branch_events):
     with db(console) as c:
         after = [tuple(r) for r in c.execute("SELECT * FROM analytics_hours ORDER BY branch_id, service, day, hour")]
     assert after == before
-    # rebuilding every contribution from the ticket rows (what a migration does) changes nothing
-    from hq.aggregates import rebuild
-    tables = ("analytics_hours", "analytics_days", "analytics_staff")
+    # rebuilding every contribution from the ticket rows (what a migration does) changes nothing,
+    # and the running totals built in one pass from the hour rows (migration 30's back-fill)
+    # equal those kept push by push
+    from hq.aggregates import backfill_org_days, build_running, rebuild
+    tables = ("analytics_hours", "analytics_days", "analytics_staff", "analytics_org_days", "analytics_running")
+    key_len = {"analytics_staff": 5, "analytics_running": 5}
+
+    def nonzero(t, rows):
+        return sorted(r for r in rows if any(r[key_len.get(t, 4) + (0 if t == "analytics_staff" else 1):]))
     with db(console) as c:
-        kept = {t: sorted(tuple(r) for r in c.execute(f"SELECT * FROM {t}")) for t in tables}
+        kept = {t: nonzero(t, [tuple(r) for r in c.execute(f"SELECT * FROM {t}")]) for t in tables}
+        spans = sorted(tuple(r) for r in c.execute("SELECT * FROM analytics_running_span"))
+        assert kept["analytics_running"] and kept["analytics_org_days"]
         rebuild(c)
         c.commit()
-        again = {t: sorted(tuple(r) for r in c.execute(f"SELECT * FROM {t}") if any(r[5:])) for t in tables}
-    assert {t: [r for r in rows if any(r[5:])] for t, rows in kept.items()} == again
+        again = {t: nonzero(t, [tuple(r) for r in c.execute(f"SELECT * FROM {t}")]) for t in tables}
+        assert sorted(tuple(r) for r in c.execute("SELECT * FROM analytics_running_span")) == spans
+        for t in ("analytics_running", "analytics_running_span", "analytics_org_days"):
+            c.execute(f"DELETE FROM {t}")
+        build_running(c)
+        backfill_org_days(c)
+        c.commit()
+        filled = {t: nonzero(t, [tuple(r) for r in c.execute(f"SELECT * FROM {t}")]) for t in tables}
+        assert sorted(tuple(r) for r in c.execute("SELECT * FROM analytics_running_span")) == spans
+    assert kept == again == filled
     return tickets
+
+
+PERIOD = ("2030-10-25", "2030-10-28")  # the pages' period in most checks: four days inside the data
+
+
+def in_period(x: dict, lo: str = PERIOD[0], hi: str = PERIOD[1]) -> bool:
+    return lo <= local(x).date().isoformat() <= hi
 
 
 def compare(rows: list[dict], want: dict, key) -> None:
@@ -234,7 +261,7 @@ def compare(rows: list[dict], want: dict, key) -> None:
 
 
 async def test_overview_per_day_hour_service_branch_and_staff_equal_the_raw_tickets(console, dataset):
-    tickets = dataset
+    tickets = [x for x in dataset if in_period(x)]
     admin = await console.login("admin@acme.test")
     q = "from=2030-10-25&to=2030-10-28"
     # the DST day in Madrid has 25 hours: its 02:00 happened twice, and both are in 02:00
@@ -260,10 +287,25 @@ async def test_overview_per_day_hour_service_branch_and_staff_equal_the_raw_tick
                                       lambda x: local(x).hour), lambda r: int(r["hour"]))
     status, html, _ = await admin.get(f"/console/analytics?{q}&by=day")
     assert status == 200 and "<svg" in html and "<title id=" in html and 'id="analytics-table"' in html
+    # hours of a period across two weeks of data (the running totals at its end minus before its
+    # start), of one branch and of the whole organization
+    mid = [x for x in dataset if in_period(x, "2030-10-20", "2030-10-26")]
+    _, body, _ = await admin.get("/console/analytics?from=2030-10-20&to=2030-10-26&by=hour&format=csv")
+    compare(parse_csv(body), expected(mid, lambda x: local(x).hour), lambda r: int(r["hour"]))
+    _, body, _ = await admin.get("/console/analytics?from=2030-10-20&to=2030-10-26&by=hour&branch=acme-east&format=csv")
+    compare(parse_csv(body), expected([x for x in mid if x["branch"] == "acme-east"], lambda x: local(x).hour),
+            lambda r: int(r["hour"]))
+    # a long period (per office from the running totals) and the organization's days over it
+    long = "from=2030-06-01&to=2030-12-31"
+    _, body, _ = await admin.get(f"/console/analytics?{long}&by=branch&format=csv")
+    compare(parse_csv(body), expected(dataset, lambda x: x["branch"]), lambda r: r["branch_id"])
+    _, body, _ = await admin.get(f"/console/analytics?{long}&by=day&service=general&format=csv")
+    compare(parse_csv(body), expected([x for x in dataset if x["service"] == "general"],
+                                      lambda x: local(x).date().isoformat()), lambda r: r["day"])
 
 
 async def test_heatmap_offices_bottlenecks_and_estimate_error_equal_the_raw_tickets(console, dataset):
-    tickets = dataset
+    tickets = [x for x in dataset if in_period(x)]
     manager = await console.login("manager@acme.test")  # acme-main only
     q = "from=2030-10-25&to=2030-10-28"
     main = [x for x in tickets if x["branch"] == "acme-main"]
@@ -289,6 +331,24 @@ async def test_heatmap_offices_bottlenecks_and_estimate_error_equal_the_raw_tick
     assert want_b, "the dataset should have bottlenecks"
     got_b = {(r["branch_id"], r["service"], int(r["weekday"]), int(r["hour"])) for r in parse_csv(body)}
     assert got_b == want_b
+    # over a period across weeks and over all the data: heat map cells and bottlenecks with figures
+    for lo, hi in (("2030-10-20", "2030-10-26"), ("2030-10-01", "2030-11-30")):
+        xs = [x for x in dataset if in_period(x, lo, hi)]
+        cells = expected(xs, lambda x: (x["branch"], x["service"], local(x).weekday(), local(x).hour))
+        want_b = {k: f for k, f in cells.items() if f["waits"] >= 5 and f["within_target"] < 0.8}
+        assert want_b, (lo, hi)
+        _, body, _ = await admin.get(f"/console/analytics/bottlenecks?from={lo}&to={hi}&share=80&format=csv")
+        got = {(r["branch_id"], r["service"], int(r["weekday"]), int(r["hour"])):
+               (int(r["waits"]), number(r["within_target"]), number(r["wait_mean_s"]), number(r["abandonment"]))
+               for r in parse_csv(body)}
+        assert got == {k: (f["waits"], f["within_target"], f["wait_mean"], f["abandonment"]) for k, f in want_b.items()}
+        want_h = expected(xs, lambda x: (local(x).weekday(), local(x).hour))
+        _, body, _ = await admin.get(f"/console/analytics/heatmap?from={lo}&to={hi}&format=csv")
+        got_h = {(int(r["weekday"]), int(r["hour"])): (int(r["tickets"]), number(r["wait_mean_s"]),
+                                                      number(r["within_target"])) for r in parse_csv(body)}
+        assert got_h == {k: (f["tickets"], f["wait_mean"], f["within_target"]) for k, f in want_h.items()}
+        _, body, _ = await admin.get(f"/console/analytics/offices?from={lo}&to={hi}&format=csv")
+        compare(parse_csv(body), expected(xs, lambda x: x["branch"]), lambda r: r["branch_id"])
     # yesterday (the 27th in both zones at 20:00 UTC on the 28th): MAE and share inside the range
     _, body, _ = await admin.get("/console/analytics/estimates?format=csv")
     want_e = {}
@@ -311,7 +371,7 @@ async def test_heatmap_offices_bottlenecks_and_estimate_error_equal_the_raw_tick
 async def test_each_service_measured_against_its_own_target_set_after_the_fact(console, dataset, session):
     """Targets set after the tickets were counted apply to every past day (the share is computed
     when a page is read, from the wait histograms), each service against its own."""
-    tickets = dataset
+    tickets = [x for x in dataset if in_period(x)]
     token = (await api(session, "POST", f"{console.url}{V}/auth/tokens", 201,
                        json={"email": "root@hq.test", "password": PASSWORD}))["token"]  # the clock moved on
     sup = {"Authorization": f"Bearer {token}"}
@@ -344,6 +404,23 @@ async def test_each_service_measured_against_its_own_target_set_after_the_fact(c
         {k for k, f in cells.items() if f["waits"] >= 5 and f["within_target"] < 0.8}
     assert {(r["branch_id"], r["service"], int(r["target_wait_s"])) for r in rows} <= \
         {(b, s, own.get((b, s), 15) * 60) for b in ZONES for s in ("general", "permits")}
+    # over a period across weeks (the running totals), each (branch, service) against its target
+    mid = [x for x in dataset if in_period(x, "2030-10-20", "2030-10-26")]
+    _, body, _ = await admin.get("/console/analytics/bottlenecks?from=2030-10-20&to=2030-10-26&share=80&format=csv")
+    cells = expected(mid, lambda x: (x["branch"], x["service"], local(x).weekday(), local(x).hour), target)
+    assert {(r["branch_id"], r["service"], int(r["weekday"]), int(r["hour"])): number(r["within_target"])
+            for r in parse_csv(body)} == {k: f["within_target"] for k, f in cells.items()
+                                          if f["waits"] >= 5 and f["within_target"] < 0.8}
+    _, body, _ = await admin.get("/console/analytics?from=2030-10-20&to=2030-10-26&by=hour&format=csv")
+    compare(parse_csv(body), expected(mid, lambda x: local(x).hour, target), lambda r: int(r["hour"]))
+    # one target for a service in every branch: the organization's daily roll-up answers with it
+    await api(session, "PUT", f"{console.url}{V}/branches/acme-east/services/general", 200, headers=sup,
+              json={"letter": "A", "names": {"en": "General"}, "slot_minutes": 15, "capacity": 3,
+                    "target_wait_minutes": 20})
+    own[("acme-east", "general")] = 20
+    _, body, _ = await admin.get(f"/console/analytics?{q}&by=day&service=general&format=csv")
+    compare(parse_csv(body), expected([x for x in tickets if x["service"] == "general"],
+                                      lambda x: local(x).date().isoformat(), target), lambda r: r["day"])
     status, html, _ = await admin.get(f"/console/analytics?{q}&by=service")
     assert status == 200 and "from 10 min to 20 min" in html  # the page says the targets differ
     status, html, _ = await admin.get(f"/console/analytics?{q}&by=service&branch=acme-east&service=permits")
