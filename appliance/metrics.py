@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -32,6 +33,7 @@ class HttpMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self.requests = Counter("smartq_http_requests", "HTTP requests by route and status", ["route", "status"],
                                 registry=self.registry)
         self.latency = Histogram("smartq_http_request_duration_seconds", "Time to answer an HTTP request, by route",
@@ -40,8 +42,12 @@ class HttpMetrics:
     def observe(self, request: web.Request, status: int, started: float) -> None:
         """Count one answered request; ``started`` is its ``time.perf_counter()`` at arrival."""
         route = route_of(request)
-        self.requests.labels(route, str(status)).inc()
-        self.latency.labels(route).observe(time.perf_counter() - started)
+        children = self._children.get((route, status))
+        if children is None:  # labels() validates and locks on every call: once per route and status
+            children = self._children[(route, status)] = (self.requests.labels(route, str(status)),
+                                                          self.latency.labels(route))
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
 
     def render(self) -> bytes:
         path = os.environ.get(MULTIPROC_ENV)

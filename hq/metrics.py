@@ -66,16 +66,19 @@ class MeteredDatabase:
 
     def __init__(self, db: Any, metrics: HQMetrics) -> None:
         self._db, self._metrics = db, metrics
+        # labels() validates and locks on every call; each kind's children once
+        self._children = {kind: (metrics.db_in_flight.labels(kind), metrics.db_seconds.labels(kind))
+                          for kind in ("read", "write")}
 
     async def _call(self, kind: str, call: Callable[[Any], Awaitable[Any]], fn: Any) -> Any:
-        gauge = self._metrics.db_in_flight.labels(kind)
+        gauge, seconds = self._children[kind]
         gauge.inc()
         started = time.perf_counter()
         try:
             return await call(fn)
         finally:
             gauge.dec()
-            self._metrics.db_seconds.labels(kind).observe(time.perf_counter() - started)
+            seconds.observe(time.perf_counter() - started)
 
     async def read(self, fn: Any) -> Any:
         return await self._call("read", self._db.read, fn)
