@@ -5,6 +5,7 @@ what needs attention (hq/fleet.py; docs/console.md). Admins and branch managers;
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 from aiohttp import web
 
@@ -19,8 +20,8 @@ MANAGERS = ("super_admin", "org_admin", "branch_manager")
 PRINTER_NAMES = {"ok": N_("OK"), "paper_low": N_("Paper low"), "paper_out": N_("Out of paper"),
                  "cover_open": N_("Cover open"), "offline": N_("Offline"), "error": N_("Error"),
                  "unknown": N_("Unknown")}
-PROBLEMS = {"never": N_("Never heard from"), "silent": N_("Not heard from for {minutes} min"),
-            "pending": N_("{n} events not yet at HQ"), "printer": N_("Printer: {state}"),
+PROBLEMS = {"never": N_("Never heard from"), "silent": N_("Not heard from for {time}"),
+            "pending": N_("Events not yet at HQ: {n}"), "printer": N_("Printer: {state}"),
             "clock": N_("Clock off by {seconds} s"), "version": N_("Older app version (newest: {newest})")}
 
 
@@ -47,11 +48,22 @@ async def fleet_page(request: web.Request, p: Principal) -> web.Response:
                               " ".join(code for code, _ in d["problems"])] for d in devices])
     t = request.get(T) or translator(DEFAULT)
     for d in devices:
-        d["problem_texts"] = [t(PROBLEMS[code], **({**values, "state": t(PRINTER_NAMES[values["state"]])}
-                                                   if code == "printer" else values)) for code, values in d["problems"]]
+        d["problem_texts"] = [t(PROBLEMS[code], **_shown(t, code, values)) for code, values in d["problems"]]
     attention = [d for d in devices if d["problems"]]
     return crender(request, "console/fleet.html", devices=devices, attention=attention, now=now,
                    printer_names=PRINTER_NAMES, silent_after_s=silent)
+
+
+def _shown(t: Any, code: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A problem's values as the page shows them: a printer state's name, a duration in hours and
+    minutes, numbers in the visitor's language."""
+    if code == "printer":
+        return {**values, "state": t(PRINTER_NAMES[values["state"]])}
+    if code == "silent":
+        return {"time": t.minutes(values["minutes"] * 60)}
+    if code == "pending":
+        return {"n": t.number(values["n"])}
+    return values
 
 
 def add_routes(app: web.Application) -> None:

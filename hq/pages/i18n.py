@@ -84,10 +84,17 @@ class Translator:
         return format_decimal(n, locale=self.locale)
 
     def minutes(self, seconds: int | None) -> str:
-        """A wait as whole minutes, e.g. "12 min" (Babel's number, a catalog unit)."""
+        """A wait as whole minutes, e.g. "12 min", and from an hour on as hours and minutes,
+        "2 h 5 min" ("139 min" is hard to read at a glance)."""
         if seconds is None:
             return "–"
-        return self.gettext("{n} min", n=self.number(max(0, round(seconds / 60))))
+        total = max(0, round(seconds / 60))
+        if total < 60:
+            return self.gettext("{n} min", n=self.number(total))
+        hours, rest = divmod(total, 60)
+        if rest == 0:
+            return self.gettext("{h} h", h=self.number(hours))
+        return self.gettext("{h} h {m} min", h=self.number(hours), m=self.number(rest))
 
 
 @cache

@@ -31,4 +31,8 @@ def test_accept_language_negotiation_and_locale_formatting():
     assert negotiate("de-CH, fr;q=0.8, en;q=0.5") == "fr"
     assert negotiate("rw-RW") == "rw" and negotiate("") == "en" and negotiate("xx;q=bad,,") == "en"
     assert translator("es").number(12345.5) == "12.345,5"
+    # waits: minutes, and hours with minutes from an hour on ("1139 min" was hard to read)
+    assert [translator("fr").minutes(s) for s in (59 * 60, 3600, 139 * 60, 1139 * 60)] == \
+        ["59 min", "1 h", "2 h 19 min", "18 h 59 min"]
+    assert translator("sw").minutes(125 * 60) == "saa 2 na dakika 5" and translator("en").minutes(None) == "–"
     assert translator("fr").datetime(1894000500, "Africa/Kigali", "full").startswith("lundi 7 janvier 2030")

@@ -264,7 +264,7 @@ async def test_live_page_shows_counters_and_waits_and_pushes_a_call(console, ses
     assert status == 200 and '<dd id="live-waiting">2</dd>' in html
     row = re.search(r'<tr data-counter="c1">(.*?)</tr>', html, re.S)[1]
     assert "Counter 1" in row and "Open" in row and "Amani" in row
-    assert "1 people have waited longer than the target of 15 min." in html  # A001: 20 min
+    assert "People who have waited longer than the target of 15 min: 1." in html  # A001: 20 min
     assert "20 min" in html  # the longest wait
     # the service's own target wait (the catalogue's, written through to the branch's service)
     # replaces the HQ-wide one: at 30 min nobody is over, at 1 min A001 is (A002 waited just 1 min)
@@ -277,13 +277,13 @@ async def test_live_page_shows_counters_and_waits_and_pushes_a_call(console, ses
         assert f"<td>{minutes} min</td>" in row, row
         assert ("warning-wait" in html) == bool(over)
         if over:
-            assert f"{over} people have waited longer than the target of 1 min." in html
+            assert f"People who have waited longer than the target of 1 min: {over}." in html
     # two services with different targets: the warning counts each against its own
     await api(session, "PUT", f"{console.url}/api/v1/branches/acme-main/services/other", 200,
               headers=console.h("acme-admin"), json={"letter": "B", "names": {"en": "Other"}, "target_wait_minutes": 5})
     await ingest_branch_events(hq, [issued(kiosk, "20300107", 3, T0 - 400, "Tk" + "e" * 20, service="other")])
     _, html, _ = await manager.get("/console/live/acme-main")
-    assert "2 people have waited longer than their service&#39;s target." in html  # A001 past 1 min, A003 past 5
+    assert "People who have waited longer than their service&#39;s target: 2." in html  # A001 past 1 min, A003 past 5
     row = re.search(r'<tr data-service="other"[^>]*>(.*?)</tr>', html, re.S)[1]
     assert "<td>5 min</td>" in row and "1 ⚠" in row
     for bad in (0, 241, "15", 1.5):

@@ -86,7 +86,7 @@ async def test_devices_report_their_own_health_and_the_page_says_what_needs_atte
     assert table["acme-main/counter-9"][5] == "No printer" and table["acme-main/counter-9"][7].startswith("95")
     problems = attention(html)
     assert problems["acme-main/kiosk-9"] == "Printer: Paper low"
-    assert problems["acme-main/counter-9"] == "250 events not yet at HQ; Clock off by 95 s"
+    assert problems["acme-main/counter-9"] == "Events not yet at HQ: 250; Clock off by 95 s"
     assert problems["acme-main/old-9"] == "Older app version (newest: 0.1.0)"
     assert "acme-main/display-9" not in problems
     # Ten minutes later nobody has reported again: everyone is silent.

@@ -33,9 +33,10 @@ async def test_notices_and_counter_names_per_language_from_the_console(server: S
     try:
         status, html, _ = await manager.get(BRANCH)
         # A list of notices starts every language's box; each counter has a box per language.
-        assert status == 200 and "Annonces en Kinyarwanda" in html
+        # language names in the page's language ("anglais", not "English")
+        assert status == 200 and "Annonces en kinyarwanda" in html and "Annonces en anglais" in html
         assert html.count(">Welcome</textarea>") == 5
-        assert 'name="name_c1_sw"' in html and "Counter 1 en Kiswahili" in html
+        assert 'name="name_c1_sw"' in html and "Counter 1 en swahili" in html
         notices = {"notices_en": "Keep your ticket.\n\nPayments close at 15:00.", "notices_fr": "Gardez votre ticket.",
                    "notices_rw": "Mubike itike yanyu.", "notices_sw": "", "notices_es": "Conserve su número."}
         status, _, location = await manager.post(f"{BRANCH}/notices", notices)
