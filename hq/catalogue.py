@@ -53,6 +53,20 @@ def entries(conn: sqlite3.Connection, org_id: str) -> list[dict[str, Any]]:
             for r in conn.execute("SELECT * FROM catalogue WHERE org_id = ? ORDER BY letter, id", (org_id,))]
 
 
+def outside(conn: sqlite3.Connection, org_id: str) -> list[dict[str, Any]]:
+    """Services the organization's branches have (made through the JSON API) that the catalogue
+    does not hold yet: each id once, with the branches that have it and its first branch's row,
+    from which the console pre-fills the catalogue's form (offering it then takes it over)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in conn.execute(
+            "SELECT s.*, b.name AS branch_name FROM services s JOIN branches b ON b.id = s.branch_id"
+            " WHERE b.org_id = ? AND s.enabled = 1 AND NOT EXISTS (SELECT 1 FROM catalogue c"
+            " WHERE c.org_id = b.org_id AND c.id = s.id) ORDER BY s.id, b.name", (org_id,)):
+        entry = out.setdefault(r["id"], tenants.service_json(r) | {"branches": []})
+        entry["branches"].append(r["branch_name"])
+    return list(out.values())
+
+
 def offers(conn: sqlite3.Connection, org_id: str, service_id: str) -> dict[str, dict[str, Any]]:
     return {r["branch_id"]: offer_json(r) for r in conn.execute(
         "SELECT * FROM catalogue_offers WHERE org_id = ? AND service_id = ?", (org_id, service_id))}

@@ -130,8 +130,16 @@ async def catalogue_page(request: web.Request, p: Principal) -> web.Response:
             if refused is None:
                 return redirect(f"/console/orgs/{org_id}/catalogue/{sid}?done=created")
             errors["service_id"] = N_("A service with this id is already in the catalogue.")
-    services = await hq_of(request).db.read(lambda c: catalogue.entries(c, org_id))
+    services, outside = await hq_of(request).db.read(lambda c: (catalogue.entries(c, org_id),
+                                                                 catalogue.outside(c, org_id)))
+    take = next((s for s in outside if s["id"] == request.query.get("take")), None)
+    if take is not None and request.method == "GET":  # "Add it to the catalogue": the form starts from it
+        values = {"service_id": take["id"], "letter": take["letter"], "slot_minutes": str(take["slot_minutes"]),
+                  "capacity": str(take["capacity"]), "icon": take["icon"], "bookable": "yes" if take["bookable"] else "",
+                  "target_wait_minutes": str(take["target_wait_minutes"] or "")}
+        values |= {f"name_{lang}": take["names"].get(lang, "") for lang in LANGUAGES}
     return crender(request, "console/catalogue.html", status=400 if errors else 200, org=org, services=services,
+                   outside=outside, taking=take["id"] if take else "",
                    values=values, errors=errors, icons=_icons(request), languages=LANGUAGES,
                    done=request.query.get("done", ""), default_target_s=hq_of(request).settings.target_wait_s)
 

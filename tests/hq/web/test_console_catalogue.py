@@ -229,3 +229,26 @@ async def test_a_branch_manager_sets_the_branchs_target_waits(console):
     other = await console.login("manager@beta.test")
     assert (await other.post("/console/branches/acme-main/targets", {"target_general": "5"}))[0] == 403
     assert target_of(console, "acme-main", "general") is None
+
+
+async def test_services_made_by_the_api_are_listed_and_can_be_taken_into_the_catalogue(console):
+    """An org whose branches' services came through the API saw "The catalogue is empty." and no
+    way on: the page lists them, and "Add it" fills the form from the branch's service."""
+    admin = await console.login("admin@acme.test")
+    status, html, _ = await admin.get("/console/orgs/acme/catalogue")
+    assert status == 200 and '<li data-service="general">' in html and "acme main" in html
+    assert 'href="/console/orgs/acme/catalogue?take=general#add"' in html
+    status, html, _ = await admin.get("/console/orgs/acme/catalogue?take=general")
+    assert re.search(r'id="service_id"[^>]*value="general"', html) and re.search(r'id="letter"[^>]*value="A"', html)
+    assert re.search(r'id="name_en"[^>]*value="General"', html)
+    form = {"service_id": "general", "letter": "A", "name_en": "General", "slot_minutes": "15", "capacity": "3",
+            "icon": "", "bookable": "yes", "target_wait_minutes": ""}
+    status, _, _ = await admin.post("/console/orgs/acme/catalogue", form)
+    assert status == 303
+    status, _, _ = await admin.post("/console/orgs/acme/catalogue/general/offers/acme-main", {"offered": "yes"})
+    assert status == 303
+    _, html, _ = await admin.get("/console/orgs/acme/catalogue")
+    assert '<li data-service="general">' not in html and 'data-service="general"' in html  # now in the table
+    # an unknown or another organization's service pre-fills nothing
+    _, html, _ = await admin.get("/console/orgs/acme/catalogue?take=nothing")
+    assert not re.search(r'id="service_id"[^>]*value="nothing"', html)
