@@ -6,6 +6,7 @@ Admin commands on the HQ host (they open HQ's database directly, beside a runnin
     smartq-hq --config FILE enroll --code 7KQ2-M9XD --branch B --role kiosk --id kiosk-2 [--numbers 1-499]
     smartq-hq --config FILE enroll --request req.json --out bundle.json --branch B --role R --id D   (offline)
     smartq-hq --config FILE revoke --branch B --id D
+    smartq-hq --config FILE copy-database --to postgresql://user@host/db   (HQ stopped; docs/hq.md)
 """
 
 from __future__ import annotations
@@ -66,6 +67,45 @@ def _admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _copy_database(args: argparse.Namespace) -> int:
+    """Copy this HQ's SQLite database into the (new, empty) database at ``--to``."""
+    from hq.copydb import CopyError, copy_into
+    from hq.db import dialect_of, open_database, sqlite_path
+    from hq.settings import load_settings
+
+    settings = load_settings(args.config)
+    if dialect_of(settings.database_url) != "sqlite":
+        print("smartq-hq: copy-database copies a SQLite HQ; this one's database is already a server's",
+              file=sys.stderr)
+        return 2
+    if not sqlite_path(settings.database_url, settings.data_dir).is_file():
+        print(f"smartq-hq: no SQLite database at {sqlite_path(settings.database_url, settings.data_dir)}",
+              file=sys.stderr)
+        return 2
+    source = open_database(settings.database_url, data_dir=settings.data_dir, readers=1)
+    try:
+        source.migrate()  # the copy needs the source at the code's schema, as the target will be
+        path = source.path
+    finally:
+        source.close()
+    try:
+        target = open_database(args.to, data_dir=settings.data_dir, readers=1, pool_size=1)
+    except Exception as err:  # psycopg's connection errors say what is wrong (host, login, database)
+        print(f"smartq-hq: cannot open {args.to.split('@')[-1]}: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 1
+    try:
+        target.migrate()
+        counts = copy_into(path, target)
+    except CopyError as err:
+        print(f"smartq-hq: {err}", file=sys.stderr)
+        return 1
+    finally:
+        target.close()
+    print(f"copied {sum(counts.values())} rows of {len(counts)} tables; now set database = \"<that URL>\" "
+          "on every HQ host, copy hq_ed25519.pem to each, and start them")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="smartq-hq", description="SmartQ headquarters server")
     parser.add_argument("--config", required=True, help="TOML settings file (see docs/hq.md)")
@@ -82,10 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     revoke = sub.add_parser("revoke", help="revoke a device: its certificate, connections and later events")
     revoke.add_argument("--branch", required=True)
     revoke.add_argument("--id", required=True)
+    copy = sub.add_parser("copy-database", help="copy this SQLite HQ into a new PostgreSQL database (HQ stopped)")
+    copy.add_argument("--to", required=True, help="the target's URL, e.g. postgresql://smartq:secret@db/smartq")
     args = parser.parse_args(argv)
     try:
         if args.command in ("enroll", "revoke"):
             return _admin(args)
+        if args.command == "copy-database":
+            return _copy_database(args)
         from hq.main import run
         run(args.config)
     except SettingsError as err:
