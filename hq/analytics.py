@@ -1,58 +1,65 @@
-"""Analytics per branch, service, day and hour from the ingested ticket projection.
+"""The analytics API's rows per service, day and hour of one branch (GET /branches/{b}/analytics).
 
-Times are from the events' HLC (ms = hlc >> 16), bucketed by the hour of issue in the branch's
-timezone. wait = called - issued; service time = completed - started; no-show rate = no-shows /
-tickets called; abandonment = tickets cancelled before any call / tickets issued.
+Read from the hour roll-up kept as events arrive (hq/aggregates.py), as the console's pages
+are, never from the tickets: the figures are the pages' (docs/console.md "What each figure
+means"), days and hours the branch's local ones at each ticket's issue. The wait percentiles
+come from the wait histogram (within half a bucket of the order statistic); "within target"
+is against each service's own target wait (or the HQ-wide one).
 """
 
 from __future__ import annotations
 
-import math
 import sqlite3
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
+
+from hq import aggregates as ag
 
 
-def _p90(values: list[float]) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+def _r(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+def figures(m: dict[str, int], target_s: int) -> dict[str, Any]:
+    """One row's figures from its summed measures."""
+    hist = [m[h] for h in ag.HIST]
+
+    def ratio(a: float, b: int) -> float | None:
+        return round(a / b, 4) if b else None
+    booked = m["bookings"] + m["booking_missed"]
+    return {
+        "tickets": m["tickets"], "walkins": m["walkins"], "bookings": booked, "called": m["called"],
+        "served": m["served"], "waits": m["wait_n"],
+        "wait_mean_s": _r(m["wait_ms"] / m["wait_n"] / 1000 if m["wait_n"] else None),
+        "wait_p50_s": _r(ag.percentile(hist, 0.5)), "wait_p90_s": _r(ag.percentile(hist, 0.9)),
+        "service_mean_s": _r(m["service_ms"] / m["service_n"] / 1000 if m["service_n"] else None),
+        # no-shows among the tickets called (walk-ins and checked-in bookings)
+        "no_show_rate": ratio(m["no_show_walkin"] + m["no_show_booking"], m["called"]),
+        "no_show_walkin_rate": ratio(m["no_show_walkin"], m["walkins"]),
+        "no_show_booking_rate": ratio(m["no_show_booking"] + m["booking_missed"], booked),
+        "abandonment_rate": ratio(m["abandoned"], m["tickets"]),
+        "target_wait_s": target_s,
+        "within_target_rate": ratio(ag.within(hist, target_s), m["wait_n"]),
+    }
 
 
-def _r(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
-
-
-def compute(conn: sqlite3.Connection, branch_id: str, tz: str, day_from: str, day_to: str,
-            service: str | None = None) -> list[dict[str, Any]]:
-    """Rows {service, day, hour, tickets, wait_mean_s, wait_p90_s, service_mean_s, no_show_rate, abandonment_rate}."""
-    zone = ZoneInfo(tz)
-    sql = "SELECT * FROM tickets WHERE branch_id = ? AND day >= ? AND day <= ? AND issued_ms IS NOT NULL"
-    args: list[Any] = [branch_id, day_from.replace("-", ""), day_to.replace("-", "")]
+def compute(conn: sqlite3.Connection, branch_id: str, day_from: str, day_to: str, service: str | None = None,
+            default_target_s: int = 900) -> list[dict[str, Any]]:
+    """Rows {service, day, hour, figures...} of the branch's local days ``day_from``..``day_to``
+    (ISO dates), in service, day, hour order; hours without tickets or waits are left out."""
+    targets = {r[0]: int(r[1]) * 60 for r in conn.execute(
+        "SELECT id, target_wait_minutes FROM services WHERE branch_id = ? AND target_wait_minutes IS NOT NULL",
+        (branch_id,))}
+    sql = (f"SELECT service, day, hour, {', '.join(ag.MEASURES)} FROM analytics_hours"
+           f" WHERE branch_id = ? AND day >= ? AND day <= ?")
+    args: list[Any] = [branch_id, day_from, day_to]
     if service:
         sql += " AND service = ?"
         args.append(service)
-    groups: dict[tuple[str, str, int], list[sqlite3.Row]] = {}
-    for t in conn.execute(sql, args):
-        local = datetime.fromtimestamp(t["issued_ms"] / 1000, zone)
-        groups.setdefault((t["service"] or "", local.date().isoformat(), local.hour), []).append(t)
     out = []
-    for (svc, day, hour), rows in sorted(groups.items()):
-        waits = [(t["called_ms"] - t["issued_ms"]) / 1000 for t in rows if t["called_ms"] and t["called_ms"] >= t["issued_ms"]]
-        serves = [(t["completed_ms"] - t["started_ms"]) / 1000 for t in rows
-                  if t["completed_ms"] and t["started_ms"] and t["completed_ms"] >= t["started_ms"]]
-        called = [t for t in rows if t["called_ms"]]
-        no_shows = [t for t in called if t["no_show_ms"] and not t["completed_ms"]]
-        abandoned = [t for t in rows if t["cancelled_ms"] and not t["called_ms"]]
-        out.append({"service": svc, "day": day, "hour": hour, "tickets": len(rows),
-                    "wait_mean_s": _r(_mean(waits)), "wait_p90_s": _r(_p90(waits)),
-                    "service_mean_s": _r(_mean(serves)),
-                    "no_show_rate": round(len(no_shows) / len(called), 4) if called else None,
-                    "abandonment_rate": round(len(abandoned) / len(rows), 4)})
+    for r in conn.execute(sql + " ORDER BY service, day, hour", args):
+        m = dict(zip(ag.MEASURES, (int(v or 0) for v in list(r)[3:])))
+        if not (m["tickets"] or m["wait_n"]):
+            continue
+        out.append({"service": r[0], "day": r[1], "hour": r[2],
+                    **figures(m, targets.get(r[0], default_target_s))})
     return out

@@ -383,7 +383,8 @@ async def branch_analytics(request: web.Request, p: Principal) -> web.Response:
     service = request.query.get("service")
     if service is not None:
         check_id(service, "service")
-    rows = await hq.db.read(lambda c: analytics.compute(c, b["id"], b["timezone"], day_from, day_to, service))
+    target = hq.settings.target_wait_s
+    rows = await hq.db.read(lambda c: analytics.compute(c, b["id"], day_from, day_to, service, target))
     return jresp({"branch": b["id"], "from": day_from, "to": day_to, "rows": rows})
 
 

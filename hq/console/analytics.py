@@ -548,12 +548,14 @@ async def bottlenecks(request: web.Request, p: Principal) -> web.StreamResponse:
                                       "wait_mean": m["wait_ms"] / m["wait_n"] / 1000,
                                       "abandonment": m["abandoned"] / m["tickets"] if m["tickets"] else None}))
     found.sort(key=lambda x: (x[1], -x[0]["m"]["wait_n"]))
+    csv = request.query.get("format") == "csv"
     services = dict(scope.services)
     day_names = [t.locale.days["format"]["wide"][i] for i in range(7)]
     table = [{"branch_id": r["branch_id"], "branch": scope.branches[r["branch_id"]]["name"], "service": r["service"],
               "service_name": services.get(r["service"], r["service"]), "weekday": r["weekday"],
-              "weekday_name": day_names[r["weekday"]], "hour": r["hour"], "f": f} for r, _, f in found]
-    if request.query.get("format") == "csv":
+              "weekday_name": day_names[r["weekday"]], "hour": r["hour"], "f": f}
+             for r, _, f in (found if csv else found[:SHOWN])]  # the page shows the worst only
+    if csv:
         return csv_response(f"bottlenecks-{scope.org_id}.csv",
                             ["branch_id", "service", "weekday", "hour", "waits", "within_target", "wait_mean_s",
                              "abandonment", "target_wait_s"],
@@ -568,7 +570,7 @@ async def bottlenecks(request: web.Request, p: Principal) -> web.StreamResponse:
                           x["f"]["within_target"] * 100, cell(t, "within_target", x["f"]["within_target"]))
                          for x in table[:12]]) if table else ""
     return _render(request, "console/analytics_bottlenecks.html", scope, "bottlenecks", rows=table[:SHOWN],
-                   more=max(len(table) - SHOWN, 0), share=share, shares=SHARES, chart=chart, target_s=targets.single(),
+                   more=max(len(found) - SHOWN, 0), share=share, shares=SHARES, chart=chart, target_s=targets.single(),
                    min_waits=MIN_WAITS)
 
 

@@ -121,9 +121,13 @@ async def test_analytics_per_service_day_and_hour(server, session):
     await ingest_branch_events(hq, list(reversed(ev)))  # arrival order must not matter
     data = await api(session, "GET", f"{server.url}{V}/branches/acme-main/analytics?from=2030-01-07&to=2030-01-07", 200,
                      headers=server.h("acme-manager"))
-    assert data["rows"] == [{"service": "general", "day": "2030-01-07", "hour": 9, "tickets": 5,
-                             "wait_mean_s": 240.0, "wait_p90_s": 600.0, "service_mean_s": 200.0,
-                             "no_show_rate": 0.25, "abandonment_rate": 0.2}]
+    # waits 60, 120, 180 and 600 s: p50 and p90 from the wait histogram (120 + 60 x 0, and 540 +
+    # 60 x 0.6 inside the 9-10 min bucket), as the console computes them
+    assert data["rows"] == [{"service": "general", "day": "2030-01-07", "hour": 9, "tickets": 5, "walkins": 5,
+                             "bookings": 0, "called": 4, "served": 3, "waits": 4, "wait_mean_s": 240.0,
+                             "wait_p50_s": 120.0, "wait_p90_s": 576.0, "service_mean_s": 200.0,
+                             "no_show_rate": 0.25, "no_show_walkin_rate": 0.2, "no_show_booking_rate": None,
+                             "abandonment_rate": 0.2, "target_wait_s": 900, "within_target_rate": 1.0}]
 
 
 async def test_hq_ticket_view_is_the_branch_fold(server, session):

@@ -36,3 +36,21 @@ def test_accept_language_negotiation_and_locale_formatting():
         ["59 min", "1 h", "2 h 19 min", "18 h 59 min"]
     assert translator("sw").minutes(125 * 60) == "saa 2 na dakika 5" and translator("en").minutes(None) == "–"
     assert translator("fr").datetime(1894000500, "Africa/Kigali", "full").startswith("lundi 7 janvier 2030")
+
+
+@pytest.mark.parametrize("language", list(LANGUAGES))
+def test_numbers_read_as_babel_writes_them(language):
+    """Translator.number's own formatting (the analytics tables format thousands of numbers)
+    gives Babel's text for integers and floats of every size and sign, rounding halves to even."""
+    import random
+
+    from babel.numbers import format_decimal
+    t = translator(language)
+    rng = random.Random(language)
+    values: list[int | float] = [0, 1, -1, 999, 1000, 1234, -1234, 10**6, 10**15, 0.0, -0.0, 0.5, 0.0005, 0.0015,
+                                 0.0025, 1.0005, 2.675, -0.0004, 1e20, 1e-7, 66.7, 33.3333333, 1234567.891]
+    values += [rng.randint(-10**9, 10**9) for _ in range(300)]
+    values += [round(rng.uniform(-1e6, 1e6), rng.randint(0, 6)) for _ in range(300)]
+    values += [rng.random() * 10 ** rng.randint(-5, 12) for _ in range(300)]
+    assert [t.number(v) for v in values] == [format_decimal(v, locale=t.locale) for v in values]
+    assert t.number(float("nan")) == format_decimal(float("nan"), locale=t.locale)  # Babel's own path

@@ -260,7 +260,7 @@ def compare(rows: list[dict], want: dict, key) -> None:
             assert got[k][name] == value, (k, name, got[k][name], value)
 
 
-async def test_overview_per_day_hour_service_branch_and_staff_equal_the_raw_tickets(console, dataset):
+async def test_overview_per_day_hour_service_branch_and_staff_equal_the_raw_tickets(console, dataset, session):
     tickets = [x for x in dataset if in_period(x)]
     admin = await console.login("admin@acme.test")
     q = "from=2030-10-25&to=2030-10-28"
@@ -295,6 +295,30 @@ async def test_overview_per_day_hour_service_branch_and_staff_equal_the_raw_tick
     _, body, _ = await admin.get("/console/analytics?from=2030-10-20&to=2030-10-26&by=hour&branch=acme-east&format=csv")
     compare(parse_csv(body), expected([x for x in mid if x["branch"] == "acme-east"], lambda x: local(x).hour),
             lambda r: int(r["hour"]))
+    # the JSON API's rows (per service, day and hour of one office) carry the pages' figures
+    token = (await api(session, "POST", f"{console.url}{V}/auth/tokens", 201,
+                       json={"email": "root@hq.test", "password": PASSWORD}))["token"]  # the clock moved on
+    for branch, service, day in (("acme-main", "general", "2030-10-27"), ("acme-east", "permits", "2030-10-21")):
+        data = await api(session, "GET", f"{console.url}{V}/branches/{branch}/analytics?from={day}&to={day}"
+                         f"&service={service}", 200, headers={"Authorization": f"Bearer {token}"})
+        _, body, _ = await admin.get(f"/console/analytics?from={day}&to={day}&branch={branch}&service={service}"
+                                     f"&by=hour&format=csv")
+        page = {int(r["hour"]): r for r in parse_csv(body)}
+        xs = [x for x in dataset if x["branch"] == branch and x["service"] == service
+              and local(x).date().isoformat() == day]
+        want = expected(xs, lambda x: local(x).hour)
+        assert sorted(r["hour"] for r in data["rows"]) == sorted(page) == sorted(want) and want
+        for r in data["rows"]:
+            p, w = page[r["hour"]], want[r["hour"]]
+            json_figures = (r["tickets"], r["walkins"], r["bookings"], r["waits"], r["wait_mean_s"], r["wait_p50_s"],
+                            r["wait_p90_s"], r["service_mean_s"], r["abandonment_rate"], r["within_target_rate"],
+                            r["no_show_walkin_rate"], r["no_show_booking_rate"])
+            assert json_figures == tuple(number(p[k]) if p[k] != "" else None for k in (
+                "tickets", "walkins", "bookings", "waits", "wait_mean", "wait_p50", "wait_p90", "service_mean",
+                "abandonment", "within_target", "no_show_walkin", "no_show_booking"))
+            assert json_figures == tuple(w[k] if w[k] != "" else None for k in (
+                "tickets", "walkins", "bookings", "waits", "wait_mean", "wait_p50", "wait_p90", "service_mean",
+                "abandonment", "within_target", "no_show_walkin", "no_show_booking"))
     # a long period (per office from the running totals) and the organization's days over it
     long = "from=2030-06-01&to=2030-12-31"
     _, body, _ = await admin.get(f"/console/analytics?{long}&by=branch&format=csv")
