@@ -90,7 +90,8 @@ class DayContext:
     late: dict[str, tuple[int, ...]] = field(default_factory=dict)   # service -> bookings checked in per LATE_EDGES_S bin, then never
     mean: dict[str, float] = field(default_factory=dict)             # service -> mean service time (s)
     days: int = 0                                                    # days of history it was read from
-    _cumulative: dict[str, list[float]] = field(default_factory=dict, compare=False, repr=False)
+    walkin_rate: dict[str, tuple[float, ...]] = field(default_factory=dict)  # service -> other walk-ins per minute, per SLOT_MIN
+    _cumulative: dict[tuple[bool, str], list[float]] = field(default_factory=dict, compare=False, repr=False)
 
     def shows(self, service: str, late_s: float) -> float:
         """How likely a booking not checked in `late_s` after its slot start still comes."""
@@ -111,18 +112,22 @@ class DayContext:
 
     def prio_arrivals(self, service: str, t0_ms: float, t1_ms: float) -> float:
         """Expected priority arrivals of `service` between two moments of today."""
-        return self._arrived_by(service, t1_ms) - self._arrived_by(service, t0_ms) if t1_ms > t0_ms else 0.0
+        return self._arrived_by(True, service, t1_ms) - self._arrived_by(True, service, t0_ms) if t1_ms > t0_ms else 0.0
 
-    def _arrived_by(self, service: str, t_ms: float) -> float:
-        cum = self._cumulative.get(service)
+    def walkin_arrivals(self, service: str, t0_ms: float, t1_ms: float) -> float:
+        """Expected walk-ins (priority 0, no booking) of `service` between two moments of today."""
+        return self._arrived_by(False, service, t1_ms) - self._arrived_by(False, service, t0_ms) if t1_ms > t0_ms else 0.0
+
+    def _arrived_by(self, prio: bool, service: str, t_ms: float) -> float:
+        cum = self._cumulative.get((prio, service))
         if cum is None:
-            rates = self.prio_rate.get(service)
+            rates = (self.prio_rate if prio else self.walkin_rate).get(service)
             if not rates:
                 return 0.0
             cum = [0.0]
             for r in rates:
                 cum.append(cum[-1] + r * SLOT_MIN)
-            self._cumulative[service] = cum
+            self._cumulative[(prio, service)] = cum
         minute = (t_ms - self.midnight_ms) / 60_000
         slot = int(minute // SLOT_MIN)
         if slot < 0:
@@ -218,13 +223,20 @@ def day_context(conn: sqlite3.Connection, m: Model, day: str) -> DayContext:
         "SELECT service, count(DISTINCT day) FROM tickets WHERE day >= ? AND day < ? GROUP BY service", (since, day))}
     slots = 24 * 60 // SLOT_MIN
     prio: dict[str, list[float]] = {}
-    for service, issued_ms in conn.execute(
-            "SELECT service, issued_ms FROM tickets WHERE day >= ? AND day < ? AND priority > 0", (since, day)):
+    walkin: dict[str, list[float]] = {}
+    # ... and of the other walk-ins: they go before a booking checked in ahead of its slot.
+    for service, issued_ms, priority, booking in conn.execute(
+            "SELECT service, issued_ms, priority, booking FROM tickets WHERE day >= ? AND day < ?", (since, day)):
         local = datetime.fromtimestamp(issued_ms / 1000, m.tz)
         slot = (local.hour * 60 + local.minute) // SLOT_MIN
-        prio.setdefault(service, [0.0] * slots)[slot] += 1.0
+        if priority > 0:
+            prio.setdefault(service, [0.0] * slots)[slot] += 1.0
+        elif booking is None:
+            walkin.setdefault(service, [0.0] * slots)[slot] += 1.0
     prio_rate = {s: tuple(round(v / max(open_days.get(s, 1), 1) / SLOT_MIN, 4) for v in row)
                  for s, row in prio.items()}
+    walkin_rate = {s: tuple(round(v / max(open_days.get(s, 1), 1) / SLOT_MIN, 4) for v in row)
+                   for s, row in walkin.items()}
     # Who is gone when called, by how long they had waited (abandonment and no-shows).
     counts: dict[str, list[list[int]]] = {}
     calls: dict[str, list[float]] = {}
@@ -264,7 +276,7 @@ def day_context(conn: sqlite3.Connection, m: Model, day: str) -> DayContext:
             row[bisect_right(LATE_EDGES_S, (checked_in - int(start) * 1000) / 1000)] += 1
     return DayContext(day, midnight, hours, speed, cv, prio_rate, gone, gone_call,
                       {s: tuple(row) for s, row in late.items()},
-                      {s: round(v, 1) for s, v in mean.items() if by_service[s][0] >= 20}, days)
+                      {s: round(v, 1) for s, v in mean.items() if by_service[s][0] >= 20}, days, walkin_rate)
 
 
 def residual_s(mean: float, cv: float, elapsed: float) -> float:
@@ -444,7 +456,10 @@ def _occupancy_s(conn: sqlite3.Connection, m: Model, day: str, service: str) -> 
 
 SCHEDULE_ROWS = 24  # tickets per service and class played through the virtual schedule; beyond, a fluid rate
 SCHEDULE_STEPS = 400
+# A line's row: (order key, service, likelihood it is there when called, a booking not checked in yet)
+Row = tuple[tuple[int, int, int, str], str, float, bool]
 LATE_START_MS = 15 * 60_000
+FINISHING_MS = 30 * 60_000  # an open counter this soon after its usual stretch ended is finishing up
 
 
 def _availability(c_id: str, is_open: bool, ctx: DayContext | None, now_ms: int) -> list[tuple[int, int]]:
@@ -460,6 +475,10 @@ def _availability(c_id: str, is_open: bool, ctx: DayContext | None, now_ms: int)
         starting = [(now_ms, b) for a, b in spans if now_ms - LATE_START_MS <= a <= now_ms < b]
         return starting + later
     current = next(((a, b) for a, b in spans if a <= now_ms < b), None)
+    if current is None and any(0 <= now_ms - b <= FINISHING_MS for _, b in spans):
+        # Its usual stretch has just ended: it is finishing its last ticket before closing (a
+        # lunch break, an early close), not open for the rest of the day.
+        return later
     if current is None:  # open outside its usual hours: until its next usual stretch ends
         return [(now_ms, later[0][1])] + later[1:] if later else [(now_ms, INF_MS)]
     return [(now_ms, current[1])] + later
@@ -487,11 +506,11 @@ def schedule_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, open_
         return -1.0, -1.0, -1.0, -1.0
     wanted = {s for c in counters for s in c[3] if s in m.services}
     rules = {s: m.rules_for(s) for s in m.services}
-    lines: dict[str, list[tuple[tuple[int, int, int, str], str, float]]] = {}
+    lines: dict[str, list[Row]] = {}
     truncated: set[str] = set()
     mine_key = q.order_key(q.Waiting(ticket or "~", service, priority, effective_ms, None), rules[service], now_ms)
     for s in wanted:
-        seen: dict[str, tuple[tuple[int, int, int, str], str]] = {}
+        seen: dict[str, Row] = {}
         # Per priority class (highest first), the head of the class: bounded index ranges.
         below = 1 << 62
         while True:
@@ -509,7 +528,7 @@ def schedule_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, open_
                 w = q.Waiting(*r)
                 key = q.order_key(w, rules[s], now_ms)
                 if w.reserved_counter is None and key < mine_key and w.id != ticket:
-                    seen[w.id] = (key, s, 1.0)
+                    seen[w.id] = (key, s, 1.0, False)
         if ctx is not None and s in ctx.late:
             # Bookings of a slot before this ticket's time that have not checked in yet: each
             # takes its place ahead when it comes, as likely as such bookings came lately.
@@ -522,7 +541,7 @@ def schedule_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, open_
                 p_show = ctx.shows(s, (now_ms - start_ms) / 1000)
                 key = (0, start_ms, 0, code)
                 if p_show > 0.02 and key < mine_key:
-                    seen[code] = (key, s, p_show)
+                    seen[code] = (key, s, p_show, True)
         lines[s] = sorted(seen.values())
     def cost(s: str, waited_s: float, speed: float) -> float:
         if ctx is not None and s in ctx.gone and s in means:
@@ -531,7 +550,10 @@ def schedule_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, open_
 
     jumps = priority == 0 and ctx is not None
     play = [c[:] for c in counters]
-    expected = (lambda s, t: ctx.prio_arrivals(s, now_ms, t)) if jumps and ctx is not None else None
+    # Who arrives meanwhile and goes first: priority tickets, and for a booking checked in
+    # before its slot, the walk-ins who come before its slot starts.
+    expected = (lambda s, t: ctx.prio_arrivals(s, now_ms, t) + ctx.walkin_arrivals(s, now_ms, min(t, effective_ms))
+                ) if jumps and ctx is not None else None
     found, same_done = _play(play, lines, truncated, cost, expected, service, now_ms)
     if found is None:
         # Played out what was fetched: the rest of this line at the fluid rate of its counters.
@@ -543,10 +565,15 @@ def schedule_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, open_
             end = _fluid_end(mine, rest * cost(service, (end - now_ms) / 1000, 1.0) * 1000)
         found = end
     point_s = (found - now_ms) / 1000 if found < INF_MS else -1.0
-    if point_s < 0 or truncated or sum(len(v) for v in lines.values()) > DRAW_ROWS:
+    rows = sum(len(v) for v in lines.values())
+    if point_s < 0 or truncated or rows > DRAW_ROWS:
         return point_s, point_s, point_s, point_s
     # Few ahead: the same play with random service times (the spread of the order in which
-    # counters free up matters more than their means), DRAWS times.
+    # counters free up matters more than their means), more times the shorter the play
+    # (DRAW_BUDGET rows played in all, DRAWS to DRAWS_MAX plays): with nobody or a few
+    # ahead the plays are cheap, and the median of only 24 is noisy enough to add 3-5% to
+    # the calm bank's error.
+    plays = max(DRAWS, min(DRAWS_MAX, DRAW_BUDGET // max(rows, 1)))
     rng = random.Random(now_ms * 8 + priority)
     cvs = {s: (ctx.cv.get(s, DEFAULT_CV) if ctx else DEFAULT_CV) for s in m.services}
 
@@ -559,7 +586,7 @@ def schedule_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, open_
         return _lognormal(rng, occupancy.get(s, 0.0) / speed, cvs[s])
 
     outcomes = []
-    for _ in range(DRAWS):
+    for _ in range(plays):
         play = []
         for c in counters:
             c = c[:]
@@ -571,19 +598,25 @@ def schedule_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, open_
             play.append(c)
         arrived = None
         if jumps and ctx is not None:
-            times = {s: _poisson_times(rng, ctx, s, now_ms) for s in lines}
+            times = {s: sorted(_poisson_times(rng, ctx.prio_rate.get(s), ctx.midnight_ms, now_ms,
+                                              now_ms + ARRIVALS_HORIZON_MS)
+                               + _poisson_times(rng, ctx.walkin_rate.get(s), ctx.midnight_ms, now_ms,
+                                                min(effective_ms, now_ms + ARRIVALS_HORIZON_MS)))
+                     for s in lines}
             arrived = lambda s, t, times=times: float(bisect_right(times[s], t))  # noqa: E731
-        drawn_lines = {s: [(k, sv, 1.0) for k, sv, p in rows if p >= 1.0 or rng.random() < p]
+        drawn_lines = {s: [(k, sv, 1.0, pending) for k, sv, p, pending in rows if p >= 1.0 or rng.random() < p]
                        for s, rows in lines.items()}
         t, _ = _play(play, drawn_lines, truncated, drawn, arrived, service, now_ms)
         outcomes.append((t - now_ms) / 1000 if t is not None and t < INF_MS else point_s)
     outcomes.sort()
     # The point: the mean of the middle third of the plays, a steadier median than the middle one.
-    middle = outcomes[DRAWS // 3:DRAWS - DRAWS // 3]
-    return point_s, outcomes[DRAWS // 10], sum(middle) / len(middle), outcomes[-1 - DRAWS // 10]
+    middle = outcomes[plays // 3:plays - plays // 3]
+    return point_s, outcomes[plays // 10], sum(middle) / len(middle), outcomes[-1 - plays // 10]
 
 
 DRAWS = 24
+DRAWS_MAX = 96
+DRAW_BUDGET = 192
 DRAW_ROWS = 24
 
 
@@ -615,22 +648,23 @@ _NORMAL = NormalDist()
 ARRIVALS_HORIZON_MS = 3_600_000
 
 
-def _poisson_times(rng: random.Random, ctx: DayContext, service: str, now_ms: int) -> list[float]:
-    """Arrival moments of priority tickets of a service in one draw (at the usual rates)."""
-    rates = ctx.prio_rate.get(service)
+def _poisson_times(rng: random.Random, rates: tuple[float, ...] | None, midnight_ms: int, now_ms: int,
+                   end_ms: int) -> list[float]:
+    """Arrival moments in one draw, at usual rates (per minute, per SLOT_MIN of the day)."""
     out: list[float] = []
     if not rates:
         return out
     t = float(now_ms)
-    end = now_ms + ARRIVALS_HORIZON_MS
-    while t < end and len(out) < 30:
-        slot = int((t - ctx.midnight_ms) // 60_000 // SLOT_MIN)
+    while t < end_ms and len(out) < 30:
+        slot = int((t - midnight_ms) // 60_000 // SLOT_MIN)
         rate = rates[slot] if 0 <= slot < len(rates) else 0.0  # per minute
-        edge = ctx.midnight_ms + (slot + 1) * SLOT_MIN * 60_000
+        edge = midnight_ms + (slot + 1) * SLOT_MIN * 60_000
         if rate <= 0:
             t = float(edge)
             continue
         step = rng.expovariate(rate) * 60_000
+        if t + step >= end_ms:
+            break
         if t + step >= edge:  # memoryless: start again at the slot's edge with the next rate
             t = float(edge)
             continue
@@ -640,12 +674,13 @@ def _poisson_times(rng: random.Random, ctx: DayContext, service: str, now_ms: in
 
 
 
-def _play(counters: list[list[Any]], lines: dict[str, list[tuple[tuple[int, int, int, str], str, float]]],
+def _play(counters: list[list[Any]], lines: dict[str, list[Row]],
           truncated: set[str], cost: Callable[[str, float, float], float],
           arrived: Callable[[str, float], float] | None, service: str, now_ms: int) -> tuple[float | None, int]:
     """One play of the virtual schedule: (when this ticket is called (ms), INF_MS if never, or
     None when a truncated line ran out first; how many of its own line were called before)."""
     heads = {s: 0 for s in lines}
+    taken: set[tuple[str, int]] = set()
     jumps = {s: 0.0 for s in lines} if arrived is not None else {}
     same_done = 0
     for _ in range(SCHEDULE_STEPS):
@@ -662,10 +697,17 @@ def _play(counters: list[list[Any]], lines: dict[str, list[tuple[tuple[int, int,
                     best_c, best_t = c, t
         if best_c is None:
             return float(INF_MS), same_done
-        pick = None
+        pick, at = None, 0
         for s in best_c[3]:
-            if s in lines and heads[s] < len(lines[s]) and (pick is None or lines[s][heads[s]][0] < pick[0]):
-                pick = lines[s][heads[s]]
+            rows = lines.get(s)
+            if rows is None:
+                continue
+            j = heads[s]
+            # A counter free now calls who is here now: bookings not checked in are not (yet).
+            while j < len(rows) and ((s, j) in taken or (rows[j][3] and best_t <= now_ms)):
+                j += 1
+            if j < len(rows) and (pick is None or rows[j][0] < pick[0]):
+                pick, at = rows[j], j
         if (pick is None or pick[0][0] == 0) and arrived is not None:
             # Priority arrivals expected by now for this counter's services go first.
             jumped = False
@@ -682,7 +724,12 @@ def _play(counters: list[list[Any]], lines: dict[str, list[tuple[tuple[int, int,
                 return best_t, same_done
             best_c[1] = []  # nothing left for this counter
             continue
-        heads[pick[1]] += 1
+        if at == heads[pick[1]]:
+            heads[pick[1]] += 1
+            while (pick[1], heads[pick[1]]) in taken:
+                heads[pick[1]] += 1
+        else:
+            taken.add((pick[1], at))
         if pick[2] < 1.0:  # a booking that may come (by its likelihood): it has just arrived
             best_c[0] = best_t + pick[2] * cost(pick[1], 0.0, best_c[4]) * 1000
         else:

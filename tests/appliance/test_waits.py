@@ -113,3 +113,39 @@ def test_a_model_of_another_version_is_ignored(tmp_path):
 
 def test_training_needs_enough_history():
     assert waits_train.fit([({"x": 1.0}, 10.0)] * 5) is None
+
+
+H = 3_600_000
+
+
+def test_a_counter_finishing_its_last_ticket_before_a_break_is_not_open_all_afternoon():
+    ctx = waits.DayContext("2026-03-02", 0, {"c1": ((9 * H, 12 * H), (13 * H, 16 * H)), "c2": ((9 * H, 12 * H),)},
+                           {}, {}, {})
+    # still open at 12:05, serving the ticket it called before noon: back at 13:00, not before
+    assert waits._availability("c1", True, ctx, 12 * H + 300_000) == [(13 * H, 16 * H)]
+    # a counter that goes home at noon calls nobody after its last ticket
+    assert waits._availability("c2", True, ctx, 12 * H + 300_000) == []
+    # open long after its usual hours (staff stayed): it counts as open
+    assert waits._availability("c2", True, ctx, 13 * H) == [(13 * H, waits.INF_MS)]
+
+
+def _counter(free_at: float, services=("a",)) -> list:
+    return [float(free_at), [(0, waits.INF_MS)], 0, services, 1.0, "c1"]
+
+
+def test_a_free_counter_calls_the_ticket_before_a_booking_that_has_not_checked_in():
+    now = 10 * H
+    cost = lambda s, waited_s, speed: 300.0  # noqa: E731
+    booking = ((0, now - 600_000, 0, "BOOK1"), "a", 1.0, True)   # its slot started 10 min ago
+    walk_in = ((0, now - 600_000, 0, "A001"), "a", 1.0, False)  # someone waiting since then
+    assert waits._play([_counter(now)], {"a": [booking]}, set(), cost, None, "a", now) == (now, 0)
+    assert waits._play([_counter(now)], {"a": [walk_in]}, set(), cost, None, "a", now) == (now + 300_000, 1)
+    # a counter that frees up later may find the booking checked in by then: it goes first
+    assert waits._play([_counter(now + 60_000)], {"a": [booking]}, set(), cost, None, "a", now) == (now + 360_000, 1)
+
+
+def test_walk_ins_before_its_slot_go_before_a_booking_checked_in_early():
+    rates = tuple([0.0] * 40 + [0.2] * 8 + [0.0] * 48)  # 0.2 walk-ins a minute from 10:00 to 12:00
+    ctx = waits.DayContext("2026-03-02", 0, {}, {}, {}, {}, walkin_rate={"a": rates})
+    assert abs(ctx.walkin_arrivals("a", 10 * H, 10 * H + 1_800_000) - 6.0) < 1e-9
+    assert ctx.walkin_arrivals("a", 12 * H, 13 * H) == 0.0 and ctx.prio_arrivals("a", 10 * H, 11 * H) == 0.0
