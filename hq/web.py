@@ -137,7 +137,10 @@ def rate_limited(key: web.AppKey[RateLimiter]) -> Callable[[Handler], Handler]:
     def deco(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def wrapper(request: web.Request) -> web.StreamResponse:
-            ok, retry = await request.app[key].allow(client_address(request))
+            limiter = request.app[key]
+            if not limiter.enabled:  # rate 0: no address to work out, no coroutine to run
+                return await handler(request)
+            ok, retry = await limiter.allow(client_address(request))
             if not ok:
                 raise_retry = max(1, int(retry + 0.999))
                 return error_json(429, "rate_limited", "too many requests, slow down",
