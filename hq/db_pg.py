@@ -48,6 +48,7 @@ MAX_ATTEMPTS = 1000
 RETRY_FOR_S = 30.0  # then the caller gets Busy (a 503), never a 500
 RETRY_ERRORS = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
 MIGRATION_LOCK = 0x5347_4851  # pg_advisory_lock key: one migrating process at a time
+CHAIN_LOCK = 0x5347_4852  # one chain pass at a time over every HQ process (hq/outbox.py sequence)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -225,8 +226,15 @@ class PostgresDatabase:
         if chain is None:
             return
         with self.pool.connection() as raw:
-            while self._attempts(raw, PgConn(raw), chain):  # truthy: a full batch, more may wait
-                pass
+            # One pass at a time over all HQ processes: passes of two processes read the same
+            # queue, and under SERIALIZABLE one of them failed and redid its signing. Taken
+            # before BEGIN, so the pass's snapshot already holds the previous pass's commit.
+            raw.execute("SELECT pg_advisory_lock(%s)", (CHAIN_LOCK,))
+            try:
+                while self._attempts(raw, PgConn(raw), chain):  # truthy: a full batch, more may wait
+                    pass
+            finally:
+                raw.execute("SELECT pg_advisory_unlock(%s)", (CHAIN_LOCK,))
 
     def _attempts(self, raw: psycopg.Connection[Any], conn: PgConn, fn: Callable[[Any], T]) -> T:
         delay = 0.001
