@@ -23,6 +23,7 @@ from aiohttp import web
 
 from hq import aggregates as ag
 from hq.auth import Principal
+from hq.errors import ApiError, check_date
 from hq.console import charts
 from hq.console import targets as tg
 from hq.console.targets import Targets
@@ -70,11 +71,12 @@ def _tr(request: web.Request) -> Translator:
 
 
 def _parse_day(raw: str) -> date | None:
+    """A date inside the range HQ converts (hq.errors.check_date): 0001-01-05 less 27 days was a 500."""
     if not DATE_RE.match(raw):
         return None
     try:
-        return date.fromisoformat(raw)
-    except ValueError:
+        return check_date(raw)
+    except ApiError:
         return None
 
 

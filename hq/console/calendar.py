@@ -26,7 +26,7 @@ from hq.auth import Principal, check_branch
 from hq.console import audit
 from hq.console.live import _branch
 from hq.console.views import _text, crender, page
-from hq.errors import ApiError
+from hq.errors import ApiError, check_date
 from hq.pages.app import LANG, PageError, redirect
 from hq.pages.i18n import N_
 from hq.web import hq_of
@@ -128,9 +128,10 @@ def cancel_held(c: sqlite3.Connection, key: Any, branch: sqlite3.Row, service: s
 
 # -- pages -------------------------------------------------------------------------------------
 def _day(raw: str) -> date | None:
+    """A date of the URL, inside the range HQ converts (hq.errors.check_date): 9999-12-31 was a 500."""
     try:
-        return date.fromisoformat(raw) if len(raw) == 10 else None
-    except ValueError:
+        return check_date(raw)
+    except ApiError:
         return None
 
 

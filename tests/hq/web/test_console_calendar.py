@@ -152,8 +152,11 @@ async def test_calendar_is_for_managers_and_up_of_the_branch(console):
     assert (await admin.get(WEEK))[0] == 200
     root = await console.login("root@hq.test")
     for path in ("/console/calendar/nowhere", "/console/calendar/acme-main/nothing/2030-01-08",
-                 "/console/calendar/acme-main/general/2030-13-45", "/console/calendar/acme-main/general/junk"):
-        assert (await root.get(path))[0] == 404, path
+                 "/console/calendar/acme-main/general/2030-13-45", "/console/calendar/acme-main/general/junk",
+                 "/console/calendar/acme-main/general/9999-12-31", "/console/calendar/acme-main/general/0001-01-01"):
+        assert (await root.get(path))[0] == 404, path  # the last two: a year HQ cannot convert was a 500
+    for week in ("9999-12-31", "0001-01-01"):  # the week view falls back to this week
+        assert (await root.get(f"/console/calendar/acme-main?week={week}"))[0] == 200
     assert (await root.post(DAY.format("2030-01-08") + "/explode", {}))[0] == 404
     with db(console) as c:
         assert c.execute("SELECT COUNT(*) FROM slot_blocks").fetchone()[0] == 0
