@@ -7,15 +7,17 @@ A bundle (NAME.smartq-update) is an uncompressed tar of
   wheels/*.whl    the project and every dependency (cp311 wheels for the arch)
 
 `apply` verifies the signature with the public key baked into the image, checks every file
-against the manifest, builds a new venv offline in /data/app/versions/VERSION, swaps the
+against the manifest, builds a new venv offline in /data/app/versions/VERSION (a copy of the
+running venv with only the changed wheels installed; a fresh venv when there is none), swaps the
 /data/app/current symlink atomically, restarts the node and waits for its /healthz. A node
 that does not answer is rolled back: the symlink goes back to the previous venv, the node is
-restarted, the version is recorded as failed and never tried again.
+restarted, the version is recorded as failed and never tried again. A node that keeps exiting
+(systemd restarted it 3 times) is judged at once, without waiting out the health timeout.
 
   update.py keygen PRIVATE.pem                     (prints the public key: bake it into images)
   update.py build --key PRIVATE.pem --version V --arch ARCH --wheelhouse DIR OUT.smartq-update
   update.py verify BUNDLE [--pubkey FILE]
-  update.py apply BUNDLE [--pubkey FILE] [--app-dir /data/app] [--health-timeout 60]
+  update.py apply BUNDLE [--pubkey FILE] [--app-dir /data/app] [--health-timeout 180]
   update.py status [--app-dir /data/app]
 
 Only the standard library and `cryptography` (in every SmartQ venv) are needed.
@@ -168,6 +170,53 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _installed(venv: Path) -> dict[str, str]:
+    """{canonical name: version} of the distributions in a venv (its *.dist-info folders)."""
+    found: dict[str, str] = {}
+    for info in venv.glob("lib/python3*/site-packages/*.dist-info"):
+        name, _, ver = info.name[: -len(".dist-info")].rpartition("-")
+        found[_canonical(name)] = ver
+    return found
+
+
+def _rename_in_bin(venv: Path, old: Path, new: Path) -> None:
+    """The activate scripts and console scripts' #! lines name the venv's folder: `new`, not `old`."""
+    was, now = str(old).encode(), str(new).encode()
+    for path in (venv / "bin").iterdir():
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            if was in data:
+                path.write_bytes(data.replace(was, now))
+
+
+def _clone_venv(source: Path, partial: Path, final: Path, wheels: Path) -> str | None:
+    """The new venv as a copy of the running one with only the wheels that changed installed
+    (an update usually changes the project's wheel alone: seconds, where a fresh venv of every
+    wheel takes minutes on a Pi). None when the running one is not a venv to copy (then the
+    caller builds a fresh one)."""
+    if not (source / "pyvenv.cfg").is_file() or not (source / "bin" / "python").exists():
+        return None
+    subprocess.run(["cp", "-a", str(source), str(partial)], check=True)
+    _rename_in_bin(partial, source, final)
+    have = _installed(partial)
+    want = {}
+    for wheel in sorted(wheels.glob("*.whl")):
+        name, ver = wheel.name.split("-")[:2]
+        want[_canonical(name)] = (ver.replace("_", "-"), wheel)
+    changed = [str(wheel) for name, (ver, wheel) in want.items() if have.get(name) != ver]
+    gone = sorted(set(have) - set(want) - {"pip", "setuptools", "wheel"})
+    pip = [str(partial / "bin" / "python"), "-m", "pip"]
+    if gone:
+        subprocess.run([*pip, "uninstall", "--quiet", "--yes", *gone], check=True)
+    if changed:
+        subprocess.run([*pip, "install", "--quiet", "--no-index", "--no-deps", "--no-cache-dir", *changed], check=True)
+    return f"copied {source.name}, {len(changed)} of {len(want)} wheels changed"
+
+
 def swap_current(app_dir: Path, target: Path) -> None:
     """Point app_dir/current at target atomically (a new symlink renamed over the old one)."""
     tmp = app_dir / "current.new"
@@ -208,11 +257,30 @@ def health_url(config: Path) -> str:
     return f"http://127.0.0.1:{port}/healthz"
 
 
-def wait_healthy(url: str, timeout: float, *, settle: float = 5.0) -> bool:
-    """True once the node answers 200 and still does `settle` seconds later (not a crash loop)."""
+NODE_UNIT = "smartq-node.service"
+CRASH_LOOP_RESTARTS = 3
+
+
+def node_restarts() -> int | None:
+    """How many times systemd restarted the node (None where there is no systemd)."""
+    try:
+        out = subprocess.run(["systemctl", "show", "-p", "NRestarts", "--value", NODE_UNIT],
+                             capture_output=True, text=True, timeout=30).stdout.strip()
+        return int(out)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+
+
+def wait_healthy(url: str, timeout: float, *, settle: float = 5.0, crash_loop: bool = False) -> bool:
+    """True once the node answers 200 and still does `settle` seconds later (not a crash loop).
+    `crash_loop`: False as soon as systemd has restarted the node CRASH_LOOP_RESTARTS times
+    (a node that exits at start: no need to wait out the timeout)."""
     deadline = time.monotonic() + timeout
     first_ok = None
+    restarts = node_restarts() if crash_loop else None
     while time.monotonic() < deadline:
+        if restarts is not None and (node_restarts() or 0) - restarts >= CRASH_LOOP_RESTARTS:
+            return False
         try:
             with urllib.request.urlopen(url, timeout=3) as resp:
                 ok = resp.status == 200
@@ -232,7 +300,7 @@ def _systemctl(*args: str) -> None:
     subprocess.run(["systemctl", *args], check=False)
 
 
-def apply(bundle: Path, pubkey: Path, app_dir: Path, *, config: Path = CONFIG, health_timeout: float = 60,
+def apply(bundle: Path, pubkey: Path, app_dir: Path, *, config: Path = CONFIG, health_timeout: float = 180,
           restart: bool = True, python: str = "/usr/bin/python3", force: bool = False) -> str:
     """Install the bundle; returns a one-line report. Raises UpdateError when it was refused
     or rolled back (the device then runs what it ran before)."""
@@ -254,12 +322,16 @@ def apply(bundle: Path, pubkey: Path, app_dir: Path, *, config: Path = CONFIG, h
         target = versions / version
         partial = versions / f".{version}.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        subprocess.run([python, "-m", "venv", str(partial)], check=True)
-        # Built beside its final place and renamed when complete (console scripts keep the
-        # partial path in their #! line: the units run `python -m`, so that does not matter).
-        subprocess.run([str(partial / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-index",
-                        "--no-cache-dir", "--find-links", str(staging / "wheels"), manifest.get("requirement", REQUIREMENT)],
-                       check=True)
+        # Built beside its final place and renamed when complete.
+        how = _clone_venv(Path(os.path.realpath(app_dir / "current")), partial, target, staging / "wheels")
+        if how is None:
+            shutil.rmtree(partial, ignore_errors=True)
+            subprocess.run([python, "-m", "venv", str(partial)], check=True)
+            subprocess.run([str(partial / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-index",
+                            "--no-cache-dir", "--find-links", str(staging / "wheels"),
+                            manifest.get("requirement", REQUIREMENT)], check=True)
+            _rename_in_bin(partial, partial, target)
+            how = f"new venv, {len(manifest['files'])} wheels"
         subprocess.run(["sync"], check=False)
         shutil.rmtree(target, ignore_errors=True)
         os.rename(partial, target)
@@ -271,14 +343,14 @@ def apply(bundle: Path, pubkey: Path, app_dir: Path, *, config: Path = CONFIG, h
 
     swap_current(app_dir, target)
     if not restart:
-        return f"installed {version} (was {previous}); node not restarted"
-    _systemctl("restart", "smartq-node.service")
-    if wait_healthy(health_url(config), health_timeout):
+        return f"installed {version} (was {previous}; {how}); node not restarted"
+    _systemctl("restart", NODE_UNIT)
+    if wait_healthy(health_url(config), health_timeout, crash_loop=True):
         state["history"] = (state.get("history", []) + [{"version": version, "from": previous, "result": "ok"}])[-20:]
         _save_state(app_dir, state)
         _systemctl("restart", "smartq-ui@*.service")
         _prune(app_dir, keep={version, previous})
-        return f"updated {previous} -> {version}; node healthy"
+        return f"updated {previous} -> {version} ({how}); node healthy"
     # Roll back: the previous venv is untouched, so this is one symlink and a restart.
     builtin = Path("/usr/lib/smartq/venvs") / previous
     swap_current(app_dir, versions / previous if (versions / previous).exists() else builtin)
@@ -319,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pubkey", type=Path, default=PUBKEY)
     p.add_argument("--app-dir", type=Path, default=APP_DIR)
     p.add_argument("--config", type=Path, default=CONFIG)
-    p.add_argument("--health-timeout", type=float, default=60)
+    p.add_argument("--health-timeout", type=float, default=180,
+                   help="seconds the new node has to answer /healthz (a slow first start after an update)")
     p.add_argument("--force", action="store_true", help="also an older or once-failed version")
     p = sub.add_parser("status", help="running version and update history")
     p.add_argument("--app-dir", type=Path, default=APP_DIR)

@@ -23,15 +23,17 @@ update = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
 spec.loader.exec_module(update)  # type: ignore[union-attr]
 
 
-def tiny_wheel(directory: Path, version: str) -> Path:
-    """A minimal pure-Python 'smartq' wheel (a real wheel pip installs, without dependencies)."""
+def tiny_wheel(directory: Path, version: str, name: str = "smartq", requires: str = "") -> Path:
+    """A minimal pure-Python wheel (a real wheel pip installs, without dependencies); 'smartq'
+    by default, whose module smartq_probe tells its version."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"smartq-{version}-py3-none-any.whl"
-    dist = f"smartq-{version}.dist-info"
+    path = directory / f"{name}-{version}-py3-none-any.whl"
+    dist = f"{name}-{version}.dist-info"
     files = {
-        "smartq_probe.py": f"VERSION = {version!r}\n",
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: smartq\nVersion: {version}\n"
-                            "Provides-Extra: lan\nProvides-Extra: hardware\nProvides-Extra: ui\n",
+        f"{name}_probe.py": f"VERSION = {version!r}\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                            "Provides-Extra: lan\nProvides-Extra: hardware\nProvides-Extra: ui\n"
+                            + (f"Requires-Dist: {requires}\n" if requires else ""),
         f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = "".join(f"{name},,\n" for name in files) + f"{dist}/RECORD,,\n"
@@ -118,7 +120,7 @@ def test_install_swaps_the_venv_and_refuses_going_back(tmp_path: Path, keys: tup
     builtin.mkdir(parents=True)
     os.symlink(builtin, app / "current")
     report = update.apply(bundle_of(tmp_path, keys[0], "0.2.0"), keys[1], app, restart=False, python=sys.executable)
-    assert "installed 0.2.0 (was 0.1.0)" in report
+    assert "installed 0.2.0 (was 0.1.0; new venv, 1 wheels)" in report
     assert os.readlink(app / "current") == str(app / "versions" / "0.2.0")
     probe = subprocess.run([str(app / "current/bin/python"), "-c", "import smartq_probe; print(smartq_probe.VERSION)"],
                            capture_output=True, text=True, check=True)
@@ -132,3 +134,38 @@ def test_install_swaps_the_venv_and_refuses_going_back(tmp_path: Path, keys: tup
 def test_versions_order_by_their_numbers() -> None:
     assert update.version_key("0.1.10") > update.version_key("0.1.9")
     assert update.version_key("0.2.0") > update.version_key("0.1.0+abc1234")
+
+
+@pytest.mark.slow  # builds a venv (ensurepip) on the host
+def test_the_next_update_copies_the_running_venv_and_installs_only_changed_wheels(
+        tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    app = tmp_path / "app"
+    (app / "versions").mkdir(parents=True)
+    os.symlink(tmp_path / "builtin-not-a-venv", app / "current")
+
+    def bundle(version: str, dep: str) -> Path:
+        wheels = tmp_path / f"wh-{version}"
+        tiny_wheel(wheels, version, requires="smartq_dep")
+        tiny_wheel(wheels, dep, name="smartq_dep")
+        return update.build(keys[0], version, "amd64", wheels, tmp_path / f"smartq-{version}.smartq-update")
+
+    first = update.apply(bundle("0.2.0", "1.0"), keys[1], app, restart=False, python=sys.executable)
+    assert "new venv, 2 wheels" in first  # nothing to copy: a fresh venv
+    report = update.apply(bundle("0.3.0", "1.0"), keys[1], app, restart=False, python=sys.executable)
+    assert "copied 0.2.0, 1 of 2 wheels changed" in report
+    new = app / "versions" / "0.3.0"
+    probe = subprocess.run([str(new / "bin/python"), "-c", "import smartq_probe, smartq_dep_probe; "
+                            "print(smartq_probe.VERSION, smartq_dep_probe.VERSION)"],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.split() == ["0.3.0", "1.0"]
+    # The copy names its own folder, not the one it was copied from (activate, #! lines).
+    assert str(new) in (new / "bin/activate").read_text()
+    assert not [p for p in (new / "bin").iterdir() if p.is_file() and b"versions/0.2.0" in p.read_bytes()]
+    # A changed dependency is installed too; one the bundle no longer has is removed.
+    wheels = tmp_path / "wh-0.4.0"
+    tiny_wheel(wheels, "0.4.0")
+    tiny_wheel(wheels, "2.0", name="smartq_extra")
+    report = update.apply(update.build(keys[0], "0.4.0", "amd64", wheels, tmp_path / "b4.smartq-update"), keys[1], app,
+                          restart=False, python=sys.executable)
+    assert "copied 0.3.0, 2 of 2 wheels changed" in report
+    assert set(update._installed(app / "versions/0.4.0")) - {"pip", "setuptools"} == {"smartq", "smartq-extra"}
