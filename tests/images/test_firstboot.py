@@ -82,3 +82,14 @@ def test_a_corrupt_installed_config_is_kept_aside_and_replaced_by_a_provisional_
     firstboot.REJECTED.clear()
     assert install(firstboot) == "kiosk-0123abcd" and not firstboot.REJECTED
     assert capsys.readouterr().err == ""
+
+
+def test_both_bad_the_installed_and_the_boot_partition_config_are_both_kept(firstboot) -> None:  # type: ignore[no-untyped-def]
+    """The installed config went bad; the boot partition's copy (tried next) is bad too: two
+    files kept aside, neither overwriting the other, and the device starts unenrolled."""
+    firstboot.CONFIG.write_text("[device\n")
+    (firstboot.BOOT / "device.toml").write_text("[branch\n")
+    assert install(firstboot) == "kiosk-0123abcd"
+    kept = sorted(p.read_text() for p in firstboot.ETC.glob("device.toml.bad-*"))
+    assert kept == ["[branch\n", "[device\n"]
+    assert len(firstboot.REJECTED) == 2
