@@ -9,11 +9,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-# Debian packages the suite and the demo use (real ptys, speech, namespaces, Xvfb, mDNS peers).
+# Debian packages the suite and the demo use (real ptys, speech, namespaces, Xvfb, mDNS peers;
+# the last line: building the amd64 appliance image and booting it in QEMU, tests/images).
 APT_PACKAGES := python3-venv python3-dev xvfb xauth socat espeak-ng sox iproute2 curl \
                 avahi-daemon avahi-utils dbus libnss-mdns zbar-tools tcpdump \
                 libgl1 libgl1-mesa-dri libegl1 libmtdev1 libsdl2-2.0-0 xclip \
-                chromium fonts-dejavu-core nginx postgresql
+                chromium fonts-dejavu-core nginx postgresql \
+                git mmdebstrap qemu-system-x86 ovmf grub-efi-amd64-bin mtools dosfstools fdisk e2fsprogs
 
 .PHONY: test test-fast demo bench system-deps venv clean image
 

@@ -5,6 +5,9 @@ by smartq-test-agent.service. It reads one JSON request per line from a virtio-s
 ``{"id": N, "cmd": "...", "timeout": S}``, runs ``cmd`` with bash as root and answers
 ``{"id": N, "rc": exit status, "out": stdout and stderr}``. A virtio port rather than a shell
 on a serial tty: no echo, prompts, line discipline or baud quirks between the test and bash.
+``{"id": N, "http": {"method", "path", "body"}}`` asks the node's local API on 127.0.0.1:8401
+(where a real device's node listens; no port is forwarded to the host) and answers
+``{"id": N, "status": HTTP status or 0, "body": JSON or null, "error": text}``.
 Standard library only: it runs on the image's system Python.
 """
 
@@ -13,6 +16,25 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+
+
+def http(request: dict) -> dict:
+    body = request.get("body")
+    req = urllib.request.Request(f"http://127.0.0.1:8401{request['path']}", method=request.get("method", "GET"),
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=float(request.get("timeout", 10))) as resp:
+            return {"status": resp.status, "body": json.loads(resp.read() or b"null")}
+    except urllib.error.HTTPError as err:
+        try:
+            return {"status": err.code, "body": json.loads(err.read() or b"null")}
+        except ValueError:
+            return {"status": err.code, "body": None}
+    except (OSError, ValueError) as err:
+        return {"status": 0, "body": None, "error": str(err)}
 
 
 def serve(path: str) -> None:
@@ -30,8 +52,18 @@ def serve(path: str) -> None:
             line, pending = pending.split(b"\n", 1)
             try:
                 request = json.loads(line)
-                command, ident = request["cmd"], request["id"]
-            except (ValueError, KeyError, TypeError):
+                ident = request["id"]
+                command = request.get("cmd")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if isinstance(request.get("http"), dict):
+                answer = (json.dumps({"id": ident, **http(request["http"])}) + "\n").encode()
+                try:
+                    os.write(fd, answer)
+                except OSError:
+                    pass
+                continue
+            if not isinstance(command, str):
                 continue
             try:
                 done = subprocess.run(["/bin/bash", "-c", command], stdin=subprocess.DEVNULL,

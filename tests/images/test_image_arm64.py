@@ -1,5 +1,5 @@
 """The Raspberry Pi (arm64) image builds with the same recipe as the amd64 one: its root file
-system, under qemu-user-static (opt-in: SMARTQ_IMAGE_ARM64=1, since emulating arm64 package
+system, under qemu-user-static (opt-in, not in CI: SMARTQ_IMAGE_ARM64=1, since emulating arm64 package
 scripts and pip on 2 cores takes long on a cold cache). Its size is printed and written to
 the tmp dir's arm64.json."""
 

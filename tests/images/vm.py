@@ -1,9 +1,9 @@
 """A SmartQ image booted headless in QEMU, for the image tests.
 
-The guest's node is reached over QEMU user networking with one port forwarded on 127.0.0.1
-(restrict=on: the guest reaches nothing outside). The test build adds one test-only unit, a
-command agent (guest_agent.py) on a virtio-serial port; the kernel console goes to a log file
-(ttyS0).
+The guest has QEMU user networking with restrict=on (DHCP works, it reaches nothing outside)
+and nothing forwarded: its node listens on 127.0.0.1 as on a real device. The test build adds
+one test-only unit, a command agent (guest_agent.py) on a virtio-serial port, which runs the
+test's commands and asks the node's local API; the kernel console goes to a log file (ttyS0).
 Production images have neither (images/build.sh adds --extra files to test builds only).
 """
 
@@ -15,17 +15,9 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 OVMF = next((p for p in ("/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF.fd") if os.path.exists(p)), None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class GuestAgent:
@@ -60,11 +52,11 @@ class GuestAgent:
                     self.lines.append(answer)
                     self.cond.notify_all()
 
-    def _ask(self, command: str, timeout: float) -> dict | None:
+    def _ask(self, command: str, timeout: float, http: dict | None = None) -> dict | None:
         self.count += 1
         ident = self.count
-        request = json.dumps({"id": ident, "cmd": command, "timeout": timeout}) + "\n"
-        self.sock.sendall(request.encode())
+        ask = {"id": ident, "http": http} if http else {"id": ident, "cmd": command, "timeout": timeout}
+        self.sock.sendall((json.dumps(ask) + "\n").encode())
         deadline = time.monotonic() + timeout + 5
         with self.cond:
             while True:
@@ -96,6 +88,12 @@ class GuestAgent:
             raise AssertionError(f"guest: {command!r} exited {rc}: {out}")
         return out
 
+    def http(self, method: str, path: str, body: dict | None, timeout: float) -> dict:
+        answer = self._ask("", timeout, http={"method": method, "path": path, "body": body, "timeout": timeout})
+        if answer is None:
+            raise TimeoutError(f"guest: no answer to {method} {path} within {timeout} s")
+        return answer
+
     def close(self) -> None:
         self.sock.close()
 
@@ -106,7 +104,6 @@ class Machine:
     def __init__(self, disk: Path, workdir: Path) -> None:
         self.disk = disk
         self.workdir = workdir
-        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.shell: GuestAgent | None = None
         self.boots = 0
@@ -133,7 +130,7 @@ class Machine:
             "qemu-system-x86_64", "-machine", "q35", *accel, "-smp", "2", "-m", "1536",
             "-bios", str(OVMF), "-nodefaults", "-display", "none", "-vga", "std",
             "-drive", f"file={self.disk},format=raw,if=virtio,cache=writeback",
-            "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:8401",
+            "-netdev", "user,id=n0,restrict=on",
             "-device", "virtio-net-pci,netdev=n0",
             "-device", "i6300esb", "-device", "qemu-xhci,id=xhci",
             "-serial", f"file:{self.console}",
@@ -181,23 +178,20 @@ class Machine:
                 self.proc.wait()
         self.proc = None
 
-    # --- the node's HTTP API through the forwarded port ----------------------------------------
+    # --- the node's local API on the guest's 127.0.0.1:8401, through the agent ---------------
     def http(self, method: str, path: str, body: dict | None = None, timeout: float = 10) -> tuple[int, dict]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read() or b"null")
+        assert self.shell
+        answer = self.shell.http(method, path, body, timeout)
+        if not answer["status"]:
+            raise ConnectionError(f"guest: {method} {path}: {answer.get('error')}")
+        return int(answer["status"]), answer["body"]
 
-    def wait_healthy(self, timeout: float = 120) -> dict:
+    def wait_healthy(self, timeout: float = 300) -> dict:
         deadline = time.monotonic() + timeout
         last: object = None
         while time.monotonic() < deadline:
             try:
-                status, body = self.http("GET", "/healthz", timeout=3)
+                status, body = self.http("GET", "/healthz", timeout=5)
                 if status == 200:
                     return body
                 last = (status, body)
