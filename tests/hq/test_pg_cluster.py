@@ -40,13 +40,18 @@ from hqtest import api, connect_db
 from hq.settings import Settings
 from sync.keys import load_or_create_key
 from sync.protocol import encode, sign_headers
+from appliance.config import load_config
+from hq.enroll import hq_section, register_branch
 from tests.branch.netns import Host, Network, Proc, sweep_stale, unavailable_reason
+from tests.branch.replicated import drive, make_branch, start_nodes, wait_converged
 
 ROOT = Path(__file__).resolve().parents[2]
 TZ = ZoneInfo("Europe/Zurich")
 PASSWORD = "correct horse battery"
 PORT = 8080  # every HQ has its own namespace, hence its own port space
 SMTP_PORT = 2525
+METRICS_TOKEN = "cluster-test-metrics-token"
+LINK_FAST = {"interval_s": 0.3, "min_gap_s": 0.05, "backoff_min_s": 0.2, "backoff_max_s": 1.0, "timeout_s": 5.0}
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 T = TypeVar("T")
@@ -92,7 +97,9 @@ class Hq:
             'log_level = "WARNING"\nbooking_rate_per_minute = 0\nnotify_poll_s = 1\n'
             f'bootstrap_admin_email = "root@hq.test"\nbootstrap_admin_password = "{PASSWORD}"\n'
             'argon2_memory_kib = 64\nargon2_iterations = 1\nargon2_lanes = 1\npool_size = 8\n'
-            f'email_gateway = "smtp"\nsmtp_host = "{smtp}"\nsmtp_port = {SMTP_PORT}\n')
+            f'email_gateway = "smtp"\nsmtp_host = "{smtp}"\nsmtp_port = {SMTP_PORT}\n'
+            f'metrics_token = "{METRICS_TOKEN}"\n')
+        self.database = database
         self.url = f"http://{host.ip}:{PORT}"
         self.proc: Proc | None = None
 
@@ -156,7 +163,7 @@ def test_two_hq_hosts_on_one_postgresql_keep_every_invariant(tmp_path, hq_backen
         a = Hq(net, host_a, tmp_path / "a", database, smtp=cli.ip)
         b = Hq(net, host_b, tmp_path / "b", database, smtp=cli.ip)
         a.spawn()
-        in_namespace(cli.ns, lambda: _scenario(tmp_path, cli, a, b, Settings(database=database)))
+        in_namespace(cli.ns, lambda: _scenario(tmp_path, net, cli, a, b, Settings(database=database)))
     finally:
         for proc in net.procs:  # the HQs first, while their database is still up
             proc.stop()
@@ -176,18 +183,69 @@ class Mailbox:
         return "250 OK"
 
 
-async def _scenario(tmp_path: Path, cli: Host, a: Hq, b: Hq, settings: Settings) -> None:
+async def _scenario(tmp_path: Path, net: Network, cli: Host, a: Hq, b: Hq, settings: Settings) -> None:
     from aiosmtpd.smtp import SMTP
 
     mailbox = Mailbox()
     smtp_server = await asyncio.get_running_loop().create_server(lambda: SMTP(mailbox), cli.ip, SMTP_PORT)
     try:
-        await _storms(tmp_path, a, b, settings, mailbox)
+        await _storms(tmp_path, net, a, b, settings, mailbox)
     finally:
         smtp_server.close()
 
 
-async def _storms(tmp_path: Path, a: Hq, b: Hq, settings: Settings, mailbox: Mailbox) -> None:
+async def _real_branch(tmp_path: Path, net: Network, s: aiohttp.ClientSession, a: Hq, b: Hq, token: str) -> None:
+    configs = make_branch(tmp_path / "branch")  # branch b1, devices find each other by mDNS
+    hq_key = (await register_branch(s, a.url, token, "o", load_config(configs["kiosk"]), hours=("00:00", "23:45"),
+                                    weekdays=range(7)))["public_key_b64"]
+    for device, hq in (("kiosk", a), ("counter-1", b)):
+        with open(configs[device], "a") as f:
+            f.write("\n" + hq_section(hq.url, hq_key, **LINK_FAST))
+    env = {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    py = sys.executable
+    nodes = await asyncio.to_thread(start_nodes, net, configs, ["kiosk", "counter-1"], python=py, env=env)
+    issued = await asyncio.gather(
+        asyncio.to_thread(drive, net, nodes["kiosk"], "issue", {"n": 30, "services": ["general", "payments"]},
+                          python=py, env=env),
+        asyncio.to_thread(drive, net, nodes["counter-1"], "issue", {"n": 10, "services": ["general"]},
+                          python=py, env=env))
+    assert sum(len(x["issued"]) for x in issued) == 40
+    digest = await asyncio.to_thread(wait_converged, net, nodes.values(), python=py, env=env)
+    h = {"Authorization": f"Bearer {token}"}
+    seen: dict[str, object] = {}
+    for _ in range(300):  # both links push (intervals of 0.3 s): HQ's fold reaches the nodes' hash
+        seen = {hq.host.name: (await api(s, "GET", f"{hq.url}/api/v1/branches/b1/link", 200, headers=h))["state_hash"]
+                for hq in (a, b)}
+        if set(seen.values()) == {digest}:
+            break
+        await asyncio.sleep(0.2)
+    assert set(seen.values()) == {digest}, (seen, digest)
+    ingested = {hq.host.name: await _ingested(s, hq) for hq in (a, b)}
+    assert all(sum(x.values()) > 0 for x in ingested.values()), ingested  # both hosts got the pushes
+    with connect_db(Settings(database=a.database)) as c:
+        per_origin = c.execute("SELECT origin, COUNT(*), MIN(seq), MAX(seq) FROM events WHERE branch = 'b1'"
+                               " GROUP BY origin").fetchall()
+    stored = sum(r[1] for r in per_origin)
+    assert all(r[1] == r[3] and r[2] == 1 for r in per_origin), per_origin  # each chain whole, no hole, no twin
+    assert sum(x.get("accepted", 0) for x in ingested.values()) == stored, (ingested, stored)  # each stored once
+    for node in nodes.values():
+        node.proc.stop()
+
+
+async def _ingested(s: aiohttp.ClientSession, hq: Hq) -> dict[str, float]:
+    """This process's smartq_hq_events_ingested_total of branch b1, by result."""
+    async with s.get(f"{hq.url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}) as r:
+        assert r.status == 200, await r.text()
+        text = await r.text()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith('smartq_hq_events_ingested_total{') and 'branch="b1"' in line:
+            result = line.split('result="', 1)[1].split('"', 1)[0]
+            out[result] = out.get(result, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+async def _storms(tmp_path: Path, net: Network, a: Hq, b: Hq, settings: Settings, mailbox: Mailbox) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
         await a.ready(s)
         shutil.copy(a.folder / "hq_ed25519.pem", b.folder / "hq_ed25519.pem")  # the second host's copy
@@ -236,6 +294,12 @@ async def _storms(tmp_path: Path, a: Hq, b: Hq, settings: Settings, mailbox: Mai
         answers = await asyncio.gather(*(push(u) for u in (a.url, b.url, a.url, b.url)))
         assert sum(x["accepted"] for x in answers) == 40
         assert sum(x["duplicates"] for x in answers) == 3 * 40
+
+        # 2b. a real branch: two `smartq node`s in their own namespaces replicating over the bridge,
+        # the kiosk linked to HQ a and counter-1 to HQ b (as a load balancer would split them):
+        # both push the branch's events, each is stored once, and both HQ hosts compute the
+        # nodes' state hash
+        await _real_branch(tmp_path, net, s, a, b, token)
 
         # 3. SIGKILL one process mid-storm: no acknowledged booking lost, the other serves on
         wide = _slot(3, "11:00")
