@@ -224,6 +224,10 @@ def running_sums(c: sqlite3.Connection, scope: Scope, group: tuple[str, ...], *,
     plus, minus = ag.running_pairs(c, scope.chosen, date.fromisoformat(scope.day_from), date.fromisoformat(scope.day_to))
     if not plus:
         return []
+    if {"branch_id", "service", "weekday", "hour"} <= set(group):
+        joined = _running_joined(scope, group, measures, targets, having, plus, minus)
+        if joined is not None:
+            return _rows(c, *joined, group, measures, targets)
     sums_ = [f"SUM({m})" for m in measures]
     inside_sql, inside_args = targets.inside_sql() if targets is not None else ("", [])
     if targets is not None:
@@ -258,6 +262,56 @@ def running_sums(c: sqlite3.Connection, scope: Scope, group: tuple[str, ...], *,
     if having:
         sql += f" HAVING {having[0].replace('{inside}', 'SUM(inside_n)')}"
         args += having[1]
+    return _rows(c, sql, args, group, measures, targets)
+
+
+def _running_joined(scope: Scope, group: tuple[str, ...], measures: tuple[str, ...], targets: Targets | None,
+                    having: tuple[str, list[Any]] | None, plus: list[str],
+                    minus: list[str]) -> tuple[str, list[Any]] | None:
+    """Per (branch, service, weekday, hour), the end row minus the start row found by primary key
+    (a join, no sort): when every branch's period starts on the same day of each weekday (None
+    otherwise; the caller then sums both sides)."""
+    lower: dict[str, dict[int, str]] = {}
+    for x in minus:
+        b, d = x.split(" ", 1)
+        lower.setdefault(b, {})[date.fromisoformat(d).weekday()] = d
+    maps = {tuple(sorted(m.items())) for m in lower.values()}
+    if len(maps) > 1 or (lower and len(lower) != len({x.split(" ", 1)[0] for x in plus})):
+        return None
+    starts = dict(maps.pop()) if maps else {}
+    qualify = re.compile(r"\b(w\d+|branch_id|service)\b")
+    cols = [f"u.{m} - COALESCE(l.{m}, 0) AS {m}" for m in measures]
+    args: list[Any] = []
+    if targets is not None:
+        inside_sql, inside_args = targets.inside_sql()
+        end, begin = qualify.sub(r"u.\1", inside_sql), qualify.sub(r"l.\1", inside_sql)
+        cols.append(f"({end}) - COALESCE(({begin}), 0) AS inside_n")
+        args += [*inside_args, *inside_args]
+    start = "NULL"
+    if starts:
+        start = f"CASE u.weekday {' '.join('WHEN ? THEN ?' for _ in starts)} END"
+        args += [v for w, d in sorted(starts.items()) for v in (w, d)]
+    days = sorted({x.split(" ", 1)[1] for x in plus})
+    branches = sorted({x.split(" ", 1)[0] for x in plus})
+    sql = (f"SELECT {', '.join(f'u.{g} AS {g}' for g in group)}, {', '.join(cols)} FROM analytics_running u"
+           f" LEFT JOIN analytics_running l ON l.branch_id = u.branch_id AND l.day = {start}"
+           f" AND l.service = u.service AND l.hour = u.hour"
+           f" WHERE u.branch_id IN ({_marks(branches)}) AND u.day IN ({_marks(days)})"
+           f" AND u.branch_id || ' ' || u.day IN ({_marks(plus)})")
+    args += [*branches, *days, *plus]
+    if scope.service:
+        sql += " AND u.service = ?"
+        args.append(scope.service)
+    names = [*measures, *(("inside_n",) if targets is not None else ())]
+    sql = f"SELECT {', '.join([*group, *names])} FROM ({sql}) AS r"
+    if having:  # one row per group already: the sums are the row's own values
+        sql += f" WHERE {having[0].replace('{inside}', 'inside_n').replace('SUM(', '(')}"
+        args += having[1]
+    return sql, args
+
+
+def _rows(c: sqlite3.Connection, sql: str, args: list[Any], group: tuple[str, ...], measures: tuple[str, ...],
+          targets: Targets | None) -> list[dict[str, Any]]:
     out = []
     n = len(group)
     for r in c.execute(sql, args):
@@ -269,6 +323,7 @@ def running_sums(c: sqlite3.Connection, scope: Scope, group: tuple[str, ...], *,
         if d["m"].get("tickets") or d["m"].get("wait_n"):
             out.append(d)
     return out
+
 
 def figures(m: dict[str, int], inside: float | None = None) -> dict[str, Any]:
     """The page's figures from one row of summed measures and its waits within their services'
@@ -549,7 +604,8 @@ async def bottlenecks(request: web.Request, p: Principal) -> web.StreamResponse:
                                       "target_s": targets.of(r["branch_id"], r["service"]),
                                       "wait_mean": m["wait_ms"] / m["wait_n"] / 1000,
                                       "abandonment": m["abandoned"] / m["tickets"] if m["tickets"] else None}))
-    found.sort(key=lambda x: (x[1], -x[0]["m"]["wait_n"]))
+    found.sort(key=lambda x: (x[1], -x[0]["m"]["wait_n"], x[0]["branch_id"], x[0]["service"], x[0]["weekday"],
+                              x[0]["hour"]))  # ties in a stable order, whichever way SQL returned them
     csv = request.query.get("format") == "csv"
     services = dict(scope.services)
     day_names = [t.locale.days["format"]["wide"][i] for i in range(7)]
