@@ -58,12 +58,14 @@ def _load(c: sqlite3.Connection, branch: sqlite3.Row, now: int, lang: str) -> di
     return {"bookings": bookings, "waiting": waiting, "places": places}
 
 
-async def _page(request: web.Request, branch: sqlite3.Row, errors: dict[str, str] | None = None) -> web.Response:
+async def _page(request: web.Request, branch: sqlite3.Row, errors: dict[str, str] | None = None,
+                chosen: dict[str, str] | None = None) -> web.Response:
+    """The page; after a refusal, ``chosen`` keeps the destination that was picked in its list."""
     hq = hq_of(request)
     lang = request[T].language
     loaded = await hq.db.read(lambda c: _load(c, branch, hq.now(), lang))
     return crender(request, "console/reassign.html", status=400 if errors else 200, b=dict(branch), errors=errors or {},
-                   done=request.query.get("done", ""), new_code=request.query.get("code", "")[:9], **loaded)
+                   chosen=chosen or {}, done=request.query.get("done", ""), new_code=request.query.get("code", "")[:9], **loaded)
 
 
 @page(MANAGERS)
@@ -109,7 +111,8 @@ async def _move(request: web.Request, p: Principal, kind: str) -> web.Response:
         if err.status == 404:
             # an unknown item, or a branch of another organization: not revealed
             raise PageError(404, N_("This page does not exist.")) from err
-        return await _page(request, branch, {field: REFUSALS.get(err.code, N_("That did not work"))})
+        return await _page(request, branch, {field: REFUSALS.get(err.code, N_("That did not work"))},
+                           {field: f"{place[0]}/{place[1]}"})
     hq.branches_changed({branch["id"], place[0]})
     code = f"&code={out['code']}" if kind == "ticket" else ""  # staff tell it when no SMS could
     return redirect(f"/console/reassign/{branch['id']}?done={kind}{code}")

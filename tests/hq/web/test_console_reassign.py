@@ -89,6 +89,8 @@ async def test_a_full_or_closed_slot_and_junk_are_refused_with_the_forms_error(c
     manager = await console.login("manager@acme.test", "fr")
     status, html, _ = await manager.post(f"/console/reassign/acme-main/bookings/{mine}", {"to": "acme-east/general"})
     assert status == 400 and f'href="#to-{mine}"' in html and "complet" in html, html[html.find("<main"):][:1500]
+    # the destination picked stays chosen in that booking's list (and only there)
+    assert html.count('<option value="acme-east/general" selected>') == 1
     status, html, _ = await manager.post(f"/console/reassign/acme-main/bookings/{early}", {"to": "acme-east/general"})
     assert status == 400 and f'id="to-{early}-error"' in html
     for junk in ("", "acme-east", "../x/y", "acme-east/nothing"):
