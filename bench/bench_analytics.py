@@ -3,7 +3,8 @@
 The year of tickets (50 branches in five time zones, Monday to Saturday 08:00-18:00 local,
 four services, six staff members each) is generated in this process and put through HQ's own
 aggregation function (hq.aggregates.contribution, the one ingest calls for every ticket),
-summed in memory and written as the aggregate rows in bulk. The 5 million raw ticket rows and
+summed in memory and written as the aggregate rows in bulk (the organization's days and the
+running totals then filled from them, as migration 31 does). The 5 million raw ticket rows and
 their events are not written: no page reads them, and the aggregate rows are exactly what
 ingesting them one by one would leave (tests/hq/web/test_console_analytics.py proves that
 equality on a smaller dataset through the real ingest). Then a real HQ process (`python -m hq`)
@@ -119,11 +120,15 @@ def generate(db: Path, branches: int, tickets: int, seed: int) -> dict[str, Any]
                      f" VALUES (?, ?, ?, ?, {marks})", ((*k, *v) for k, v in daily.items()))
     conn.executemany(f"INSERT INTO analytics_staff (branch_id, staff, service, day, hour, {cols})"
                      f" VALUES (?, ?, ?, ?, ?, {marks})", ((*k, *v) for k, v in staff_rows.items()))
+    # the organization's days and the running totals, from those rows as migration 31 fills them
+    # (tests/hq/web/test_console_analytics.py: equal to what ingest keeps push by push)
+    ag.backfill_org_days(conn)
+    running = ag.build_running(conn)
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     conn.close()
     return {"tickets": made, "branches": branches, "days": len(days), "hour_rows": len(hours), "day_rows": len(daily),
-            "staff_rows": len(staff_rows), "generate_s": round(generated_s, 1),
+            "staff_rows": len(staff_rows), "running_rows": running, "generate_s": round(generated_s, 1),
             "first_day": min(days).isoformat(), "last_day": max(days).isoformat()}
 
 
@@ -137,7 +142,9 @@ def facts(db: Path) -> dict[str, Any]:
                 "days": conn.execute("SELECT COUNT(DISTINCT day) FROM analytics_days").fetchone()[0],
                 "hour_rows": conn.execute("SELECT COUNT(*) FROM analytics_hours").fetchone()[0],
                 "day_rows": conn.execute("SELECT COUNT(*) FROM analytics_days").fetchone()[0],
-                "staff_rows": conn.execute("SELECT COUNT(*) FROM analytics_staff").fetchone()[0]}
+                "staff_rows": conn.execute("SELECT COUNT(*) FROM analytics_staff").fetchone()[0],
+                "running_rows": conn.execute("SELECT COUNT(*) FROM analytics_running").fetchone()[0],
+                "org_day_rows": conn.execute("SELECT COUNT(*) FROM analytics_org_days").fetchone()[0]}
     finally:
         conn.close()
 
