@@ -167,17 +167,7 @@ def sums(c: sqlite3.Connection, scope: Scope, group: tuple[str, ...], *, table: 
             if i:
                 args += inside_args
             args += [given.pop(0) for _ in range(part.count("?"))]
-    out = []
-    n = len(group)
-    for r in c.execute(sql, args):
-        row = list(r)
-        d = dict(zip(group, row[:n]))
-        d["m"] = dict(zip(measures, (int(v or 0) for v in row[n:n + len(measures)])))
-        if targets is not None:
-            d["inside"] = float(row[-1] or 0)
-        if d["m"].get("tickets") or d["m"].get("wait_n"):
-            out.append(d)
-    return out
+    return _rows(c, sql, args, group, measures, targets)
 
 
 
