@@ -115,6 +115,7 @@ async def test_a_waiting_ticket_moves_keeping_its_arrival_and_the_citizen_gets_t
     admin = await console.login("admin@acme.test")
     status, html, _ = await admin.get("/console/reassign/acme-main")
     assert status == 200 and 'data-ticket="20300107-A007"' in html
+    assert ">Move A007 to</label>" in html  # the ticket's number as people know it, not its id
     status, _, location = await admin.post("/console/reassign/acme-main/tickets/20300107-A007",
                                            {"to": "acme-east/general"})
     assert status == 303
