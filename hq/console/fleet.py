@@ -20,6 +20,8 @@ MANAGERS = ("super_admin", "org_admin", "branch_manager")
 PRINTER_NAMES = {"ok": N_("OK"), "paper_low": N_("Paper low"), "paper_out": N_("Out of paper"),
                  "cover_open": N_("Cover open"), "offline": N_("Offline"), "error": N_("Error"),
                  "unknown": N_("Unknown")}
+#: A device's role as the page names it (the data and the CSV keep the code).
+ROLE_NAMES = {"kiosk": N_("Kiosk"), "counter": N_("Counter"), "display": N_("Display")}
 PROBLEMS = {"never": N_("Never heard from"), "silent": N_("Not heard from for {time}"),
             "pending": N_("Events not yet at HQ: {n}"), "printer": N_("Printer: {state}"),
             "clock": N_("Clock off by {seconds} s"), "version": N_("Older app version (newest: {newest})")}
@@ -51,7 +53,7 @@ async def fleet_page(request: web.Request, p: Principal) -> web.Response:
         d["problem_texts"] = [t(PROBLEMS[code], **_shown(t, code, values)) for code, values in d["problems"]]
     attention = [d for d in devices if d["problems"]]
     return crender(request, "console/fleet.html", devices=devices, attention=attention, now=now,
-                   printer_names=PRINTER_NAMES, silent_after_s=silent)
+                   printer_names=PRINTER_NAMES, device_roles=ROLE_NAMES, silent_after_s=silent)
 
 
 def _shown(t: Any, code: str, values: dict[str, Any]) -> dict[str, Any]:

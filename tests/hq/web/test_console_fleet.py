@@ -81,6 +81,7 @@ async def test_devices_report_their_own_health_and_the_page_says_what_needs_atte
     table = rows(html)
     assert table["acme-main/kiosk-9"][5:7] == ["Paper low", "0.1.0"] and table["acme-main/kiosk-9"][4] == "3"
     assert table["acme-main/kiosk-9"][3].startswith("0 min")
+    assert [table[f"acme-main/{d}-9"][2] for d in ("kiosk", "counter", "display")] == ["Kiosk", "Counter", "Display"]
     assert table["acme-main/display-9"][3].startswith("0 min")  # heard by the kiosk, never reported itself
     assert table["acme-main/display-9"][4:] == ["–", "–", "–", "–"]
     assert table["acme-main/counter-9"][5] == "No printer" and table["acme-main/counter-9"][7].startswith("95")
