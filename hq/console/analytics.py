@@ -170,7 +170,6 @@ def sums(c: sqlite3.Connection, scope: Scope, group: tuple[str, ...], *, table: 
     return _rows(c, sql, args, group, measures, targets)
 
 
-
 def service_inside_sql(targets: Targets, branches: list[str]) -> tuple[str, list[Any]]:
     """Like ``targets.inside_sql()`` for rows without a branch (an organization's days): each
     service's target, which must be the same in every branch (see :func:`org_days_fit`)."""

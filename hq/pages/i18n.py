@@ -61,7 +61,8 @@ class Translator:
         pattern = self.locale.decimal_formats[None]
         self._number_symbols: dict[int, str] | None = None
         if pattern.pattern == "#,##0.###" and pattern.grouping == (3, 3):
-            self._number_symbols = str.maketrans({",": get_group_symbol(self.locale), ".": get_decimal_symbol(self.locale),
+            self._number_symbols = str.maketrans({",": get_group_symbol(self.locale),
+                                                  ".": get_decimal_symbol(self.locale),
                                                   "-": get_minus_sign_symbol(self.locale)})
 
     def gettext(self, msgid: str, **values: Any) -> str:
