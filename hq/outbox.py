@@ -86,14 +86,19 @@ SEQUENCE_BATCH = 2000  # queued events chained per pass (a pass that chained thi
 
 
 def sequence(conn: Any, key: Ed25519PrivateKey, limit: int = SEQUENCE_BATCH) -> int:
-    """Chain queued events (``emit(defer=True)``) into their branches' outboxes, oldest first."""
-    return _chain(conn, key, conn.execute("SELECT id, branch_id, type, payload, now_ms FROM outbox_queue"
-                                          " ORDER BY id LIMIT ?", (limit,)).fetchall())
+    """Chain queued events (``emit(defer=True)``) into their branches' outboxes, oldest first.
+
+    The queue's rows are taken with one ``DELETE ... RETURNING`` (a round trip fewer per pass
+    than a read and a delete); the pass's transaction makes that and the appends one."""
+    rows = conn.execute("DELETE FROM outbox_queue WHERE id IN (SELECT id FROM outbox_queue ORDER BY id LIMIT ?)"
+                        " RETURNING id, branch_id, type, payload, now_ms", (limit,)).fetchall()
+    return _chain(conn, key, sorted(rows, key=lambda r: r[0]), deleted=True)
 
 
-def _chain(conn: Any, key: Ed25519PrivateKey, rows: list[Any]) -> int:
+def _chain(conn: Any, key: Ed25519PrivateKey, rows: list[Any], *, deleted: bool = False) -> int:
     """Append ``rows`` of the queue in order: one head read per branch, one batch of inserts
-    and one of deletes (psycopg sends an ``executemany`` as one pipeline), whatever their number."""
+    and (unless the caller took them out already) one of deletes (psycopg sends an
+    ``executemany`` as one pipeline), whatever their number."""
     heads: dict[str, tuple[int, str, int]] = {}
     values = []
     for r in rows:
@@ -103,7 +108,8 @@ def _chain(conn: Any, key: Ed25519PrivateKey, rows: list[Any]) -> int:
         values.append(row)
     if rows:
         conn.executemany(_INSERT, values)
-        conn.executemany("DELETE FROM outbox_queue WHERE id = ?", [(r[0],) for r in rows])
+        if not deleted:
+            conn.executemany("DELETE FROM outbox_queue WHERE id = ?", [(r[0],) for r in rows])
     return len(rows)
 
 
