@@ -76,11 +76,17 @@ async def test_login_wrong_password_then_right_one_and_logout(console):
 
 
 async def test_navigation_is_shaped_by_role(console):
-    menus = {}
+    menus, homes = {}, {}
     for email in ("root@hq.test", "admin@acme.test", "manager@acme.test", "staff@acme.test"):
         b = await console.login(email)
         _, html, _ = await b.get("/console")
         menus[email] = menu(html)
+        block = re.search(r'<section class="branch-links" aria-labelledby="branch-acme-main">(.*?)</section>', html, re.S)
+        homes[email] = re.findall(r'href="(/console[^"]*)"', block[1]) if block else []
+    # the home lists each branch with the pages about it that the role may open
+    pages = ["live", "appointments", "calendar", "staffing", "branches", "reassign"]
+    assert homes["admin@acme.test"] == homes["root@hq.test"] == [f"/console/{x}/acme-main" for x in pages]
+    assert homes["staff@acme.test"] == ["/console/live/acme-main", "/console/appointments/acme-main"]
     assert menus["root@hq.test"] == ["/console", "/console/orgs", "/console/analytics", "/console/fleet",
                                      "/console/accounts", "/console/audit", "/console/password"]
     assert menus["admin@acme.test"] == ["/console", "/console/orgs/acme/catalogue", "/console/analytics",
