@@ -276,15 +276,20 @@ def _running_joined(scope: Scope, group: tuple[str, ...], measures: tuple[str, .
         end, begin = qualify.sub(r"u.\1", inside_sql), qualify.sub(r"l.\1", inside_sql)
         cols.append(f"({end}) - COALESCE(({begin}), 0) AS inside_n")
         args += [*inside_args, *inside_args]
-    start = "NULL"
+    join = ""
     if starts:
-        start = f"CASE u.weekday {' '.join('WHEN ? THEN ?' for _ in starts)} END"
+        join = (f" LEFT JOIN analytics_running l ON l.branch_id = u.branch_id"
+                f" AND l.day = CASE u.weekday {' '.join('WHEN ? THEN ?' for _ in starts)} END"
+                f" AND l.service = u.service AND l.hour = u.hour")
         args += [v for w, d in sorted(starts.items()) for v in (w, d)]
+    else:  # the period starts before every running total: the end rows are the figures
+        cols = [f"u.{m} AS {m}" for m in measures]
+        if targets is not None:
+            cols.append(f"({end}) AS inside_n")
+            args = list(inside_args)
     days = sorted({x.split(" ", 1)[1] for x in plus})
     branches = sorted({x.split(" ", 1)[0] for x in plus})
-    sql = (f"SELECT {', '.join(f'u.{g} AS {g}' for g in group)}, {', '.join(cols)} FROM analytics_running u"
-           f" LEFT JOIN analytics_running l ON l.branch_id = u.branch_id AND l.day = {start}"
-           f" AND l.service = u.service AND l.hour = u.hour"
+    sql = (f"SELECT {', '.join(f'u.{g} AS {g}' for g in group)}, {', '.join(cols)} FROM analytics_running u{join}"
            f" WHERE u.branch_id IN ({_marks(branches)}) AND u.day IN ({_marks(days)})"
            f" AND u.branch_id || ' ' || u.day IN ({_marks(plus)})")
     args += [*branches, *days, *plus]
