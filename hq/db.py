@@ -17,7 +17,9 @@ read-check-insert inside one function cannot race, even across HQ worker process
 PostgreSQL (``postgresql://...``, hq/db_pg.py): each function runs in its own SERIALIZABLE
 transaction on a pooled connection, retried when PostgreSQL reports a serialization failure
 or deadlock, so the same read-check-insert is just as safe with many HQ processes on many hosts.
-Functions marked with :func:`read_committed` (the booking writes) run at READ COMMITTED.
+Functions marked with :func:`read_committed` (the booking writes) run at READ COMMITTED, and
+those marked :func:`autocommit` (the online booking, whose write is one statement) without a
+transaction block.
 """
 
 from __future__ import annotations

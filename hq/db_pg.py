@@ -16,8 +16,14 @@ also the isolation PostgreSQL-compatible distributed databases (CockroachDB, Yug
 by default and expect clients to retry. Functions marked ``read_committed`` (hq/db.py: the
 booking writes, whose capacity rests on one conditional upsert of the slot's counter row) run
 at READ COMMITTED instead: SERIALIZABLE predicate-locks the bookings index by page, so
-bookings of neighbouring slots failed each other. Reads run in ``REPEATABLE READ READ ONLY``
-transactions: one consistent snapshot per function, as SQLite's readers have.
+bookings of neighbouring slots failed each other. Functions marked ``autocommit`` (the online
+booking: one read, then one statement of data-modifying CTEs) run with no BEGIN/COMMIT at
+all. Reads run in ``REPEATABLE READ READ ONLY`` transactions: one consistent snapshot per
+function, as SQLite's readers have.
+
+Threads: ``pool_size`` writer and ``read_connections`` reader threads per process (:class:`_Workers`)
+and one chainer thread (:class:`_Chainer`) that chains queued booking events into their
+branch's outbox, one pass at a time over every process.
 """
 
 from __future__ import annotations
