@@ -73,7 +73,14 @@ def test_an_unusable_boot_partition_config_is_kept_aside_and_the_device_starts_u
 def test_a_corrupt_installed_config_is_kept_aside_and_replaced_by_a_provisional_one(
         firstboot, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     firstboot.CONFIG.write_text(GOOD[:40])  # cut short, e.g. by a card going bad
+    for name in ("device.crt", "ca.pem", "crl.pem"):  # what its enrollment left
+        (firstboot.DATA / name).write_text(name)
+    (firstboot.DATA / "store.db").write_text("the branch's events")
     assert install(firstboot) == "kiosk-0123abcd"
+    # The certificate names the old device id (the node would refuse it): moved aside, not lost.
+    [old] = firstboot.DATA.glob("enrollment.bad-*")
+    assert sorted(p.name for p in old.iterdir()) == ["ca.pem", "crl.pem", "device.crt"]
+    assert not (firstboot.DATA / "device.crt").exists() and (firstboot.DATA / "store.db").exists()
     assert 'id = "unenrolled"' in firstboot.CONFIG.read_text() and firstboot.PROVISIONAL.exists()
     [aside] = firstboot.ETC.glob("device.toml.bad-*")
     assert aside.read_text() == GOOD[:40]

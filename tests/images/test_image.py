@@ -442,6 +442,8 @@ def test_signed_update_from_a_usb_stick_installs(machine: Machine, workdir: Path
     assert status == 200
     _unplug(machine, "good")
     TIMINGS["update_s"] = round(time.monotonic() - started, 1)
+    TIMINGS["update_log"] = sh.run("journalctl -b -o short-monotonic -u smartq-usb-import@* -u smartq-update.service "
+                                   "| tail -6")[1].splitlines()
 
 
 def test_update_whose_node_fails_is_rolled_back(machine: Machine, workdir: Path,
@@ -460,6 +462,8 @@ def test_update_whose_node_fails_is_rolled_back(machine: Machine, workdir: Path,
     rc, _ = sh.run("test -e /data/app/versions/0.1.2")
     assert rc != 0
     TIMINGS["rollback_s"] = round(time.monotonic() - started, 1)
+    TIMINGS["rollback_log"] = sh.run("journalctl -b -o short-monotonic -u smartq-update.service -u smartq-node.service "
+                                     "| tail -12")[1].splitlines()
 
 
 def test_screen_sleeps_at_night_and_wakes_for_opening_hours(machine: Machine, enrolled: dict) -> None:
@@ -500,6 +504,8 @@ def test_a_corrupt_installed_config_is_set_aside_and_the_device_comes_up_unenrol
     assert 'id = "unenrolled"' in sh.check("cat /etc/smartq/device.toml")
     fp = fingerprint_of(machine)
     assert f"device.toml was unusable (kept as {aside})" in sh.check("cat /run/smartq/enrollment.txt")
+    # The old enrollment's certificate names kiosk-1: moved aside (kept), so the node starts.
+    assert sh.check("ls /var/lib/smartq/enrollment.bad-*/").split() == ["ca.pem", "crl.pem", "device.crt"]
     sh.check("systemctl restart smartq-node.service smartq-ui@kiosk.service", timeout=120)
     assert machine.wait_healthy()["device"] == f"kiosk-{fp[:8]}"
     machine.wait_for("pgrep -u smartq -f enrollment-screen", timeout=300)
