@@ -130,13 +130,20 @@ def disk(workdir: Path, update_key: tuple[Path, Path]) -> Path:
     if fresh and os.environ.get("SMARTQ_IMAGE_REBUILD") != "1":
         TIMINGS["build"] = f"cached {cached.name}"
     else:
-        # One test image at a time on a machine (about 1 GiB allocated each).
-        shutil.rmtree(TEST_IMAGES, ignore_errors=True)
-        TEST_IMAGES.mkdir(parents=True)
-        building = cached.with_suffix(".building")
+        TEST_IMAGES.mkdir(parents=True, exist_ok=True)
+        # Other checkouts on this machine (branches, CI clones) may be building or using theirs
+        # right now: remove only what was built more than a day ago (about 1.3 GiB each), never
+        # the folder, and build under a name of this process's own.
+        for old in TEST_IMAGES.iterdir():
+            try:
+                if old != cached and time.time() - old.stat().st_mtime > 86400:
+                    old.unlink()
+            except OSError:
+                pass  # another run removed it first
+        building = TEST_IMAGES / f".{cached.name}.building-{os.getpid()}"
         run(["bash", str(IMAGES / "build.sh"), "kiosk", "amd64", str(building), "--extra", str(extra),
              "--update-key", str(update_key[1])], env={**_env(), "PYTHON": sys.executable})
-        building.rename(cached)
+        os.replace(building, cached)
         TIMINGS["build_s"] = round(time.monotonic() - started, 1)
     image = workdir / "kiosk.img"
     run(["cp", "--sparse=always", str(cached), str(image)])
