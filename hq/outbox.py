@@ -24,7 +24,7 @@ def hq_origin(branch_id: str) -> str:
 
 
 def emit(conn: sqlite3.Connection, key: Ed25519PrivateKey, branch_id: str, type_: str,
-         payload: dict[str, Any], now_ms: int, *, defer: bool = False) -> dict[str, Any] | None:
+         payload: dict[str, Any], now_ms: int, *, defer: bool = False, after_hlc: int = 0) -> dict[str, Any] | None:
     """Append one signed event to the branch's outbox inside the caller's transaction.
 
     ``defer`` (bookings): on PostgreSQL the event is queued in ``outbox_queue`` instead, and
@@ -47,12 +47,13 @@ def emit(conn: sqlite3.Connection, key: Ed25519PrivateKey, branch_id: str, type_
         # that chains the queue failed and nothing has run it since).
         _chain(conn, key, conn.execute("SELECT id, branch_id, type, payload, now_ms FROM outbox_queue"
                                        " WHERE branch_id = ? ORDER BY id", (branch_id,)).fetchall())
-    return _append(conn, key, branch_id, type_, payload, now_ms)
+    return _append(conn, key, branch_id, type_, payload, now_ms, after_hlc)
 
 
 def _append(conn: Any, key: Ed25519PrivateKey, branch_id: str, type_: str, payload: dict[str, Any],
-            now_ms: int) -> dict[str, Any]:
-    envelope, values = _next(key, branch_id, _head(conn, branch_id), type_, payload, now_ms)
+            now_ms: int, after_hlc: int = 0) -> dict[str, Any]:
+    seq, prev, hlc = _head(conn, branch_id)
+    envelope, values = _next(key, branch_id, (seq, prev, max(hlc, after_hlc)), type_, payload, now_ms)
     conn.execute(_INSERT, values)
     return envelope
 

@@ -105,12 +105,18 @@ def move_ticket(conn: sqlite3.Connection, ctx: BookingContext, from_branch: str,
     booking.add_places(conn, to_branch, to_service, start)  # keeps its place in line: no capacity check
     # What HQ had of the ticket when it decided: a counter's call HQ had not seen is concurrent
     # with the move, and the call wins at the branch (docs/conflicts.md).
-    seen = {r[0]: r[1] for r in conn.execute("SELECT origin, max(seq) FROM events WHERE branch = ? AND subject = ?"
-                                             " GROUP BY origin", (from_branch, ticket_id))}
+    heads = conn.execute("SELECT origin, max(seq), max(hlc) FROM events WHERE branch = ? AND subject = ?"
+                         " GROUP BY origin", (from_branch, ticket_id)).fetchall()
+    seen = {r[0]: r[1] for r in heads}
     now_ms = ctx.now * 1000
+    # The move comes after what HQ saw of the ticket in the branch's order too (the HLC's receive
+    # rule): the branch folds in (hlc, origin, seq) order, and a move stamped by HQ's clock alone
+    # (whole seconds, or a clock behind the branch's) could sort before the ticket's own issue,
+    # where it is an event about a ticket not issued yet and changes nothing.
     outbox.emit(conn, ctx.key, from_branch, ev.TICKET_MOVED, {"ticket": ticket_id, "to_branch": to_branch,
                                                               "to_service": to_service, "booking": row["code"],
-                                                              "seen": seen}, now_ms)
+                                                              "seen": seen}, now_ms,
+                after_hlc=max((int(r[2]) for r in heads), default=0))
     outbox.emit(conn, ctx.key, to_branch, ev.BOOKING_CREATED,
                 booking._event_payload(row) | {"moved_from": from_branch}, now_ms)
     from hq.ingest import refold_tickets

@@ -159,3 +159,26 @@ async def test_only_the_branchs_managers_and_admins_reassign(console, session):
     assert (await beta_admin.get("/console/reassign/acme-main"))[0] == 403
     with db(console) as c:
         assert c.execute("SELECT branch_id FROM bookings WHERE code = ?", (code,)).fetchone()[0] == "acme-main"
+
+
+async def test_a_ticket_moved_in_the_second_it_was_issued_still_leaves_the_line(console, session):
+    """HQ stamps its events from a clock of whole seconds (and a branch's clock may run ahead of
+    HQ's): the move must still sort after the ticket's issue in the branch's (hlc, origin, seq)
+    order, or the branch folds it as an event about a ticket not issued yet (seen in CI)."""
+    hq = console.app[HQ_KEY]
+    kiosk = Device("kiosk-8")
+    await kiosk.register(console, session)
+    console.clock.t = T0 + 2 * 3600  # 10:00:00 in Zurich; the kiosk issues at 10:00:00.900
+    issued = kiosk.event("ticket.issued", {
+        "ticket": "20300107-A008", "service": "general", "number": 8, "label": "A008", "day": "20300107",
+        "priority": 0, "language": "en", "status_token": TOKEN}, console.clock.t + 0.9)
+    await ingest_branch_events(hq, [issued])
+    admin = await console.login("admin@acme.test")
+    status, _, _ = await admin.post("/console/reassign/acme-main/tickets/20300107-A008", {"to": "acme-east/general"})
+    assert status == 303
+    with db(console) as c:
+        moved = json.loads(c.execute("SELECT envelope FROM outbox WHERE branch_id = 'acme-main' AND type = 'ticket.moved'"
+                                     " ORDER BY seq DESC LIMIT 1").fetchone()["envelope"])
+        row = c.execute("SELECT * FROM tickets WHERE branch_id = 'acme-main' AND id = '20300107-A008'").fetchone()
+    assert moved["hlc"] > issued["hlc"]
+    assert row["cancelled_ms"] is not None  # HQ folds as the branch does: it left the line
