@@ -6,6 +6,7 @@ inline (the CSP forbids them): presentation attributes only."""
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 from markupsafe import Markup, escape
@@ -15,6 +16,9 @@ BAR = "#1d70b8"
 OVER = "#d4351c"
 TARGET = "#0b0c0c"
 # Light to dark blue: a sequential scale readable by people with colour-vision deficiencies.
+# Width of one character of the 11 px labels under columns (DejaVu Sans digits are 7 px; a
+# little more for letters), and the space kept between two labels.
+LABEL_CHAR_PX, LABEL_GAP_PX = 7, 8
 HEAT = ("#f3f7fb", "#d2e3f3", "#a6c8e8", "#6fa6d6", "#3b7fc0", "#1d5a96")
 
 
@@ -65,7 +69,9 @@ def columns(title: str, desc: str, items: Sequence[tuple[str, float, str]]) -> M
     top = max([v for _, v, _ in items] + [1])
     head, tail = _open(title, desc, width, height)
     parts = [head, f'<line x1="10" x2="{width - 10}" y1="{base}" y2="{base}" stroke="#505a5f"/>']
-    every = max(1, n // 8)
+    # Label every few bars, as many as fit side by side without touching (a date is ~60 px).
+    widest = max([len(label) for label, _, _ in items] + [1]) * LABEL_CHAR_PX + LABEL_GAP_PX
+    every = max(1, math.ceil(widest / step))
     for i, (label, value, text) in enumerate(items):
         h = value / top * (base - 20)
         x = 10 + i * step
