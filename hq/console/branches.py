@@ -82,11 +82,26 @@ async def _write(request: web.Request, p: Principal, branch: sqlite3.Row, action
     await hq.db.write(write)
 
 
+async def _form(request: web.Request, p: Principal, level: str) -> tuple[sqlite3.Row, Any]:
+    """The branch of a form post the principal may change at ``level``, and the posted form."""
+    branch = await _branch(request, p)
+    _require(p, branch, level)
+    return branch, await request.post()
+
+
+async def _save(request: web.Request, p: Principal, branch: sqlite3.Row, errors: dict[str, str],
+                values: dict[str, Any], done: str, action: str, detail: str, fn: Any) -> web.Response:
+    """Every form's ending: with errors, the page again (400) keeping what was typed; else the
+    change written with its audit line, and back to the page saying what was saved."""
+    if errors:
+        return await _page(request, p, branch, errors, values)
+    await _write(request, p, branch, action, detail, fn)
+    return redirect(f"/console/branches/{branch['id']}?done={done}")
+
+
 @page(MANAGERS)
 async def branch_details(request: web.Request, p: Principal) -> web.Response:
-    branch = await _branch(request, p)
-    _require(p, branch, "admin")
-    form = await request.post()
+    branch, form = await _form(request, p, "admin")
     values = {k: _text(form, k, 300) for k in ("name", "address", "timezone")}
     errors = {}
     if not values["name"]:
@@ -95,18 +110,14 @@ async def branch_details(request: web.Request, p: Principal) -> web.Response:
         tenants.check_timezone(values["timezone"])
     except ApiError:
         errors["timezone"] = N_("Enter a time zone like Africa/Kigali or Europe/Zurich.")
-    if errors:
-        return await _page(request, p, branch, errors, values)
-    await _write(request, p, branch, "branch.update", f"name={values['name']}, timezone={values['timezone']}",
-                 lambda w: w.update_branch(branch["id"], values))
-    return redirect(f"/console/branches/{branch['id']}?done=details")
+    return await _save(request, p, branch, errors, values, "details", "branch.update",
+                       f"name={values['name']}, timezone={values['timezone']}",
+                       lambda w: w.update_branch(branch["id"], values))
 
 
 @page(MANAGERS)
 async def branch_hours(request: web.Request, p: Principal) -> web.Response:
-    branch = await _branch(request, p)
-    _require(p, branch, "manage")
-    form = await request.post()
+    branch, form = await _form(request, p, "manage")
     week: dict[str, dict[str, str]] = {}
     errors: dict[str, str] = {}
     values: dict[str, str] = {}
@@ -119,32 +130,27 @@ async def branch_hours(request: web.Request, p: Principal) -> web.Response:
             errors[f"opens{wd}"] = N_("Enter the opening and closing times as HH:MM, opening first, or leave both empty.")
             continue
         week[str(wd)] = {"opens": opens, "closes": closes}
-    if errors:
-        return await _page(request, p, branch, errors, values)
-    await _write(request, p, branch, "branch.hours", ", ".join(f"{k}:{v['opens']}-{v['closes']}" for k, v in week.items()),
-                 lambda w: w.put_hours(branch["id"], {"weekdays": week}))
-    return redirect(f"/console/branches/{branch['id']}?done=hours")
+    return await _save(request, p, branch, errors, values, "hours", "branch.hours",
+                       ", ".join(f"{k}:{v['opens']}-{v['closes']}" for k, v in week.items()),
+                       lambda w: w.put_hours(branch["id"], {"weekdays": week}))
 
 
 @page(MANAGERS)
 async def branch_closed_add(request: web.Request, p: Principal) -> web.Response:
-    branch = await _branch(request, p)
-    _require(p, branch, "manage")
-    form = await request.post()
+    branch, form = await _form(request, p, "manage")
     values = {"day": _text(form, "day", 10), "reason": _text(form, "reason", 120)}
+    errors = {}
     try:
         tenants.check_day(values["day"])
     except ApiError:
-        return await _page(request, p, branch, {"day": N_("Enter the date as YYYY-MM-DD.")}, values)
-    await _write(request, p, branch, "branch.closed_day", f"+{values['day']} {values['reason']}",
-                 lambda w: w.add_closed_day(branch["id"], values))
-    return redirect(f"/console/branches/{branch['id']}?done=closed")
+        errors["day"] = N_("Enter the date as YYYY-MM-DD.")
+    return await _save(request, p, branch, errors, values, "closed", "branch.closed_day",
+                       f"+{values['day']} {values['reason']}", lambda w: w.add_closed_day(branch["id"], values))
 
 
 @page(MANAGERS)
 async def branch_closed_remove(request: web.Request, p: Principal) -> web.Response:
-    branch = await _branch(request, p)
-    _require(p, branch, "manage")
+    branch, _ = await _form(request, p, "manage")
     day = request.match_info["day"]
     try:
         await _write(request, p, branch, "branch.closed_day", f"-{day}",
@@ -163,9 +169,7 @@ async def _languages(request: web.Request, branch: sqlite3.Row) -> list[str]:
 @page(MANAGERS)
 async def branch_notices(request: web.Request, p: Principal) -> web.Response:
     """The display's ticker lines, one box per language of the branch (one line per notice)."""
-    branch = await _branch(request, p)
-    _require(p, branch, "manage")
-    form = await request.post()
+    branch, form = await _form(request, p, "manage")
     values: dict[str, str] = {}
     errors: dict[str, str] = {}
     notices: dict[str, list[str]] = {}
@@ -178,19 +182,15 @@ async def branch_notices(request: web.Request, p: Principal) -> web.Response:
             errors[f"notices_{lang}"] = N_("Enter at most 20 notices of at most 200 characters each.")
         elif lines:
             notices[lang] = lines
-    if errors:
-        return await _page(request, p, branch, errors, values)
-    await _write(request, p, branch, "branch.notices", ", ".join(f"{k}:{len(v)}" for k, v in notices.items()),
-                 lambda w: w.update_branch(branch["id"], {"notices": notices or []}))
-    return redirect(f"/console/branches/{branch['id']}?done=notices")
+    return await _save(request, p, branch, errors, values, "notices", "branch.notices",
+                       ", ".join(f"{k}:{len(v)}" for k, v in notices.items()),
+                       lambda w: w.update_branch(branch["id"], {"notices": notices or []}))
 
 
 @page(MANAGERS)
 async def branch_counter_names(request: web.Request, p: Principal) -> web.Response:
     """Each counter's name in each language of the branch; an empty box: its default name."""
-    branch = await _branch(request, p)
-    _require(p, branch, "manage")
-    form = await request.post()
+    branch, form = await _form(request, p, "manage")
     languages = await _languages(request, branch)
     counters = await hq_of(request).db.read(lambda c: tenants.list_counters(c, branch["id"]))
     values: dict[str, str] = {}
@@ -210,23 +210,19 @@ async def branch_counter_names(request: web.Request, p: Principal) -> web.Respon
         names = {**{k: v for k, v in counter["names"].items() if k not in languages}, **names}
         if names != counter["names"]:
             changed.append({**counter, "names": names})
-    if errors:
-        return await _page(request, p, branch, errors, values)
 
     def put(w: tenants.Writer) -> None:
         for c in changed:
             w.put_counter(branch["id"], c["id"], {"name": c["name"], "names": c["names"], "services": c["services"],
                                                   "order": c["order"]})
-    await _write(request, p, branch, "branch.counter_names", ", ".join(c["id"] for c in changed), put)
-    return redirect(f"/console/branches/{branch['id']}?done=counters")
+    return await _save(request, p, branch, errors, values, "counters", "branch.counter_names",
+                       ", ".join(c["id"] for c in changed), put)
 
 
 @page(MANAGERS)
 async def branch_targets(request: web.Request, p: Principal) -> web.Response:
     """Each service's target wait in this branch (minutes; empty: the catalogue's or HQ's)."""
-    branch = await _branch(request, p)
-    _require(p, branch, "manage")
-    form = await request.post()
+    branch, form = await _form(request, p, "manage")
     hq = hq_of(request)
     services = await hq.db.read(lambda c: catalogue.branch_targets(c, branch["id"], hq.settings.target_wait_s))
     values: dict[str, str] = {}
@@ -242,23 +238,18 @@ async def branch_targets(request: web.Request, p: Principal) -> web.Response:
             chosen[s["id"]] = int(raw)
         else:
             errors[key] = N_("Enter a target wait from 1 to 240 minutes, or leave it empty.")
-    if errors:
-        return await _page(request, p, branch, errors, values)
     changed = {sid: m for sid, m in chosen.items() if m != next(s["own"] for s in services if s["id"] == sid)}
 
     def put(w: tenants.Writer) -> None:
         for sid, minutes in changed.items():
             catalogue.set_branch_target(w.conn, branch["id"], sid, minutes)
-    await _write(request, p, branch, "branch.targets",
-                 ", ".join(f"{sid}={m if m is not None else '-'}" for sid, m in changed.items()), put)
-    return redirect(f"/console/branches/{branch['id']}?done=targets")
+    return await _save(request, p, branch, errors, values, "targets", "branch.targets",
+                       ", ".join(f"{sid}={m if m is not None else '-'}" for sid, m in changed.items()), put)
 
 
 @page(MANAGERS)
 async def branch_staff(request: web.Request, p: Principal) -> web.Response:
-    branch = await _branch(request, p)
-    _require(p, branch, "admin")
-    form = await request.post()
+    branch, form = await _form(request, p, "admin")
     values = {"staff_id": _text(form, "staff_id", 40).lower(), "staff_name": _text(form, "staff_name", 120),
               "pin": _text(form, "pin", 12)}
     errors = {}
