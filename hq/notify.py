@@ -22,6 +22,10 @@ from hq.gateways import Gateway, GatewayError, Message
 logger = logging.getLogger(__name__)
 
 CLAIM_LEASE_S = 300  # longer than any gateway's timeout
+# The oldest due first; the partial index notifications_claim (migration 32) is in this order,
+# so the scan stops after the rows it takes, however long the queue.
+CLAIM_SQL = ("SELECT * FROM notifications WHERE status IN ('pending', 'sending')"
+             " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?")
 
 
 class Dispatcher:
@@ -48,9 +52,7 @@ class Dispatcher:
             # PostgreSQL: several dispatchers (one per HQ host) claim disjoint rows and never wait
             # on each other; SQLite has one writer at a time, so plain SELECT is the same there.
             lock = " FOR UPDATE SKIP LOCKED" if conn.dialect == "postgresql" else ""
-            rows = conn.execute("SELECT * FROM notifications WHERE status IN ('pending', 'sending')"
-                                " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?" + lock,
-                                (now, limit)).fetchall()
+            rows = conn.execute(CLAIM_SQL + lock, (now, limit)).fetchall()
             conn.executemany("UPDATE notifications SET status = 'sending', attempts = attempts + 1,"
                              " next_attempt_at = ? WHERE id = ?", [(now + CLAIM_LEASE_S, r["id"]) for r in rows])
             return [dict(r) | {"attempts": r["attempts"] + 1} for r in rows]
