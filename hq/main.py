@@ -11,6 +11,7 @@ serializes across processes. Worker 0 alone runs the scheduler and the notificat
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -32,13 +33,27 @@ PARENT_CHECK_S = 1.0  # how often a worker checks that its supervisor is alive
 RESTART_MIN_S = 0.5  # delay before replacing a worker that had run a while
 RESTART_RESET_S = 30.0  # a worker that lived longer than this resets its restart delay
 RESTART_MAX_S = 30.0  # longest delay between restarts of a worker that keeps dying at start
+GC_YOUNG_THRESHOLD = 20_000  # allocations between young-generation collections (CPython: 700)
+
+
+def tune_gc() -> None:
+    """For a serving process, once its app is set up: the objects made so far (modules, the
+    app, its routes, translations) move to the permanent generation, so the cyclic collector
+    stops walking them, and young collections run every 20,000 allocations instead of 700.
+    Under a booking storm the collector took about 6% of HQ's CPU (perf: gc_collect_main,
+    visit_decref, visit_reachable), most of it re-walking what lives as long as the process.
+    Cycles are still collected; only less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
 
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None,
-                stop: asyncio.Event | None = None, reuse_port: bool | None = None) -> None:
+                stop: asyncio.Event | None = None, reuse_port: bool | None = None, own_process: bool = False) -> None:
     """Serve until ``stop`` is set (or SIGINT/SIGTERM); ``ready`` is set once listening.
 
     ``reuse_port`` (default: ``settings.workers > 1``) lets several processes listen on one port.
+    ``own_process``: the process does nothing else (``python -m hq``): :func:`tune_gc`.
     """
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)
@@ -54,6 +69,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None,
         await web.TCPSite(runner, settings.host, settings.link_tls_port, ssl_context=tls,
                           reuse_port=share or None).start()
     logger.info("HQ listening on %s", ", ".join(str(a) for a in runner.addresses))
+    if own_process:
+        tune_gc()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -99,7 +116,7 @@ async def _serve_while_parent(settings: Settings, parent: int) -> None:
         stop.set()
     watcher = asyncio.create_task(watch())
     try:
-        await serve(settings, stop=stop, reuse_port=True)
+        await serve(settings, stop=stop, reuse_port=True, own_process=True)
     finally:
         watcher.cancel()
 
@@ -196,7 +213,7 @@ def run(config_path: str | Path) -> None:
     settings = load_settings(config_path)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.workers <= 1:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, own_process=True))
         return
     if settings.port == 0:
         settings = settings.replace(port=_shared_port(settings.host))
