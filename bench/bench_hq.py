@@ -221,6 +221,23 @@ async def load(urls: list[str], clients: int, seconds: float, interval: float | 
                                               "p99": round(pct(steady, 99) * 1000, 1)}}
 
 
+def statements(database: str, reset: bool = False, top: int = 12) -> list[dict[str, object]]:
+    """PostgreSQL's own account of the saturated phase (pg_stat_statements): per statement, its
+    calls, the time spent executing it (wall time inside the server, so waits for locks count),
+    and the rows it returned or wrote: where the database's share of a booking goes."""
+    import psycopg
+    with psycopg.connect(database, autocommit=True) as conn:
+        if reset:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            conn.execute("SELECT pg_stat_statements_reset()")
+            return []
+        rows = conn.execute(
+            "SELECT calls, total_exec_time, rows, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements"
+            " WHERE query NOT LIKE '%%pg_stat_statements%%' ORDER BY total_exec_time DESC LIMIT %s", (top,)).fetchall()
+    return [{"calls": calls, "total_ms": round(total, 1), "mean_us": round(total * 1000 / max(calls, 1), 1),
+             "rows": n, "query": query[:160]} for calls, total, n, query in rows]
+
+
 async def hot_slot(urls: list[str], attempts: int) -> dict[str, object]:
     tz = ZoneInfo(TZ)
     start = datetime.combine(datetime.now(tz).date() + timedelta(days=2), datetime.strptime("10:00", "%H:%M").time(),
@@ -279,7 +296,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     if args.database == "pg":
         sys.path.insert(0, str(ROOT / "tests" / "hq"))
         from pgserver import PgServer
-        pg = PgServer(durable=True).start()
+        pg = PgServer(durable=True, settings={"shared_preload_libraries": "pg_stat_statements"}
+                      if args.pg_statements else None).start()
         pg.sql("CREATE DATABASE hq_bench")
         database = pg.url("hq_bench")
         db_pid = int((pg.data / "postmaster.pid").read_text().split()[0])
@@ -302,7 +320,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         rng = random.Random(args.seed)
         pids = [p.pid for p in procs]
         paced = await load(urls, args.clients, args.seconds, args.clients / args.rate, slots, rng, pids, db_pid)
+        if args.pg_statements:
+            statements(database, reset=True)
         saturation = await load(urls, args.clients, args.seconds, None, slots, rng, pids, db_pid)
+        if args.pg_statements:
+            saturation["postgresql_statements"] = statements(database)
         hot = await hot_slot(urls, args.hot)
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -341,6 +363,8 @@ def main() -> None:
     parser.add_argument("--hot", type=int, default=500)
     parser.add_argument("--days", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--pg-statements", action="store_true",
+                        help="with --database pg: load pg_stat_statements and report the saturated phase's statements")
     parser.add_argument("--workers", type=int, default=1, help="HQ `workers` setting (server processes on one port)")
     parser.add_argument("--database", choices=("sqlite", "pg"), default="sqlite",
                         help="HQ's storage: a SQLite file, or a PostgreSQL 15 server the bench starts")

@@ -42,8 +42,10 @@ def _free_port() -> int:
 class PgServer:
     """``with PgServer() as pg: pg.url(dbname)``; the data dir is removed on exit, also after errors."""
 
-    def __init__(self, *, host: str = "127.0.0.1", durable: bool = False, netns: str | None = None) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", durable: bool = False, netns: str | None = None,
+                 settings: dict[str, str] | None = None) -> None:
         self.host, self.durable, self.netns = host, durable, netns
+        self.settings = dict(settings or {})  # more server settings (-c name=value), e.g. for a bench
         self.port = _free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="smartq-pg-"))
         self.data = self.dir / "data"
@@ -75,6 +77,7 @@ class PgServer:
                 "-c max_connections=400", "-c shared_buffers=64MB", "-c max_pred_locks_per_transaction=256"]
         if not self.durable:  # a test server: losing it in a power cut loses nothing
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        opts += [f"-c {name}={value}" for name, value in self.settings.items()]
         self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                   "-o", " ".join(opts), "start")
         if self.password is not None:
