@@ -509,7 +509,7 @@ def schedule_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, open_
     lines: dict[str, list[Row]] = {}
     truncated: set[str] = set()
     mine_key = q.order_key(q.Waiting(ticket or "~", service, priority, effective_ms, None), rules[service], now_ms)
-    for s in wanted:
+    for s in sorted(wanted):  # in a fixed order: the plays draw their random numbers line by line
         seen: dict[str, Row] = {}
         # Per priority class (highest first), the head of the class: bounded index ranges.
         below = 1 << 62
