@@ -311,6 +311,10 @@ def _store_tickets(conn: sqlite3.Connection, tickets: list[tuple[Any, ...]]) -> 
     if any(kind == "trigger" for kind, _, _ in indexes):
         conn.execute("DELETE FROM line_counts")  # counted once, as the triggers were off
         conn.execute(COUNT_LINES)
+        if any(name.startswith("wait_coverage") for kind, name, _ in indexes if kind == "trigger"):
+            from appliance import waits  # its own migrations keep this count (today's shown ranges' coverage)
+
+            waits.recount_coverage(conn)
 
 
 def _plain(conn: sqlite3.Connection) -> sqlite3.Cursor:

@@ -264,7 +264,6 @@ class Simulation:
             body["booking_code"] = a["booking"]
         else:
             body["service"] = a["service"]
-        model = self.model
 
         def job(conn: Any) -> tuple[dict[str, Any], dict[str, float]]:
             branch = self.node.branch
@@ -274,7 +273,12 @@ class Simulation:
             return ticket, sig
 
         ticket, sig = self.do(job)
-        predictions = {"naive": waits.naive(sig), "les": waits.les(sig), "learned": waits.learned(sig, model, ticket["service"])}
+        # The learned estimate is the one the node showed (its reply): the model's range as
+        # today's coverage of earlier tickets scaled it (waits.adaptive_range).
+        span = ticket.get("estimated_wait_range_s")
+        shown = (waits.Estimate(span[0], ticket["estimated_wait_s"], span[1]) if span is not None
+                 else waits.point(ticket["estimated_wait_s"]))
+        predictions = {"naive": waits.naive(sig), "les": waits.les(sig), "learned": shown}
         return Person(ticket["id"], ticket["service"], a["priority"], self.clock.ms,
                       self.clock.ms + a["patience_min"] * 60_000, a["absent"], predictions, sig,
                       ticket.get("estimated_wait_s"))
@@ -333,23 +337,31 @@ def ticket_line(p: Person, tz: Any) -> dict[str, Any]:
         "called_at": iso(p.called_ms) if p.outcome != "abandoned" else None,
         "actual_wait_s": round((p.called_ms - p.issued_ms) / 1000, 1) if served and p.called_ms else None,
         "outcome": p.outcome,
+        "people_ahead": int(p.signals["ahead"]),
         "predictions": {name: est.as_dict() for name, est in p.predictions.items()},
     }
 
 
-def score(pairs: list[tuple[waits.Estimate, float]]) -> dict[str, Any]:
+def score(pairs: list[tuple[waits.Estimate, float]], ahead: list[bool] | None = None) -> dict[str, Any]:
     n = len(pairs)
     if not n:
         return {"mae_s": None, "rmse_s": None, "coverage_80": None, "n": 0}
     mae = sum(abs(e.p50 - w) for e, w in pairs) / n
     rmse = math.sqrt(sum((e.p50 - w) ** 2 for e, w in pairs) / n)
     cover = sum(1 for e, w in pairs if e.p10 <= w <= e.p90) / n
-    return {"mae_s": round(mae, 1), "rmse_s": round(rmse, 1), "coverage_80": round(cover, 3), "n": n}
+    out = {"mae_s": round(mae, 1), "rmse_s": round(rmse, 1), "coverage_80": round(cover, 3), "n": n}
+    if ahead is not None:  # the range's coverage over the tickets with someone ahead at issue
+        some = [(e, w) for (e, w), a in zip(pairs, ahead) if a]
+        out["coverage_80_someone_ahead"] = round(sum(1 for e, w in some if e.p10 <= w <= e.p90) / len(some), 3) if some else None
+        out["n_someone_ahead"] = len(some)
+    return out
 
 
 def summarize(days: list[DayResult], estimators: tuple[str, ...] = ESTIMATORS) -> dict[str, Any]:
     served = [p for d in days if d.kind == "eval" for p in d.people if p.outcome == "served" and p.called_ms]
-    return {name: score([(p.predictions[name], (p.called_ms - p.issued_ms) / 1000) for p in served])  # type: ignore[operator]
+    ahead = [p.signals["ahead"] > 0 for p in served]
+    return {name: score([(p.predictions[name], (p.called_ms - p.issued_ms) / 1000) for p in served],  # type: ignore[operator]
+                        ahead if name == "learned" else None)
             for name in estimators}
 
 

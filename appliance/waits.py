@@ -7,6 +7,9 @@
   trained nightly on the branch's own history (appliance/waits_train.py). The model is plain
   JSON data, so HQ can ship one down; predicting is a dot product, no numpy in the node.
 
+The learned range shown is the model's, scaled by how today's earlier ranges held (adaptive
+conformal inference: `adaptive_range`, counted from the log in `wait_coverage`).
+
 The signals of each ticket a node issues are kept in the node-local table `wait_features`
 (not replicated, not in the state hash) so that the nightly job can learn from them once
 the ticket has been called. See docs/wait-estimates.md.
@@ -47,7 +50,51 @@ def _create_tables(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX bookings_by_start ON bookings (json_extract(body, '$.start'))")
 
 
-MIGRATIONS = [_create_tables]
+# Today's coverage of the shown ranges (adaptive conformal inference, `adaptive_range`): per
+# branch day, how many served tickets had a range and how many waited less than its p10 or
+# more than its p90. Kept by triggers on the projection's tickets, from each ticket's row and
+# the estimate its own `ticket.issued` carries, so it is a function of the replicated log:
+# every node with the same events holds the same counts, whichever node issued the ticket.
+# A ticket counts once a counter has started serving it (those who never came have no wait).
+_SHOWN = ("(SELECT json_extract(payload, '$.estimate.p10') * 1000 AS p10, json_extract(payload, '$.estimate.p90') * 1000"
+          " AS p90 FROM events WHERE subject = {t}.id AND type = 'ticket.issued' ORDER BY hlc LIMIT 1)")
+_COUNTED = "{t}.started_ms IS NOT NULL AND {t}.called_ms IS NOT NULL"
+_ADD = ("INSERT INTO wait_coverage (day, n, low, high) SELECT {t}.day, {sign}, {sign} * ({t}.called_ms - {t}.issued_ms < p10),"
+        " {sign} * ({t}.called_ms - {t}.issued_ms > p90) FROM " + _SHOWN + " WHERE " + _COUNTED +
+        " AND p10 IS NOT NULL AND p90 IS NOT NULL"
+        " ON CONFLICT (day) DO UPDATE SET n = n + excluded.n, low = low + excluded.low, high = high + excluded.high;")
+COVERAGE_TRIGGERS = (
+    "CREATE TRIGGER wait_coverage_in AFTER INSERT ON tickets WHEN " + _COUNTED.format(t="new") +
+    " BEGIN " + _ADD.format(t="new", sign=1) + " END",
+    "CREATE TRIGGER wait_coverage_out AFTER DELETE ON tickets WHEN " + _COUNTED.format(t="old") +
+    " BEGIN " + _ADD.format(t="old", sign=-1) + " END",
+    "CREATE TRIGGER wait_coverage_move AFTER UPDATE OF day, issued_ms, called_ms, started_ms ON tickets WHEN "
+    + _COUNTED.format(t="old") + " OR " + _COUNTED.format(t="new") +
+    " BEGIN " + _ADD.format(t="old", sign=-1) + " " + _ADD.format(t="new", sign=1) + " END",
+)
+_ISSUED_ESTIMATE = ("(SELECT json_extract(payload, '$.estimate.{q}') FROM events WHERE subject = t.id"
+                    " AND type = 'ticket.issued' ORDER BY hlc LIMIT 1) * 1000")
+COUNT_COVERAGE = ("INSERT INTO wait_coverage (day, n, low, high) SELECT day, count(*), sum(w < p10), sum(w > p90) FROM"
+                  " (SELECT t.day AS day, t.called_ms - t.issued_ms AS w, " + _ISSUED_ESTIMATE.format(q="p10") + " AS p10, "
+                  + _ISSUED_ESTIMATE.format(q="p90") + " AS p90 FROM tickets t WHERE " + _COUNTED.format(t="t") +
+                  ") WHERE p10 IS NOT NULL AND p90 IS NOT NULL GROUP BY day")
+
+
+def recount_coverage(conn: sqlite3.Connection) -> None:
+    """Count wait_coverage again from the tickets (after a bulk re-fold that ran without triggers)."""
+    conn.execute("DELETE FROM wait_coverage")
+    conn.execute(COUNT_COVERAGE)
+
+
+def _coverage(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE wait_coverage (day TEXT PRIMARY KEY, n INTEGER NOT NULL, low INTEGER NOT NULL,"
+                 " high INTEGER NOT NULL)")
+    for sql in COVERAGE_TRIGGERS:
+        conn.execute(sql)
+    recount_coverage(conn)
+
+
+MIGRATIONS = [_create_tables, _coverage]
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +422,7 @@ def signals(conn: sqlite3.Connection, m: Model, *, service: str, priority: int, 
         "hour": local.hour + local.minute / 60,
         "weekday": float(local.weekday()),
         "context_days": float(ctx.days) if ctx is not None else 0.0,
+        **coverage_signals(conn, day),
     }
 
 
@@ -847,6 +895,58 @@ def regime(sig: dict[str, float]) -> str:
 REGIMES = ("none", "few", "some", "many")
 ANY = "*"
 
+# -- adaptive conformal inference within the branch day -------------------------------------
+# Gibbs & Candes (NeurIPS 2021): the level is moved after each outcome by gamma x (target miss
+# rate - miss), so the share of misses is driven to the target whatever the shift between the
+# days the model learnt from and today. Here the moved quantity is the log of a factor
+# scaling the range around its point; summed over today's served tickets the updates are
+# order-free, so the factor is a function of today's counts (wait_coverage), the same on
+# every node. Yesterday's end carries over at half weight.
+ACI_GAMMA = 0.16
+ACI_TARGET_MISS = 0.2
+ACI_CARRY = 0.5
+ACI_DAYS = 14
+ACI_MIN, ACI_MAX = 0.25, 4.0
+
+
+def aci_log_factor(n: float, missed: float, carried: float = 0.0) -> float:
+    """The range's log width factor after `n` served tickets with a range today, `missed` of
+    them outside it, from `carried` at the day's start."""
+    return carried + ACI_GAMMA * (missed - ACI_TARGET_MISS * n)
+
+
+def aci_carried(days: list[tuple[int, int]]) -> float:
+    """The log factor a day starts from: each earlier day's end (counts (n, missed), oldest
+    first) carried at ACI_CARRY per day."""
+    carried = 0.0
+    for n, missed in days:
+        carried = ACI_CARRY * aci_log_factor(n, missed, carried)
+    return carried
+
+
+def adaptive_range(est: Estimate, sig: dict[str, float]) -> Estimate:
+    """The model's range scaled about its point by today's factor: a day on which the shown
+    ranges missed more than 20% of waits widens them, one on which they held more narrows them.
+    A range 0-0 (a counter free) stays 0-0."""
+    log_f = aci_log_factor(sig.get("cov_n", 0.0), sig.get("cov_missed", 0.0), sig.get("cov_carried", 0.0))
+    f = min(max(math.exp(log_f), ACI_MIN), ACI_MAX)
+    if f == 1.0:
+        return est
+    p10 = max(est.p50 - f * (est.p50 - est.p10), 0.0)
+    p90 = est.p50 + f * (est.p90 - est.p50)
+    return Estimate(int(round(p10)), est.p50, int(round(p90)))
+
+
+def coverage_signals(conn: sqlite3.Connection, day: str) -> dict[str, float]:
+    """Today's served tickets with a range and those it missed, and the factor carried from the
+    days before (wait_coverage: one primary-key range of at most ACI_DAYS + 1 rows)."""
+    rows = conn.execute("SELECT day, n, low + high FROM wait_coverage WHERE day <= ? ORDER BY day DESC LIMIT ?",
+                        (day, ACI_DAYS + 1)).fetchall()
+    today = rows[0] if rows and rows[0][0] == day else None
+    before = [(n, missed) for d, n, missed in reversed(rows) if d != day][-ACI_DAYS:]
+    return {"cov_n": float(today[1]) if today else 0.0, "cov_missed": float(today[2]) if today else 0.0,
+            "cov_carried": round(aci_carried(before), 6)}
+
 
 @dataclass(frozen=True)
 class BranchModel:
@@ -866,8 +966,11 @@ class BranchModel:
                 return found
         return self.services.get(service, self.pooled)
 
-    def predict(self, sig: dict[str, float], service: str) -> Estimate:
-        return self.pick(sig, service).predict(sig)
+    def predict(self, sig: dict[str, float], service: str, *, adaptive: bool = True) -> Estimate:
+        """The ticket's estimate: the model's range, widened or narrowed by today's coverage
+        (`adaptive_range`) unless `adaptive` is false (the model's own range)."""
+        est = self.pick(sig, service).predict(sig)
+        return adaptive_range(est, sig) if adaptive else est
 
     def to_json(self) -> dict[str, Any]:
         return {"version": MODEL_VERSION, "pooled": self.pooled.to_json(),

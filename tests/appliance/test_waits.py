@@ -149,3 +149,19 @@ def test_walk_ins_before_its_slot_go_before_a_booking_checked_in_early():
     ctx = waits.DayContext("2026-03-02", 0, {}, {}, {}, {}, walkin_rate={"a": rates})
     assert abs(ctx.walkin_arrivals("a", 10 * H, 10 * H + 1_800_000) - 6.0) < 1e-9
     assert ctx.walkin_arrivals("a", 12 * H, 13 * H) == 0.0 and ctx.prio_arrivals("a", 10 * H, 11 * H) == 0.0
+
+
+def test_the_range_widens_after_misses_and_narrows_after_holds_today():
+    est = waits.Estimate(300, 600, 1200)
+    assert waits.adaptive_range(est, {}) == est  # nothing served yet today, nothing carried
+    missed = waits.adaptive_range(est, {"cov_n": 50, "cov_missed": 20})  # 40% missed: wider
+    held = waits.adaptive_range(est, {"cov_n": 50, "cov_missed": 2})     # 4% missed: narrower
+    assert missed.p10 < 300 and missed.p90 > 1200 and missed.p50 == 600
+    assert 300 < held.p10 <= 600 <= held.p90 < 1200
+    assert waits.adaptive_range(waits.Estimate(0, 0, 0), {"cov_n": 50, "cov_missed": 40}) == waits.Estimate(0, 0, 0)
+    huge = waits.adaptive_range(est, {"cov_n": 1000, "cov_missed": 900})
+    assert huge.p90 == 600 + waits.ACI_MAX * 600  # bounded
+    # Yesterday's end carries over at half weight: a day of misses starts today wider.
+    carried = waits.aci_carried([(100, 40)])
+    assert carried == waits.ACI_CARRY * waits.ACI_GAMMA * (40 - 0.2 * 100)
+    assert waits.adaptive_range(est, {"cov_carried": carried}).p90 > 1200
