@@ -272,12 +272,27 @@ _TARGET = ("SELECT b.timezone, b.languages, b.name, s.id, s.bookable, s.enabled,
            " FROM branches b LEFT JOIN services s ON s.branch_id = b.id AND s.id = ? WHERE b.id = ?")
 
 
-def _target(conn: sqlite3.Connection, branch_id: str, service_id: Any, start_value: Any
-            ) -> tuple[Any, Any, tuple[date, tuple[Any, ...]] | None]:
+# PostgreSQL: the online booking keeps what :func:`_target` read per (branch, service, day) in
+# :data:`_FACTS`, with the day's blocked slots and the catalogue's version (migration 33: every
+# change to branches, services, hours, closed days, blocks or capacities moves it, whichever HQ
+# process makes it). Its one write statement goes ahead only if the version has not moved
+# (:func:`_book_in_one_statement`), else it writes nothing and the booking is checked again on
+# fresh facts. One round trip per booking instead of two.
+_TARGET_PG = ("SELECT (SELECT version FROM catalogue_version WHERE id = 1), (SELECT string_agg(slot_start::text, ',')"
+              " FROM slot_blocks WHERE branch_id = b.id AND service_id = s.id AND day = ?), " + _TARGET[len("SELECT "):])
+_FACTS: dict[tuple[str, str, str], tuple[Any, Any, date, tuple[Any, ...], frozenset[int], int]] = {}
+_FACTS_MAX = 4096  # (branch, service, day) entries kept per process
+
+
+def _target(conn: sqlite3.Connection, branch_id: str, service_id: Any, start_value: Any, cached: bool = False
+            ) -> tuple[Any, Any, tuple[date, tuple[Any, ...]] | None, int | None]:
     """The bookable branch and service and what decides the slot at ``start_value``, in one
     query (one round trip on PostgreSQL instead of three); the same errors as
     :func:`_bookable_service` in the same order. Facts are None when the start is not valid
-    (the caller's parse then says why)."""
+    (the caller's parse then says why).
+
+    On PostgreSQL also the catalogue version the facts hold at (the write's guard), and with
+    ``cached`` they may come from :data:`_FACTS` without a query."""
     try:
         start = parse_instant(start_value) if isinstance(service_id, str) else None
     except ApiError:
@@ -289,11 +304,27 @@ def _target(conn: sqlite3.Connection, branch_id: str, service_id: Any, start_val
         day = None
     if day is None:
         branch, service = _bookable_service(conn, branch_id, service_id)
-        return branch, service, None
+        return branch, service, None, None
+    pg = getattr(conn, "dialect", "sqlite") == "postgresql"
+    if pg and cached:
+        hit = _FACTS.get((branch_id, service_id, day.isoformat()))
+        if hit is not None:
+            branch, service, hit_day, (closed, opens, closes, capacity), blocked, version = hit
+            blocks = int(start in blocked or slotrules.WHOLE_DAY in blocked)
+            return branch, service, (hit_day, (closed, opens, closes, blocks, capacity)), version
+    version: int | None = None
+    blocked: frozenset[int] = frozenset()
     for _ in range(2):
         d = day.isoformat()
-        row = conn.execute(_TARGET, (d, day.weekday(), day.weekday(), service_id, d, slotrules.WHOLE_DAY, start,
-                                     service_id, d, service_id, branch_id)).fetchone()
+        params = (d, day.weekday(), day.weekday(), service_id, d, slotrules.WHOLE_DAY, start, service_id, d,
+                  service_id, branch_id)
+        if pg:
+            row = conn.execute(_TARGET_PG, (d, *params)).fetchone()
+            if row is not None:
+                version, blocked = row[0], frozenset(int(x) for x in (row[1] or "").split(",") if x)
+                row = row[2:]
+        else:
+            row = conn.execute(_TARGET, params).fetchone()
         if row is None:
             raise not_found("branch")
         if row[0] == zone:
@@ -303,7 +334,7 @@ def _target(conn: sqlite3.Connection, branch_id: str, service_id: Any, start_val
             day = datetime.fromtimestamp(start, ZoneInfo(zone)).date()
         except (OverflowError, ValueError, OSError):
             branch, service = _bookable_service(conn, branch_id, service_id)
-            return branch, service, None
+            return branch, service, None, None
     if row[3] is None:
         raise not_found("service")
     branch = {"id": branch_id, "timezone": row[0], "languages": row[1], "name": row[2]}
@@ -311,7 +342,14 @@ def _target(conn: sqlite3.Connection, branch_id: str, service_id: Any, start_val
                "names": row[8]}
     if not service["bookable"] or not service["enabled"]:  # enabled 0: withdrawn by the catalogue
         raise conflict("this service cannot be booked online", "not_bookable")
-    return branch, service, (day, tuple(row[9:14]))
+    facts = (day, tuple(row[9:14]))
+    if version is not None:
+        if len(_FACTS) >= _FACTS_MAX:
+            _FACTS.clear()
+        closed, opens, closes, _, capacity = facts[1]
+        _FACTS[(branch_id, service_id, day.isoformat())] = (branch, service, day, (closed, opens, closes, capacity),
+                                                            blocked, version)
+    return branch, service, facts, version
 
 
 # -- bookings ------------------------------------------------------------------------------
@@ -383,21 +421,36 @@ def book_row(conn: sqlite3.Connection, ctx: BookingContext, body: Any) -> Writte
     branch_id = body.get("branch")
     if not isinstance(branch_id, str):
         raise bad_request("branch must be a branch id")
-    branch, service, facts = _target(conn, branch_id, body.get("service"), body.get("start"))
-    start = parse_instant(body.get("start"))
-    phone = normalize_phone(body["phone"], ctx.phone_region) if body.get("phone") is not None else None
-    email = normalize_email(body["email"]) if body.get("email") is not None else None
-    if phone is None and email is None:
-        raise bad_request("give a phone number or an e-mail address (needed to change or cancel)", "contact_required")
-    name = check_str(body.get("name"), "name", max_len=120, required=False) if body.get("name") is not None else ""
-    languages = json.loads(branch["languages"])
-    language = body.get("language", languages[0])
-    if language not in languages:
-        raise bad_request(f"language must be one of {', '.join(languages)}")
-    end, capacity = _check_slot(conn, branch, service, start, ctx, facts)
-    values = (branch_id, service["id"], start, end, name, phone, email, language)
-    if getattr(conn, "dialect", "sqlite") == "postgresql":
-        return _book_in_one_statement(conn, ctx, branch, service, capacity, values)
+    postgresql = getattr(conn, "dialect", "sqlite") == "postgresql"
+    for attempt in range(5):
+        cached = postgresql and attempt == 0
+        try:
+            branch, service, facts, version = _target(conn, branch_id, body.get("service"), body.get("start"), cached)
+            start = parse_instant(body.get("start"))
+            phone = normalize_phone(body["phone"], ctx.phone_region) if body.get("phone") is not None else None
+            email = normalize_email(body["email"]) if body.get("email") is not None else None
+            if phone is None and email is None:
+                raise bad_request("give a phone number or an e-mail address (needed to change or cancel)",
+                                  "contact_required")
+            name = check_str(body.get("name"), "name", max_len=120, required=False) if body.get("name") is not None else ""
+            languages = json.loads(branch["languages"])
+            language = body.get("language", languages[0])
+            if language not in languages:
+                raise bad_request(f"language must be one of {', '.join(languages)}")
+            end, capacity = _check_slot(conn, branch, service, start, ctx, facts)
+        except ApiError:
+            if cached:  # a refusal is always made on facts read now
+                continue
+            raise
+        values = (branch_id, service["id"], start, end, name, phone, email, language)
+        if not postgresql:
+            break
+        written = _book_in_one_statement(conn, ctx, branch, service, capacity, values, version)
+        if written is not None:
+            return written
+        _FACTS.pop((branch_id, service["id"], facts[0].isoformat() if facts else ""), None)  # changed meanwhile
+    else:
+        raise conflict("this slot's opening hours or capacity are being changed, try again", "busy")
     if not take_place(conn, branch_id, service["id"], start, capacity):
         raise conflict("this slot is fully booked", "slot_full")
     row = _insert_booking(conn, ctx, values)
@@ -437,12 +490,15 @@ def _booked_row(id_: int | None, code: str, values: tuple[Any, ...], now: int) -
 
 
 def _book_in_one_statement(conn: Any, ctx: BookingContext, branch: Any, service: Any, capacity: int,
-                           values: tuple[Any, ...]) -> Written:
+                           values: tuple[Any, ...], version: int | None) -> Written | None:
     """PostgreSQL: take the place, insert the booking, queue its event and its notifications in
     one statement (data-modifying CTEs: one round trip, atomic on its own, so the API runs it
     without BEGIN/COMMIT, hq/db.py autocommit). Each part feeds the next: a full slot (the
     upsert's ``WHERE`` refuses) inserts nothing at all. The capacity rule is the same
-    conditional upsert as :func:`take_place`."""
+    conditional upsert as :func:`take_place`.
+
+    ``version``: the catalogue version the booking's facts were read at; if it has moved, the
+    statement writes nothing and this returns None (the caller checks again on fresh facts)."""
     if capacity <= 0:
         raise conflict("this slot is fully booked", "slot_full")
     branch_id, service_id, start = values[0], values[1], values[2]
@@ -452,8 +508,9 @@ def _book_in_one_statement(conn: Any, ctx: BookingContext, branch: Any, service:
         messages = notifications.booking_messages(row, branch, "confirmation", f"confirm:{code}",
                                                   service_names=service["names"])
         notes = " UNION ALL ".join(["SELECT ?, ?, ?, ?, ?, ?"] * len(messages))
-        taken, made = conn.execute(
-            "WITH place AS (INSERT INTO slot_counts (branch_id, service_id, slot_start, booked) VALUES (?, ?, ?, 1)"
+        held, taken, made = conn.execute(
+            "WITH guard AS (SELECT 1 FROM catalogue_version WHERE id = 1 AND version = ?),"
+            " place AS (INSERT INTO slot_counts (branch_id, service_id, slot_start, booked) SELECT ?, ?, ?, 1 FROM guard"
             " ON CONFLICT (branch_id, service_id, slot_start) DO UPDATE SET booked = slot_counts.booked + 1"
             " WHERE slot_counts.booked < ? RETURNING booked),"
             " made AS (INSERT INTO bookings (code, branch_id, service_id, slot_start, slot_end, status, name, phone,"
@@ -463,10 +520,12 @@ def _book_in_one_statement(conn: Any, ctx: BookingContext, branch: Any, service:
             " noted AS (INSERT INTO notifications (idem_key, kind, channel, recipient, subject, body, booking_id,"
             f" next_attempt_at, created_at) SELECT m.k, m.kind, m.ch, m.r, m.s, m.b, made.id, ?, ? FROM made,"
             f" ({notes}) AS m (k, kind, ch, r, s, b) ON CONFLICT (idem_key) DO NOTHING)"
-            " SELECT (SELECT booked FROM place), (SELECT id FROM made)",
-            (branch_id, service_id, start, capacity, code, *values, ctx.now, ctx.now,
+            " SELECT (SELECT 1 FROM guard), (SELECT booked FROM place), (SELECT id FROM made)",
+            (version, branch_id, service_id, start, capacity, code, *values, ctx.now, ctx.now,
              branch_id, ev.BOOKING_CREATED, orjson.dumps(_event_payload(row)).decode(), ctx.now * 1000,
              ctx.now, ctx.now, *(v for m in messages for v in m))).fetchone()
+        if held is None:
+            return None
         if taken is None:
             raise conflict("this slot is fully booked", "slot_full")
         if made is None:  # the code existed (1 in 32^8 per booking): give the place back, draw again

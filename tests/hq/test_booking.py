@@ -195,3 +195,68 @@ def test_written_row_is_the_stored_row_and_a_code_clash_draws_again(tmp_path):
         assert booking.render(first, ctx)["code"] == first.row["code"]
     finally:
         hq.db.close()
+
+
+def test_a_booking_is_decided_on_what_holds_when_it_is_written(tmp_path):
+    """PostgreSQL keeps the facts of a slot's day per process and its booking statement checks
+    them again (one round trip instead of two), so what another HQ process changed a moment
+    ago decides the next booking: each change below is written behind this process's back and
+    the booking after it is refused, or made with the new service name, as a fresh read says."""
+    from datetime import date
+
+    from hq import booking, slotrules, tenants
+    from hq.app import open_hq
+    from hq.db import autocommit
+    from hq.errors import ApiError
+    from hqtest import make_settings
+    hq = open_hq(make_settings(tmp_path))
+    try:
+        def writer(fn):
+            hq.db.write_sync(lambda c: fn(tenants.Writer(c, hq.key, 0)))
+        writer(lambda w: (w.create_org({"id": "o", "name": "o"}),
+                          w.create_branch("o", {"id": "b", "name": "b", "timezone": "Europe/Zurich"}),
+                          w.put_service("b", "s", {"letter": "A", "names": {"en": "Passports"}, "slot_minutes": 30,
+                                                   "capacity": 5}),
+                          w.put_hours("b", {"weekdays": {str(i): {"opens": "08:00", "closes": "18:00"}
+                                                         for i in range(7)}})))
+        ctx = booking.BookingContext(key=hq.key, now=T0, horizon_days=60, token_grace_s=60, phone_region="CH",
+                                     rng=_ScriptedRng(list(range(1, 40))))
+        day = date(2030, 1, 8)
+        nine, ten = "2030-01-08T09:00:00+01:00", "2030-01-08T10:00:00+01:00"
+
+        def book(start=ten):
+            return hq.db.write_sync(autocommit(lambda c: booking.book_row(
+                c, ctx, {"branch": "b", "service": "s", "start": start, "email": "a@x.test"})))
+
+        def refused(code, start=ten):
+            with pytest.raises(ApiError) as err:
+                book(start)
+            assert err.value.code == code, err.value.message
+        book(nine)  # the day's facts are now known to this process
+        t10 = booking.parse_instant(ten)
+        hq.db.write_sync(lambda c: slotrules.block(c, "b", "s", day, [t10], "meeting", T0))
+        refused("slot_unavailable")
+        hq.db.write_sync(lambda c: slotrules.unblock(c, "b", "s", day, [t10]))
+        writer(lambda w: w.add_closed_day("b", {"day": day.isoformat(), "reason": "holiday"}))
+        refused("slot_unavailable")
+        writer(lambda w: w.remove_closed_day("b", day.isoformat()))
+        writer(lambda w: w.put_hours("b", {"weekdays": {str(i): {"opens": "08:00", "closes": "09:30"} for i in range(7)}}))
+        refused("slot_unavailable")
+        writer(lambda w: w.put_hours("b", {"weekdays": {str(i): {"opens": "08:00", "closes": "18:00"} for i in range(7)}}))
+        hq.db.write_sync(lambda c: slotrules.set_capacity(c, "b", "s", day, 1))
+        book(ten)
+        refused("slot_full")
+        hq.db.write_sync(lambda c: slotrules.set_capacity(c, "b", "s", day, None))
+        writer(lambda w: w.put_service("b", "s", {"letter": "A", "names": {"en": "Passports"}, "slot_minutes": 30,
+                                                  "capacity": 5, "bookable": False}))
+        refused("not_bookable")
+        writer(lambda w: w.put_service("b", "s", {"letter": "A", "names": {"en": "Identity cards"}, "slot_minutes": 30,
+                                                  "capacity": 5}))
+        made = book(ten)
+        body = hq.db.read_sync(lambda c: c.execute("SELECT body FROM notifications WHERE booking_id = ?",
+                                                    (made.row["id"],)).fetchone()[0])
+        assert "Identity cards" in body
+        counts = hq.db.read_sync(lambda c: c.execute("SELECT slot_start, booked FROM slot_counts ORDER BY 1").fetchall())
+        assert [tuple(r) for r in counts] == [(booking.parse_instant(nine), 1), (t10, 2)]
+    finally:
+        hq.db.close()
