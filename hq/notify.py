@@ -61,8 +61,9 @@ class Dispatcher:
                 conn.execute(CLAIM_PG_SETTINGS)
                 lock = " FOR UPDATE SKIP LOCKED"
             rows = conn.execute(CLAIM_SQL + lock, (now, limit)).fetchall()
-            conn.executemany("UPDATE notifications SET status = 'sending', attempts = attempts + 1,"
-                             " next_attempt_at = ? WHERE id = ?", [(now + CLAIM_LEASE_S, r["id"]) for r in rows])
+            if rows:  # one statement for the pass, not one per row
+                conn.execute("UPDATE notifications SET status = 'sending', attempts = attempts + 1, next_attempt_at = ?"
+                             f" WHERE id IN ({', '.join('?' * len(rows))})", (now + CLAIM_LEASE_S, *(r["id"] for r in rows)))
             return [dict(r) | {"attempts": r["attempts"] + 1} for r in rows]
 
         rows = await self.hq.db.write(claim)
@@ -89,8 +90,10 @@ class Dispatcher:
         max_attempts = self.hq.settings.notify_max_attempts
 
         def record(conn: sqlite3.Connection) -> None:
-            conn.executemany("UPDATE notifications SET status = 'sent', sent_at = ?, last_error = '' WHERE id = ?",
-                             [(now, row["id"]) for row, error in outcomes if not error])
+            sent = [row["id"] for row, error in outcomes if not error]
+            if sent:  # one statement for the pass, not one per row
+                conn.execute("UPDATE notifications SET status = 'sent', sent_at = ?, last_error = ''"
+                             f" WHERE id IN ({', '.join('?' * len(sent))})", (now, *sent))
             for row, error in outcomes:
                 if not error:
                     continue
