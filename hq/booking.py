@@ -273,15 +273,15 @@ _TARGET = ("SELECT b.timezone, b.languages, b.name, s.id, s.bookable, s.enabled,
 
 
 # PostgreSQL: the online booking keeps what :func:`_target` read per (branch, service, day) in
-# :data:`_FACTS`, with the day's blocked slots and the catalogue's version (migration 33: every
+# its database's ``facts`` dict (``PgConn.facts``: one per database, so two databases in one
+# process never see each other's), with the day's blocked slots and the catalogue's version (migration 33: every
 # change to branches, services, hours, closed days, blocks or capacities moves it, whichever HQ
 # process makes it). Its one write statement goes ahead only if the version has not moved
 # (:func:`_book_in_one_statement`), else it writes nothing and the booking is checked again on
 # fresh facts. One round trip per booking instead of two.
 _TARGET_PG = ("SELECT (SELECT version FROM catalogue_version WHERE id = 1), (SELECT string_agg(slot_start::text, ',')"
               " FROM slot_blocks WHERE branch_id = b.id AND service_id = s.id AND day = ?), " + _TARGET[len("SELECT "):])
-_FACTS: dict[tuple[str, str, str], tuple[Any, Any, date, tuple[Any, ...], frozenset[int], int]] = {}
-_FACTS_MAX = 4096  # (branch, service, day) entries kept per process
+_FACTS_MAX = 4096  # (branch, service, day) entries kept per database and process
 
 
 def _target(conn: sqlite3.Connection, branch_id: str, service_id: Any, start_value: Any, cached: bool = False
@@ -292,7 +292,7 @@ def _target(conn: sqlite3.Connection, branch_id: str, service_id: Any, start_val
     (the caller's parse then says why).
 
     On PostgreSQL also the catalogue version the facts hold at (the write's guard), and with
-    ``cached`` they may come from :data:`_FACTS` without a query."""
+    ``cached`` they may come from the database's kept facts without a query."""
     try:
         start = parse_instant(start_value) if isinstance(service_id, str) else None
     except ApiError:
@@ -305,9 +305,10 @@ def _target(conn: sqlite3.Connection, branch_id: str, service_id: Any, start_val
     if day is None:
         branch, service = _bookable_service(conn, branch_id, service_id)
         return branch, service, None, None
+    kept: dict[Any, Any] | None = getattr(conn, "facts", None)
     pg = getattr(conn, "dialect", "sqlite") == "postgresql"
-    if pg and cached:
-        hit = _FACTS.get((branch_id, service_id, day.isoformat()))
+    if kept is not None and cached:
+        hit = kept.get((branch_id, service_id, day.isoformat()))
         if hit is not None:
             branch, service, hit_day, (closed, opens, closes, capacity), blocked, version = hit
             blocks = int(start in blocked or slotrules.WHOLE_DAY in blocked)
@@ -343,11 +344,11 @@ def _target(conn: sqlite3.Connection, branch_id: str, service_id: Any, start_val
     if not service["bookable"] or not service["enabled"]:  # enabled 0: withdrawn by the catalogue
         raise conflict("this service cannot be booked online", "not_bookable")
     facts = (day, tuple(row[9:14]))
-    if version is not None:
-        if len(_FACTS) >= _FACTS_MAX:
-            _FACTS.clear()
+    if version is not None and kept is not None:
+        if len(kept) >= _FACTS_MAX:
+            kept.clear()
         closed, opens, closes, _, capacity = facts[1]
-        _FACTS[(branch_id, service_id, day.isoformat())] = (branch, service, day, (closed, opens, closes, capacity),
+        kept[(branch_id, service_id, day.isoformat())] = (branch, service, day, (closed, opens, closes, capacity),
                                                             blocked, version)
     return branch, service, facts, version
 
@@ -448,7 +449,9 @@ def book_row(conn: sqlite3.Connection, ctx: BookingContext, body: Any) -> Writte
         written = _book_in_one_statement(conn, ctx, branch, service, capacity, values, version)
         if written is not None:
             return written
-        _FACTS.pop((branch_id, service["id"], facts[0].isoformat() if facts else ""), None)  # changed meanwhile
+        kept = getattr(conn, "facts", None)
+        if kept is not None:  # changed meanwhile
+            kept.pop((branch_id, service["id"], facts[0].isoformat() if facts else ""), None)
     else:
         raise conflict("this slot's opening hours or capacity are being changed, try again", "busy")
     if not take_place(conn, branch_id, service["id"], start, capacity):

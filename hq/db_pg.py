@@ -146,11 +146,12 @@ class PgConn:
     """A psycopg connection behind HQ's small connection interface (``?`` params, named rows)."""
 
     dialect = "postgresql"
-    __slots__ = ("raw", "queued")
+    __slots__ = ("raw", "queued", "facts")
 
-    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+    def __init__(self, raw: psycopg.Connection[Any], facts: dict[Any, Any] | None = None) -> None:
         self.raw = raw
         self.queued = False  # the transaction queued events for the chain (hq/outbox.py emit defer)
+        self.facts = facts  # this database's booking facts kept between writes (hq/booking.py _target)
 
     def execute(self, sql: str, params: Sequence[Any] | None = ()) -> psycopg.Cursor[Any]:
         try:
@@ -198,6 +199,7 @@ class PostgresDatabase:
         # it needs HQ's key)
         self.chain: Callable[[Any], Any] | None = None
         self._chainer = _Chainer(self._chain_pass)
+        self.facts: dict[Any, Any] = {}  # hq/booking.py: slot days' facts, per database (never shared)
 
     def migrate(self) -> list[int]:
         from hq.migrations import apply_migrations
@@ -222,7 +224,7 @@ class PostgresDatabase:
     def _write_only(self, fn: Callable[[Any], T]) -> tuple[T, bool]:
         """The transaction alone: (its result, whether it queued events for the chain)."""
         with self.pool.connection() as raw:
-            conn = PgConn(raw)
+            conn = PgConn(raw, self.facts)
             result = self._attempts(raw, conn, fn)
             return result, conn.queued and self.chain is not None
 

@@ -260,3 +260,39 @@ def test_a_booking_is_decided_on_what_holds_when_it_is_written(tmp_path):
         assert [tuple(r) for r in counts] == [(booking.parse_instant(nine), 1), (t10, 2)]
     finally:
         hq.db.close()
+
+
+def test_two_databases_in_one_process_keep_their_own_facts(tmp_path):
+    """The facts a booking keeps belong to its database: two HQ databases in one process (tests,
+    tools), with the same branch and service ids and the same catalogue version but different
+    capacities, each book by their own."""
+    from hq import booking, tenants
+    from hq.app import open_hq
+    from hq.db import autocommit
+    from hq.errors import ApiError
+    from hqtest import make_settings
+    hqs = [open_hq(make_settings(tmp_path / name)) for name in ("one", "two")]
+    try:
+        for hq, capacity in zip(hqs, (5, 1)):
+            def setup(c, hq=hq, capacity=capacity):
+                w = tenants.Writer(c, hq.key, 0)
+                w.create_org({"id": "o", "name": "o"})
+                w.create_branch("o", {"id": "b", "name": "b", "timezone": "Europe/Zurich"})
+                w.put_service("b", "s", {"letter": "A", "names": {"en": "x"}, "slot_minutes": 30, "capacity": capacity})
+                w.put_hours("b", {"weekdays": {str(i): {"opens": "08:00", "closes": "18:00"} for i in range(7)}})
+            hq.db.write_sync(setup)
+
+        def book(hq):
+            ctx = booking.BookingContext(key=hq.key, now=T0, horizon_days=60, token_grace_s=60, phone_region="CH",
+                                         rng=__import__("random").Random())
+            return hq.db.write_sync(autocommit(lambda c: booking.book_row(
+                c, ctx, {"branch": "b", "service": "s", "start": "2030-01-08T09:00:00+01:00", "email": "a@x.test"})))
+        book(hqs[0])  # the first database's facts (capacity 5) are kept
+        book(hqs[1])
+        with pytest.raises(ApiError) as full:
+            book(hqs[1])
+        assert full.value.code == "slot_full"
+        book(hqs[0])
+    finally:
+        for hq in hqs:
+            hq.db.close()
