@@ -374,6 +374,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.processes > 1 and args.database != "pg":
         parser.error("--processes > 1 needs --database pg (SQLite: use --workers)")
+    if args.pg_statements and args.database != "pg":
+        parser.error("--pg-statements needs --database pg")
     result = asyncio.run(main_async(args))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

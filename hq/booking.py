@@ -274,9 +274,9 @@ _TARGET = ("SELECT b.timezone, b.languages, b.name, s.id, s.bookable, s.enabled,
 
 # PostgreSQL: the online booking keeps what :func:`_target` read per (branch, service, day) in
 # its database's ``facts`` dict (``PgConn.facts``: one per database, so two databases in one
-# process never see each other's), with the day's blocked slots and the catalogue's version (migration 33: every
-# change to branches, services, hours, closed days, blocks or capacities moves it, whichever HQ
-# process makes it). Its one write statement goes ahead only if the version has not moved
+# process never see each other's), with the day's blocked slots and the catalogue's version
+# (migration 33: every change to branches, services, hours, closed days, blocks or capacities
+# moves it, whichever HQ process makes it). Its one write statement goes ahead only if the version has not moved
 # (:func:`_book_in_one_statement`), else it writes nothing and the booking is checked again on
 # fresh facts. One round trip per booking instead of two.
 _TARGET_PG = ("SELECT (SELECT version FROM catalogue_version WHERE id = 1), (SELECT string_agg(slot_start::text, ',')"
@@ -449,9 +449,7 @@ def book_row(conn: sqlite3.Connection, ctx: BookingContext, body: Any) -> Writte
         written = _book_in_one_statement(conn, ctx, branch, service, capacity, values, version)
         if written is not None:
             return written
-        kept = getattr(conn, "facts", None)
-        if kept is not None:  # changed meanwhile
-            kept.pop((branch_id, service["id"], facts[0].isoformat() if facts else ""), None)
+        # the catalogue changed meanwhile: the next attempt reads the facts again (and keeps them)
     else:
         raise conflict("this slot's opening hours or capacity are being changed, try again", "busy")
     if not take_place(conn, branch_id, service["id"], start, capacity):

@@ -26,9 +26,10 @@ CLAIM_LEASE_S = 300  # longer than any gateway's timeout
 # so the scan stops after the rows it takes, however long the queue.
 CLAIM_SQL = ("SELECT * FROM notifications WHERE status IN ('pending', 'sending')"
              " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?")
-# PostgreSQL, in the claim's transaction: after a burst of bookings its statistics still say
-# the queue is short (analyzed before the burst), so it planned a bitmap scan of every due row
-# and a sort that spilled to disk (30 ms a claim with 16,000 queued, in the booking bench).
+# PostgreSQL, in the claim's transaction: during a burst of bookings, before autovacuum has
+# analyzed the table, its default estimates say the queue is short, so it planned a bitmap scan
+# of every due row and a sort that spilled to disk (30 ms a claim with 16,000 queued, in the
+# booking bench).
 # With sorting priced out, the plan is the index in the claim's order, whatever the statistics.
 CLAIM_PG_SETTINGS = "SET LOCAL enable_sort = off"
 
