@@ -355,17 +355,19 @@ def signals(conn: sqlite3.Connection, m: Model, *, service: str, priority: int, 
     open_ids = {r[0] for r in conn.execute("SELECT id FROM counter_status WHERE status = 'open'")}
     serving = [c for c in m.counters.values() if service in c.services and c.id in open_ids]
     open_counters = len(serving)
-    mean_s = _mean_service_s(conn, m, day, service)
+    ctx = ctx if ctx is not None and ctx.day == day else None
+    # Each line's latest services today, read once: the naive mean and the blended one.
+    latest = {s: _latest_services_ms(conn, m, day, s) for s in {*m.services, service}}
+    mean_s = q.mean_service_s(latest[service], m.rules_for(service).default_service_s)
     busy = {r[0]: (r[1], r[2], r[3]) for r in conn.execute(
         "SELECT counter, service, called_ms, started_ms FROM tickets INDEXED BY tickets_held"
         " WHERE status IN ('called', 'serving') AND counter IS NOT NULL")}
     shared = sorted({s for c in serving for s in c.services if s != service and s in m.services})
     occupancy = {s: _occupancy_s(conn, m, day, s) for s in m.services}
-    means = {s: _blended_mean_s(conn, m, ctx if ctx is not None and ctx.day == day else None, day, s) for s in m.services}
+    means = {s: _blended_mean_s(m, ctx, s, latest[s]) for s in m.services}
     shared_ahead = 0.0
     for s in shared:
         shared_ahead += _waiting_before(conn, s, day, effective_ms) * occupancy[s]
-    ctx = ctx if ctx is not None and ctx.day == day else None
     remaining = _remaining(m, ctx, busy, occupancy, means, now_ms)
     # The time until the first counter of this service is free (0 when one is idle).
     first_free = 0.0
@@ -461,28 +463,24 @@ RATIO_ROWS = 10
 RATIO_MIN_S = 60.0
 
 
-def _mean_service_s(conn: sqlite3.Connection, m: Model, day: str, service: str) -> float:
-    rules = m.rules_for(service)
-    durations = [r[0] for r in conn.execute(
+def _latest_services_ms(conn: sqlite3.Connection, m: Model, day: str, service: str) -> list[int | None]:
+    """The service times (ms) of the line's latest `estimate_window` services today, latest first."""
+    return [r[0] for r in conn.execute(
         "SELECT finished_ms - started_ms FROM tickets WHERE status = 'completed' AND service = ? AND day = ?"
-        " AND started_ms IS NOT NULL ORDER BY finished_ms DESC LIMIT ?", (service, day, rules.estimate_window))]
-    return q.mean_service_s(durations, rules.default_service_s)
+        " AND started_ms IS NOT NULL ORDER BY finished_ms DESC LIMIT ?", (service, day, m.rules_for(service).estimate_window))]
 
 
 MEAN_PRIOR_ROWS = 40  # the recent days' mean counts as this many of today's services
 
 
-def _blended_mean_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, day: str, service: str) -> float:
-    """The service's mean time: today's latest services, shrunk towards the recent days' mean
-    (a window of 20 services alone is off by 10-15% often enough to shift every estimate)."""
-    rules = m.rules_for(service)
-    usable = [r[0] / 1000 for r in conn.execute(
-        "SELECT finished_ms - started_ms FROM tickets WHERE status = 'completed' AND service = ? AND day = ?"
-        " AND started_ms IS NOT NULL ORDER BY finished_ms DESC LIMIT ?", (service, day, rules.estimate_window))
-        if r[0] is not None and r[0] >= 0]
+def _blended_mean_s(m: Model, ctx: DayContext | None, service: str, latest_ms: list[int | None]) -> float:
+    """The service's mean time: today's latest services (`_latest_services_ms`), shrunk towards
+    the recent days' mean (a window of 20 services alone is off by 10-15% often enough to
+    shift every estimate)."""
+    usable = [d / 1000 for d in latest_ms if d is not None and d >= 0]
     prior = ctx.mean.get(service) if ctx is not None else None
     if prior is None:
-        return sum(usable) / len(usable) if usable else float(rules.default_service_s)
+        return sum(usable) / len(usable) if usable else float(m.rules_for(service).default_service_s)
     return (sum(usable) + MEAN_PRIOR_ROWS * prior) / (len(usable) + MEAN_PRIOR_ROWS)
 
 
@@ -624,36 +622,47 @@ def schedule_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, open_
     plays = max(DRAWS, min(DRAWS_MAX, DRAW_BUDGET // max(rows, 1)))
     rng = random.Random(now_ms * 8 + priority)
     cvs = {s: (ctx.cv.get(s, DEFAULT_CV) if ctx else DEFAULT_CV) for s in m.services}
+    # What every play draws from is fixed for this ticket: each service's lognormal at each
+    # counter's speed, each busy counter's remaining time, each line's arrival rates. Set up
+    # once here, a play only draws (the same random numbers in the same order as drawing
+    # with the parameters worked out afresh each time).
+    draws: dict[tuple[str, float], Callable[[float], float]] = {}
 
     def drawn(s: str, waited_s: float, speed: float) -> float:
-        if ctx is not None and s in ctx.gone and s in means:
-            curve = ctx.gone[s]
-            if rng.random() < curve[bisect_right(GONE_EDGES_S, waited_s)]:
-                return ctx.gone_call_s.get(s, 60.0)
-            return _lognormal(rng, means[s] / speed, cvs[s])
-        return _lognormal(rng, occupancy.get(s, 0.0) / speed, cvs[s])
+        draw = draws.get((s, speed))
+        if draw is None:
+            if ctx is not None and s in ctx.gone and s in means:
+                draw = _gone_draw(rng, ctx.gone[s], ctx.gone_call_s.get(s, 60.0), means[s] / speed, cvs[s])
+            else:
+                draw = _service_draw(rng, occupancy.get(s, 0.0) / speed, cvs[s])
+            draws[(s, speed)] = draw
+        return draw(waited_s)
 
+    residuals = []
+    for i, c in enumerate(counters):
+        cur = busy.get(c[5])
+        if cur is not None and cur[2] is not None and c[0] > now_ms:
+            svc, started = cur[0], cur[2]
+            residuals.append((i, _residual_draw(rng, means.get(svc, 0.0) / c[4], cvs.get(svc, DEFAULT_CV),
+                                                (now_ms - started) / 1000)))
+    end_prio = now_ms + ARRIVALS_HORIZON_MS
+    end_walkin = min(effective_ms, now_ms + ARRIVALS_HORIZON_MS)
+    rates = [(s, ctx.prio_rate.get(s), ctx.walkin_rate.get(s)) for s in lines] if jumps and ctx is not None else None
+    # A line's rows as every play has them: a booking that comes is certain once drawn.
+    maybe = {s: [(row, row[2], (row[0], row[1], 1.0, row[3])) for row in rows] for s, rows in lines.items()}
     outcomes = []
     for _ in range(plays):
-        play = []
-        for c in counters:
-            c = c[:]
-            cur = busy.get(c[5])
-            if cur is not None and cur[2] is not None and c[0] > now_ms:
-                svc, started = cur[0], cur[2]
-                c[0] = now_ms + _residual_draw(rng, means.get(svc, 0.0) / c[4], cvs.get(svc, DEFAULT_CV),
-                                               (now_ms - started) / 1000) * 1000
-            play.append(c)
+        play = [c[:] for c in counters]
+        for i, residual in residuals:
+            play[i][0] = now_ms + residual() * 1000
         arrived = None
-        if jumps and ctx is not None:
-            times = {s: sorted(_poisson_times(rng, ctx.prio_rate.get(s), ctx.midnight_ms, now_ms,
-                                              now_ms + ARRIVALS_HORIZON_MS)
-                               + _poisson_times(rng, ctx.walkin_rate.get(s), ctx.midnight_ms, now_ms,
-                                                min(effective_ms, now_ms + ARRIVALS_HORIZON_MS)))
-                     for s in lines}
+        if rates is not None:
+            times = {s: sorted(_poisson_times(rng, prio, ctx.midnight_ms, now_ms, end_prio)
+                               + _poisson_times(rng, walkin, ctx.midnight_ms, now_ms, end_walkin))
+                     for s, prio, walkin in rates}
             arrived = lambda s, t, times=times: float(bisect_right(times[s], t))  # noqa: E731
-        drawn_lines = {s: [(k, sv, 1.0, pending) for k, sv, p, pending in rows if p >= 1.0 or rng.random() < p]
-                       for s, rows in lines.items()}
+        drawn_lines = {s: [row if p >= 1.0 else certain for row, p, certain in rows if p >= 1.0 or rng.random() < p]
+                       for s, rows in maybe.items()}
         t, _ = _play(play, drawn_lines, truncated, drawn, arrived, service, now_ms)
         outcomes.append((t - now_ms) / 1000 if t is not None and t < INF_MS else point_s)
     outcomes.sort()
@@ -668,28 +677,53 @@ DRAW_BUDGET = 192
 DRAW_ROWS = 24
 
 
-def _lognormal(rng: random.Random, mean: float, cv: float) -> float:
+def _service_draw(rng: random.Random, mean: float, cv: float) -> Callable[[float], float]:
+    """Draws of a lognormal service time (mean, cv) from `rng`, its parameters worked out once
+    (the argument, how long the person waited, does not matter here)."""
     if mean <= 0 or cv <= 0:
-        return max(mean, 0.0)
+        fixed = max(mean, 0.0)
+        return lambda _waited_s: fixed
     s2 = math.log(1 + cv * cv)
-    return rng.lognormvariate(math.log(mean) - s2 / 2, math.sqrt(s2))
+    mu, sigma = math.log(mean) - s2 / 2, math.sqrt(s2)
+    lognormvariate = rng.lognormvariate
+    return lambda _waited_s: lognormvariate(mu, sigma)
 
 
-def _residual_draw(rng: random.Random, mean: float, cv: float, elapsed: float) -> float:
-    """A remaining service time drawn from a lognormal (mean, cv) that has lasted `elapsed`."""
+def _gone_draw(rng: random.Random, curve: tuple[float, ...], call_s: float, mean: float,
+               cv: float) -> Callable[[float], float]:
+    """Draws of a call's counter time after the person waited `waited_s`: the calling time if
+    they are gone (by `curve`, DayContext.gone), else a service time."""
+    service = _service_draw(rng, mean, cv)
+    random_ = rng.random
+
+    def draw(waited_s: float) -> float:
+        if random_() < curve[bisect_right(GONE_EDGES_S, waited_s)]:
+            return call_s
+        return service(waited_s)
+    return draw
+
+
+def _residual_draw(rng: random.Random, mean: float, cv: float, elapsed: float) -> Callable[[], float]:
+    """Draws of the remaining service time of a lognormal (mean, cv) that has lasted `elapsed`."""
     if mean <= 0:
-        return 0.0
+        return lambda: 0.0
     if cv <= 0 or elapsed <= 0:
-        return max(_lognormal(rng, mean, cv) - max(elapsed, 0.0), 0.0)
+        service = _service_draw(rng, mean, cv)
+        return lambda: max(service(0.0) - max(elapsed, 0.0), 0.0)
     s2 = math.log(1 + cv * cv)
     sd = math.sqrt(s2)
     mu = math.log(mean) - s2 / 2
     surv = 0.5 * math.erfc(-((mu - math.log(elapsed)) / sd) / math.sqrt(2))
     if surv < 1e-6:
-        return residual_s(mean, cv, elapsed)
-    u = 1 - rng.random() * surv  # a quantile of S beyond `elapsed`
-    u = min(max(u, 1e-9), 1 - 1e-9)
-    return max(math.exp(mu + sd * _NORMAL.inv_cdf(u)) - elapsed, 0.0)
+        fixed = residual_s(mean, cv, elapsed)
+        return lambda: fixed
+    random_, inv_cdf = rng.random, _NORMAL.inv_cdf
+
+    def draw() -> float:
+        u = 1 - random_() * surv  # a quantile of S beyond `elapsed`
+        u = min(max(u, 1e-9), 1 - 1e-9)
+        return max(math.exp(mu + sd * inv_cdf(u)) - elapsed, 0.0)
+    return draw
 
 
 _NORMAL = NormalDist()
@@ -702,15 +736,16 @@ def _poisson_times(rng: random.Random, rates: tuple[float, ...] | None, midnight
     out: list[float] = []
     if not rates:
         return out
+    random_, log, slots = rng.random, math.log, len(rates)
     t = float(now_ms)
     while t < end_ms and len(out) < 30:
         slot = int((t - midnight_ms) // 60_000 // SLOT_MIN)
-        rate = rates[slot] if 0 <= slot < len(rates) else 0.0  # per minute
+        rate = rates[slot] if 0 <= slot < slots else 0.0  # per minute
         edge = midnight_ms + (slot + 1) * SLOT_MIN * 60_000
         if rate <= 0:
             t = float(edge)
             continue
-        step = rng.expovariate(rate) * 60_000
+        step = -log(1.0 - random_()) / rate * 60_000  # rng.expovariate(rate) minutes, without its call
         if t + step >= end_ms:
             break
         if t + step >= edge:  # memoryless: start again at the slot's edge with the next rate
@@ -731,30 +766,37 @@ def _play(counters: list[list[Any]], lines: dict[str, list[Row]],
     taken: set[tuple[str, int]] = set()
     jumps = {s: 0.0 for s in lines} if arrived is not None else {}
     same_done = 0
+    never = float(INF_MS)
     for _ in range(SCHEDULE_STEPS):
-        best_c, best_t = None, float(INF_MS)
+        best_c, best_t = None, never
         for c in counters:
-            t, spans, k = c[0], c[1], c[2]
-            while k < len(spans) and t >= spans[k][1]:
+            spans, k = c[1], c[2]
+            n = len(spans)
+            if k >= n:
+                continue
+            t = c[0]
+            while k < n and t >= spans[k][1]:
                 k += 1
             c[2] = k
-            if k < len(spans):
-                t = max(t, float(spans[k][0]))
-                c[0] = t
+            if k < n:
+                if spans[k][0] > t:
+                    t = c[0] = float(spans[k][0])
                 if t < best_t:
                     best_c, best_t = c, t
         if best_c is None:
-            return float(INF_MS), same_done
+            return never, same_done
+        # A counter free now calls who is here now: bookings not checked in are not (yet).
+        now_free = best_t <= now_ms
         pick, at = None, 0
         for s in best_c[3]:
             rows = lines.get(s)
             if rows is None:
                 continue
-            j = heads[s]
-            # A counter free now calls who is here now: bookings not checked in are not (yet).
-            while j < len(rows) and ((s, j) in taken or (rows[j][3] and best_t <= now_ms)):
-                j += 1
-            if j < len(rows) and (pick is None or rows[j][0] < pick[0]):
+            j, n = heads[s], len(rows)
+            if taken or now_free:
+                while j < n and ((s, j) in taken or (rows[j][3] and now_free)):
+                    j += 1
+            if j < n and (pick is None or rows[j][0] < pick[0]):
                 pick, at = rows[j], j
         if (pick is None or pick[0][0] == 0) and arrived is not None:
             # Priority arrivals expected by now for this counter's services go first.
@@ -772,19 +814,21 @@ def _play(counters: list[list[Any]], lines: dict[str, list[Row]],
                 return best_t, same_done
             best_c[1] = []  # nothing left for this counter
             continue
-        if at == heads[pick[1]]:
-            heads[pick[1]] += 1
-            while (pick[1], heads[pick[1]]) in taken:
-                heads[pick[1]] += 1
+        s = pick[1]
+        if at == heads[s]:
+            at += 1
+            while (s, at) in taken:
+                at += 1
+            heads[s] = at
         else:
-            taken.add((pick[1], at))
+            taken.add((s, at))
         if pick[2] < 1.0:  # a booking that may come (by its likelihood): it has just arrived
-            best_c[0] = best_t + pick[2] * cost(pick[1], 0.0, best_c[4]) * 1000
+            best_c[0] = best_t + pick[2] * cost(s, 0.0, best_c[4]) * 1000
         else:
-            best_c[0] = best_t + cost(pick[1], (best_t - pick[0][1]) / 1000, best_c[4]) * 1000
-        if pick[1] == service:
+            best_c[0] = best_t + cost(s, (best_t - pick[0][1]) / 1000, best_c[4]) * 1000
+        if s == service:
             same_done += 1
-        if heads[pick[1]] >= len(lines[pick[1]]) and pick[1] in truncated:
+        if s in truncated and heads[s] >= len(lines[s]):
             return None, same_done
     return None, same_done
 
