@@ -17,6 +17,7 @@ the ticket has been called. See docs/wait-estimates.md.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import math
@@ -356,15 +357,15 @@ def signals(conn: sqlite3.Connection, m: Model, *, service: str, priority: int, 
     serving = [c for c in m.counters.values() if service in c.services and c.id in open_ids]
     open_counters = len(serving)
     ctx = ctx if ctx is not None and ctx.day == day else None
-    # Each line's latest services today, read once: the naive mean and the blended one.
-    latest = {s: _latest_services_ms(conn, m, day, s) for s in {*m.services, service}}
-    mean_s = q.mean_service_s(latest[service], m.rules_for(service).default_service_s)
+    # Each line's latest services today, read once: the naive mean, the blended one, occupancy.
+    latest = {s: _latest_services(conn, m, day, s) for s in {*m.services, service}}
+    mean_s = q.mean_service_s(latest[service][0], m.rules_for(service).default_service_s)
     busy = {r[0]: (r[1], r[2], r[3]) for r in conn.execute(
         "SELECT counter, service, called_ms, started_ms FROM tickets INDEXED BY tickets_held"
         " WHERE status IN ('called', 'serving') AND counter IS NOT NULL")}
     shared = sorted({s for c in serving for s in c.services if s != service and s in m.services})
-    occupancy = {s: _occupancy_s(conn, m, day, s) for s in m.services}
-    means = {s: _blended_mean_s(m, ctx, s, latest[s]) for s in m.services}
+    occupancy = {s: _occupancy_s(conn, m, day, s, latest[s][1]) for s in m.services}
+    means = {s: _blended_mean_s(m, ctx, s, latest[s][0]) for s in m.services}
     shared_ahead = 0.0
     for s in shared:
         shared_ahead += _waiting_before(conn, s, day, effective_ms) * occupancy[s]
@@ -378,17 +379,21 @@ def signals(conn: sqlite3.Connection, m: Model, *, service: str, priority: int, 
     recent = conn.execute(
         "SELECT called_ms - issued_ms, status, priority, called_ms FROM tickets WHERE day = ? AND service = ?"
         " AND called_ms IS NOT NULL ORDER BY called_ms DESC LIMIT 20", (day, service)).fetchall()
-    les_row = conn.execute(
-        "SELECT called_ms - issued_ms, called_ms FROM tickets WHERE day = ? AND service = ? AND priority = ?"
-        " AND called_ms IS NOT NULL ORDER BY called_ms DESC LIMIT 1", (day, service, priority)).fetchone()
+    # LES: the latest called of this class, among the recent ones unless they are all of another.
+    les_row = next(((r[0], r[3]) for r in recent if r[2] == priority), None)
+    if les_row is None and len(recent) >= 20:
+        les_row = conn.execute(
+            "SELECT called_ms - issued_ms, called_ms FROM tickets WHERE day = ? AND service = ? AND priority = ?"
+            " AND called_ms IS NOT NULL ORDER BY called_ms DESC LIMIT 1", (day, service, priority)).fetchone()
     # How the schedule did lately: actual over scheduled wait of the last called of this line
     # (a slow day, people leaving more than usual: what the schedule's averages miss today).
     ratios = []
-    for waited, sig_json in conn.execute(
-            "SELECT t.called_ms - t.issued_ms, f.signals FROM tickets t JOIN wait_features f ON f.ticket = t.id"
-            " WHERE t.day = ? AND t.service = ? AND t.called_ms IS NOT NULL ORDER BY t.called_ms DESC LIMIT ?",
-            (day, service, RATIO_ROWS)):
-        was = json.loads(sig_json).get("schedule_s", -1.0)
+    # (Only the one number out of each kept JSON: `->` gives it as written, float() as json.loads.)
+    for waited, was_text in conn.execute(
+            "SELECT t.called_ms - t.issued_ms, f.signals -> '$.schedule_s' FROM tickets t JOIN wait_features f"
+            " ON f.ticket = t.id WHERE t.day = ? AND t.service = ? AND t.called_ms IS NOT NULL"
+            " ORDER BY t.called_ms DESC LIMIT ?", (day, service, RATIO_ROWS)):
+        was = float(was_text) if was_text is not None else -1.0
         if was >= RATIO_MIN_S:
             ratios.append(min(max(waited / 1000 / was, 0.25), 4.0))
     ratios.sort()
@@ -463,11 +468,24 @@ RATIO_ROWS = 10
 RATIO_MIN_S = 60.0
 
 
-def _latest_services_ms(conn: sqlite3.Connection, m: Model, day: str, service: str) -> list[int | None]:
-    """The service times (ms) of the line's latest `estimate_window` services today, latest first."""
-    return [r[0] for r in conn.execute(
-        "SELECT finished_ms - started_ms FROM tickets WHERE status = 'completed' AND service = ? AND day = ?"
-        " AND started_ms IS NOT NULL ORDER BY finished_ms DESC LIMIT ?", (service, day, m.rules_for(service).estimate_window))]
+def _latest_services(conn: sqlite3.Connection, m: Model, day: str,
+                     service: str) -> tuple[list[int | None], list[tuple[int, int]]]:
+    """The line's latest completed services today, latest first, from one index range: the
+    service times (ms) of the latest `estimate_window` started, and (finished_ms, ms the
+    counter was taken) of the latest `estimate_window` called."""
+    window = m.rules_for(service).estimate_window
+    served: list[int | None] = []
+    called: list[tuple[int, int]] = []
+    for finished_ms, called_ms, started_ms in conn.execute(
+            "SELECT finished_ms, called_ms, started_ms FROM tickets WHERE status = 'completed' AND service = ?"
+            " AND day = ? ORDER BY finished_ms DESC", (service, day)):
+        if started_ms is not None and len(served) < window:
+            served.append(finished_ms - started_ms if finished_ms is not None else None)
+        if called_ms is not None and finished_ms is not None and len(called) < window:
+            called.append((finished_ms, finished_ms - called_ms))
+        if len(served) >= window and len(called) >= window:
+            break
+    return served, called
 
 
 MEAN_PRIOR_ROWS = 40  # the recent days' mean counts as this many of today's services
@@ -484,16 +502,15 @@ def _blended_mean_s(m: Model, ctx: DayContext | None, service: str, latest_ms: l
     return (sum(usable) + MEAN_PRIOR_ROWS * prior) / (len(usable) + MEAN_PRIOR_ROWS)
 
 
-def _occupancy_s(conn: sqlite3.Connection, m: Model, day: str, service: str) -> float:
+def _occupancy_s(conn: sqlite3.Connection, m: Model, day: str, service: str, completed: list[tuple[int, int]]) -> float:
     """How long a counter is taken per call of this service lately: service time for those
-    served, the calling time for those who did not come (so people who left count less)."""
+    served (`completed`, from _latest_services), the calling time for those who did not come
+    (so people who left count less)."""
     rules = m.rules_for(service)
-    rows = []
-    for status in ("completed", "no_show"):
-        rows += [tuple(r) for r in conn.execute(
-            "SELECT finished_ms, finished_ms - called_ms FROM tickets WHERE status = ? AND service = ? AND day = ?"
-            " AND called_ms IS NOT NULL AND finished_ms IS NOT NULL ORDER BY finished_ms DESC LIMIT ?",
-            (status, service, day, rules.estimate_window)).fetchall()]
+    rows = completed + [tuple(r) for r in conn.execute(
+        "SELECT finished_ms, finished_ms - called_ms FROM tickets WHERE status = 'no_show' AND service = ? AND day = ?"
+        " AND called_ms IS NOT NULL AND finished_ms IS NOT NULL ORDER BY finished_ms DESC LIMIT ?",
+        (service, day, rules.estimate_window)).fetchall()]
     rows.sort(reverse=True)
     usable = [r[1] for r in rows[:rules.estimate_window] if r[1] is not None and r[1] >= 0]
     return sum(usable) / len(usable) / 1000 if usable else float(rules.default_service_s)
@@ -645,24 +662,34 @@ def schedule_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, open_
             svc, started = cur[0], cur[2]
             residuals.append((i, _residual_draw(rng, means.get(svc, 0.0) / c[4], cvs.get(svc, DEFAULT_CV),
                                                 (now_ms - started) / 1000)))
+    # Who may arrive meanwhile: per line, the priority tickets within the horizon and the
+    # walk-ins before this ticket's time (none for a walk-in: their window is empty).
     end_prio = now_ms + ARRIVALS_HORIZON_MS
     end_walkin = min(effective_ms, now_ms + ARRIVALS_HORIZON_MS)
-    rates = [(s, ctx.prio_rate.get(s), ctx.walkin_rate.get(s)) for s in lines] if jumps and ctx is not None else None
+    sources = [(s, [(slots, end) for slots, end in (
+        (_arrival_slots(ctx.prio_rate.get(s), ctx.midnight_ms, now_ms, end_prio), end_prio),
+        (_arrival_slots(ctx.walkin_rate.get(s), ctx.midnight_ms, now_ms, end_walkin), end_walkin)) if slots])
+        for s in lines] if jumps and ctx is not None else []
     # A line's rows as every play has them: a booking that comes is certain once drawn.
-    maybe = {s: [(row, row[2], (row[0], row[1], 1.0, row[3])) for row in rows] for s, rows in lines.items()}
+    certain = all(row[2] >= 1.0 for rows in lines.values() for row in rows)
+    maybe = {} if certain else {s: [(row, row[2], (row[0], row[1], 1.0, row[3])) for row in rows]
+                                for s, rows in lines.items()}
     outcomes = []
     for _ in range(plays):
         play = [c[:] for c in counters]
         for i, residual in residuals:
             play[i][0] = now_ms + residual() * 1000
         arrived = None
-        if rates is not None:
-            times = {s: sorted(_poisson_times(rng, prio, ctx.midnight_ms, now_ms, end_prio)
-                               + _poisson_times(rng, walkin, ctx.midnight_ms, now_ms, end_walkin))
-                     for s, prio, walkin in rates}
-            arrived = lambda s, t, times=times: float(bisect_right(times[s], t))  # noqa: E731
-        drawn_lines = {s: [row if p >= 1.0 else certain for row, p, certain in rows if p >= 1.0 or rng.random() < p]
-                       for s, rows in maybe.items()}
+        if sources:
+            times = {}
+            for s, parts in sources:
+                got = [_poisson_times(rng, slots, now_ms, end) for slots, end in parts]
+                times[s] = sorted(got[0] + got[1]) if len(got) == 2 else (got[0] if got else [])  # one is in order
+            if any(times.values()):  # with nobody drawn to arrive, nobody jumps the line
+                arrived = lambda s, t, times=times: float(bisect_right(times[s], t))  # noqa: E731
+        drawn_lines = lines if certain else {
+            s: [row if p >= 1.0 else sure for row, p, sure in rows if p >= 1.0 or rng.random() < p]
+            for s, rows in maybe.items()}
         t, _ = _play(play, drawn_lines, truncated, drawn, arrived, service, now_ms)
         outcomes.append((t - now_ms) / 1000 if t is not None and t < INF_MS else point_s)
     outcomes.sort()
@@ -730,31 +757,43 @@ _NORMAL = NormalDist()
 ARRIVALS_HORIZON_MS = 3_600_000
 
 
-def _poisson_times(rng: random.Random, rates: tuple[float, ...] | None, midnight_ms: int, now_ms: int,
-                   end_ms: int) -> list[float]:
-    """Arrival moments in one draw, at usual rates (per minute, per SLOT_MIN of the day)."""
-    out: list[float] = []
-    if not rates:
+def _arrival_slots(rates: tuple[float, ...] | None, midnight_ms: int, now_ms: int,
+                   end_ms: int) -> list[tuple[float, float]]:
+    """The usual arrival rate (per minute) and end (ms) of each SLOT_MIN of the day from the one
+    holding `now_ms` to the one holding `end_ms`; none without rates or time between them."""
+    out: list[tuple[float, float]] = []
+    if not rates or end_ms <= now_ms:
         return out
-    random_, log, slots = rng.random, math.log, len(rates)
-    t = float(now_ms)
-    while t < end_ms and len(out) < 30:
-        slot = int((t - midnight_ms) // 60_000 // SLOT_MIN)
-        rate = rates[slot] if 0 <= slot < slots else 0.0  # per minute
+    slot = int((float(now_ms) - midnight_ms) // 60_000 // SLOT_MIN)
+    while True:
         edge = midnight_ms + (slot + 1) * SLOT_MIN * 60_000
+        out.append((rates[slot] if 0 <= slot < len(rates) else 0.0, float(edge)))
+        if edge >= end_ms:
+            return out
+        slot += 1
+
+
+def _poisson_times(rng: random.Random, slots: list[tuple[float, float]], now_ms: int, end_ms: int) -> list[float]:
+    """Arrival moments in one draw from `now_ms` to `end_ms`, at the rates of `_arrival_slots`."""
+    out: list[float] = []
+    if not slots:
+        return out
+    random_, log = rng.random, math.log
+    t, i = float(now_ms), 0
+    while t < end_ms and len(out) < 30:
+        rate, edge = slots[i]
         if rate <= 0:
-            t = float(edge)
+            t, i = edge, i + 1
             continue
         step = -log(1.0 - random_()) / rate * 60_000  # rng.expovariate(rate) minutes, without its call
         if t + step >= end_ms:
             break
         if t + step >= edge:  # memoryless: start again at the slot's edge with the next rate
-            t = float(edge)
+            t, i = edge, i + 1
             continue
         t += step
         out.append(t)
     return out
-
 
 
 def _play(counters: list[list[Any]], lines: dict[str, list[Row]],
@@ -766,25 +805,14 @@ def _play(counters: list[list[Any]], lines: dict[str, list[Row]],
     taken: set[tuple[str, int]] = set()
     jumps = {s: 0.0 for s in lines} if arrived is not None else {}
     same_done = 0
-    never = float(INF_MS)
+    # The counters still open, by when each is next free (ties: the first in their order).
+    free = [(c[0], i) for i, c in enumerate(counters) if _settle(c)]
+    heapq.heapify(free)
     for _ in range(SCHEDULE_STEPS):
-        best_c, best_t = None, never
-        for c in counters:
-            spans, k = c[1], c[2]
-            n = len(spans)
-            if k >= n:
-                continue
-            t = c[0]
-            while k < n and t >= spans[k][1]:
-                k += 1
-            c[2] = k
-            if k < n:
-                if spans[k][0] > t:
-                    t = c[0] = float(spans[k][0])
-                if t < best_t:
-                    best_c, best_t = c, t
-        if best_c is None:
-            return never, same_done
+        if not free:
+            return float(INF_MS), same_done
+        best_t, best_i = free[0]
+        best_c = counters[best_i]
         # A counter free now calls who is here now: bookings not checked in are not (yet).
         now_free = best_t <= now_ms
         pick, at = None, 0
@@ -808,11 +836,13 @@ def _play(counters: list[list[Any]], lines: dict[str, list[Row]],
                     jumped = True
                     break
             if jumped:
+                _requeue(free, best_c, best_i)
                 continue
         if pick is None:
             if service in best_c[3]:  # the first counter free for this service finds nobody ahead
                 return best_t, same_done
             best_c[1] = []  # nothing left for this counter
+            heapq.heappop(free)
             continue
         s = pick[1]
         if at == heads[s]:
@@ -826,11 +856,35 @@ def _play(counters: list[list[Any]], lines: dict[str, list[Row]],
             best_c[0] = best_t + pick[2] * cost(s, 0.0, best_c[4]) * 1000
         else:
             best_c[0] = best_t + cost(s, (best_t - pick[0][1]) / 1000, best_c[4]) * 1000
+        _requeue(free, best_c, best_i)
         if s == service:
             same_done += 1
         if s in truncated and heads[s] >= len(lines[s]):
             return None, same_done
     return None, same_done
+
+
+def _settle(c: list[Any]) -> bool:
+    """Move a play's counter (free at c[0]) past its open stretches that ended by then and to
+    the start of the next one (c[2] indexes its stretches c[1]); false when none is left."""
+    t, spans, k = c[0], c[1], c[2]
+    n = len(spans)
+    while k < n and t >= spans[k][1]:
+        k += 1
+    c[2] = k
+    if k >= n:
+        return False
+    if spans[k][0] > t:
+        c[0] = float(spans[k][0])
+    return True
+
+
+def _requeue(free: list[tuple[float, int]], c: list[Any], i: int) -> None:
+    """The head of `free`, counter `i`, has a new time c[0]: settle it and queue it again."""
+    if _settle(c):
+        heapq.heapreplace(free, (c[0], i))
+    else:
+        heapq.heappop(free)
 
 
 def _fluid_end(counters: list[list[Any]], work: float) -> float:
