@@ -328,6 +328,7 @@ async def list_outbox(request: web.Request, p: Principal) -> web.Response:
     b = await _branch(request, p, "admin")
     after = _int_query(request, "after", 0, 0, 2**62)
     limit = _int_query(request, "limit", 100, 1, 1000)
+    await outbox.settle(hq_of(request).db, b["id"])
     events = await hq_of(request).db.read(lambda c: outbox.pending(c, b["id"], after, limit))
     return jresp({"events": events})
 
@@ -366,6 +367,7 @@ async def branch_link(request: web.Request, p: Principal) -> web.Response:
     def read(c: sqlite3.Connection) -> dict[str, Any]:
         heard = c.execute("SELECT heard_at FROM branch_contact WHERE branch_id = ?", (b["id"],)).fetchone()
         return {**engine.branch_state(c, b["id"], database=database), "heard_at": heard[0] if heard else None}
+    await outbox.settle(hq.db, b["id"])
     return jresp(await hq.db.read(read))
 
 

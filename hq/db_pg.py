@@ -281,15 +281,24 @@ class PostgresDatabase:
                     raw.execute("ROLLBACK")
 
     async def write(self, fn: Callable[[Any], T]) -> T:
-        """``fn`` in a writer thread; if it queued chain events, wait (without holding the thread or
-        a connection) for the chainer's pass that covers them, so the caller's answer comes after
-        its events are in the branch's outbox."""
+        """``fn`` in a writer thread. If it queued events for a branch chain, the chainer thread
+        is woken to chain them, and the answer does not wait for that: the events committed with
+        the write (``outbox_queue``), so they are as durable as the booking, and whatever reads a
+        branch's chain first chains what is queued (:meth:`chain_now`). A booking's latency then
+        no longer includes the chain's passes, which run one at a time over every HQ process."""
         if self._closed:
             raise DatabaseClosed("database is closed")
         result, queued = await self._wpool.run(self._write_only, fn)
         if queued:
-            await self._chainer.request_async()
+            self._chainer.kick()
         return result
+
+    async def chain_now(self) -> None:
+        """Wait for a chain pass that starts now: every event queued by a commit before this call
+        is then in its branch's outbox (unless the pass failed: it is logged, the rows stay
+        queued for the next one)."""
+        if self.chain is not None:
+            await self._chainer.request_async()
 
     async def read(self, fn: Callable[[Any], T]) -> T:
         if self._closed:
@@ -358,17 +367,20 @@ def _settle(future: asyncio.Future[Any], ok: bool, outcome: Any) -> None:
 class _Chainer:
     """One thread per process that runs the chain pass for every transaction that queued events.
 
-    Callers get a future resolved when a pass that *started after their request* has finished,
-    so it saw their committed rows. Requests arriving during a pass share the next one: under
-    load one pass chains the events of every booking committed meanwhile (group commit for
-    the chain), and no writer thread or connection waits for it. A failed pass is logged and
-    its callers released anyway (their own transaction committed): the rows stay queued for
-    the next pass of any process, a branch's pull, or a direct event of that branch."""
+    A commit that queued events kicks it (:meth:`kick`) and is answered without waiting.
+    Readers of a chain get a future (:meth:`request`) resolved when a pass that *started after
+    their request* has finished, so it saw every row committed before. Kicks and requests
+    arriving during a pass share the next one: under load one pass chains the events of every
+    booking committed meanwhile (group commit for the chain), and no writer thread or
+    connection waits for it. A failed pass is logged and its callers released anyway: the rows
+    stay queued for the next pass of any process, a branch's pull, or a direct event of that
+    branch."""
 
     def __init__(self, run_pass: Callable[[], None]) -> None:
         self._run_pass = run_pass
         self._cond = threading.Condition()
         self._waiting: list[Any] = []  # concurrent.futures and asyncio futures
+        self._kicked = False  # a pass is wanted that nobody waits for
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -389,23 +401,36 @@ class _Chainer:
             if self._stopping:
                 _release([future])
                 return
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="hq-pg-chain", daemon=True)
-                self._thread.start()
+            self._start()
             self._waiting.append(future)
             self._cond.notify()
+
+    def _start(self) -> None:  # under self._cond
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="hq-pg-chain", daemon=True)
+            self._thread.start()
 
     def wait(self) -> None:
         self.request().result()
 
+    def kick(self) -> None:
+        """Ask for a pass and do not wait for it (commits that queued events): a kick during a
+        pass, like a request, starts the next one."""
+        with self._cond:
+            if self._stopping:  # close() drains what was asked before it; the next start the rest
+                return
+            self._start()
+            self._kicked = True
+            self._cond.notify()
+
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._waiting and not self._stopping:
+                while not self._waiting and not self._kicked and not self._stopping:
                     self._cond.wait()
-                if not self._waiting:
+                if not self._waiting and not self._kicked:
                     return
-                batch, self._waiting = self._waiting, []
+                batch, self._waiting, self._kicked = self._waiting, [], False
             try:
                 self._run_pass()
             except Exception:  # committed all the same: the next pass (any process) chains it

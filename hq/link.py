@@ -255,10 +255,11 @@ async def pull(request: web.Request, link: BranchLink, signed: Signed, message: 
 
     def read(c: sqlite3.Connection) -> tuple[list[dict[str, Any]], dict[str, int], bool]:
         return events_for(c, branch, vv, limit), branch_vv(c, branch), chain is not None and outbox.queued_for(c, branch)
-    chain = getattr(link.hq.db, "chain", None)  # PostgreSQL: booking events are chained after their commit
-    events, have, stranded = await link.hq.db.read(read)
-    if stranded:  # the pass after their commit failed and none has run since: chain them now
-        await link.hq.db.write(chain)
+    # PostgreSQL: a booking is answered once committed; its event is chained by the next pass
+    chain = getattr(link.hq.db, "chain", None)
+    events, have, queued = await link.hq.db.read(read)
+    if queued:  # that pass has not run yet (or failed): the branch gets them in this pull
+        await link.hq.db.chain_now()
         events, have, _ = await link.hq.db.read(read)
     acked = vv.get(outbox.hq_origin(branch), 0)
     if acked:  # the branch says it holds HQ's chain up to here

@@ -102,6 +102,8 @@ def shared_figures(conn: Any, now: int) -> dict[str, list[tuple[dict[str, str], 
     oldest = conn.execute("SELECT MIN(next_attempt_at) FROM notifications WHERE status = 'pending' AND next_attempt_at <= ?",
                           (now,)).fetchone()
     out["outbox_age"] = [({}, float(now - oldest[0]) if oldest and oldest[0] is not None else 0.0)]
+    out["unchained"] = [({"branch": b}, float(n)) for b, n in conn.execute(
+        "SELECT branch_id, COUNT(*) FROM outbox_queue GROUP BY branch_id")]
     out["upcoming"] = [({"branch": b}, float(n)) for b, n in conn.execute(
         "SELECT branch_id, COUNT(*) FROM bookings WHERE status = 'booked' AND slot_start >= ? GROUP BY branch_id", (now,))]
     return out
@@ -113,6 +115,8 @@ SHARED = {  # key: (metric name, help, label names)
     "outbox": ("smartq_hq_notification_outbox", "Notifications waiting to be sent, by channel and state "
                "(due now, or scheduled for a retry or a reminder)", ("channel", "state")),
     "outbox_age": ("smartq_hq_notification_oldest_due_seconds", "How long the oldest due notification has waited", ()),
+    "unchained": ("smartq_hq_booking_events_unchained", "Booking events committed and not yet in their "
+                  "branch's chain (PostgreSQL chains them after answering)", ("branch",)),
     "upcoming": ("smartq_hq_bookings_upcoming", "Booked slots not yet started, by branch", ("branch",)),
 }
 

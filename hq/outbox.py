@@ -119,6 +119,14 @@ def queued_for(conn: Any, branch_id: str) -> bool:
     return conn.execute("SELECT 1 FROM outbox_queue WHERE branch_id = ? LIMIT 1", (branch_id,)).fetchone() is not None
 
 
+async def settle(db: Any, branch_id: str) -> None:
+    """Chain what is queued for ``branch_id`` before its chain is read. PostgreSQL answers a
+    booking once it is committed and chains its event in the chainer's next pass
+    (hq/db_pg.py); SQLite chains inside the booking's transaction, so nothing is ever queued."""
+    if getattr(db, "chain", None) is not None and await db.read(lambda c: queued_for(c, branch_id)):
+        await db.chain_now()
+
+
 def pending(conn: sqlite3.Connection, branch_id: str, after_seq: int = 0, limit: int = 500) -> list[dict[str, Any]]:
     """Envelopes for ``branch_id`` with seq > after_seq, in order (what the branch link ships)."""
     rows = conn.execute("SELECT envelope FROM outbox WHERE branch_id = ? AND seq > ? ORDER BY seq LIMIT ?",

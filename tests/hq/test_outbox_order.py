@@ -3,9 +3,15 @@ booking events (PostgreSQL, hq/outbox.py) failed and nothing has run it since.""
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
+import psycopg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from hq import outbox
+from hq.db_pg import CHAIN_LOCK
 from hq.signing import event_hash, public_key_hex
 from hq.web import HQ_KEY
 from hqtest import T0, api
@@ -62,3 +68,30 @@ async def test_a_branch_pull_delivers_events_whose_chaining_pass_failed(server, 
     got = [e for e in answer["events"] if e["origin"] == outbox.hq_origin(BRANCH)]
     assert [e["payload"].get("code") for e in got if e["type"] == "booking.created"] == ["CCCC-DDDD"]
     assert answer["vv"][outbox.hq_origin(BRANCH)] == got[-1]["seq"]
+
+
+@pytest.mark.parametrize("hq_backend", [pytest.param("postgresql", marks=pytest.mark.pg)], indirect=True)
+async def test_a_booking_is_answered_while_the_chain_is_held(server, session, hq_backend):
+    """PostgreSQL answers a booking once it is committed: its event is chained by the next pass,
+    which runs one at a time over every HQ process. While another process's pass holds the
+    chain the booking is still answered, its event waits in the queue, and a read of the chain
+    afterwards has it. (SQLite chains inside the booking's transaction: nothing waits.)"""
+    hq = server.app[HQ_KEY]
+    with psycopg.connect(hq.settings.database_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (CHAIN_LOCK,))  # a pass of another HQ process
+        try:
+            made = await asyncio.wait_for(api(session, "POST", f"{server.url}/api/v1/public/bookings", 201, json={
+                "branch": BRANCH, "service": "general", "start": "2030-01-08T09:00:00+01:00",
+                "email": "held@chain.test"}), timeout=20)
+            assert await hq.db.read(lambda c: outbox.queued_for(c, BRANCH))  # committed, not chained yet
+            async with session.get(f"{server.url}/metrics") as r:
+                metrics = {(s.name, s.labels.get("branch")): s.value
+                           for f in text_string_to_metric_families(await r.text()) for s in f.samples}
+            assert metrics[("smartq_hq_booking_events_unchained", BRANCH)] == 1
+        finally:
+            other.execute("SELECT pg_advisory_unlock(%s)", (CHAIN_LOCK,))
+    chain = (await api(session, "GET", f"{server.url}/api/v1/branches/{BRANCH}/outbox", 200,
+                       params={"limit": 1000}, headers=server.h("acme-admin")))["events"]
+    assert made["code"] in [e["payload"]["code"] for e in chain if e["type"] == "booking.created"]
+    assert [e["seq"] for e in chain] == list(range(1, len(chain) + 1))
+    assert not await hq.db.read(lambda c: outbox.queued_for(c, BRANCH))
