@@ -14,6 +14,7 @@ transactions run at READ COMMITTED (hq/db.py read_committed). Status changes are
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sqlite3
@@ -106,6 +107,7 @@ def iso_utc(ts: int) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@functools.lru_cache(maxsize=4096)  # slot starts and ends repeat over many bookings
 def iso_local(ts: int, tz: str) -> str:
     return datetime.fromtimestamp(ts, ZoneInfo(tz)).isoformat()
 

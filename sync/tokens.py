@@ -18,6 +18,7 @@ import json
 import time
 from typing import Any
 
+import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -64,7 +65,12 @@ _ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 
 
 def _canonical(claims: dict[str, Any]) -> bytes:
-    return json.dumps(claims, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Sorted keys, no spaces, UTF-8: orjson's output equals json.dumps' for the claims tokens
+    carry (strings, integers; a test compares them) at a fifth of the cost."""
+    try:
+        return orjson.dumps(claims, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # e.g. an integer beyond 64 bits
+        return json.dumps(claims, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def sign_token(private_key: Ed25519PrivateKey, claims: dict[str, Any]) -> str:

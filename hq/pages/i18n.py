@@ -55,6 +55,9 @@ class Translator:
         # Parsed once: Babel's format_* would parse the CLDR pattern on every call.
         self._time = get_time_format("short", locale=self.locale)
         self._dates = {f: get_date_format(f, locale=self.locale) for f in ("short", "medium", "long", "full")}
+        # (ts, tz, fmt) -> text: many bookings share few slot starts (a confirmation formats its
+        # slot's in the writer transaction; Babel's pattern costs ~20 us a call)
+        self._datetimes: dict[tuple[int | float, str, str], str] = {}
         # Numbers: Babel's format_decimal costs ~30 us a call (a page of tables makes thousands);
         # for the common pattern "#,##0.###" the same text comes from Python's own formatting
         # with the locale's symbols (a test compares both over many values in every language).
@@ -80,8 +83,15 @@ class Translator:
     # -- formatting in the branch's time zone --------------------------------------------
     def datetime(self, ts: int | float, tz: str, fmt: str = "medium") -> str:
         """The date (``fmt``: medium or full) and the time to the minute, in ``tz``."""
-        dt = datetime.fromtimestamp(ts, ZoneInfo(tz))
-        return f"{self._dates[fmt].apply(dt.date(), self.locale)}, {self._time.apply(dt, self.locale)}"
+        key = (ts, tz, fmt)
+        text = self._datetimes.get(key)
+        if text is None:
+            dt = datetime.fromtimestamp(ts, ZoneInfo(tz))
+            text = f"{self._dates[fmt].apply(dt.date(), self.locale)}, {self._time.apply(dt, self.locale)}"
+            if len(self._datetimes) >= 4096:  # bounded; threads share it (single dict operations)
+                self._datetimes.clear()
+            self._datetimes[key] = text
+        return text
 
     def date(self, value: date | int | float, tz: str | None = None, fmt: str = "full") -> str:
         if not isinstance(value, date):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -12,6 +14,7 @@ from sync.tokens import (
     TokenSignatureInvalid,
     _b64d,
     _b64e,
+    _canonical,
     sign_token,
     verify_token,
 )
@@ -100,3 +103,14 @@ def test_signed_non_object_claims_are_malformed(key):
     token = head + "." + _b64e(key.sign(head.encode()))
     with pytest.raises(TokenMalformed):
         verify_token(key.public_key(), token, now=NOW)
+
+
+@pytest.mark.parametrize("claims", [
+    CLAIMS,
+    {"name": "Zoë 東京 \u2028 \x7f", "exp": NOW, "z": -1, "a": [1, "x"]},
+    {"ctl": "".join(map(chr, range(32))) + '"\\/', "exp": 2**63 - 1},
+    {"big": 2**64, "exp": NOW},  # beyond orjson's integers: the standard encoder takes over
+])
+def test_claims_are_encoded_exactly_as_sorted_compact_utf8_json(claims):
+    assert _canonical(claims) == json.dumps(claims, sort_keys=True, separators=(",", ":"),
+                                            ensure_ascii=False).encode("utf-8")
