@@ -62,8 +62,9 @@ class LogGateway:
     copied far longer than personal data may be)."""
 
     async def send(self, message: Message) -> None:
-        logger.info("notification %s via %s to %s: %s", message.idem_key, message.channel,
-                    mask_recipient(message.recipient), mask_text(message.body))
+        if logger.isEnabledFor(logging.INFO):  # the masking's regular expressions only for a line kept
+            logger.info("notification %s via %s to %s: %s", message.idem_key, message.channel,
+                        mask_recipient(message.recipient), mask_text(message.body))
 
 
 def message_id(idem_key: str) -> str:

@@ -29,6 +29,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cert_days", 7.0, "Lifetime of device certificates in days (fractions allowed); devices renew theirs over the link at half-life."),
     Setting("enroll_code_ttl_s", 86400, "How long a device's one-time enrollment code waits for an admin."),
     Setting("workers", 1, "HQ server processes sharing the port (SO_REUSEPORT, Linux), each with its own database writer, under a supervisor that restarts any that dies; worker 0 alone runs the scheduler and notification dispatcher."),
+    Setting("event_loop", "auto", "The serving processes' event loop: 'auto' (uvloop when installed, as the hq extra does; else Python's), 'uvloop', or 'asyncio' (Python's own)."),
     Setting("read_connections", 4, "Number of read-only database connections (threads) for queries."),
     Setting("pool_size", 16, "PostgreSQL only: write connections (threads) per HQ process; each runs one SERIALIZABLE transaction at a time."),
     Setting("cookie_secure", True, "Set the Secure flag on the session cookie (turn off only for plain-HTTP development)."),
@@ -155,6 +156,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         return value
     if isinstance(default, str) and not isinstance(value, str):
         raise SettingsError(f"setting {name!r} must be a string")
+    if name == "event_loop" and value not in ("auto", "uvloop", "asyncio"):
+        raise SettingsError("setting 'event_loop' must be 'auto', 'uvloop' or 'asyncio'")
     return value
 
 

@@ -265,3 +265,36 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path):
         os.kill(pid, signal.SIGKILL)
     assert not leftover, "workers outlived their supervisor"
     assert _listening(port) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting, loop", [("auto", "uvloop"), ("asyncio", "asyncio")])
+def test_a_serving_process_runs_the_event_loop_its_setting_names(tmp_path, setting, loop):
+    """uvloop (the hq extra installs it) unless event_loop = "asyncio"; the answer is the same."""
+    port = _free_port()
+    (tmp_path / "hq.toml").write_text(f'port = {port}\ndata_dir = "{tmp_path}"\nevent_loop = "{setting}"\n')
+    with (tmp_path / "hq.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "hq", "--config", str(tmp_path / "hq.toml")], cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            for _ in range(300):
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+                        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: hq\r\nConnection: close\r\n\r\n")
+                        if c.recv(64).startswith(b"HTTP/1.1 200"):
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.1)
+            else:
+                raise AssertionError("HQ did not start: " + (tmp_path / "hq.log").read_text()[-2000:])
+        finally:
+            _stop(proc, [])
+    assert f"(event loop: {loop})" in (tmp_path / "hq.log").read_text()
+
+
+def test_an_unknown_event_loop_is_refused(tmp_path):
+    (tmp_path / "hq.toml").write_text('event_loop = "tokio"\n')
+    done = subprocess.run([sys.executable, "-m", "hq", "--config", str(tmp_path / "hq.toml")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "'event_loop' must be 'auto', 'uvloop' or 'asyncio'" in done.stderr, done.stderr
