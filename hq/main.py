@@ -36,6 +36,12 @@ RESTART_RESET_S = 30.0  # a worker that lived longer than this resets its restar
 RESTART_MAX_S = 30.0  # longest delay between restarts of a worker that keeps dying at start
 GC_YOUNG_THRESHOLD = 20_000  # allocations between young-generation collections (CPython: 700)
 
+# Connections the kernel holds for accept() per listening socket (aiohttp's default is 128; Linux
+# caps it at net.core.somaxconn, 4096 by default). When many clients connect at once (a load
+# balancer's pool opening, 1,000 citizens at 09:00) a full queue drops their SYNs, and each
+# waits a whole second for its retransmission (TcpExtListenOverflows in nstat).
+LISTEN_BACKLOG = 2048
+
 
 def tune_gc() -> None:
     """For a serving process, once its app is set up: the objects made so far (modules, the
@@ -60,7 +66,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None,
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     share = settings.workers > 1 if reuse_port is None else reuse_port
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=share or None)
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=share or None, backlog=LISTEN_BACKLOG)
     await site.start()
     if settings.link_tls_port:
         from hq.linktls import LinkTLS
@@ -68,7 +74,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None,
         hq = app[HQ_KEY]
         tls = LinkTLS(settings.data_dir, hq.key, settings.key_path).server_context()
         await web.TCPSite(runner, settings.host, settings.link_tls_port, ssl_context=tls,
-                          reuse_port=share or None).start()
+                          reuse_port=share or None, backlog=LISTEN_BACKLOG).start()
     loop = "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
     logger.info("HQ listening on %s (event loop: %s)", ", ".join(str(a) for a in runner.addresses), loop)
     if own_process:

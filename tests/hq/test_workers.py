@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 
+from hq.main import LISTEN_BACKLOG
 from hq.signing import public_key_hex
 from sync.keys import load_or_create_key
 from sync.protocol import sign_headers
@@ -269,8 +270,9 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("setting, loop", [("auto", "uvloop"), ("asyncio", "asyncio")])
-def test_a_serving_process_runs_the_event_loop_its_setting_names(tmp_path, setting, loop):
-    """uvloop (the hq extra installs it) unless event_loop = "asyncio"; the answer is the same."""
+def test_a_serving_process_runs_the_event_loop_its_setting_names_and_queues_bursts(tmp_path, setting, loop):
+    """uvloop (the hq extra installs it) unless event_loop = "asyncio"; the answer is the same,
+    and so is the listening socket's accept queue."""
     port = _free_port()
     (tmp_path / "hq.toml").write_text(f'port = {port}\ndata_dir = "{tmp_path}"\nevent_loop = "{setting}"\n')
     with (tmp_path / "hq.log").open("wb") as log:
@@ -288,6 +290,11 @@ def test_a_serving_process_runs_the_event_loop_its_setting_names(tmp_path, setti
                 time.sleep(0.1)
             else:
                 raise AssertionError("HQ did not start: " + (tmp_path / "hq.log").read_text()[-2000:])
+            # The kernel's accept queue of the listening socket (ss: Send-Q of a LISTEN socket) is
+            # HQ's, not aiohttp's 128: a burst of connections is queued, not dropped for a second.
+            listing = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True)
+            somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+            assert [line.split()[2] for line in listing.stdout.splitlines()] == [str(min(LISTEN_BACKLOG, somaxconn))]
         finally:
             _stop(proc, [])
     assert f"(event loop: {loop})" in (tmp_path / "hq.log").read_text()
