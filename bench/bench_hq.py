@@ -174,6 +174,8 @@ async def load(urls: list[str], clients: int, seconds: float, interval: float | 
         try:
             while True:
                 if interval:
+                    if next_at >= stop_at:  # no sleeping past the end: the phase's seconds are its rate's
+                        return
                     delay = next_at - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)
