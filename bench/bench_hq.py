@@ -223,6 +223,26 @@ async def load(urls: list[str], clients: int, seconds: float, interval: float | 
                                               "p99": round(pct(steady, 99) * 1000, 1)}}
 
 
+async def chain_lag(database: str) -> dict[str, float]:
+    """PostgreSQL answers a booking before its event joins the branch's chain (hq/db_pg.py): how
+    many events were still waiting when the phase's last answer came, and how long until none."""
+    import psycopg
+    started = time.perf_counter()
+    with psycopg.connect(database, autocommit=True) as conn:
+        waiting = first = conn.execute("SELECT COUNT(*) FROM outbox_queue").fetchone()[0]
+        while waiting and time.perf_counter() - started < 60:
+            await asyncio.sleep(0.01)
+            waiting = conn.execute("SELECT COUNT(*) FROM outbox_queue").fetchone()[0]
+    return {"unchained_at_end": first, "chained_within_s": round(time.perf_counter() - started, 3) if not waiting else None}
+
+
+def booking_events(database: str) -> int:
+    """Booking events in the branches' chains once every HQ process has stopped."""
+    import psycopg
+    with psycopg.connect(database) as conn:
+        return conn.execute("SELECT COUNT(*) FROM outbox WHERE type = 'booking.created'").fetchone()[0]
+
+
 def statements(database: str, reset: bool = False, top: int = 12) -> list[dict[str, object]]:
     """PostgreSQL's own account of the saturated phase (pg_stat_statements): per statement, its
     calls, the time spent executing it (wall time inside the server, so waits for locks count),
@@ -322,9 +342,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         rng = random.Random(args.seed)
         pids = [p.pid for p in procs]
         paced = await load(urls, args.clients, args.seconds, args.clients / args.rate, slots, rng, pids, db_pid)
+        if pg is not None:
+            paced["chain"] = await chain_lag(database)
         if args.pg_statements:
             statements(database, reset=True)
         saturation = await load(urls, args.clients, args.seconds, None, slots, rng, pids, db_pid)
+        if pg is not None:
+            saturation["chain"] = await chain_lag(database)
         if args.pg_statements:
             saturation["postgresql_statements"] = statements(database)
         hot = await hot_slot(urls, args.hot)
@@ -337,6 +361,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
                 proc.kill()
                 proc.wait()
         worst, total = check_db(database, work / "hq0")
+        chained = booking_events(database) if pg is not None else None
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -353,6 +378,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         "database": "postgresql" if pg else "sqlite", "hq_processes": args.processes,
         "workers": args.workers, "paced": paced | {"offered_per_s": args.rate}, "saturation": saturation, "hot_slot": hot,
         "bookings_in_db": total, "overbooked_slots": overbooked,
+        **({"booking_events_chained": chained, "every_booking_chained": chained == total} if chained is not None else {}),
         "zero_overbooking": not overbooked and hot["created"] == 3,
     }
 
