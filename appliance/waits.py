@@ -644,16 +644,15 @@ def schedule_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, open_
     # once here, a play only draws (the same random numbers in the same order as drawing
     # with the parameters worked out afresh each time).
     draws: dict[tuple[str, float], Callable[[float], float]] = {}
+    for s in lines:
+        for speed in {c[4] for c in counters if s in c[3]}:
+            if ctx is not None and s in ctx.gone and s in means:
+                draws[s, speed] = _gone_draw(rng, ctx.gone[s], ctx.gone_call_s.get(s, 60.0), means[s] / speed, cvs[s])
+            else:
+                draws[s, speed] = _service_draw(rng, occupancy.get(s, 0.0) / speed, cvs[s])
 
     def drawn(s: str, waited_s: float, speed: float) -> float:
-        draw = draws.get((s, speed))
-        if draw is None:
-            if ctx is not None and s in ctx.gone and s in means:
-                draw = _gone_draw(rng, ctx.gone[s], ctx.gone_call_s.get(s, 60.0), means[s] / speed, cvs[s])
-            else:
-                draw = _service_draw(rng, occupancy.get(s, 0.0) / speed, cvs[s])
-            draws[(s, speed)] = draw
-        return draw(waited_s)
+        return draws[s, speed](waited_s)
 
     residuals = []
     for i, c in enumerate(counters):
@@ -720,13 +719,19 @@ def _gone_draw(rng: random.Random, curve: tuple[float, ...], call_s: float, mean
                cv: float) -> Callable[[float], float]:
     """Draws of a call's counter time after the person waited `waited_s`: the calling time if
     they are gone (by `curve`, DayContext.gone), else a service time."""
-    service = _service_draw(rng, mean, cv)
     random_ = rng.random
+    if mean <= 0 or cv <= 0:
+        service = _service_draw(rng, mean, cv)
+
+        def draw_fixed(waited_s: float) -> float:
+            return call_s if random_() < curve[bisect_right(GONE_EDGES_S, waited_s)] else service(waited_s)
+        return draw_fixed
+    s2 = math.log(1 + cv * cv)
+    mu, sigma = math.log(mean) - s2 / 2, math.sqrt(s2)
+    lognormvariate = rng.lognormvariate
 
     def draw(waited_s: float) -> float:
-        if random_() < curve[bisect_right(GONE_EDGES_S, waited_s)]:
-            return call_s
-        return service(waited_s)
+        return call_s if random_() < curve[bisect_right(GONE_EDGES_S, waited_s)] else lognormvariate(mu, sigma)
     return draw
 
 
@@ -747,9 +752,10 @@ def _residual_draw(rng: random.Random, mean: float, cv: float, elapsed: float) -
     random_, inv_cdf = rng.random, _NORMAL.inv_cdf
 
     def draw() -> float:
-        u = 1 - random_() * surv  # a quantile of S beyond `elapsed`
-        u = min(max(u, 1e-9), 1 - 1e-9)
-        return max(math.exp(mu + sd * inv_cdf(u)) - elapsed, 0.0)
+        u = 1 - random_() * surv  # a quantile of S beyond `elapsed`, kept within (1e-9, 1 - 1e-9)
+        u = 1e-9 if u < 1e-9 else (1 - 1e-9 if u > 1 - 1e-9 else u)
+        left = math.exp(mu + sd * inv_cdf(u)) - elapsed
+        return left if left >= 0.0 else 0.0  # max(left, 0.0)
     return draw
 
 
@@ -778,21 +784,25 @@ def _poisson_times(rng: random.Random, slots: list[tuple[float, float]], now_ms:
     out: list[float] = []
     if not slots:
         return out
-    random_, log = rng.random, math.log
-    t, i = float(now_ms), 0
-    while t < end_ms and len(out) < 30:
-        rate, edge = slots[i]
-        if rate <= 0:
-            t, i = edge, i + 1
-            continue
-        step = -log(1.0 - random_()) / rate * 60_000  # rng.expovariate(rate) minutes, without its call
-        if t + step >= end_ms:
-            break
-        if t + step >= edge:  # memoryless: start again at the slot's edge with the next rate
-            t, i = edge, i + 1
-            continue
-        t += step
-        out.append(t)
+    random_, log, append = rng.random, math.log, out.append
+    t = float(now_ms)
+    for rate, edge in slots:
+        if rate > 0:
+            limit = min(edge, end_ms)
+            while True:
+                t_next = t - log(1.0 - random_()) / rate * 60_000  # + rng.expovariate(rate) minutes
+                if t_next >= limit:
+                    break
+                t = t_next
+                append(t)
+                if len(out) >= 30:
+                    return out
+            if t_next >= end_ms:
+                return out
+        # memoryless: start again at the slot's edge with the next rate
+        t = edge
+        if t >= end_ms:
+            return out
     return out
 
 
@@ -801,9 +811,9 @@ def _play(counters: list[list[Any]], lines: dict[str, list[Row]],
           arrived: Callable[[str, float], float] | None, service: str, now_ms: int) -> tuple[float | None, int]:
     """One play of the virtual schedule: (when this ticket is called (ms), INF_MS if never, or
     None when a truncated line ran out first; how many of its own line were called before)."""
-    heads = {s: 0 for s in lines}
+    heads = dict.fromkeys(lines, 0)
     taken: set[tuple[str, int]] = set()
-    jumps = {s: 0.0 for s in lines} if arrived is not None else {}
+    jumps = dict.fromkeys(lines, 0.0) if arrived is not None else {}
     same_done = 0
     # The counters still open, by when each is next free (ties: the first in their order).
     free = [(c[0], i) for i, c in enumerate(counters) if _settle(c)]
@@ -880,11 +890,19 @@ def _settle(c: list[Any]) -> bool:
 
 
 def _requeue(free: list[tuple[float, int]], c: list[Any], i: int) -> None:
-    """The head of `free`, counter `i`, has a new time c[0]: settle it and queue it again."""
-    if _settle(c):
-        heapq.heapreplace(free, (c[0], i))
-    else:
+    """The head of `free`, counter `i`, has a new time c[0]: settle it (as `_settle`, inline:
+    this runs at every step of every play) and queue it again."""
+    t, spans, k = c[0], c[1], c[2]
+    n = len(spans)
+    while k < n and t >= spans[k][1]:
+        k += 1
+    c[2] = k
+    if k >= n:
         heapq.heappop(free)
+        return
+    if spans[k][0] > t:
+        t = c[0] = float(spans[k][0])
+    heapq.heapreplace(free, (t, i))
 
 
 def _fluid_end(counters: list[list[Any]], work: float) -> float:
