@@ -1,8 +1,9 @@
 """Wait estimates: simulator speed, prediction cost, model size, node RSS, learning curves.
 
 - simulated days per second (a scenario run through the real engine, nightly training included);
-- prediction cost per ticket: collecting the signals from the store (SQL) and the model's
-  arithmetic, timed on every issue of a simulated run;
+- prediction cost per ticket: collecting the signals from the store (SQL, the virtual
+  schedule and its plays), the model's arithmetic, and the two together as the issue runs them
+  (the whole estimate), timed on every issue of a simulated run;
 - model size (the JSON a node keeps, or HQ would ship);
 - node RSS after a 20,000-event day with a trained model loaded and estimating;
 - learning curve: evaluation-day MAE of `learned` trained on the first k days of history,
@@ -47,13 +48,24 @@ def speed_figures(name: str) -> dict[str, Any]:
     collect: list[float] = []
     predict: list[float] = []
     coverage: list[float] = []
+    whole: list[float] = []
+    pending: list[float] = []  # the signals just collected, waiting for their prediction
     real_signals = waits.signals
     real_coverage = waits.coverage_signals
+    real_shown = waits.shown
 
     def timed_signals(*args: Any, **kw: Any) -> dict[str, float]:
         t0 = time.perf_counter()
         out = real_signals(*args, **kw)
         collect.append(time.perf_counter() - t0)
+        pending[:] = [collect[-1]]
+        return out
+
+    def timed_shown(*args: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        out = real_shown(*args, **kw)
+        if pending:  # an issue: its signals, then the estimate shown from them
+            whole.append(pending.pop() + time.perf_counter() - t0)
         return out
 
     def timed_coverage(*args: Any, **kw: Any) -> dict[str, float]:
@@ -64,6 +76,7 @@ def speed_figures(name: str) -> dict[str, Any]:
 
     waits.signals = timed_signals  # type: ignore[assignment]
     waits.coverage_signals = timed_coverage  # type: ignore[assignment]
+    waits.shown = timed_shown  # type: ignore[assignment]
     try:
         with workspace() as work:
             sim = Simulation(scenario, work)
@@ -76,6 +89,7 @@ def speed_figures(name: str) -> dict[str, Any]:
     finally:
         waits.signals = real_signals  # type: ignore[assignment]
         waits.coverage_signals = real_coverage  # type: ignore[assignment]
+        waits.shown = real_shown  # type: ignore[assignment]
     model = sim.model
     assert model is not None
     people = [p for d in days for p in d.people]
@@ -91,6 +105,7 @@ def speed_figures(name: str) -> dict[str, Any]:
         "simulated_days_per_s": round(open_days / elapsed, 2),
         "tickets_per_s": round(len(people) / elapsed),
         "signals_per_ticket": latency_summary(collect),
+        "estimate_per_ticket": latency_summary(whole),  # signals + the shown estimate (model, range), per issue
         "coverage_read_per_ticket": latency_summary(coverage),
         "coverage_trigger_per_start": trigger,
         "predict_per_ticket": latency_summary(predict),
