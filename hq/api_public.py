@@ -14,7 +14,7 @@ from aiohttp import web
 
 from hq import booking, live, tenants
 from hq.booking import BookingContext
-from hq.db import autocommit, read_committed
+from hq.db import autocommit, batchable, read_committed
 from hq.errors import ApiError, bad_request, not_found
 from hq.ics import booking_ics
 from hq.signing import public_key_b64, public_key_hex
@@ -55,7 +55,8 @@ async def create_booking(request: web.Request) -> web.Response:
     body = await read_json(request)
     ctx = _ctx(request)
     hq = hq_of(request)
-    data = booking.render(await hq.db.write(autocommit(lambda c: booking.book_row(c, ctx, body))), ctx)
+    slot = (str(body.get("branch")), str(body.get("service")), str(body.get("start"))) if isinstance(body, dict) else ()
+    data = booking.render(await hq.db.write(batchable(autocommit(lambda c: booking.book_row(c, ctx, body)), slot)), ctx)
     hq.booking_written("created")
     return jresp(_with_links(request, data), 201)
 

@@ -63,6 +63,16 @@ def autocommit(fn: Callable[[Any], T]) -> Callable[[Any], T]:
     return fn
 
 
+def batchable(fn: Callable[[Any], T], order: tuple[Any, ...] = ()) -> Callable[[Any], T]:
+    """Mark an autocommit write (:func:`autocommit`) that PostgreSQL's writer threads may run with
+    others queued at the same moment in one transaction (hq/db_pg.py ``_write_batch``): it
+    writes with one statement, or writes nothing when it raises. ``order``: batches run their
+    writes sorted by it (the rows they lock, e.g. the slot), so two batches never deadlock."""
+    fn.batchable = True  # type: ignore[attr-defined]
+    fn.order = order  # type: ignore[attr-defined]
+    return fn
+
+
 class IntegrityError(sqlite3.IntegrityError):
     """A constraint was violated (unique, foreign key, not null, check), on either backend.
 
@@ -334,7 +344,7 @@ class Database:
 SqliteDatabase = Database
 
 
-def open_database(url: str, *, data_dir: str | Path = ".", readers: int = 4, pool_size: int = 16) -> Any:
+def open_database(url: str, *, data_dir: str | Path = ".", readers: int = 4, pool_size: int = 4) -> Any:
     """The database of a ``database`` setting: ``sqlite:///path`` (or a bare path) or ``postgresql://...``."""
     if dialect_of(url) == "postgresql":
         from hq.db_pg import PostgresDatabase

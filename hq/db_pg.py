@@ -21,9 +21,11 @@ booking: one read, then one statement of data-modifying CTEs) run with no BEGIN/
 all. Reads run in ``REPEATABLE READ READ ONLY`` transactions: one consistent snapshot per
 function, as SQLite's readers have.
 
-Threads: ``pool_size`` writer and ``read_connections`` reader threads per process (:class:`_Workers`)
-and one chainer thread (:class:`_Chainer`) that chains queued booking events into their
-branch's outbox, one pass at a time over every process.
+Threads: ``pool_size`` writer and ``read_connections`` reader threads per process
+(:class:`_Workers`; a writer takes every booking queued when it wakes and writes them in one
+transaction, :meth:`PostgresDatabase._write_batch`) and one chainer thread (:class:`_Chainer`)
+that chains queued booking events into their branch's outbox, one pass at a time over every
+process.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from hq.db import BadData, Busy, DatabaseClosed, IntegrityError
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+MAX_BATCH = 32  # batchable writes sharing one transaction
 MAX_ATTEMPTS = 1000
 RETRY_FOR_S = 30.0  # then the caller gets Busy (a 503), never a 500
 RETRY_ERRORS = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
@@ -184,14 +187,14 @@ class PostgresDatabase:
 
     dialect = "postgresql"
 
-    def __init__(self, url: str, *, readers: int = 4, writers: int = 16) -> None:
+    def __init__(self, url: str, *, readers: int = 4, writers: int = 4) -> None:
         self.url = url
         self._closed = False
         self._writers, self._readers = max(1, writers), max(1, readers)
         self.pool = ConnectionPool(url, min_size=1, max_size=self._writers + self._readers + 1,
                                    kwargs={"autocommit": True, "row_factory": row_factory},
                                    configure=_configure, open=True, name="hq", timeout=60)
-        self._wpool = _Workers(self._writers, "hq-pg-write")
+        self._wpool = _Workers(self._writers, "hq-pg-write", batch=self._write_batch, batched=self._write_batched)
         self._rpool = _Workers(self._readers, "hq-pg-read")
         self.retries = 0  # serialization failures retried (a measure of contention)
         self._retries_lock = threading.Lock()
@@ -227,6 +230,51 @@ class PostgresDatabase:
             conn = PgConn(raw, self.facts)
             result = self._attempts(raw, conn, fn)
             return result, conn.queued and self.chain is not None
+
+    def _write_batched(self, fn: Callable[[Any], T]) -> tuple[T, bool]:
+        """A batchable write taken alone (the writer threads batch those queued together)."""
+        return self._write_only(fn)
+
+    def _write_batch(self, fns: list[Callable[[Any], Any]]) -> list[tuple[bool, Any]]:
+        """Batchable writes (:func:`hq.db.batchable`: each writes with one statement, or not at all
+        when it raises) in one READ COMMITTED transaction: one commit and one hand-over between
+        threads for all of them. In the order of their ``order`` keys, so that two batches take
+        slot rows in the same order. A write that raises (a full slot) is its own outcome and the
+        others go on; a database error (a deadlock, bad data) rolls the batch back and each runs
+        again alone, with its own retries."""
+        if len(fns) == 1:
+            return [self._outcome(self._write_batched, fns[0])]
+        order = sorted(range(len(fns)), key=lambda i: getattr(fns[i], "order", ()))
+        outcomes: list[tuple[bool, Any]] = [(False, None)] * len(fns)
+        queued = False
+        with self.pool.connection() as raw:
+            conn = PgConn(raw, self.facts)
+            try:
+                raw.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+                for i in order:
+                    conn.queued = False
+                    try:
+                        outcomes[i] = (True, fns[i](conn))
+                    except Exception as err:  # its own refusal, unless the transaction is lost
+                        if raw.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+                            raise
+                        outcomes[i] = (False, err)
+                    queued = queued or conn.queued
+                raw.execute("COMMIT")
+            except Exception:
+                if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    raw.execute("ROLLBACK")
+                logger.debug("a batch of %d writes fell back to one at a time", len(fns), exc_info=True)
+                return [self._outcome(self._write_batched, fn) for fn in fns]
+        queued = queued and self.chain is not None
+        return [(True, (value, queued)) if ok else (ok, value) for ok, value in outcomes]
+
+    @staticmethod
+    def _outcome(call: Callable[[Any], Any], arg: Any) -> tuple[bool, Any]:
+        try:
+            return True, call(arg)
+        except BaseException as err:
+            return False, err
 
     def _chain_pass(self) -> None:
         """One pass of the chainer thread: chain everything queued (any process's) by now."""
@@ -288,7 +336,8 @@ class PostgresDatabase:
         no longer includes the chain's passes, which run one at a time over every HQ process."""
         if self._closed:
             raise DatabaseClosed("database is closed")
-        result, queued = await self._wpool.run(self._write_only, fn)
+        batch = getattr(fn, "batchable", False)
+        result, queued = await self._wpool.run(self._write_batched if batch else self._write_only, fn)
         if queued:
             self._chainer.kick()
         return result
@@ -321,8 +370,12 @@ class _Workers:
     fifth of HQ's event-loop CPU (a concurrent Future with its Condition, the idle semaphore,
     chaining into an asyncio future); queued work still runs before :meth:`shutdown` returns."""
 
-    def __init__(self, n: int, name: str) -> None:
+    def __init__(self, n: int, name: str, batch: Callable[[list[Any]], list[tuple[bool, Any]]] | None = None,
+                 batched: Callable[[Any], Any] | None = None) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # items whose fn is ``batched`` are taken together, as many as are queued (up to
+        # MAX_BATCH), and run by ``batch(args) -> [(ok, outcome)]`` in one go
+        self._batch, self._batched = batch, batched
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(n)]
         for t in self._threads:
             t.start()
@@ -338,6 +391,9 @@ class _Workers:
             item = self._queue.get()
             if item is None:
                 return
+            if self._batch is not None and item[2] == self._batched:
+                self._run_batch(item)
+                continue
             loop, future, fn, arg = item
             try:
                 outcome, ok = fn(arg), True
@@ -348,11 +404,43 @@ class _Workers:
             except RuntimeError:  # its loop has closed: nobody is waiting
                 pass
 
+    def _run_batch(self, first: Any) -> None:
+        assert self._batch is not None
+        items, others = [first], []
+        while len(items) < MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:  # shutting down: this thread's stop, after what it took
+                others.append(item)
+                break
+            (items if item[2] == self._batched else others).append(item)
+        try:
+            outcomes = self._batch([item[3] for item in items])
+        except BaseException as err:  # pragma: no cover - the batch hands each its own outcome
+            outcomes = [(False, err)] * len(items)
+        by_loop: dict[Any, list[tuple[Any, bool, Any]]] = {}
+        for (loop, future, _, _), (ok, outcome) in zip(items, outcomes):
+            by_loop.setdefault(loop, []).append((future, ok, outcome))
+        for loop, settled in by_loop.items():  # one wake-up of each loop for the batch
+            try:
+                loop.call_soon_threadsafe(_settle_all, settled)
+            except RuntimeError:
+                pass
+        for item in others:  # put back what was not for the batch, in order
+            self._queue.put(item)
+
     def shutdown(self) -> None:
         for _ in self._threads:
             self._queue.put(None)
         for t in self._threads:
             t.join()
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, outcome in settled:
+        _settle(future, ok, outcome)
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, outcome: Any) -> None:

@@ -31,7 +31,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("workers", 1, "HQ server processes sharing the port (SO_REUSEPORT, Linux), each with its own database writer, under a supervisor that restarts any that dies; worker 0 alone runs the scheduler and notification dispatcher."),
     Setting("event_loop", "auto", "The serving processes' event loop: 'auto' (uvloop when installed, as the hq extra does; else Python's), 'uvloop', or 'asyncio' (Python's own)."),
     Setting("read_connections", 4, "Number of read-only database connections (threads) for queries."),
-    Setting("pool_size", 16, "PostgreSQL only: write connections (threads) per HQ process; each runs one SERIALIZABLE transaction at a time."),
+    Setting("pool_size", 4, "PostgreSQL only: write connections (threads) per HQ process; each runs one transaction at a time (bookings queued together share one). About the database server's cores divided by the HQ processes, at least 2."),
     Setting("cookie_secure", True, "Set the Secure flag on the session cookie (turn off only for plain-HTTP development)."),
     Setting("cookie_samesite", "Strict", "SameSite attribute of the session cookie: Strict or Lax."),
     Setting("session_ttl_s", 43200, "Lifetime of a web (cookie) session in seconds."),

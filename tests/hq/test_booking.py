@@ -296,3 +296,56 @@ def test_two_databases_in_one_process_keep_their_own_facts(tmp_path):
     finally:
         for hq in hqs:
             hq.db.close()
+
+
+@pytest.mark.parametrize("hq_backend", [pytest.param("postgresql", marks=pytest.mark.pg)], indirect=True)
+def test_bookings_written_together_keep_each_its_own_outcome(tmp_path, hq_backend):
+    """PostgreSQL's writer threads write the bookings queued at one moment in one transaction
+    (hq/db_pg.py _write_batch). A full slot refuses its own booking only; a statement the
+    database refuses rolls the batch back and each booking is written again alone, once."""
+    from hq import booking, tenants
+    from hq.app import open_hq
+    from hq.db import BadData, autocommit, batchable
+    from hq.errors import ApiError
+    from hqtest import make_settings
+    hq = open_hq(make_settings(tmp_path))
+    db = getattr(hq.db, "_db", hq.db)  # beneath hq.metrics.MeteredDatabase
+    try:
+        def setup(c):
+            w = tenants.Writer(c, hq.key, 0)
+            w.create_org({"id": "o", "name": "o"})
+            w.create_branch("o", {"id": "b", "name": "b", "timezone": "Europe/Zurich"})
+            w.put_service("b", "s", {"letter": "A", "names": {"en": "x"}, "slot_minutes": 30, "capacity": 2})
+            w.put_hours("b", {"weekdays": {str(i): {"opens": "08:00", "closes": "18:00"} for i in range(7)}})
+        hq.db.write_sync(setup)
+        ctx = booking.BookingContext(key=hq.key, now=T0, horizon_days=60, token_grace_s=60, phone_region="CH",
+                                     rng=__import__("random").Random(7))
+
+        def book(start, email):
+            return batchable(autocommit(lambda c: booking.book_row(
+                c, ctx, {"branch": "b", "service": "s", "start": f"2030-01-08T{start}:00+01:00", "email": email})),
+                ("b", "s", start))
+
+        def outcomes(fns):
+            return [(ok, value[0].row["email"] if ok else getattr(value, "code", type(value).__name__))
+                    for ok, value in db._write_batch(fns)]
+        assert outcomes([book("10:00", "a@x.test"), book("10:00", "b@x.test"), book("10:00", "c@x.test"),
+                         book("09:00", "d@x.test")]) == [
+            (True, "a@x.test"), (True, "b@x.test"), (False, "slot_full"), (True, "d@x.test")]
+        broken = batchable(autocommit(lambda c: c.execute("SELECT 1 / 0").fetchone()))
+        got = db._write_batch([book("09:00", "e@x.test"), broken, book("11:00", "f@x.test")])
+        assert [ok for ok, _ in got] == [True, False, True] and isinstance(got[1][1], BadData)
+        hq.db.write_sync(book("11:00", "g@x.test"))  # 11:00 held f alone: the rolled-back try kept nothing
+        with pytest.raises(ApiError) as full:
+            hq.db.write_sync(book("11:00", "h@x.test"))
+        assert full.value.code == "slot_full"
+        rows = hq.db.read_sync(lambda c: sorted(tuple(r) for r in c.execute(
+            "SELECT email, slot_start FROM bookings").fetchall()))
+        assert [r[0] for r in rows] == ["a@x.test", "b@x.test", "d@x.test", "e@x.test", "f@x.test", "g@x.test"]
+        counts = hq.db.read_sync(lambda c: [r[0] for r in c.execute("SELECT booked FROM slot_counts ORDER BY slot_start")])
+        assert counts == [2, 2, 2]
+        queued = hq.db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM outbox_queue").fetchone()[0])
+        chained = hq.db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM outbox WHERE type = 'booking.created'").fetchone()[0])
+        assert queued + chained == 6  # one event per booking made
+    finally:
+        hq.db.close()
