@@ -2,7 +2,9 @@
 
 Phases (server = `python -m hq` in its own process, client = this process):
 1. paced: 1,000 client coroutines, each booking once every ~0.5 s (offered 2,000 bookings/s),
-   for --seconds; throughput and latency percentiles (the DESIGN §9 budget).
+   for --seconds; throughput and latency percentiles (the DESIGN §9 budget). Each phase opens
+   its 1,000 connections first, all at once, and reports how long that took (`connect_s`); its
+   clock starts when they are open.
 2. saturation: the same 1,000 clients with no pause (closed loop): the server's ceiling.
 3. hot slot: --hot concurrent attempts on one slot of capacity 3.
 Then the database is checked: no slot holds more bookings than its capacity.
@@ -41,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TZ = "Europe/Zurich"
 CAPACITY = 50
 SLOT_MIN = 5
-WARM_S = 1.0  # the first second opens 1,000 connections: also reported without it
+START_DELAY_S = 0.5  # clients are set up this long before the phase's clock starts
+WARM_S = 1.0  # the phase's first second (HQ's first bookings of the run): also reported without it
 
 
 def free_port() -> int:
@@ -155,22 +158,44 @@ async def load(urls: list[str], clients: int, seconds: float, interval: float | 
                rng: random.Random, server_pids: list[int], db_pid: int | None = None) -> dict[str, object]:
     """``clients`` concurrent clients, each with its own keep-alive connection to one HQ process
     (spread over them as a load balancer would), each booking in a loop (paced: once every
-    ``interval`` s; else closed loop)."""
+    ``interval`` s; else closed loop). The connections are opened first, all at once (timed on
+    their own: ``connect_s``), and the phase's clock, CPU and latencies start when all are open,
+    as a proxy's pool to HQ is open before it carries the citizens' bookings."""
     latencies: list[float] = []
-    steady: list[float] = []  # requests started after the first WARM_S seconds (connections open)
+    steady: list[float] = []  # requests started after the phase's first WARM_S seconds
     statuses: dict[int, int] = {}
-    stop_at = time.perf_counter() + seconds
-    t_start = time.perf_counter()
     loop = asyncio.get_running_loop()
+
+    def address(i: int) -> tuple[str, str]:
+        url = urls[i % len(urls)]
+        host, port = url.split("//")[1].split(":")
+        return host, port
+
+    async def connect(i: int) -> HttpConnection | None:
+        host, port = address(i)
+        try:
+            return (await loop.create_connection(HttpConnection, host, int(port)))[1]
+        except OSError:
+            return None  # the client connects again at its first booking
+    t_connect = time.perf_counter()
+    opened = await asyncio.gather(*(connect(i) for i in range(clients)))
+    connect_s = time.perf_counter() - t_connect
+    # The clock starts a moment after every client is set up: setting up 1,000 of them takes the
+    # load generator's loop about a tenth of a second, during which the first answers would wait
+    # in their sockets and count as HQ's latency. Each client sleeps straight to its first turn.
+    t_start = time.perf_counter() + START_DELAY_S
+    stop_at = t_start + seconds
+
+    def server_cpu_now() -> float:
+        return sum(cpu_seconds(pid) for pid in server_pids)
 
     async def client(i: int) -> None:
         r = random.Random(rng.random())
-        url = urls[i % len(urls)]
-        host, port = url.split("//")[1].split(":")
+        host, port = address(i)
         head = (f"POST /api/v1/public/bookings HTTP/1.1\r\nHost: {host}:{port}\r\n"
                 "Content-Type: application/json\r\nContent-Length: ").encode()
-        conn: HttpConnection | None = None
-        next_at = time.perf_counter() + (r.random() * interval if interval else 0)
+        conn = opened[i]
+        next_at = t_start + (r.random() * interval if interval else 0.0)
         try:
             while True:
                 if interval:
@@ -199,17 +224,18 @@ async def load(urls: list[str], clients: int, seconds: float, interval: float | 
             if conn is not None and conn.transport is not None:
                 conn.transport.close()
 
-    def server_cpu_now() -> float:
-        return sum(cpu_seconds(pid) for pid in server_pids)
+    tasks = [asyncio.ensure_future(client(i)) for i in range(clients)]
+    await asyncio.sleep(max(0.0, t_start - time.perf_counter()))
     server_cpu0, client_cpu0 = server_cpu_now(), time.process_time()
     db_cpu0 = cpu_seconds(db_pid) if db_pid else 0.0
-    await asyncio.gather(*(client(i) for i in range(clients)))
+    await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - t_start
     server_cpu, client_cpu = server_cpu_now() - server_cpu0, time.process_time() - client_cpu0
     db_cpu = cpu_seconds(db_pid) - db_cpu0 if db_pid else None
     ok = statuses.get(201, 0)
     n = max(1, len(latencies))
-    return {"clients": clients, "seconds": round(elapsed, 2), "requests": len(latencies), "bookings": ok,
+    return {"clients": clients, "connect_s": round(connect_s, 3), "connections_open": sum(c is not None for c in opened),
+            "seconds": round(elapsed, 2), "requests": len(latencies), "bookings": ok,
             "bookings_per_s": round(ok / elapsed, 1), "requests_per_s": round(len(latencies) / elapsed, 1),
             "statuses": {str(k): v for k, v in sorted(statuses.items())},
             "server_cpu_s": round(server_cpu, 2), "client_cpu_s": round(client_cpu, 2),
