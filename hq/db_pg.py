@@ -246,7 +246,7 @@ class PostgresDatabase:
             return [self._outcome(self._write_batched, fns[0])]
         order = sorted(range(len(fns)), key=lambda i: getattr(fns[i], "order", ()))
         outcomes: list[tuple[bool, Any]] = [(False, None)] * len(fns)
-        queued = False
+        queued = committing = False
         with self.pool.connection() as raw:
             conn = PgConn(raw, self.facts)
             try:
@@ -260,12 +260,24 @@ class PostgresDatabase:
                             raise
                         outcomes[i] = (False, err)
                     queued = queued or conn.queued
+                committing = True
                 raw.execute("COMMIT")
-            except Exception:
-                if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    raw.execute("ROLLBACK")
+            except Exception as err:
+                if committing and not isinstance(err, RETRY_ERRORS):
+                    # the commit's outcome is unknown (e.g. the connection broke meanwhile):
+                    # running them again could write them twice; each gets the error, as alone
+                    return [(False, err)] * len(fns)
+                try:
+                    if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                        raw.execute("ROLLBACK")
+                except psycopg.Error:  # the connection is gone: the pool drops it
+                    pass
                 logger.debug("a batch of %d writes fell back to one at a time", len(fns), exc_info=True)
-                return [self._outcome(self._write_batched, fn) for fn in fns]
+                fallback = True
+            else:
+                fallback = False
+        if fallback:  # on a connection of their own, each with its retries
+            return [self._outcome(self._write_batched, fn) for fn in fns]
         queued = queued and self.chain is not None
         return [(True, (value, queued)) if ok else (ok, value) for ok, value in outcomes]
 
@@ -392,7 +404,8 @@ class _Workers:
             if item is None:
                 return
             if self._batch is not None and item[2] == self._batched:
-                self._run_batch(item)
+                if self._run_batch(item):
+                    return
                 continue
             loop, future, fn, arg = item
             try:
@@ -404,21 +417,23 @@ class _Workers:
             except RuntimeError:  # its loop has closed: nobody is waiting
                 pass
 
-    def _run_batch(self, first: Any) -> None:
+    def _run_batch(self, first: Any) -> bool:
+        """Take the batchable items queued behind ``first`` and run them together; then the other
+        items taken meanwhile, in order. True if this thread's stop was among them."""
         assert self._batch is not None
-        items, others = [first], []
+        items, others, stop = [first], [], False
         while len(items) < MAX_BATCH:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is None:  # shutting down: this thread's stop, after what it took
-                others.append(item)
+            if item is None:  # shutting down: this thread stops after what it took
+                stop = True
                 break
             (items if item[2] == self._batched else others).append(item)
         try:
             outcomes = self._batch([item[3] for item in items])
-        except BaseException as err:  # pragma: no cover - the batch hands each its own outcome
+        except BaseException as err:  # the batch hands each its own outcome; this is a bug's
             outcomes = [(False, err)] * len(items)
         by_loop: dict[Any, list[tuple[Any, bool, Any]]] = {}
         for (loop, future, _, _), (ok, outcome) in zip(items, outcomes):
@@ -428,8 +443,16 @@ class _Workers:
                 loop.call_soon_threadsafe(_settle_all, settled)
             except RuntimeError:
                 pass
-        for item in others:  # put back what was not for the batch, in order
-            self._queue.put(item)
+        for loop, future, fn, arg in others:
+            try:
+                outcome, ok = fn(arg), True
+            except BaseException as err:
+                outcome, ok = err, False
+            try:
+                loop.call_soon_threadsafe(_settle, future, ok, outcome)
+            except RuntimeError:
+                pass
+        return stop
 
     def shutdown(self) -> None:
         for _ in self._threads:
