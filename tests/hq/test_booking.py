@@ -168,19 +168,26 @@ class _ScriptedRng:
         return self.draws.pop(0)
 
 
+def _one_branch(hq, capacity: int) -> None:
+    """Organization o, branch b (Zurich), service s of 30-minute slots, open 08:00-18:00 daily."""
+    from hq import tenants
+
+    def setup(c):
+        w = tenants.Writer(c, hq.key, 0)
+        w.create_org({"id": "o", "name": "o"})
+        w.create_branch("o", {"id": "b", "name": "b", "timezone": "Europe/Zurich"})
+        w.put_service("b", "s", {"letter": "A", "names": {"en": "x"}, "slot_minutes": 30, "capacity": capacity})
+        w.put_hours("b", {"weekdays": {str(i): {"opens": "08:00", "closes": "18:00"} for i in range(7)}})
+    hq.db.write_sync(setup)
+
+
 def test_written_row_is_the_stored_row_and_a_code_clash_draws_again(tmp_path):
-    from hq import booking, tenants
+    from hq import booking
     from hq.app import open_hq
     from hqtest import make_settings
     hq = open_hq(make_settings(tmp_path))
     try:
-        def setup(c):
-            w = tenants.Writer(c, hq.key, 0)
-            w.create_org({"id": "o", "name": "o"})
-            w.create_branch("o", {"id": "b", "name": "b", "timezone": "Europe/Zurich"})
-            w.put_service("b", "s", {"letter": "A", "names": {"en": "x"}, "slot_minutes": 30, "capacity": 5})
-            w.put_hours("b", {"weekdays": {str(i): {"opens": "08:00", "closes": "18:00"} for i in range(7)}})
-        hq.db.write_sync(setup)
+        _one_branch(hq, capacity=5)
         ctx = booking.BookingContext(key=hq.key, now=T0, horizon_days=60, token_grace_s=60, phone_region="CH",
                                      rng=_ScriptedRng([1, 1, 2]))
         body = {"branch": "b", "service": "s", "start": "2030-01-08T09:00:00+01:00", "email": "A@x.test", "name": "Ann"}
@@ -266,7 +273,7 @@ def test_two_databases_in_one_process_keep_their_own_facts(tmp_path):
     """The facts a booking keeps belong to its database: two HQ databases in one process (tests,
     tools), with the same branch and service ids and the same catalogue version but different
     capacities, each book by their own."""
-    from hq import booking, tenants
+    from hq import booking
     from hq.app import open_hq
     from hq.db import autocommit
     from hq.errors import ApiError
@@ -274,13 +281,7 @@ def test_two_databases_in_one_process_keep_their_own_facts(tmp_path):
     hqs = [open_hq(make_settings(tmp_path / name)) for name in ("one", "two")]
     try:
         for hq, capacity in zip(hqs, (5, 1)):
-            def setup(c, hq=hq, capacity=capacity):
-                w = tenants.Writer(c, hq.key, 0)
-                w.create_org({"id": "o", "name": "o"})
-                w.create_branch("o", {"id": "b", "name": "b", "timezone": "Europe/Zurich"})
-                w.put_service("b", "s", {"letter": "A", "names": {"en": "x"}, "slot_minutes": 30, "capacity": capacity})
-                w.put_hours("b", {"weekdays": {str(i): {"opens": "08:00", "closes": "18:00"} for i in range(7)}})
-            hq.db.write_sync(setup)
+            _one_branch(hq, capacity)
 
         def book(hq):
             ctx = booking.BookingContext(key=hq.key, now=T0, horizon_days=60, token_grace_s=60, phone_region="CH",
@@ -303,7 +304,7 @@ def test_bookings_written_together_keep_each_its_own_outcome(tmp_path, hq_backen
     """PostgreSQL's writer threads write the bookings queued at one moment in one transaction
     (hq/db_pg.py _write_batch). A full slot refuses its own booking only; a statement the
     database refuses rolls the batch back and each booking is written again alone, once."""
-    from hq import booking, tenants
+    from hq import booking
     from hq.app import open_hq
     from hq.db import BadData, autocommit, batchable
     from hq.errors import ApiError
@@ -311,13 +312,7 @@ def test_bookings_written_together_keep_each_its_own_outcome(tmp_path, hq_backen
     hq = open_hq(make_settings(tmp_path))
     db = getattr(hq.db, "_db", hq.db)  # beneath hq.metrics.MeteredDatabase
     try:
-        def setup(c):
-            w = tenants.Writer(c, hq.key, 0)
-            w.create_org({"id": "o", "name": "o"})
-            w.create_branch("o", {"id": "b", "name": "b", "timezone": "Europe/Zurich"})
-            w.put_service("b", "s", {"letter": "A", "names": {"en": "x"}, "slot_minutes": 30, "capacity": 2})
-            w.put_hours("b", {"weekdays": {str(i): {"opens": "08:00", "closes": "18:00"} for i in range(7)}})
-        hq.db.write_sync(setup)
+        _one_branch(hq, capacity=2)
         ctx = booking.BookingContext(key=hq.key, now=T0, horizon_days=60, token_grace_s=60, phone_region="CH",
                                      rng=__import__("random").Random(7))
 
