@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 try:
     from bench.common import write
@@ -31,8 +33,12 @@ WINDOWS = ["kiosk", "display", "c1", "c2"]
 
 
 def run_once(workdir: Path, *, duration: float = 6.0, timeout: float = 240.0,
-             extra: list[str] | None = None) -> dict[str, Any]:
-    """Start the demo once with ``workdir/home`` as $HOME and ``workdir/demo`` as its folder."""
+             extra: list[str] | None = None,
+             until: Callable[[Path], bool] | None = None) -> dict[str, Any]:
+    """Start the demo once with ``workdir/home`` as $HOME and ``workdir/demo`` as its folder.
+
+    With ``until``, the demo is stopped (Ctrl-C, as a person would) as soon as
+    ``until(workdir / "demo")`` holds once it is running; ``duration`` is then only the cap."""
     home = workdir / "home"
     home.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items()
@@ -45,17 +51,29 @@ def run_once(workdir: Path, *, duration: float = 6.0, timeout: float = 240.0,
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     running_s = None
     lines: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.5):
+            if until is not None and until(workdir / "demo"):
+                proc.send_signal(signal.SIGINT)
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
     assert proc.stdout is not None
     try:
         for line in proc.stdout:
             lines.append(line.rstrip())
             if "SmartQ demo running" in line and running_s is None:
                 running_s = round(time.monotonic() - started, 2)
+                if until is not None:
+                    watcher.start()
             if time.monotonic() - started > timeout:
                 proc.kill()
                 break
         proc.wait(30)
     finally:
+        done.set()
         if proc.poll() is None:
             proc.kill()
             proc.wait()

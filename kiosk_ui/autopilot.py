@@ -44,21 +44,26 @@ async def tap(widget: Any) -> None:
 
 
 class Autopilot:
-    """Takes a ticket by touches every ``every_s`` seconds on average (exponential gaps)."""
+    """Takes a ticket by touches every ``every_s`` seconds on average (exponential gaps); the
+    first citizen comes ``first_s`` after the services show, so whoever starts the demo sees
+    the kiosk used at once rather than after a random wait."""
 
     def __init__(self, app: Any, every_s: float, *, rng: random.Random | None = None,
-                 dwell_s: float = 2.5) -> None:
+                 dwell_s: float = 2.5, first_s: float = 1.0) -> None:
         self.app = app
         self.every_s = every_s
         self.rng = rng or random.Random()
         self.dwell_s = dwell_s
+        self.first_s = first_s
         self.tickets = 0
 
     async def run(self) -> None:
         while self.app.root is None or not self.app.vm.services:
             await asyncio.sleep(0.5)
+        gap = self.first_s
         while True:
-            await asyncio.sleep(self.rng.expovariate(1 / self.every_s))
+            await asyncio.sleep(gap)
+            gap = self.rng.expovariate(1 / self.every_s)
             try:
                 if self.app.vm.screen == "language" and not self.app.vm.busy:
                     await self.citizen()
