@@ -662,13 +662,19 @@ def schedule_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, open_
             residuals.append((i, _residual_draw(rng, means.get(svc, 0.0) / c[4], cvs.get(svc, DEFAULT_CV),
                                                 (now_ms - started) / 1000)))
     # Who may arrive meanwhile: per line, the priority tickets within the horizon and the
-    # walk-ins before this ticket's time (none for a walk-in: their window is empty).
-    end_prio = now_ms + ARRIVALS_HORIZON_MS
-    end_walkin = min(effective_ms, now_ms + ARRIVALS_HORIZON_MS)
-    sources = [(s, [(slots, end) for slots, end in (
-        (_arrival_slots(ctx.prio_rate.get(s), ctx.midnight_ms, now_ms, end_prio), end_prio),
-        (_arrival_slots(ctx.walkin_rate.get(s), ctx.midnight_ms, now_ms, end_walkin), end_walkin)) if slots])
-        for s in lines] if jumps and ctx is not None else []
+    # walk-ins before this ticket's time (none for a walk-in: their window is empty), one
+    # Poisson process at their summed rates, drawn only as far as a play asks (a play mostly
+    # ends minutes in, the horizon is an hour) from a generator of their own.
+    rates = {}
+    if jumps and ctx is not None:
+        end_prio = now_ms + ARRIVALS_HORIZON_MS
+        end_walkin = min(effective_ms, end_prio)
+        for s in lines:
+            segments = _arrival_segments(ctx.prio_rate.get(s), ctx.walkin_rate.get(s), ctx.midnight_ms,
+                                         now_ms, end_prio, end_walkin)
+            if segments:
+                rates[s] = segments
+    arrivals_random = random.Random(now_ms * 8 + priority + ARRIVALS_SEED).random if rates else None
     # A line's rows as every play has them: a booking that comes is certain once drawn.
     certain = all(row[2] >= 1.0 for rows in lines.values() for row in rows)
     maybe = {} if certain else {s: [(row, row[2], (row[0], row[1], 1.0, row[3])) for row in rows]
@@ -679,13 +685,8 @@ def schedule_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, open_
         for i, residual in residuals:
             play[i][0] = now_ms + residual() * 1000
         arrived = None
-        if sources:
-            times = {}
-            for s, parts in sources:
-                got = [_poisson_times(rng, slots, now_ms, end) for slots, end in parts]
-                times[s] = sorted(got[0] + got[1]) if len(got) == 2 else (got[0] if got else [])  # one is in order
-            if any(times.values()):  # with nobody drawn to arrive, nobody jumps the line
-                arrived = lambda s, t, times=times: float(bisect_right(times[s], t))  # noqa: E731
+        if arrivals_random is not None:
+            arrived = _Arrivals(rates, now_ms, arrivals_random).by
         drawn_lines = lines if certain else {
             s: [row if p >= 1.0 else sure for row, p, sure in rows if p >= 1.0 or rng.random() < p]
             for s, rows in maybe.items()}
@@ -763,47 +764,73 @@ _NORMAL = NormalDist()
 ARRIVALS_HORIZON_MS = 3_600_000
 
 
-def _arrival_slots(rates: tuple[float, ...] | None, midnight_ms: int, now_ms: int,
-                   end_ms: int) -> list[tuple[float, float]]:
-    """The usual arrival rate (per minute) and end (ms) of each SLOT_MIN of the day from the one
-    holding `now_ms` to the one holding `end_ms`; none without rates or time between them."""
+def _arrival_segments(prio: tuple[float, ...] | None, walkin: tuple[float, ...] | None, midnight_ms: int,
+                      now_ms: int, end_ms: int, walkin_end_ms: int) -> list[tuple[float, float]]:
+    """The usual arrival rate (per ms) of one line and the end (ms) of each stretch it holds,
+    from `now_ms` to `end_ms`: priority tickets per SLOT_MIN of the day, plus the walk-ins
+    until `walkin_end_ms`. Empty when nobody is expected."""
     out: list[tuple[float, float]] = []
-    if not rates or end_ms <= now_ms:
-        return out
-    slot = int((float(now_ms) - midnight_ms) // 60_000 // SLOT_MIN)
-    while True:
-        edge = midnight_ms + (slot + 1) * SLOT_MIN * 60_000
-        out.append((rates[slot] if 0 <= slot < len(rates) else 0.0, float(edge)))
-        if edge >= end_ms:
-            return out
-        slot += 1
-
-
-def _poisson_times(rng: random.Random, slots: list[tuple[float, float]], now_ms: int, end_ms: int) -> list[float]:
-    """Arrival moments in one draw from `now_ms` to `end_ms`, at the rates of `_arrival_slots`."""
-    out: list[float] = []
-    if not slots:
-        return out
-    random_, log, append = rng.random, math.log, out.append
     t = float(now_ms)
-    for rate, edge in slots:
-        if rate > 0:
-            limit = min(edge, end_ms)
-            while True:
-                t_next = t - log(1.0 - random_()) / rate * 60_000  # + rng.expovariate(rate) minutes
-                if t_next >= limit:
-                    break
-                t = t_next
-                append(t)
-                if len(out) >= 30:
-                    return out
-            if t_next >= end_ms:
-                return out
-        # memoryless: start again at the slot's edge with the next rate
+    slot = int((t - midnight_ms) // 60_000 // SLOT_MIN)
+    while t < end_ms:
+        edge = min(float(midnight_ms + (slot + 1) * SLOT_MIN * 60_000), float(end_ms))
+        rate = prio[slot] if prio and 0 <= slot < len(prio) else 0.0
+        if walkin and t < walkin_end_ms and 0 <= slot < len(walkin):
+            if walkin_end_ms < edge:  # the walk-ins' window ends inside this slot
+                out.append(((rate + walkin[slot]) / 60_000, float(walkin_end_ms)))
+                t = float(walkin_end_ms)
+                continue
+            rate += walkin[slot]
+        out.append((rate / 60_000, edge))
         t = edge
-        if t >= end_ms:
-            return out
-    return out
+        slot += 1
+    return out if any(rate > 0 for rate, _ in out) else []
+
+
+class _Arrivals:
+    """One play's arrivals: per line a Poisson process at the rates of `_arrival_segments`,
+    its moments drawn in order and only as far as the play asks (`by`: how many by then);
+    a line's first moment is drawn when the play first asks about it."""
+
+    __slots__ = ("rates", "now_ms", "random", "lines")
+
+    def __init__(self, rates: dict[str, list[tuple[float, float]]], now_ms: int,
+                 random_: Callable[[], float]) -> None:
+        self.rates, self.now_ms, self.random = rates, float(now_ms), random_
+        self.lines: dict[str, list[Any]] = {}  # line -> [next moment, how many before it, stretch]
+
+    def by(self, s: str, t: float) -> float:
+        line = self.lines.get(s)
+        if line is None:
+            if s not in self.rates:
+                return 0.0
+            line = self.lines[s] = [0.0, 0, 0]
+            self._next(s, line, self.now_ms)
+        while line[0] <= t:
+            line[1] += 1
+            if line[1] < MAX_ARRIVALS:
+                self._next(s, line, line[0])
+            else:
+                line[0] = INF
+        return float(line[1])
+
+    def _next(self, s: str, line: list[Any], t: float) -> None:
+        segments, k, log, random_ = self.rates[s], line[2], math.log, self.random
+        while k < len(segments):
+            rate, edge = segments[k]
+            if rate > 0:
+                t_next = t - log(1.0 - random_()) / rate
+                if t_next < edge:
+                    line[0], line[2] = t_next, k
+                    return
+            t = edge  # memoryless: start again at the stretch's edge with the next rate
+            k += 1
+        line[0], line[2] = INF, k
+
+
+INF = float("inf")
+MAX_ARRIVALS = 60  # per line and play: beyond, the line's future is not what decides this ticket
+ARRIVALS_SEED = 1 << 62  # the arrivals' generator's seed is the plays' one plus this: never another's
 
 
 def _play(counters: list[list[Any]], lines: dict[str, list[Row]],

@@ -151,6 +151,40 @@ def test_walk_ins_before_its_slot_go_before_a_booking_checked_in_early():
     assert ctx.walkin_arrivals("a", 12 * H, 13 * H) == 0.0 and ctx.prio_arrivals("a", 10 * H, 11 * H) == 0.0
 
 
+def test_a_play_draws_arrivals_only_as_far_as_it_asks_at_the_usual_rates():
+    import random
+
+    prio = tuple([0.0] * 40 + [0.1] * 8 + [0.0] * 48)    # 0.1 priority tickets a minute, 10:00-12:00
+    walkin = tuple([0.0] * 40 + [0.3] * 8 + [0.0] * 48)  # 0.3 walk-ins a minute, 10:00-12:00
+    now = 10 * H
+    # a booking due at 10:20: walk-ins until then, priority tickets for the hour
+    segments = waits._arrival_segments(prio, walkin, 0, now, now + H, now + 1_200_000)
+    assert segments == [(0.4 / 60_000, now + 900_000), (0.4 / 60_000, now + 1_200_000),
+                        (0.1 / 60_000, now + 1_800_000), (0.1 / 60_000, now + 2_700_000),
+                        (0.1 / 60_000, now + H)]
+    assert waits._arrival_segments(None, walkin, 0, now, now + H, now) == []  # nobody expected
+    rng = random.Random(1)
+    counts, drawn = [], []
+    for _ in range(4000):
+        calls = 0
+
+        def counted() -> float:
+            nonlocal calls
+            calls += 1
+            return rng.random()
+        arrivals = waits._Arrivals({"a": segments}, now, counted)
+        assert arrivals.by("b", now + H) == 0.0  # a line nobody comes to
+        by_10 = arrivals.by("a", now + 600_000)
+        drawn.append(calls)
+        counts.append((by_10, arrivals.by("a", now + 1_200_000), arrivals.by("a", now + H)))
+        assert counts[-1][0] <= counts[-1][1] <= counts[-1][2]
+    mean = [sum(c[k] for c in counts) / len(counts) for k in range(3)]
+    # Poisson: 4 by 10:10, 8 by 10:20, then 0.1 a minute for 40 minutes more: 12 by 11:00
+    assert abs(mean[0] - 4.0) < 0.15 and abs(mean[1] - 8.0) < 0.2 and abs(mean[2] - 12.0) < 0.25
+    # asking about the first ten minutes drew about as many moments as came then, not the hour's
+    assert sum(drawn) / len(drawn) < 6.0
+
+
 def test_the_range_widens_after_misses_and_narrows_after_holds_today():
     est = waits.Estimate(300, 600, 1200)
     assert waits.adaptive_range(est, {}) == est  # nothing served yet today, nothing carried
