@@ -200,11 +200,15 @@ def test_a_claim_reads_only_the_rows_it_takes_however_long_the_queue(tmp_path):
         hq.db.write_sync(lambda c: fill(c, 0, 20_000))  # no ANALYZE yet, as in a burst on a new or quiet HQ
 
         def explain(c, mode):  # custom: the first runs of a statement; generic: psycopg's prepared one
+            # A prepared statement outlives the transaction on its pooled connection, and either
+            # mode may run on the writer that ran the other: one name per mode, dropped after.
             c.execute(CLAIM_PG_SETTINGS)
             c.execute(f"SET LOCAL plan_cache_mode = force_{mode}_plan")
-            c.raw.execute("PREPARE claim(bigint, bigint) AS " + CLAIM_SQL.replace("?", "$1", 1).replace("?", "$2", 1)
-                          + " FOR UPDATE SKIP LOCKED")
-            return c.execute("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE claim(1000000000, 50)").fetchone()[0]
+            c.raw.execute(f"PREPARE claim_{mode}(bigint, bigint) AS "
+                          + CLAIM_SQL.replace("?", "$1", 1).replace("?", "$2", 1) + " FOR UPDATE SKIP LOCKED")
+            plan = c.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE claim_{mode}(1000000000, 50)").fetchone()[0]
+            c.raw.execute(f"DEALLOCATE claim_{mode}")
+            return plan
         for mode in ("custom", "generic"):
             plan = hq.db.write_sync(lambda c: explain(c, mode))
             nodes, scans = [plan[0]["Plan"]], []
