@@ -185,6 +185,17 @@ def test_a_play_draws_arrivals_only_as_far_as_it_asks_at_the_usual_rates():
     assert sum(drawn) / len(drawn) < 6.0
 
 
+def test_service_draws_are_the_standard_librarys_lognormal_numbers():
+    import math
+    import random
+
+    s2 = math.log(1 + 0.7 * 0.7)
+    mu, sigma = math.log(240.0) - s2 / 2, math.sqrt(s2)
+    ours = waits._service_draw(random.Random(42), 240.0, 0.7)
+    theirs = random.Random(42)
+    assert [ours(0.0) for _ in range(2000)] == [theirs.lognormvariate(mu, sigma) for _ in range(2000)]
+
+
 def test_the_range_widens_after_misses_and_narrows_after_holds_today():
     est = waits.Estimate(300, 600, 1200)
     assert waits.adaptive_range(est, {}) == est  # nothing served yet today, nothing carried
