@@ -407,15 +407,19 @@ class _Workers:
                 if self._run_batch(item):
                     return
                 continue
-            loop, future, fn, arg = item
-            try:
-                outcome, ok = fn(arg), True
-            except BaseException as err:  # handed to the awaiting coroutine
-                outcome, ok = err, False
-            try:
-                loop.call_soon_threadsafe(_settle, future, ok, outcome)
-            except RuntimeError:  # its loop has closed: nobody is waiting
-                pass
+            self._run_one(item)
+
+    @staticmethod
+    def _run_one(item: Any) -> None:
+        loop, future, fn, arg = item
+        try:
+            outcome, ok = fn(arg), True
+        except BaseException as err:  # handed to the awaiting coroutine
+            outcome, ok = err, False
+        try:
+            loop.call_soon_threadsafe(_settle, future, ok, outcome)
+        except RuntimeError:  # its loop has closed: nobody is waiting
+            pass
 
     def _run_batch(self, first: Any) -> bool:
         """Take the batchable items queued behind ``first`` and run them together; then the other
@@ -443,15 +447,8 @@ class _Workers:
                 loop.call_soon_threadsafe(_settle_all, settled)
             except RuntimeError:
                 pass
-        for loop, future, fn, arg in others:
-            try:
-                outcome, ok = fn(arg), True
-            except BaseException as err:
-                outcome, ok = err, False
-            try:
-                loop.call_soon_threadsafe(_settle, future, ok, outcome)
-            except RuntimeError:
-                pass
+        for item in others:
+            self._run_one(item)
         return stop
 
     def shutdown(self) -> None:
