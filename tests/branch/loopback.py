@@ -15,15 +15,10 @@ The relays move bytes only (the nodes' mutual TLS runs through them end to end).
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Iterable
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 class LinkRelays:

@@ -7,7 +7,6 @@ a [hardware] section of the test's choosing, and polling a node's state.
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from appliance.config import ConfigError, load_config
 from appliance.devices import HardwareService, counter_number, from_config
 from appliance.sample import write_sample
 from tests.appliance.procs import NodeProcess
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,19 +64,6 @@ def hardware(node: NodeProcess) -> dict[str, Any]:
     status, state = node.request("GET", "/api/v1/state")
     assert status == 200, state
     return state["hardware"]
-
-
-def free_port(preferred: int = 9100) -> int:
-    """`preferred` if nothing listens there, else any free port (other tests may hold 9100)."""
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise RuntimeError("no free port")
 
 
 # -- tests ---------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from datetime import datetime
 
@@ -14,6 +13,7 @@ from hardware.fake_network_printer import FakeNetworkPrinter
 from hardware.printer import PrintSpooler, build_printer_from_config, parse_printer_config
 from hardware.printer_backends import PrinterStatusBits
 from hardware.ticket_layout import TicketPrint, render_ticket
+from tests.ports import free_port
 
 logger = logging.getLogger(__name__)
 
@@ -112,15 +112,9 @@ def test_cover_open_is_reported(printer_9100: FakeNetworkPrinter) -> None:
         spooler.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_refused_connection_never_blocks_submit_and_shows_offline() -> None:
     results = Results()
-    port = _free_port()  # nothing listens: connect is refused
+    port = free_port()  # nothing listens: connect is refused
     spooler = network_spooler(port, results)
     spooler.start()
     try:

@@ -19,24 +19,19 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from tests.ports import free_port
+
 PG_BIN = Path(os.environ.get("SMARTQ_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
 def available() -> bool:
     return (PG_BIN / "initdb").exists() and (PG_BIN / "pg_ctl").exists()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PgServer:
@@ -46,7 +41,7 @@ class PgServer:
                  settings: dict[str, str] | None = None) -> None:
         self.host, self.durable, self.netns = host, durable, netns
         self.settings = dict(settings or {})  # more server settings (-c name=value), e.g. for a bench
-        self.port = _free_port()
+        self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="smartq-pg-"))
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"

@@ -3,7 +3,6 @@ retries with backoff, never a duplicate; reminders, purge, 'your turn is near'."
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -17,14 +16,9 @@ from hq.app import DISPATCHER_KEY
 from hq.scheduler import purge_job, reminders_job
 from hq.web import HQ_KEY
 from hqtest import FakeClock, Server, api, connect_db, make_settings, seed, start_server
+from tests.ports import free_port
 
 B = "/api/v1/public"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FlakySmtp:

@@ -24,6 +24,7 @@ from sync.keys import load_or_create_key
 from sync.protocol import sign_headers
 from hq.web import HQ_KEY
 from hqtest import api, connect_db, make_settings, start_server
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,12 +48,6 @@ async def test_a_link_replay_is_refused_by_another_hq_process_on_the_same_databa
             assert resp.status == 200
     finally:
         await runner2.cleanup()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _children(pid: int) -> list[int]:
@@ -96,7 +91,7 @@ def _stop(proc: subprocess.Popen, workers: Iterable[int]) -> None:
 
 
 async def test_two_worker_processes_never_overbook_and_stop_together(tmp_path):
-    port = _free_port()
+    port = free_port()
     settings = make_settings(tmp_path)  # a fresh database on this test's backend
     database = settings.database if settings.database.startswith("postgresql") else "hq.sqlite3"
     (tmp_path / "hq.toml").write_text(
@@ -170,7 +165,7 @@ def _listening(port: int) -> int:
 
 @pytest.mark.slow
 async def test_a_killed_worker_is_replaced_while_the_other_keeps_serving_and_metrics_sum_all(tmp_path):
-    port = _free_port()
+    port = free_port()
     (tmp_path / "hq.toml").write_text(
         f'port = {port}\nworkers = 2\ndata_dir = "{tmp_path}"\nlog_level = "WARNING"\n')
     log = (tmp_path / "hq.log").open("wb")
@@ -243,7 +238,7 @@ async def test_a_killed_worker_is_replaced_while_the_other_keeps_serving_and_met
 def test_workers_stop_when_their_supervisor_is_killed(tmp_path):
     """SIGKILL leaves no chance to stop the workers: each notices its parent is gone and stops
     (systemd's KillMode=control-group does the same for a unit; this covers a bare start)."""
-    port = _free_port()
+    port = free_port()
     (tmp_path / "hq.toml").write_text(f'port = {port}\nworkers = 2\ndata_dir = "{tmp_path}"\nlog_level = "WARNING"\n')
     proc = subprocess.Popen([sys.executable, "-m", "hq", "--config", str(tmp_path / "hq.toml")], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -273,7 +268,7 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path):
 def test_a_serving_process_runs_the_event_loop_its_setting_names_and_queues_bursts(tmp_path, setting, loop):
     """uvloop (the hq extra installs it) unless event_loop = "asyncio"; the answer is the same,
     and so is the listening socket's accept queue."""
-    port = _free_port()
+    port = free_port()
     (tmp_path / "hq.toml").write_text(f'port = {port}\ndata_dir = "{tmp_path}"\nevent_loop = "{setting}"\n')
     with (tmp_path / "hq.log").open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "hq", "--config", str(tmp_path / "hq.toml")], cwd=ROOT,

@@ -20,7 +20,6 @@ os.environ.setdefault("KIVY_NO_FILELOG", "1")
 import asyncio
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,12 +32,7 @@ import pytest
 from appliance.client import NodeClient
 from appliance.sample import lan_section, write_sample
 from tests.appliance.procs import NodeProcess
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.ports import free_port, free_ports
 
 
 def set_hardware(config: Path, tables: str) -> None:
@@ -187,18 +181,6 @@ async def staff_client(url: str, counter: str, pin: str) -> NodeClient:
     c = NodeClient(url, timeout=5.0)
     await c.login(counter, pin)
     return c
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct loopback ports free right now (held open together so none repeats)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def set_lan(config: Path, table: str) -> None:

@@ -25,6 +25,7 @@ from appliance.sample import write_sample
 from hq.app import create_app
 from hq.enroll import hq_section, register_branch
 from hq.settings import Settings
+from tests.ports import free_port
 
 ADMIN, PASSWORD, ORG = "root@hq.test", "correct horse battery", "demo-org"
 FAST = {"interval_s": 0.3, "min_gap_s": 0.05, "backoff_min_s": 0.2, "backoff_max_s": 1.0, "timeout_s": 5.0}
@@ -75,12 +76,6 @@ async def enroll_sample(session: aiohttp.ClientSession, hq_url: str, folder: Pat
         path.write_text(path.read_text() + "\n" + hq_section(link_url or hq_url, out["public_key_b64"],
                                                              **{"public_url": hq_url, **FAST, **(extra or {})}))
     return token
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class HQProcess:
