@@ -816,7 +816,7 @@ class _Arrivals:
             if line[1] < MAX_ARRIVALS:
                 self._next(s, line, line[0])
             else:
-                line[0] = INF
+                line[0] = math.inf
         return float(line[1])
 
     def _next(self, s: str, line: list[Any], t: float) -> None:
@@ -830,10 +830,9 @@ class _Arrivals:
                     return
             t = edge  # memoryless: start again at the stretch's edge with the next rate
             k += 1
-        line[0], line[2] = INF, k
+        line[0], line[2] = math.inf, k
 
 
-INF = float("inf")
 MAX_ARRIVALS = 60  # per line and play: beyond, the line's future is not what decides this ticket
 ARRIVALS_SEED = 1 << 62  # the arrivals' generator's seed is the plays' one plus this: never another's
 

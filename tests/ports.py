@@ -3,7 +3,7 @@
 The child binds the port some time after the test chose it. A port from the kernel's own
 choice (bind to port 0, then close) lies in the ephemeral range (32768-60999 on Debian), from
 which the kernel also takes the local port of every outgoing connection made meanwhile, by any
-process: now and then one of them takes it first and the child fails with "address already in
+process: one of them can take it first, and the child then fails with "address already in
 use". These ports come from below that range instead, where only listeners bind, are checked
 free by binding them, and are never handed out twice by one test process.
 """
