@@ -292,7 +292,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 await response.write(f"event: peers\ndata: {body}\n\n".encode("utf-8"))
                 peers_sent, quiet = peers, 0.0
             try:
-                message = await asyncio.wait_for(queue.get(), timeout=PEER_CHECK_S)
+                # Not asyncio.wait_for: on 3.11 it swallows a cancel that comes as a message does.
+                async with asyncio.timeout(PEER_CHECK_S):
+                    message = await queue.get()
             except TimeoutError:
                 quiet += PEER_CHECK_S
                 if quiet >= KEEPALIVE_S:

@@ -116,6 +116,9 @@ async def _dispatch_loop(hq: HQ, dispatcher: Dispatcher) -> None:
             await dispatcher.run_once()
         except Exception:
             logger.exception("notification dispatch failed")
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(hq.notify_wakeup.wait(), timeout=hq.settings.notify_poll_s)
+        # Not asyncio.wait_for: on 3.11 it swallows a cancel that comes as the wake-up does,
+        # and the loop would outlive shutdown.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(hq.settings.notify_poll_s):
+                await hq.notify_wakeup.wait()
         hq.notify_wakeup.clear()

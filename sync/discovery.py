@@ -293,8 +293,9 @@ class Discovery:
                 await browser.async_cancel()
             if self._info is not None:
                 goodbye = await aiozc.async_unregister_service(self._info)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(goodbye, 3)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(3):
+                        await goodbye
         except Exception:  # shutting down: log and keep closing
             logger.exception("error while withdrawing the mDNS announcement")
         finally:

@@ -450,8 +450,11 @@ class Replicator:
         while True:
             delay = peer.next_round - loop.time()
             if delay > 0:
+                # Not asyncio.wait_for: on 3.11 it swallows a cancel that comes as the wait ends,
+                # and this loop would outlive stop().
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(peer.wake.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await peer.wake.wait()
             peer.wake.clear()
             try:
                 await self._anti_entropy(peer)

@@ -74,8 +74,9 @@ class LiveHub:
                     last = data
                 else:
                     await response.write(b": keep-alive\n\n")
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(waiter.wait(), KEEPALIVE_S)
+                with contextlib.suppress(TimeoutError):  # not wait_for: see hq/app.py
+                    async with asyncio.timeout(KEEPALIVE_S):
+                        await waiter.wait()
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         return response

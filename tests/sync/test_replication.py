@@ -268,3 +268,25 @@ async def _async(value: Any) -> Any:
 async def _equal(*devs: Device) -> bool:
     vvs = [await d.vv() for d in devs]
     return all(v == vvs[0] for v in vvs) and bool(vvs[0])
+
+
+@pytest.mark.parametrize("steps", range(4))
+async def test_stop_ends_even_when_a_peer_is_woken_as_it_is_cancelled(devices, steps):
+    """Python 3.11's `asyncio.wait_for` returns the inner result, swallowing the cancellation,
+    when both arrive in the same turn of the loop: a replication loop then ran on after
+    `stop()` and a node's shutdown hung. Waking a peer's loops just before stopping, a few loop
+    turns apart, hits that turn."""
+    a, b = await devices("a"), await devices("b")
+    link(a, b)
+    await a.append(1)
+    await until(lambda: _equal(a, b))
+    peer = next(iter(a.replicator._peers.values()))
+    peer.next_round = asyncio.get_running_loop().time() + 60  # the pull loop waits on its wake
+    await asyncio.sleep(0.3)
+    peer.wake.set()
+    peer.push_wake.set()
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    async with asyncio.timeout(5):
+        await a.replicator.stop()
+    assert all(t.done() for t in (peer.task, peer.push_task) if t is not None)
