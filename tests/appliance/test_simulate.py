@@ -136,6 +136,63 @@ def test_the_same_seed_gives_the_same_lines_in_any_process(tmp_path: Path) -> No
     assert outs[0] and outs[0] == outs[1]
 
 
+def random_scenario(seed: int) -> str:
+    """A scenario of a random shape, as someone else might write one: one to three services
+    with any mix of priority, bookings, no-shows and abandonment (some closed on some days),
+    one to four counters serving random subsets in random orders with split or short shifts."""
+    r = random.Random(seed)
+    start = r.choice([7 * 60, 8 * 60 + 30, 13 * 60])
+    hours = r.randint(2, 5)
+    hm = lambda m: f"{m // 60:02d}:{m % 60:02d}"  # noqa: E731
+    close = start + hours * 60 - r.choice([0, 20])
+    lines = [f'name = "random {seed}"', f"seed = {seed}",
+             f'timezone = "{r.choice(["Africa/Kigali", "Europe/Madrid", "America/New_York"])}"',
+             'start_date = "2026-03-05"', "train_days = 4", "eval_days = 1", f'open = "{hm(start)}"',
+             f'close = "{hm(close)}"']
+    services = [f"s{i}" for i in range(r.randint(1, 3))]
+    for i, sid in enumerate(services):
+        rate = r.uniform(2, 30)
+        abandon = f"abandon_after_minutes = {{ mean = {r.randint(5, 40)}, cv = 0.6 }}" if r.random() < 0.4 else ""
+        lines += ["[[services]]", f'id = "{sid}"', f'letter = "{"ABC"[i]}"',
+                  f"service_minutes = {{ mean = {r.uniform(1, 15):.1f}, cv = {r.choice([0.0, 0.3, 0.8, 1.4])} }}",
+                  f"arrivals_per_hour = {[round(rate * r.uniform(0.2, 1.8), 1) for _ in range(hours)]}",
+                  f"weekday_factor = {[r.choice([1, 1, 0.5, 1.5, 0]) for _ in range(7)]}",
+                  f"priority_share = {r.choice([0, 0.1, 0.5, 1.0])}", f"booking_share = {r.choice([0, 0.3, 1.0])}",
+                  f"no_show_share = {r.choice([0, 0.1, 0.5])}", abandon]
+    for j in range(r.randint(1, 4)):
+        a = start + r.choice([0, 0, 30, 60])
+        b = min(close + r.choice([0, 0, 30]), a + r.randint(30, 5 * 60))
+        shifts = [[hm(a), hm(b)]] if b - a < 90 or r.random() < 0.6 else [[hm(a), hm(a + 40)], [hm(a + 60), hm(b)]]
+        served = r.sample(services, r.randint(1, len(services)))
+        lines += ["[[counters]]", f'id = "c{j}"', "services = " + str(served).replace("'", '"'),
+                  "shifts = " + str(shifts).replace("'", '"'), f"speed = {r.uniform(0.6, 1.5):.2f}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13, 14])
+def test_scenarios_of_shapes_nobody_tried_run_to_the_end(tmp_path: Path, capsys, seed: int) -> None:
+    """Other people write scenarios: whatever the shape (a service no counter serves today,
+    only priority tickets, only bookings, nobody served at all), the run ends with well-formed
+    outputs and every estimate a range around its point."""
+    path = tmp_path / "random.toml"
+    path.write_text(random_scenario(seed))
+    out = tmp_path / "out"
+    assert main(["simulate", str(path), "--out", str(out)]) == 0, path.read_text()
+    lines = [json.loads(x) for x in (out / "tickets.jsonl").read_text().splitlines()]
+    for x in lines:
+        assert x["outcome"] in ("served", "no_show", "abandoned", "unserved")
+        assert (x["actual_wait_s"] is not None) == (x["outcome"] == "served")
+        for p in x["predictions"].values():
+            assert 0 <= p["p10"] <= p["p50"] <= p["p90"]
+    served = [x for x in lines if x["outcome"] == "served"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == json.loads(capsys.readouterr().out)
+    for s in summary.values():
+        assert s["n"] == len(served)
+        assert (s["mae_s"] is None) == (not served)
+        assert s["coverage_80"] is None or 0 <= s["coverage_80"] <= 1
+
+
 def test_bad_scenario_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(TINY.replace('letter = "B"', 'letter = "b"'))
