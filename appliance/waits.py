@@ -363,12 +363,8 @@ def signals(conn: sqlite3.Connection, m: Model, *, service: str, priority: int, 
     busy = {r[0]: (r[1], r[2], r[3]) for r in conn.execute(
         "SELECT counter, service, called_ms, started_ms FROM tickets INDEXED BY tickets_held"
         " WHERE status IN ('called', 'serving') AND counter IS NOT NULL")}
-    shared = sorted({s for c in serving for s in c.services if s != service and s in m.services})
     occupancy = {s: _occupancy_s(conn, m, day, s, latest[s][1]) for s in m.services}
     means = {s: _blended_mean_s(m, ctx, s, latest[s][0]) for s in m.services}
-    shared_ahead = 0.0
-    for s in shared:
-        shared_ahead += _waiting_before(conn, s, day, effective_ms) * occupancy[s]
     remaining = _remaining(m, ctx, busy, occupancy, means, now_ms)
     # The time until the first counter of this service is free (0 when one is idle).
     first_free = 0.0
@@ -385,23 +381,6 @@ def signals(conn: sqlite3.Connection, m: Model, *, service: str, priority: int, 
         les_row = conn.execute(
             "SELECT called_ms - issued_ms, called_ms FROM tickets WHERE day = ? AND service = ? AND priority = ?"
             " AND called_ms IS NOT NULL ORDER BY called_ms DESC LIMIT 1", (day, service, priority)).fetchone()
-    # How the schedule did lately: actual over scheduled wait of the last called of this line
-    # (a slow day, people leaving more than usual: what the schedule's averages miss today).
-    ratios = []
-    # (Only the one number out of each kept JSON: `->` gives it as written, float() as json.loads.)
-    for waited, was_text in conn.execute(
-            "SELECT t.called_ms - t.issued_ms, f.signals -> '$.schedule_s' FROM tickets t JOIN wait_features f"
-            " ON f.ticket = t.id WHERE t.day = ? AND t.service = ? AND t.called_ms IS NOT NULL"
-            " ORDER BY t.called_ms DESC LIMIT ?", (day, service, RATIO_ROWS)):
-        was = float(was_text) if was_text is not None else -1.0
-        if was >= RATIO_MIN_S:
-            ratios.append(min(max(waited / 1000 / was, 0.25), 4.0))
-    ratios.sort()
-    start_s = now_ms // 1000
-    booked_late = conn.execute(
-        "SELECT count(*) FROM bookings b WHERE json_extract(body, '$.start') BETWEEN ? AND ? AND status = 'booked'"
-        " AND json_extract(body, '$.service') = ? AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.booking = b.code)",
-        (start_s - BOOKED_LATE_S, min(start_s, effective_ms // 1000), service)).fetchone()[0]
     n = max(len(recent), 1)
     local = datetime.fromtimestamp(now_ms / 1000, m.tz)
     return {
@@ -411,12 +390,9 @@ def signals(conn: sqlite3.Connection, m: Model, *, service: str, priority: int, 
         "mean_s": float(mean_s),
         "occupancy_s": occupancy[service],
         "schedule_s": sched,
-        "recent_ratio": ratios[len(ratios) // 2] if ratios else 1.0,
-        "recent_ratios": float(len(ratios)),
         "draws_p10_s": draw10,
         "draws_p50_s": draw50,
         "draws_p90_s": draw90,
-        "shared_work_s": shared_ahead,
         "first_free_s": first_free,
         "les_s": les_row[0] / 1000 if les_row else -1.0,
         "les_age_s": (now_ms - les_row[1]) / 1000 if les_row else -1.0,
@@ -424,24 +400,12 @@ def signals(conn: sqlite3.Connection, m: Model, *, service: str, priority: int, 
         "noshow_share": sum(1 for r in recent if r[1] == "no_show") / n,
         "prio_share": sum(1 for r in recent if r[2] > 0) / n,
         "priority": float(priority),
-        "booked_late": float(booked_late),
         "gap_s": max(effective_ms - now_ms, 0) / 1000,
         "hour": local.hour + local.minute / 60,
         "weekday": float(local.weekday()),
         "context_days": float(ctx.days) if ctx is not None else 0.0,
         **coverage_signals(conn, day),
     }
-
-
-def _waiting_before(conn: sqlite3.Connection, service: str, day: str, effective_ms: int) -> int:
-    """Waiting tickets of a line with an earlier effective time: the per-minute line counts
-    (projection.line_counts) for whole minutes, the index for the last, partial one."""
-    minute = effective_ms // 60_000
-    whole = conn.execute("SELECT coalesce(sum(n), 0) FROM line_counts WHERE service = ? AND day = ? AND minute < ?",
-                         (service, day, minute)).fetchone()[0]
-    part = conn.execute("SELECT count(*) FROM tickets WHERE status = 'waiting' AND service = ? AND day = ?"
-                        " AND effective_ms >= ? AND effective_ms < ?", (service, day, minute * 60_000, effective_ms)).fetchone()[0]
-    return int(whole) + int(part)
 
 
 def _remaining(m: Model, ctx: DayContext | None, busy: dict[str, tuple[str, int, int | None]],
@@ -464,8 +428,6 @@ def _remaining(m: Model, ctx: DayContext | None, busy: dict[str, tuple[str, int,
 
 
 DEFAULT_CV = 0.5
-RATIO_ROWS = 10
-RATIO_MIN_S = 60.0
 
 
 def _latest_services(conn: sqlite3.Connection, m: Model, day: str,
