@@ -674,7 +674,7 @@ def _service_draw(rng: random.Random, mean: float, cv: float) -> Callable[[float
         return lambda _waited_s: fixed
     s2 = math.log(1 + cv * cv)
     mu, sigma = math.log(mean) - s2 / 2, math.sqrt(s2)
-    random_, log, exp = rng.random, math.log, math.exp
+    random_, log, exp, magic = rng.random, math.log, math.exp, random.NV_MAGICCONST
 
     def draw(_waited_s: float) -> float:
         # rng.lognormvariate(mu, sigma) with its normalvariate (Kinderman and Monahan) inline:
@@ -682,13 +682,11 @@ def _service_draw(rng: random.Random, mean: float, cv: float) -> Callable[[float
         while True:
             u1 = random_()
             u2 = 1.0 - random_()
-            z = NV_MAGICCONST * (u1 - 0.5) / u2
+            z = magic * (u1 - 0.5) / u2
             if z * z / 4.0 <= -log(u2):
                 return exp(mu + z * sigma)
     return draw
 
-
-NV_MAGICCONST = 4 * math.exp(-0.5) / math.sqrt(2.0)  # as the standard library's random module
 
 
 def _gone_draw(rng: random.Random, curve: tuple[float, ...], call_s: float, mean: float,

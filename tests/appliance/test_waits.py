@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import random
 
 from appliance import waits, waits_train
 from appliance.config import load_config
@@ -186,9 +188,6 @@ def test_a_play_draws_arrivals_only_as_far_as_it_asks_at_the_usual_rates():
 
 
 def test_service_draws_are_the_standard_librarys_lognormal_numbers():
-    import math
-    import random
-
     s2 = math.log(1 + 0.7 * 0.7)
     mu, sigma = math.log(240.0) - s2 / 2, math.sqrt(s2)
     ours = waits._service_draw(random.Random(42), 240.0, 0.7)
