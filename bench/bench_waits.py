@@ -7,17 +7,24 @@
 - model size (the JSON a node keeps, or HQ would ship);
 - node RSS after a 20,000-event day with a trained model loaded and estimating;
 - learning curve: evaluation-day MAE of `learned` trained on the first k days of history,
-  against naive and LES, for every scenario in appliance/scenarios/.
+  against naive and LES, for every scenario in appliance/scenarios/;
+- the floor (`--only-floor`, not by default: minutes): a scenario's evaluation days with the
+  estimate's plays given the scenario's own service means, spreads and counter speeds in place
+  of those the node reads from its history, and many more plays, against the learned estimate
+  as it is, with those many plays and with its own: how close the learned estimate is to what
+  its plays could do knowing the truth.
 
     .venv/bin/python -m bench.bench_waits [--scenario NAME] [--skip-curve] [--skip-rss] [--jobs 2]
     .venv/bin/python -m bench.bench_waits --only-lines    # the estimate against line length
     .venv/bin/python -m bench.bench_waits --only-curve    # the learning curves
+    .venv/bin/python -m bench.bench_waits --only-floor calm_bank [--seeds own,7,8] [--plays 480]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import random
 import shutil
@@ -187,6 +194,67 @@ def curve_figures(jobs: int = 2) -> dict[str, Any]:
     return out
 
 
+def _floor_one(job: tuple[str, str, int, bool]) -> dict[str, Any]:
+    """One run of a scenario's days (`seed` "own" or a number) whose estimates play `plays` times;
+    with `truth`, from the scenario's true service means, spreads (cv) and counter speeds, and
+    an occupancy per call of its true mean and no-show share (a no-show takes the simulator's
+    calling time), in place of what the node reads from its history. Everything else (usual
+    hours, arrival rates, who is gone when called, late bookings, the model and its range) is
+    the node's own. Run in a process of its own: it replaces functions of appliance.waits."""
+    from appliance import simulate
+
+    name, seed, plays, truth = job
+    scenario = load_scenario(SCENARIOS / f"{name}.toml")
+    waits.DRAWS, waits.DRAWS_MAX = plays, max(plays, waits.DRAWS_MAX)
+    if truth:
+        speed = {c.id: c.speed for c in scenario.counters}
+        mean = {s.id: s.service_minutes.mean * 60 for s in scenario.services}
+        cv = {s.id: s.service_minutes.cv for s in scenario.services}
+        occupancy = {s.id: (1 - s.no_show_share) * mean[s.id] + s.no_show_share * simulate.NO_SHOW_WAIT_S
+                     for s in scenario.services}
+        real_context, real_mean, real_occupancy = waits.day_context, waits._blended_mean_s, waits._occupancy_s
+
+        def day_context(conn: Any, m: Any, day: str) -> waits.DayContext:
+            return dataclasses.replace(real_context(conn, m, day), speed=dict(speed), cv=dict(cv), mean=dict(mean),
+                                       _cumulative={})
+
+        waits.day_context = day_context  # type: ignore[assignment]
+        waits._blended_mean_s = (lambda m, ctx, s, latest: mean[s] if s in mean  # type: ignore[assignment]
+                                 else real_mean(m, ctx, s, latest))
+        waits._occupancy_s = (lambda conn, m, day, s, done: occupancy[s] if s in occupancy  # type: ignore[assignment]
+                              else real_occupancy(conn, m, day, s, done))
+    with workspace() as work:
+        sim = Simulation(scenario, work, seed=None if seed == "own" else int(seed))
+        try:
+            days = sim.run()
+        finally:
+            sim.close()
+    served = [p for d in days if d.kind == "eval" for p in d.people if p.outcome == "served" and p.called_ms]
+    waited = [(p.called_ms - p.issued_ms) / 1000 for p in served]  # type: ignore[operator]
+    naive = score([(p.predictions["naive"], w) for p, w in zip(served, waited)])["mae_s"]
+    learned = score([(p.predictions["learned"], w) for p, w in zip(served, waited)])
+    return {"scenario": name, "seed": seed, "plays": plays, "truth": truth, "served": len(served),
+            "naive_mae_s": naive, "learned_mae_s": learned["mae_s"], "coverage_80": learned["coverage_80"],
+            "vs_naive": round(learned["mae_s"] / naive, 4)}
+
+
+def floor_figures(name: str, seeds: list[str], plays: int, jobs: int = 2) -> list[dict[str, Any]]:
+    """Per seed: the learned estimate as it is, with `plays` plays, and with `plays` plays of the
+    truth (`_floor_one`), each run in a fresh process."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    runs = [(name, seed, n, truth) for seed in seeds
+            for n, truth in ((waits.DRAWS, False), (plays, False), (plays, True))]
+    out = []
+    with ProcessPoolExecutor(max_workers=jobs, max_tasks_per_child=1,
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        for row in pool.map(_floor_one, runs):
+            out.append(row)
+            print(row, flush=True)
+    return out
+
+
 def rss_figure(events: int = 20_000) -> dict[str, Any]:
     """A sample branch's kiosk after a 20,000-event day, a model trained on it, serving the API
     (its first housekeeping also retrains, in a process of its own, as every night)."""
@@ -307,9 +375,18 @@ def main() -> None:
     parser.add_argument("--only-rss", action="store_true")
     parser.add_argument("--only-lines", action="store_true", help="only the estimate's cost against line length")
     parser.add_argument("--only-curve", action="store_true", help="only the learning curves")
+    parser.add_argument("--only-floor", metavar="SCENARIO",
+                        help="only the floor: SCENARIO's plays with its true parameters against the learned estimate")
+    parser.add_argument("--seeds", default="own,7,8", help="for --only-floor: the seeds run (own: the scenario's)")
+    parser.add_argument("--plays", type=int, default=480, help="for --only-floor: plays per estimate")
     parser.add_argument("--jobs", type=int, default=2, help="scenarios simulated at once for the curves")
     args = parser.parse_args()
     figures: dict[str, Any] = {}
+    if args.only_floor:
+        figures["floor"] = floor_figures(args.only_floor, args.seeds.split(","), args.plays, args.jobs)
+        figures["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        write("waits_floor", figures)
+        return
     if args.only_lines:
         figures["line_length"] = line_length_figures()
         figures["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
