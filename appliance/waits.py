@@ -24,7 +24,7 @@ import math
 import random
 import sqlite3
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -574,12 +574,14 @@ def schedule_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, open_
         return occupancy.get(s, 0.0) / speed
 
     jumps = priority == 0 and ctx is not None
-    play = [c[:] for c in counters]
+    # Each counter's counter time per call of each line it serves (c[6]), at its speed.
+    play = [c[:6] + [{s: (lambda w, s=s, speed=c[4]: cost(s, w, speed)) for s in c[3] if s in lines}]
+            for c in counters]
     # Who arrives meanwhile and goes first: priority tickets, and for a booking checked in
     # before its slot, the walk-ins who come before its slot starts.
     expected = (lambda s, t: ctx.prio_arrivals(s, now_ms, t) + ctx.walkin_arrivals(s, now_ms, min(t, effective_ms))
                 ) if jumps and ctx is not None else None
-    found, same_done = _play(play, lines, truncated, cost, expected, service, now_ms)
+    found, same_done = _play(play, lines, truncated, expected, service, now_ms)
     if found is None:
         # Played out what was fetched: the rest of this line at the fluid rate of its counters.
         mine = [c for c in play if service in c[3]]
@@ -613,9 +615,6 @@ def schedule_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, open_
             else:
                 draws[s, speed] = _service_draw(rng, occupancy.get(s, 0.0) / speed, cvs[s])
 
-    def drawn(s: str, waited_s: float, speed: float) -> float:
-        return draws[s, speed](waited_s)
-
     residuals = []
     for i, c in enumerate(counters):
         cur = busy.get(c[5])
@@ -641,18 +640,28 @@ def schedule_s(conn: sqlite3.Connection, m: Model, ctx: DayContext | None, open_
     certain = all(row[2] >= 1.0 for rows in lines.values() for row in rows)
     maybe = {} if certain else {s: [(row, row[2], (row[0], row[1], 1.0, row[3])) for row in rows]
                                 for s, rows in lines.items()}
+    # Every play starts from the same counters but for the busy ones' remaining times: those
+    # without are settled once here.
+    counters = [c[:6] + [{s: draws[s, c[4]] for s in c[3] if s in lines}] for c in counters]
+    drawn_at = {i for i, _ in residuals}
+    settled = [(c[0], i) for i, c in enumerate(counters) if i not in drawn_at and _settle(c)]
     outcomes = []
     for _ in range(plays):
         play = [c[:] for c in counters]
+        free = settled[:]
         for i, residual in residuals:
-            play[i][0] = now_ms + residual() * 1000
-        arrived = None
+            c = play[i]
+            c[0] = now_ms + residual() * 1000
+            if _settle(c):
+                free.append((c[0], i))
+        arrivals = None
         if arrivals_random is not None:
-            arrived = _Arrivals(rates, now_ms, arrivals_random).by
+            arrivals = _Arrivals(rates, now_ms, arrivals_random, lines)
         drawn_lines = lines if certain else {
             s: [row if p >= 1.0 else sure for row, p, sure in rows if p >= 1.0 or rng.random() < p]
             for s, rows in maybe.items()}
-        t, _ = _play(play, drawn_lines, truncated, drawn, arrived, service, now_ms)
+        t, _ = _play(play, drawn_lines, truncated, arrivals.by if arrivals else None, service, now_ms, free,
+                     arrivals.lines if arrivals else None)
         outcomes.append((t - now_ms) / 1000 if t is not None and t < INF_MS else point_s)
     outcomes.sort()
     # The point: the mean of the middle third of the plays, a steadier median than the middle one.
@@ -692,12 +701,27 @@ def _service_draw(rng: random.Random, mean: float, cv: float) -> Callable[[float
 def _gone_draw(rng: random.Random, curve: tuple[float, ...], call_s: float, mean: float,
                cv: float) -> Callable[[float], float]:
     """Draws of a call's counter time after the person waited `waited_s`: the calling time if
-    they are gone (by `curve`, DayContext.gone), else a service time."""
+    they are gone (by `curve`, DayContext.gone), else a service time (`_service_draw`'s)."""
     random_ = rng.random
-    service = _service_draw(rng, mean, cv)
+    if mean <= 0 or cv <= 0:
+        service = _service_draw(rng, mean, cv)
+
+        def draw_fixed(waited_s: float) -> float:
+            return call_s if random_() < curve[bisect_right(GONE_EDGES_S, waited_s)] else service(waited_s)
+        return draw_fixed
+    s2 = math.log(1 + cv * cv)
+    mu, sigma = math.log(mean) - s2 / 2, math.sqrt(s2)
+    log, exp, magic, edges = math.log, math.exp, random.NV_MAGICCONST, GONE_EDGES_S
 
     def draw(waited_s: float) -> float:
-        return call_s if random_() < curve[bisect_right(GONE_EDGES_S, waited_s)] else service(waited_s)
+        if random_() < curve[bisect_right(edges, waited_s)]:
+            return call_s
+        while True:  # _service_draw's lognormal, inline: this runs at every step of a play
+            u1 = random_()
+            u2 = 1.0 - random_()
+            z = magic * (u1 - 0.5) / u2
+            if z * z / 4.0 <= -log(u2):
+                return exp(mu + z * sigma)
     return draw
 
 
@@ -760,9 +784,11 @@ class _Arrivals:
     __slots__ = ("rates", "now_ms", "random", "lines")
 
     def __init__(self, rates: dict[str, list[tuple[float, float]]], now_ms: int,
-                 random_: Callable[[], float]) -> None:
+                 random_: Callable[[], float], quiet: Iterable[str] = ()) -> None:
         self.rates, self.now_ms, self.random = rates, float(now_ms), random_
-        self.lines: dict[str, list[Any]] = {}  # line -> [next moment, how many before it, stretch]
+        # line -> [next moment, how many before it, stretch]; the `quiet` lines (nobody
+        # expected) are there from the start, never to come: a play reads them without a call.
+        self.lines: dict[str, list[Any]] = {s: [math.inf, 0, 0] for s in quiet if s not in rates}
 
     def by(self, s: str, t: float) -> float:
         line = self.lines.get(s)
@@ -797,18 +823,27 @@ MAX_ARRIVALS = 60  # per line and play: beyond, the line's future is not what de
 ARRIVALS_SEED = 1 << 62  # the arrivals' generator's seed is the plays' one plus this: never another's
 
 
-def _play(counters: list[list[Any]], lines: dict[str, list[Row]],
-          truncated: set[str], cost: Callable[[str, float, float], float],
-          arrived: Callable[[str, float], float] | None, service: str, now_ms: int) -> tuple[float | None, int]:
+def _play(counters: list[list[Any]], lines: dict[str, list[Row]], truncated: set[str],
+          arrived: Callable[[str, float], float] | None, service: str, now_ms: int,
+          free: list[tuple[float, int]] | None = None,
+          upcoming: dict[str, list[Any]] | None = None) -> tuple[float | None, int]:
     """One play of the virtual schedule: (when this ticket is called (ms), INF_MS if never, or
-    None when a truncated line ran out first; how many of its own line were called before)."""
+    None when a truncated line ran out first; how many of its own line were called before).
+    A counter is [free at (ms), open stretches, index of the current one, services, speed, id,
+    {line: its counter time (s) for a call of that line after waiting w: f(w)}]. `arrived(s, t)`:
+    how many jump the line `s` by `t`; `upcoming`: its lines as `_Arrivals` keeps them, read
+    without a call while their next moment is later. `free`: the counters still open as
+    (when next free, index), already settled (`_settle`), when the caller has them."""
     heads = dict.fromkeys(lines, 0)
     taken: set[tuple[str, int]] = set()
     jumps = dict.fromkeys(lines, 0.0) if arrived is not None else {}
     same_done = 0
     # The counters still open, by when each is next free (ties: the first in their order).
-    free = [(c[0], i) for i, c in enumerate(counters) if _settle(c)]
+    if free is None:
+        free = [(c[0], i) for i, c in enumerate(counters) if _settle(c)]
     heapq.heapify(free)
+    soon = upcoming if upcoming is not None else {}
+    heappop, heapreplace = heapq.heappop, heapq.heapreplace
     for _ in range(SCHEDULE_STEPS):
         if not free:
             return float(INF_MS), same_done
@@ -827,40 +862,55 @@ def _play(counters: list[list[Any]], lines: dict[str, list[Row]],
                     j += 1
             if j < n and (pick is None or rows[j][0] < pick[0]):
                 pick, at = rows[j], j
+        t = -1.0  # when this counter is free again: not known yet
         if (pick is None or pick[0][0] == 0) and arrived is not None:
             # Priority arrivals expected by now for this counter's services go first.
-            jumped = False
             for s in best_c[3]:
-                if s in jumps and arrived(s, best_t) - jumps[s] >= 1.0:
+                if s not in jumps:
+                    continue
+                line = soon.get(s)
+                if (line[1] if line is not None and line[0] > best_t else arrived(s, best_t)) - jumps[s] >= 1.0:
                     jumps[s] += 1.0
-                    best_c[0] = best_t + cost(s, 0.0, best_c[4]) * 1000
-                    jumped = True
+                    t = best_t + best_c[6][s](0.0) * 1000
+                    pick = None
                     break
-            if jumped:
-                _requeue(free, best_c, best_i)
+        if t < 0:
+            if pick is None:
+                if service in best_c[3]:  # the first counter free for this service finds nobody ahead
+                    return best_t, same_done
+                best_c[1] = []  # nothing left for this counter
+                heappop(free)
                 continue
-        if pick is None:
-            if service in best_c[3]:  # the first counter free for this service finds nobody ahead
-                return best_t, same_done
-            best_c[1] = []  # nothing left for this counter
-            heapq.heappop(free)
-            continue
-        s = pick[1]
-        if at == heads[s]:
-            at += 1
-            while (s, at) in taken:
+            s = pick[1]
+            if at == heads[s]:
                 at += 1
-            heads[s] = at
+                while (s, at) in taken:
+                    at += 1
+                heads[s] = at
+            else:
+                taken.add((s, at))
+            if pick[2] < 1.0:  # a booking that may come (by its likelihood): it has just arrived
+                t = best_t + pick[2] * best_c[6][s](0.0) * 1000
+            else:
+                t = best_t + best_c[6][s]((best_t - pick[0][1]) / 1000) * 1000
+            if s == service:
+                same_done += 1
+        # Queue the counter again at its new time, settled as `_settle` does (inline: this
+        # runs at every step of every play).
+        spans, k = best_c[1], best_c[2]
+        n = len(spans)
+        while k < n and t >= spans[k][1]:
+            k += 1
+        best_c[2] = k
+        if k >= n:
+            best_c[0] = t
+            heappop(free)
         else:
-            taken.add((s, at))
-        if pick[2] < 1.0:  # a booking that may come (by its likelihood): it has just arrived
-            best_c[0] = best_t + pick[2] * cost(s, 0.0, best_c[4]) * 1000
-        else:
-            best_c[0] = best_t + cost(s, (best_t - pick[0][1]) / 1000, best_c[4]) * 1000
-        _requeue(free, best_c, best_i)
-        if s == service:
-            same_done += 1
-        if s in truncated and heads[s] >= len(lines[s]):
+            if spans[k][0] > t:
+                t = float(spans[k][0])
+            best_c[0] = t
+            heapreplace(free, (t, best_i))
+        if pick is not None and s in truncated and heads[s] >= len(lines[s]):
             return None, same_done
     return None, same_done
 
@@ -878,22 +928,6 @@ def _settle(c: list[Any]) -> bool:
     if spans[k][0] > t:
         c[0] = float(spans[k][0])
     return True
-
-
-def _requeue(free: list[tuple[float, int]], c: list[Any], i: int) -> None:
-    """The head of `free`, counter `i`, has a new time c[0]: settle it (as `_settle`, inline:
-    this runs at every step of every play) and queue it again."""
-    t, spans, k = c[0], c[1], c[2]
-    n = len(spans)
-    while k < n and t >= spans[k][1]:
-        k += 1
-    c[2] = k
-    if k >= n:
-        heapq.heappop(free)
-        return
-    if spans[k][0] > t:
-        t = c[0] = float(spans[k][0])
-    heapq.heapreplace(free, (t, i))
 
 
 def _fluid_end(counters: list[list[Any]], work: float) -> float:

@@ -131,19 +131,18 @@ def test_a_counter_finishing_its_last_ticket_before_a_break_is_not_open_all_afte
     assert waits._availability("c2", True, ctx, 13 * H) == [(13 * H, waits.INF_MS)]
 
 
-def _counter(free_at: float, services=("a",)) -> list:
-    return [float(free_at), [(0, waits.INF_MS)], 0, services, 1.0, "c1"]
+def _counter(free_at: float, services=("a",), call_s: float = 300.0) -> list:
+    return [float(free_at), [(0, waits.INF_MS)], 0, services, 1.0, "c1", {s: lambda _waited_s: call_s for s in services}]
 
 
 def test_a_free_counter_calls_the_ticket_before_a_booking_that_has_not_checked_in():
     now = 10 * H
-    cost = lambda s, waited_s, speed: 300.0  # noqa: E731
     booking = ((0, now - 600_000, 0, "BOOK1"), "a", 1.0, True)   # its slot started 10 min ago
     walk_in = ((0, now - 600_000, 0, "A001"), "a", 1.0, False)  # someone waiting since then
-    assert waits._play([_counter(now)], {"a": [booking]}, set(), cost, None, "a", now) == (now, 0)
-    assert waits._play([_counter(now)], {"a": [walk_in]}, set(), cost, None, "a", now) == (now + 300_000, 1)
+    assert waits._play([_counter(now)], {"a": [booking]}, set(), None, "a", now) == (now, 0)
+    assert waits._play([_counter(now)], {"a": [walk_in]}, set(), None, "a", now) == (now + 300_000, 1)
     # a counter that frees up later may find the booking checked in by then: it goes first
-    assert waits._play([_counter(now + 60_000)], {"a": [booking]}, set(), cost, None, "a", now) == (now + 360_000, 1)
+    assert waits._play([_counter(now + 60_000)], {"a": [booking]}, set(), None, "a", now) == (now + 360_000, 1)
 
 
 def test_walk_ins_before_its_slot_go_before_a_booking_checked_in_early():
@@ -193,6 +192,21 @@ def test_service_draws_are_the_standard_librarys_lognormal_numbers():
     ours = waits._service_draw(random.Random(42), 240.0, 0.7)
     theirs = random.Random(42)
     assert [ours(0.0) for _ in range(2000)] == [theirs.lognormvariate(mu, sigma) for _ in range(2000)]
+
+
+def test_a_calls_draws_are_the_calling_time_as_often_as_people_are_gone_else_a_lognormal():
+    from bisect import bisect_right
+
+    curve = tuple(0.05 * k for k in range(len(waits.GONE_EDGES_S) + 1))  # more gone the longer they waited
+    s2 = math.log(1 + 0.7 * 0.7)
+    mu, sigma = math.log(240.0) - s2 / 2, math.sqrt(s2)
+    ours = waits._gone_draw(random.Random(7), curve, 60.0, 240.0, 0.7)
+    theirs = random.Random(7)
+    waited = [float(w) for w in range(0, 12_000, 6)]
+    expected = [60.0 if theirs.random() < curve[bisect_right(waits.GONE_EDGES_S, w)] else theirs.lognormvariate(mu, sigma)
+                for w in waited]
+    assert [ours(w) for w in waited] == expected
+    assert 0.2 < expected.count(60.0) / len(expected) < 0.4  # the curve's mean over these waits: 0.31
 
 
 def test_the_range_widens_after_misses_and_narrows_after_holds_today():
