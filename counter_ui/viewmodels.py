@@ -239,10 +239,12 @@ class CounterViewModel(NodeViewModel):
         counter = event.data.get("counter")
         if isinstance(counter, dict) and counter.get("id"):
             self._counter_rows[counter["id"]] = {**self._counter_rows.get(counter["id"], {}), **counter}
-            if counter.get("id") == self.counter_id:
-                self._apply_counter(counter)
+        # The ticket before this counter's own view: a completion at this counter is counted
+        # while its ticket is still the current one (the counter's view no longer has it).
         if isinstance(ticket, dict) and ticket.get("id"):
             self._apply_ticket(ticket)
+        if isinstance(counter, dict) and counter.get("id") == self.counter_id:
+            self._apply_counter(counter)
         self._rebuild_waiting()
 
     def _apply_counter(self, c: dict[str, Any]) -> None:

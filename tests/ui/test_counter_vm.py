@@ -407,6 +407,50 @@ async def test_losing_a_call_made_while_apart_shows_who_won(branch: Any) -> None
         await c2.client.close()
 
 
+async def test_served_today_counts_completions_made_elsewhere_at_this_counter_once(nodes: Nodes) -> None:
+    """The screen follows its node's stream. Tickets its counter completes through another
+    client (the counter's serial keypad, a second screen) count as served here too, as soon
+    as the event comes, and its own Done is not counted again when its event comes back."""
+    node = nodes.start("counter-2")
+    vm = await make_vm(node.url, "c2")
+    keypad = NodeClient(node.url, timeout=5.0)
+    connected = asyncio.Event()
+
+    def on_conn(ok: bool, why: str) -> None:
+        vm.set_connected(ok, why)
+        if ok:
+            connected.set()
+
+    follow = asyncio.create_task(vm.client.follow(on_state=vm.apply_state, on_event=vm.apply_event,
+                                                  on_connection=on_conn))
+    try:
+        assert await vm.login("2345") and await vm.open_counter()
+        await asyncio.wait_for(connected.wait(), 10)
+        assert vm.served_today == 0
+        await keypad.login("c2", "2345")
+        for _ in range(2):
+            await keypad.issue_ticket("general")
+        t = await keypad.call_next("c2")
+        await wait_for(lambda: vm.current.get("id") == t["id"], what="the keypad's call on the screen")
+        await keypad.ticket_action("c2", t["id"], "start")
+        await keypad.ticket_action("c2", t["id"], "complete")
+        await wait_for(lambda: vm.served_today == 1, what="the keypad's completion counted")
+        assert vm.current == {}
+        # The screen's own Done counts once, also after its event comes back by the stream.
+        assert await vm.call_next() and await vm.start() and await vm.done()
+        assert vm.served_today == 2
+        await keypad.issue_ticket("general")  # a later event: the Done's has been applied by then
+        await wait_for(lambda: len(vm.waiting) == 1, what="the later ticket on the screen")
+        assert vm.served_today == 2
+        vm.apply_state(await vm.client.state())
+        assert vm.served_today == 2  # the node counts the same
+    finally:
+        follow.cancel()
+        await asyncio.gather(follow, return_exceptions=True)
+        await keypad.close()
+        await vm.client.close()
+
+
 def test_keyboard_shortcuts_need_a_login() -> None:
     vm = CounterViewModel(NodeClient("http://127.0.0.1:9"), "c1", now=now)
     assert not vm.handle_key("n")
