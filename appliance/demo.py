@@ -197,6 +197,7 @@ class Demo:
             capture_output=True, text=True)
         if enrolled.returncode != 0:
             raise SystemExit(f"could not register the demo branch at HQ: {enrolled.stderr.strip()}")
+        await self.name_staff_at_hq(url, auth)
         # public_url: each ticket's QR and status_url open its live page on this HQ.
         section = enrolled.stdout.strip() + f'\npublic_url = "{url}"\ninterval_s = 2.0\n'
         for device, *_ in DEVICES:
@@ -205,6 +206,26 @@ class Demo:
             if "\n[hq]" not in text:
                 path.write_text(text.rstrip() + "\n\n" + section, encoding="utf-8")
         print(f"HQ running: {url} (admin {HQ_ADMIN[0]} / {HQ_ADMIN[1]})", flush=True)
+
+    async def name_staff_at_hq(self, url: str, auth: dict[str, str]) -> None:
+        """The branch's staff by name at HQ (its console shows who serves where), without
+        their PINs: the counters keep checking those from their own config. Only staff HQ
+        does not know yet: one that HQ manages keeps its name and PIN."""
+        import aiohttp
+
+        from appliance.config import load_config
+
+        config = load_config(self.folder / "kiosk.toml")
+        base = f"{url}/api/v1/branches/{config.branch_id}/staff"
+        async with aiohttp.ClientSession(headers=auth) as session:
+            async with session.get(base) as r:
+                known = {s["id"] for s in (await r.json())["staff"]} if r.status == 200 else set()
+            for member in config.staff:
+                if member.id in known:
+                    continue
+                async with session.put(f"{base}/{member.id}", json={"name": member.name}) as r:
+                    if r.status != 200:
+                        logger.warning("HQ did not take staff %s: %s", member.id, await r.text())
 
     async def start_nodes(self) -> None:
         for device, _, port, _, _ in DEVICES:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,10 @@ def test_the_demo_shows_every_window_and_the_kiosk_is_used_by_touch(tmp_path: Pa
     assert not result["kivy_home_created"]  # the apps need no shared ~/.kivy at all
     log = kiosk_log(tmp_path / "demo")
     assert TAKEN.search(log), log[-3000:]
+    # HQ knows the branch's staff by name (its console shows who serves where), not their PINs.
+    with closing(sqlite3.connect(tmp_path / "demo" / "hq" / "data" / "hq.sqlite3")) as hq:
+        assert hq.execute("SELECT id, name, pin_hash FROM staff ORDER BY id").fetchall() == [
+            ("amina", "Amina Uwase", ""), ("jean", "Jean Habimana", ""), ("lucia", "Lucía Gómez", "")]
 
 
 def test_a_window_that_dies_is_reported_loudly_and_the_demo_fails(tmp_path: Path) -> None:
