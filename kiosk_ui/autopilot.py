@@ -35,7 +35,16 @@ class Finger(MotionEvent):
 
 
 async def tap(widget: Any) -> None:
-    """Press and release at the widget's centre, a frame apart."""
+    """Press and release at the widget's centre, a frame apart; on a screen taller than the
+    window, scrolled into view first, as a person would."""
+    from kivy.uix.scrollview import ScrollView
+
+    view = widget.parent
+    while view is not None and not isinstance(view, ScrollView):
+        view = view.parent if view.parent is not view else None  # the window is its own parent
+    if view is not None and view.do_scroll_y:
+        view.scroll_to(widget, padding=20, animate=False)
+        await asyncio.sleep(0.1)
     finger = Finger(*widget.to_window(*widget.center))
     EventLoop.post_dispatch_input("begin", finger)
     await asyncio.sleep(0.12)

@@ -9,6 +9,7 @@ from kivy.properties import ListProperty, StringProperty
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.gridlayout import GridLayout
 from kivy.uix.image import Image
+from kivy.uix.scrollview import ScrollView
 
 from .pictograms import Pictogram
 from ui_common.qr import qr_texture
@@ -73,7 +74,36 @@ class QRImage(Image):
         self.texture = qr_texture(self.data) if self.data else None
 
 
+class ScreenScroll(ScrollView):
+    """A screen's content (its one child, a vertical layout at least as tall as the screen):
+    scrollable only when it is taller, on a small screen, in a long language or with larger
+    text, so that its top (the questions) and its bottom (Back) can both be reached. When it
+    fits, touches go straight to the buttons, as without it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("do_scroll_x", False)
+        kwargs.setdefault("always_overscroll", False)
+        super().__init__(**kwargs)
+        self.bind(height=self._fit)
+
+    def add_widget(self, widget: Any, *args: Any, **kwargs: Any) -> None:
+        super().add_widget(widget, *args, **kwargs)
+        widget.bind(height=self._fit)
+        self._fit()
+
+    def _fit(self, *_: Any) -> None:
+        content = self.children[0] if self.children else None
+        self.do_scroll_y = content is not None and content.height > self.height + 1
+        if not self.do_scroll_y:
+            self.scroll_y = 1.0
+
+    def to_top(self) -> None:
+        """Back to the top (a screen shown anew starts with its first question)."""
+        self.scroll_y = 1.0
+
+
 Factory.register("ChoiceList", cls=ChoiceList)
+Factory.register("ScreenScroll", cls=ScreenScroll)
 Factory.register("QRImage", cls=QRImage)
 Factory.register("KeyPad", cls=KeyPad)
 Factory.register("Pictogram", cls=Pictogram)

@@ -46,6 +46,7 @@ Factory.register("EnrollQR", cls=EnrollQR)
 Factory.register("EnrollPanel", cls=EnrollPanel)
 
 Builder.load_string("""
+#:import sp kivy.metrics.sp
 <EnrollPanel>:
     canvas.before:
         Color:
@@ -62,9 +63,11 @@ Builder.load_string("""
             font_size: "40sp"
             bold: True
             size_hint_y: 0.15
+            text_size: self.width, None  # wraps on a narrow window (a portrait kiosk)
+            halign: "center"
         Label:
             text: root.vm.enroll_code if root.vm else ''
-            font_size: "96sp"
+            font_size: min(sp(96), self.width / 6)  # the nine characters fit a narrow window too
             bold: True
             size_hint_y: 0.25
         EnrollQR:
@@ -75,4 +78,6 @@ Builder.load_string("""
             text: root.vm.tr._('An administrator enters this code at HQ.') if root.vm else ''
             font_size: "24sp"
             size_hint_y: 0.15
+            text_size: self.width, None
+            halign: "center"
 """)

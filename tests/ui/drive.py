@@ -111,7 +111,9 @@ def missing_glyphs(label: Any) -> str:
 
 
 def layout_problems(root: Any, where: str, *, shortened: bool = False) -> list[str]:
-    """Labels whose rendered text is larger than the label, and touch targets under 9 mm.
+    """Labels whose rendered text is larger than the label or breaks a word across lines,
+    anything drawn beyond the window's edge (unless clipped on purpose), and touch targets
+    under 9 mm.
     With ``shortened``, a one-line label that Kivy shortens with "..." is a problem too
     (the display: a waiting room cannot read what was cut)."""
     from kivy.core.text import Label as CoreLabel
@@ -121,10 +123,22 @@ def layout_problems(root: Any, where: str, *, shortened: bool = False) -> list[s
     from kivy.uix.label import Label
     from kivy.uix.textinput import TextInput
 
+    from kivy.uix.stencilview import StencilView
+
     problems = []
+    rx, ry = root.to_window(root.x, root.y)
+    # What a StencilView clips on purpose: a ScrollView's content (it can be scrolled to), the
+    # display's ticker (its text runs past both edges).
+    clipped = {id(c) for v in walk(root) if isinstance(v, StencilView) for c in walk(v)[1:]}
     for w in walk(root):
         if w.opacity == 0 or w.height <= 1 or w.width <= 1:
             continue
+        # Drawn beyond the window's edge: cut off where nobody can see or reach it.
+        wx, wy = w.to_window(w.x, w.y)
+        if id(w) not in clipped and (wx < rx - 1 or wy < ry - 1 or wx + w.width > rx + root.width + 1
+                                     or wy + w.height > ry + root.height + 1):
+            problems.append(f"{where}: {type(w).__name__} {getattr(w, 'text', '')[:40]!r} is outside the "
+                            f"window ({wx:.0f},{wy:.0f} {w.width:.0f}x{w.height:.0f} in {root.width:.0f}x{root.height:.0f})")
         if shortened and isinstance(w, Label) and w.text and w.shorten:
             core = (MarkupLabel if w.markup else CoreLabel)(text=w.text, font_size=w.font_size, font_name=w.font_name,
                              bold=w.bold, padding=w.padding, markup=w.markup)
@@ -143,6 +157,16 @@ def layout_problems(root: Any, where: str, *, shortened: bool = False) -> list[s
             tw, th = core.texture.size
             if tw > w.width + 1 or th > w.height + 1:
                 problems.append(f"{where}: {w.text!r} needs {tw}x{th}, has {w.width:.0f}x{w.height:.0f}")
+            # A word wider than the lines it wraps to is broken in two ("Efface" / "r").
+            wrap = w.text_size[0] if w.text_size and w.text_size[0] else None
+            words = set(_TAG.sub("", _FONT_TAG.sub(r"\2", w.text)).split()) if wrap else set()
+            for word in (x for x in words if len(x) > 1):  # a single glyph cannot break
+                one = CoreLabel(text=word, font_size=w.font_size, font_name=w.font_name, bold=w.bold,
+                                italic=w.italic)
+                one.refresh()
+                if one.texture.size[0] > wrap + 1:
+                    problems.append(f"{where}: the word {word!r} is broken across lines: needs "
+                                    f"{one.texture.size[0]} px, lines of {wrap:.0f}")
         if isinstance(w, (ButtonBehavior, TextInput)) and not w.disabled:
             if min(w.width, w.height) < mm(9) - 0.5:
                 problems.append(f"{where}: touch target {getattr(w, 'text', '')!r} "
@@ -288,10 +312,12 @@ async def kiosk_script(app: Any, args: argparse.Namespace, result: dict[str, Any
     small = Button(text="x", size=(10, 10), font_size=5)
     boxed = Label(text="\u25cf Yes", size=(400, 100), font_size=20)  # Roboto has no ●
     drawn = Label(text="[font=DejaVuSans]\u25cf[/font] Yes", markup=True, size=(400, 100), font_size=20)
+    broken = Label(text="Delete", text_size=(60, None), size=(200, 200), font_size=30)  # "Dele" / "te"
     result["checker_catches"] = [bool(layout_problems(probe, "probe")),
                                  bool(layout_problems(small, "probe")),
                                  bool(layout_problems(boxed, "probe")),
-                                 not layout_problems(drawn, "probe")]
+                                 not layout_problems(drawn, "probe"),
+                                 bool(layout_problems(broken, "probe"))]
 
     # Every screen in every language: measure each label, check each touch target.
     problems: list[str] = []
