@@ -210,3 +210,19 @@ def test_ticket_from_kiosk_touches_is_called_at_counter_and_shown_on_display(
     finally:
         for proc in procs:
             stop(proc)
+
+
+@pytest.mark.timeout(600)
+def test_the_kiosk_works_on_a_7_inch_landscape_screen(xvfb: str, node_url: str, tmp_path: Path) -> None:
+    """The Raspberry Pi 7" touchscreen, 800x480: every screen in every language, normal and
+    larger text, fits or scrolls (nothing is drawn beyond the window's edge, no word broken),
+    and a citizen takes a ticket by three touches."""
+    out = tmp_path / "shots"
+    proc = driver("kiosk", xvfb, node_url, out, tmp_path / "kiosk-800x480.json", "--size", "800x480")
+    try:
+        k = read(tmp_path / "kiosk-800x480.json", proc, 480)
+    finally:
+        stop(proc)
+    assert k["layout_problems"] == []
+    assert k["taps_to_ticket"] == 3 and k["ticket"]["priority"] == 1
+    assert k["printed_white_share"] < 0.01
