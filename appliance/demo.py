@@ -219,7 +219,10 @@ class Demo:
         base = f"{url}/api/v1/branches/{config.branch_id}/staff"
         async with aiohttp.ClientSession(headers=auth) as session:
             async with session.get(base) as r:
-                known = {s["id"] for s in (await r.json())["staff"]} if r.status == 200 else set()
+                if r.status != 200:  # not knowing whom HQ manages, change nobody
+                    logger.warning("HQ did not list the branch's staff: %s", await r.text())
+                    return
+                known = {s["id"] for s in (await r.json())["staff"]}
             for member in config.staff:
                 if member.id in known:
                     continue

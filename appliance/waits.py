@@ -697,7 +697,6 @@ def _service_draw(rng: random.Random, mean: float, cv: float) -> Callable[[float
     return draw
 
 
-
 def _gone_draw(rng: random.Random, curve: tuple[float, ...], call_s: float, mean: float,
                cv: float) -> Callable[[float], float]:
     """Draws of a call's counter time after the person waited `waited_s`: the calling time if

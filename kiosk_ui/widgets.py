@@ -75,10 +75,11 @@ class QRImage(Image):
 
 
 class ScreenScroll(ScrollView):
-    """A screen's content (its one child, a vertical layout at least as tall as the screen):
-    scrollable only when it is taller, on a small screen, in a long language or with larger
-    text, so that its top (the questions) and its bottom (Back) can both be reached. When it
-    fits, touches go straight to the buttons, as without it."""
+    """A screen's content (its one child, a vertical layout): as tall as the screen, its
+    spacers taking what is left, or as tall as its content needs and then scrollable, on a
+    small screen, in a long language or with larger text, so that its top (the questions) and
+    its bottom (Back) can both be reached. When it fits, touches go straight to the buttons,
+    as without it."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("do_scroll_x", False)
@@ -88,11 +89,14 @@ class ScreenScroll(ScrollView):
 
     def add_widget(self, widget: Any, *args: Any, **kwargs: Any) -> None:
         super().add_widget(widget, *args, **kwargs)
-        widget.bind(height=self._fit)
+        widget.size_hint_y = None
+        widget.bind(minimum_height=self._fit)
         self._fit()
 
     def _fit(self, *_: Any) -> None:
         content = self.children[0] if self.children else None
+        if content is not None:
+            content.height = max(content.minimum_height, self.height)
         self.do_scroll_y = content is not None and content.height > self.height + 1
         if not self.do_scroll_y:
             self.scroll_y = 1.0

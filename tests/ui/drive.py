@@ -121,9 +121,8 @@ def layout_problems(root: Any, where: str, *, shortened: bool = False) -> list[s
     from kivy.metrics import mm
     from kivy.uix.behaviors import ButtonBehavior
     from kivy.uix.label import Label
-    from kivy.uix.textinput import TextInput
-
     from kivy.uix.stencilview import StencilView
+    from kivy.uix.textinput import TextInput
 
     problems = []
     rx, ry = root.to_window(root.x, root.y)
